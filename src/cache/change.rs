@@ -1,0 +1,75 @@
+//! Changes: what a cache applies and what replication carries between nodes.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Version;
+
+/// One change to a cache, as a peer sends it and [`Cache::apply_remote`](crate::Cache::apply_remote)
+/// takes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// The key holds `value` from `version` on, until `expires_at` (wall-clock ms since the epoch).
+    Set {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// The write's version.
+        version: Version,
+        /// Absolute expiry instant in ms since the Unix epoch; `None` never expires.
+        expires_at: Option<u64>,
+    },
+    /// The key was deleted at `version`; the receiver keeps a tombstone so an older write cannot
+    /// bring it back.
+    Delete {
+        /// The key.
+        key: Bytes,
+        /// The delete's version.
+        version: Version,
+    },
+    /// The sender held `version` of the key but dropped it (eviction or expiry), so it cannot send
+    /// the value: the receiver drops any older copy rather than keep serving it.
+    Invalidate {
+        /// The key.
+        key: Bytes,
+        /// The version the sender dropped.
+        version: Version,
+    },
+    /// Everything in the cache older than `version` is gone.
+    Purge {
+        /// The purge's version: entries with an older version are removed.
+        version: Version,
+    },
+}
+
+impl Change {
+    /// The change's version.
+    pub fn version(&self) -> Version {
+        match self {
+            Change::Set { version, .. }
+            | Change::Delete { version, .. }
+            | Change::Invalidate { version, .. }
+            | Change::Purge { version } => *version,
+        }
+    }
+
+    /// The key the change is about; `None` for a purge.
+    pub fn key(&self) -> Option<&Bytes> {
+        match self {
+            Change::Set { key, .. }
+            | Change::Delete { key, .. }
+            | Change::Invalidate { key, .. } => Some(key),
+            Change::Purge { .. } => None,
+        }
+    }
+}
+
+/// A change with the local sequence number this node stamped on it when it applied it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamped {
+    /// The node-local, strictly increasing sequence number of the change.
+    pub seq: u64,
+    /// The change, as it stands now (compacted: only the latest change per key is kept).
+    pub change: Change,
+}

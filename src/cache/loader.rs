@@ -1,0 +1,87 @@
+//! Load callbacks: what a cache calls on a miss in `get_or_load`, sync or async.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::BoxError;
+
+type SyncFn = dyn Fn(&[u8]) -> Result<Bytes, BoxError> + Send + Sync;
+type LoadFuture = Pin<Box<dyn Future<Output = Result<Bytes, BoxError>> + Send>>;
+type AsyncFn = dyn Fn(Bytes) -> LoadFuture + Send + Sync;
+
+/// A cache's load callback: produces the value of a key that missed.
+///
+/// ```
+/// use leafcache::Loader;
+/// let from_disk = Loader::sync(|key: &[u8]| std::fs::read(String::from_utf8_lossy(key).as_ref()));
+/// let from_service = Loader::from_async(|key| async move {
+///     Ok::<_, std::io::Error>(format!("value of {key:?}"))
+/// });
+/// # let _ = (from_disk, from_service);
+/// ```
+#[derive(Clone)]
+pub enum Loader {
+    /// A blocking function; inside a tokio runtime it runs on the blocking pool.
+    Sync(Arc<SyncFn>),
+    /// An async function.
+    Async(Arc<AsyncFn>),
+}
+
+impl Loader {
+    /// A loader from a blocking function.
+    pub fn sync<F, V, E>(f: F) -> Self
+    where
+        F: Fn(&[u8]) -> Result<V, E> + Send + Sync + 'static,
+        V: Into<Bytes>,
+        E: Into<BoxError>,
+    {
+        Loader::Sync(Arc::new(move |key| {
+            f(key).map(Into::into).map_err(Into::into)
+        }))
+    }
+
+    /// A loader from an async function.
+    pub fn from_async<F, Fut, V, E>(f: F) -> Self
+    where
+        F: Fn(Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        V: Into<Bytes>,
+        E: Into<BoxError>,
+    {
+        Loader::Async(Arc::new(move |key| {
+            let fut = f(key);
+            Box::pin(async move { fut.await.map(Into::into).map_err(Into::into) })
+        }))
+    }
+
+    /// Runs the loader for `key`. A panicking sync loader becomes an error, not a crashed task.
+    pub(crate) async fn load(&self, key: Bytes) -> Result<Bytes, BoxError> {
+        match self {
+            Loader::Async(f) => f(key).await,
+            Loader::Sync(f) => {
+                let f = f.clone();
+                if tokio::runtime::Handle::try_current().is_ok() {
+                    tokio::task::spawn_blocking(move || f(&key))
+                        .await
+                        .map_err(|e| -> BoxError {
+                            format!("load callback panicked: {e}").into()
+                        })?
+                } else {
+                    f(&key)
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Loader::Sync(_) => "Loader::Sync",
+            Loader::Async(_) => "Loader::Async",
+        })
+    }
+}

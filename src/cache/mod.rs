@@ -1,0 +1,594 @@
+//! A named cache: the handle applications use — reads, writes, deletes, expiry, loaders, stats —
+//! over a sharded LRU store that keeps the versions and change log replication needs.
+//!
+//! Keys hash to one of a power-of-two number of shards, each a [`parking_lot::Mutex`] over an
+//! [`lru::LruCache`], so threads working on different keys rarely meet on one lock. Every operation
+//! here is synchronous except [`Cache::get_or_load`]: a hit or a local write never awaits.
+
+mod change;
+mod config;
+mod loader;
+mod shard;
+mod stats;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
+
+pub use change::{Change, Stamped};
+pub use config::CacheConfig;
+pub use loader::Loader;
+pub use stats::CacheStats;
+
+use crate::clock::{NodeId, Version};
+use crate::error::Error;
+use crate::node::NodeCore;
+use shard::{Limits, NEVER, Shard, entry_size};
+
+/// When an entry expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// The cache's `expiration_time`, or never if it has none.
+    Default,
+    /// Never, whatever the cache's default.
+    Never,
+    /// This long after the write. Zero is refused with [`Error::ZeroDuration`].
+    After(Duration),
+    /// At this wall-clock instant, in ms since the Unix epoch (the same instant on every node).
+    AtMs(u64),
+}
+
+/// A read of one entry with its replication metadata, from [`Cache::peek`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryInfo {
+    /// The value.
+    pub value: Bytes,
+    /// The version of the write that produced it.
+    pub version: Version,
+    /// Absolute expiry in ms since the Unix epoch, if any.
+    pub expires_at: Option<u64>,
+    /// The local seq of that write on this node.
+    pub seq: u64,
+}
+
+/// One shard behind its lock, alone on its cache lines so that two locks never share one.
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
+
+type Flight = Arc<OnceCell<Result<Bytes, Error>>>;
+
+struct CacheInner {
+    name: Arc<str>,
+    shards: Box<[Padded]>,
+    /// `shards.len() - 1`; the shard count is a power of two.
+    mask: usize,
+    /// Picks a key's shard; fixed seed so that a key's shard is stable for the process.
+    hasher: foldhash::fast::FixedState,
+    /// The node's identity, clocks and seq counter, shared by all its caches.
+    core: Arc<NodeCore>,
+    /// Default time-to-live of a write.
+    ttl: Option<Duration>,
+    /// The largest accounted entry one shard can hold.
+    max_entry_bytes: usize,
+    loader: Option<Loader>,
+    /// Loads in progress, one per key: the single-flight table.
+    inflight: Mutex<HashMap<Bytes, Flight>>,
+    /// The newest purge applied here, with its local seq.
+    purge: Mutex<Option<(Version, u64)>>,
+    loads: AtomicU64,
+    load_errors: AtomicU64,
+}
+
+/// A handle to one named cache on a node. Cheap to clone; `Send + Sync`.
+///
+/// ```
+/// use std::time::Duration;
+/// use leafcache::Cache;
+///
+/// let cache = Cache::builder()
+///     .maximum_capacity(10_000)
+///     .expiration_time("10m")
+///     .build()?;
+/// cache.set("user:1", "ada")?;
+/// assert_eq!(cache.get("user:1").as_deref(), Some(&b"ada"[..]));
+/// assert_eq!(cache.delete("user:1").as_deref(), Some(&b"ada"[..]));
+/// assert!(!cache.contains("user:1"));
+/// # Ok::<(), leafcache::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<CacheInner>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("name", &self.inner.name)
+            .field("shards", &self.inner.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// A builder for a standalone cache on a node of its own, in the style of the original
+    /// `LRUCacheDistributed(...)`. See [`CacheBuilder`](crate::CacheBuilder).
+    pub fn builder() -> crate::CacheBuilder {
+        crate::CacheBuilder::default()
+    }
+
+    pub(crate) fn new(
+        name: &str,
+        config: &CacheConfig,
+        core: Arc<NodeCore>,
+    ) -> Result<Self, Error> {
+        let resolved = config.resolve()?;
+        let n = resolved.shards;
+        let share = |total: u64, i: usize| -> usize {
+            let base = total / n as u64;
+            let extra = u64::from((i as u64) < total % n as u64);
+            usize::try_from(base + extra).unwrap_or(usize::MAX)
+        };
+        let dead_ttl_ms = u64::try_from(resolved.tombstone_ttl.as_millis()).unwrap_or(u64::MAX);
+        let shards: Box<[Padded]> = (0..n)
+            .map(|i| {
+                let max_entries = share(resolved.max_entries, i).max(1);
+                Padded(Mutex::new(Shard::new(Limits {
+                    max_entries,
+                    max_bytes: resolved.max_bytes.map_or(usize::MAX, |b| share(b, i)),
+                    max_dead: max_entries.max(64),
+                    dead_ttl_ms,
+                })))
+            })
+            .collect();
+        let max_entry_bytes = shards
+            .iter()
+            .map(|s| s.0.lock().limits().max_bytes)
+            .min()
+            .unwrap_or(0);
+        Ok(Cache {
+            inner: Arc::new(CacheInner {
+                name: name.into(),
+                mask: n - 1,
+                shards,
+                hasher: foldhash::fast::FixedState::with_seed(0x1eaf_cac4e),
+                core,
+                ttl: resolved.ttl,
+                max_entry_bytes,
+                loader: resolved.loader,
+                inflight: Mutex::new(HashMap::new()),
+                purge: Mutex::new(None),
+                loads: AtomicU64::new(0),
+                load_errors: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The cache's name on its node.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The id of the node this cache lives on; it is the tie-break in every version it writes.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.core.id
+    }
+
+    /// The number of shards (a power of two).
+    pub fn shard_count(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    /// The largest entry (key + value + per-entry overhead) a write may carry.
+    pub fn max_entry_bytes(&self) -> usize {
+        self.inner.max_entry_bytes
+    }
+
+    #[inline]
+    fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
+        use std::hash::BuildHasher;
+        let h = self.inner.hasher.hash_one(key);
+        &self.inner.shards[(h >> 40) as usize & self.inner.mask].0
+    }
+
+    #[inline]
+    fn now_ms(&self) -> u64 {
+        self.inner.core.now_ms()
+    }
+
+    /// The value of `key`, if held and unexpired. Marks it most recently used.
+    ///
+    /// ```
+    /// # let cache = leafcache::Cache::builder().build()?;
+    /// cache.set(b"k".to_vec(), b"v".to_vec())?;
+    /// assert_eq!(cache.get(b"k").unwrap(), "v");
+    /// assert_eq!(cache.get("missing"), None);
+    /// # Ok::<(), leafcache::Error>(())
+    /// ```
+    #[inline]
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Option<Bytes> {
+        let key = key.as_ref();
+        self.shard(key).lock().get(key, self.inner.core.hlc.clock())
+    }
+
+    /// The entry of `key` with its version and expiry, without changing LRU order or counters.
+    pub fn peek(&self, key: impl AsRef<[u8]>) -> Option<EntryInfo> {
+        let key = key.as_ref();
+        let now = self.now_ms();
+        self.shard(key).lock().peek(key, now).map(|p| EntryInfo {
+            value: p.value,
+            version: p.version,
+            expires_at: (p.expires_at != NEVER).then_some(p.expires_at),
+            seq: p.seq,
+        })
+    }
+
+    /// Whether `key` holds an unexpired value. Does not change LRU order.
+    pub fn contains(&self, key: impl AsRef<[u8]>) -> bool {
+        let key = key.as_ref();
+        let now = self.now_ms();
+        self.shard(key).lock().peek(key, now).is_some()
+    }
+
+    /// Stores `value` under `key` with the cache's default expiry, evicting least recently used
+    /// entries if the cache is full. Returns the write's version.
+    ///
+    /// Fails with [`Error::ValueTooLarge`] — evicting nothing — if the entry exceeds
+    /// [`max_entry_bytes`](Self::max_entry_bytes).
+    pub fn set(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<Version, Error> {
+        self.set_with_expiry(key, value, Expiry::Default)
+    }
+
+    /// Stores `value` under `key`, expiring `ttl` after now.
+    ///
+    /// ```
+    /// # let cache = leafcache::Cache::builder().build()?;
+    /// use std::time::Duration;
+    /// cache.set_with_ttl("session", "abc", Duration::from_secs(30))?;
+    /// assert!(cache.set_with_ttl("session", "abc", Duration::ZERO).is_err());
+    /// # Ok::<(), leafcache::Error>(())
+    /// ```
+    pub fn set_with_ttl(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        ttl: Duration,
+    ) -> Result<Version, Error> {
+        self.set_with_expiry(key, value, Expiry::After(ttl))
+    }
+
+    /// Stores `value` under `key` with an explicit [`Expiry`].
+    pub fn set_with_expiry(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        expiry: Expiry,
+    ) -> Result<Version, Error> {
+        let (key, value) = (key.into(), value.into());
+        self.check_size(key.len(), value.len())?;
+        let now = self.now_ms();
+        let expires_at = self.expires_at(expiry, now)?;
+        let core = &self.inner.core;
+        let mut shard = self.shard(&key).lock();
+        let version = core.new_version();
+        shard.set(key, value, version, expires_at, core.next_seq(), now);
+        Ok(version)
+    }
+
+    fn check_size(&self, key_len: usize, value_len: usize) -> Result<(), Error> {
+        let size = entry_size(key_len, value_len);
+        if size > self.inner.max_entry_bytes {
+            return Err(Error::ValueTooLarge {
+                size,
+                limit: self.inner.max_entry_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn expires_at(&self, expiry: Expiry, now: u64) -> Result<u64, Error> {
+        let after =
+            |d: Duration| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Ok(match expiry {
+            Expiry::Default => self.inner.ttl.map_or(NEVER, after),
+            Expiry::Never => NEVER,
+            Expiry::After(d) if d.is_zero() => return Err(Error::ZeroDuration { what: "ttl" }),
+            Expiry::After(d) => after(d),
+            Expiry::AtMs(at) => at.min(NEVER - 1),
+        })
+    }
+
+    /// Changes the expiry of an existing entry (a new write of the same value, replicated as such).
+    /// Returns `false` if the key holds nothing.
+    pub fn set_expiry(&self, key: impl AsRef<[u8]>, expiry: Expiry) -> Result<bool, Error> {
+        let key = key.as_ref();
+        let now = self.now_ms();
+        let expires_at = self.expires_at(expiry, now)?;
+        let core = &self.inner.core;
+        let mut shard = self.shard(key).lock();
+        let Some(current) = shard.peek(key, now) else {
+            return Ok(false);
+        };
+        let version = core.new_version();
+        shard.set(
+            Bytes::copy_from_slice(key),
+            current.value,
+            version,
+            expires_at,
+            core.next_seq(),
+            now,
+        );
+        Ok(true)
+    }
+
+    /// Deletes `key` everywhere it is replicated, leaving a tombstone so that an older write cannot
+    /// bring it back. Returns the value it held, like `pop`.
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Option<Bytes> {
+        let key = key.as_ref();
+        let now = self.now_ms();
+        let core = &self.inner.core;
+        let mut shard = self.shard(key).lock();
+        let version = core.new_version();
+        shard.delete(Bytes::copy_from_slice(key), version, core.next_seq(), now)
+    }
+
+    /// Removes every entry; the purge is a versioned change, so it replicates and any write older
+    /// than it is refused afterwards. Returns the purge's version.
+    pub fn purge(&self) -> Version {
+        let version = self.inner.core.new_version();
+        self.apply_purge(version);
+        version
+    }
+
+    fn apply_purge(&self, version: Version) -> bool {
+        let mut mark = self.inner.purge.lock();
+        if mark.is_some_and(|(v, _)| v >= version) {
+            return false;
+        }
+        *mark = Some((version, self.inner.core.next_seq()));
+        for shard in self.inner.shards.iter() {
+            shard.0.lock().purge(version);
+        }
+        true
+    }
+
+    /// The number of unexpired entries. Removes the expired ones it finds on the way.
+    pub fn len(&self) -> usize {
+        let now = self.now_ms();
+        self.inner
+            .shards
+            .iter()
+            .map(|s| {
+                let mut s = s.0.lock();
+                s.sweep(now, usize::MAX);
+                s.len()
+            })
+            .sum()
+    }
+
+    /// Whether the cache holds no unexpired entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes up to `budget` expired entries and tombstones past their retention, spread over the
+    /// shards; returns how many it removed. Writes already sweep a few each, so calling this is only
+    /// needed to free memory in a cache that is read but no longer written.
+    pub fn sweep(&self, budget: usize) -> usize {
+        let now = self.now_ms();
+        let per_shard = budget.div_ceil(self.inner.shards.len()).max(1);
+        let mut done = 0;
+        for shard in self.inner.shards.iter() {
+            if done >= budget {
+                break;
+            }
+            done += shard.0.lock().sweep(now, per_shard.min(budget - done));
+        }
+        done
+    }
+
+    /// Applies a change made on another node iff it is newer than what this cache knows of its
+    /// key (its entry, its tombstone, or the purge mark). Returns whether it applied; duplicates and
+    /// echoes of changes already applied return `false`.
+    ///
+    /// ```
+    /// use leafcache::{Cache, Change};
+    /// let a = Cache::builder().build()?;
+    /// let b = Cache::builder().build()?;
+    /// let version = a.set("k", "from a")?;
+    /// let change = Change::Set { key: "k".into(), value: "from a".into(), version, expires_at: None };
+    /// assert!(b.apply_remote(change.clone()));
+    /// assert!(!b.apply_remote(change), "an echo is a no-op");
+    /// assert_eq!(b.get("k").unwrap(), "from a");
+    /// # Ok::<(), leafcache::Error>(())
+    /// ```
+    pub fn apply_remote(&self, change: Change) -> bool {
+        let core = &self.inner.core;
+        core.hlc.observe(change.version().ts);
+        match &change {
+            Change::Purge { version } => self.apply_purge(*version),
+            Change::Set { key, .. }
+            | Change::Delete { key, .. }
+            | Change::Invalidate { key, .. } => {
+                let now = self.now_ms();
+                self.shard(key)
+                    .lock()
+                    .apply(&change, now, || core.next_seq())
+            }
+        }
+    }
+
+    /// The changes this cache applied after local seq `after`, in seq order, at most `max` of them.
+    ///
+    /// The log is compacted: a key changed many times appears once, at its latest change, as a
+    /// `Set`, a `Delete` (tombstone), or an `Invalidate` (evicted or expired here). Calling again
+    /// with the last returned seq continues the scan; an empty answer means the scan has caught up.
+    /// A scan from 0 is a consistent snapshot in the usual sense: every record is a real state, and
+    /// changes made while it runs appear later in the same scan.
+    ///
+    /// The answer is complete only when `after >= floor()`; below that, records were forgotten.
+    pub fn changes_since(&self, after: u64, max: usize) -> Vec<Stamped> {
+        let upto = self.inner.core.current_seq();
+        let purge = *self.inner.purge.lock();
+        let mut out = Vec::new();
+        let mut lo = after;
+        while out.len() < max && lo < upto {
+            // Seqs are unique node-wide, so a window this wide holds at most `max - len` records.
+            let hi = lo.saturating_add((max - out.len()) as u64).min(upto);
+            let start = out.len();
+            for shard in self.inner.shards.iter() {
+                shard.0.lock().changes_in(lo, hi, &mut out);
+            }
+            if let Some((version, seq)) = purge
+                && seq > lo
+                && seq <= hi
+            {
+                out.push(Stamped {
+                    seq,
+                    change: Change::Purge { version },
+                });
+            }
+            out[start..].sort_unstable_by_key(|s| s.seq);
+            lo = hi;
+            if out.len() == start {
+                // An empty window: jump straight to the next record, if any.
+                let next = self
+                    .inner
+                    .shards
+                    .iter()
+                    .filter_map(|s| s.0.lock().next_seq_after(lo))
+                    .chain(purge.map(|(_, s)| s).filter(|&s| s > lo))
+                    .min();
+                match next {
+                    Some(n) if n <= upto => lo = n - 1,
+                    _ => break,
+                }
+            }
+        }
+        out
+    }
+
+    /// The highest seq of a record this cache forgot (a tombstone past retention or over its
+    /// bound). A peer whose watermark is below it needs a full sync rather than a delta.
+    pub fn floor(&self) -> u64 {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.0.lock().floor())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// A snapshot of the cache's counters and size.
+    pub fn stats(&self) -> CacheStats {
+        let mut st = CacheStats {
+            loads: self.inner.loads.load(Ordering::Relaxed),
+            load_errors: self.inner.load_errors.load(Ordering::Relaxed),
+            ..CacheStats::default()
+        };
+        for shard in self.inner.shards.iter() {
+            let s = shard.0.lock();
+            st.hits += s.counters.hits;
+            st.misses += s.counters.misses;
+            st.evictions += s.counters.evictions;
+            st.expirations += s.counters.expirations;
+            st.entries += s.len() as u64;
+            st.bytes += s.bytes() as u64;
+            st.dead_records += s.dead_len() as u64;
+        }
+        st
+    }
+
+    /// Stores a structured value, encoded as JSON: self-describing, so readers and writers may add
+    /// or drop fields independently (with `#[serde(default)]`), and readable from any front door.
+    ///
+    /// ```
+    /// #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    /// struct User { name: String, visits: u32 }
+    /// # let cache = leafcache::Cache::builder().build()?;
+    /// cache.set_as("user:7", &User { name: "ada".into(), visits: 3 })?;
+    /// let user: Option<User> = cache.get_as("user:7")?;
+    /// assert_eq!(user.unwrap().visits, 3);
+    /// # Ok::<(), leafcache::Error>(())
+    /// ```
+    pub fn set_as<T: Serialize + ?Sized>(
+        &self,
+        key: impl Into<Bytes>,
+        value: &T,
+    ) -> Result<Version, Error> {
+        let bytes = serde_json::to_vec(value).map_err(|e| Error::Serde(Arc::new(e)))?;
+        self.set(key, bytes)
+    }
+
+    /// Reads a structured value stored with [`set_as`](Self::set_as) (or any JSON value).
+    pub fn get_as<T: DeserializeOwned>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>, Error> {
+        self.get(key)
+            .map(|b| serde_json::from_slice(&b).map_err(|e| Error::Serde(Arc::new(e))))
+            .transpose()
+    }
+
+    /// The value of `key`, calling the load callback on a miss and caching what it returns with the
+    /// cache's default expiry.
+    ///
+    /// Concurrent misses on one key share one load: the callback runs once and every caller gets
+    /// its result. A loader error goes to every waiting caller and is not cached.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let cache = leafcache::Cache::builder()
+    ///     .load_callback(|key: &[u8]| Ok::<_, std::io::Error>(key.to_ascii_uppercase()))
+    ///     .build()?;
+    /// assert_eq!(cache.get_or_load("abc").await?, "ABC");
+    /// assert_eq!(cache.get("abc").unwrap(), "ABC", "now cached");
+    /// # Ok::<(), leafcache::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn get_or_load(&self, key: impl Into<Bytes>) -> Result<Bytes, Error> {
+        let key = key.into();
+        if let Some(v) = self.get(&key) {
+            return Ok(v);
+        }
+        let Some(loader) = self.inner.loader.clone() else {
+            return Err(Error::NoLoader(self.inner.name.to_string()));
+        };
+        let flight: Flight = self
+            .inner
+            .inflight
+            .lock()
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let result = flight
+            .get_or_init(|| async {
+                // Another flight may have finished between our miss and our joining this one.
+                let now = self.now_ms();
+                if let Some(p) = self.shard(&key).lock().peek(&key, now) {
+                    return Ok(p.value);
+                }
+                match loader.load(key.clone()).await {
+                    Ok(value) => {
+                        self.inner.loads.fetch_add(1, Ordering::Relaxed);
+                        self.set(key.clone(), value.clone())?;
+                        Ok(value)
+                    }
+                    Err(e) => {
+                        self.inner.load_errors.fetch_add(1, Ordering::Relaxed);
+                        Err(Error::load(e))
+                    }
+                }
+            })
+            .await
+            .clone();
+        let mut inflight = self.inner.inflight.lock();
+        if inflight.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+            inflight.remove(&key);
+        }
+        result
+    }
+}

@@ -1,0 +1,460 @@
+//! One shard of a cache: the live LRU, the dead records (tombstones and dropped versions), the
+//! change log by sequence number, and the expiry index. Everything here runs under the shard's lock.
+//!
+//! Invariants kept by every method:
+//! - a key is in at most one of `live` and `dead`;
+//! - `log` maps the `seq` of every live entry and dead record to its key, and nothing else;
+//! - `expiry` holds `(expires_at, seq)` for exactly the live entries that have an expiry;
+//! - `bytes` is the sum of [`entry_size`] over `live`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use lru::LruCache;
+
+use super::change::{Change, Stamped};
+use crate::clock::{Clock, Version};
+
+/// `expires_at` of an entry that never expires.
+pub(crate) const NEVER: u64 = u64::MAX;
+
+/// Bytes accounted for an entry on top of its key and value: the LRU node (key handle, entry, two
+/// links), its hash-table slot, its change-log record (seq + key handle + B-tree share) and the
+/// allocation headers of the key and value buffers.
+pub(crate) const ENTRY_OVERHEAD: usize = size_of::<Bytes>()
+    + size_of::<Entry>()
+    + 2 * size_of::<usize>()
+    + 2 * size_of::<usize>()
+    + size_of::<u64>()
+    + size_of::<Bytes>()
+    + 16
+    + 2 * 16;
+
+/// The accounted size of an entry.
+#[inline]
+pub(crate) fn entry_size(key_len: usize, value_len: usize) -> usize {
+    key_len + value_len + ENTRY_OVERHEAD
+}
+
+/// A live entry.
+pub(crate) struct Entry {
+    pub value: Bytes,
+    pub version: Version,
+    /// Absolute expiry in wall-clock ms, or [`NEVER`].
+    pub expires_at: u64,
+    /// The local seq of the change that wrote it.
+    pub seq: u64,
+}
+
+/// Why a key has a dead record.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum DeadKind {
+    /// Deleted: replicated as [`Change::Delete`].
+    Tombstone,
+    /// Evicted or expired here: replicated as [`Change::Invalidate`] so a peer drops older copies.
+    Gone,
+}
+
+/// A key this node no longer serves but must remember the version of.
+pub(crate) struct Dead {
+    pub version: Version,
+    pub seq: u64,
+    pub kind: DeadKind,
+    /// When the record was made (wall-clock ms), for the retention limit.
+    pub since_ms: u64,
+}
+
+/// What one shard may hold.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub max_entries: usize,
+    pub max_bytes: usize,
+    /// Dead records kept at most; the oldest are forgotten first.
+    pub max_dead: usize,
+    /// How long a dead record is kept.
+    pub dead_ttl_ms: u64,
+}
+
+/// Counters kept under the shard lock: plain integers, no atomics on the hot path.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Counters {
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub expirations: u64,
+}
+
+/// A read of an entry without touching LRU order or counters.
+pub(crate) struct Peeked {
+    pub value: Bytes,
+    pub version: Version,
+    pub expires_at: u64,
+    pub seq: u64,
+}
+
+pub(crate) struct Shard {
+    live: LruCache<Bytes, Entry>,
+    /// Dead records in the order they were made (oldest at the LRU end); never promoted.
+    dead: LruCache<Bytes, Dead>,
+    log: BTreeMap<u64, Bytes>,
+    expiry: BTreeSet<(u64, u64)>,
+    bytes: usize,
+    /// Anything at or below this version was purged.
+    purged_before: Option<Version>,
+    /// Highest seq of a record this shard forgot: a delta from below it is incomplete.
+    floor: u64,
+    limits: Limits,
+    pub counters: Counters,
+}
+
+/// Expired entries and old dead records removed, at most, per write.
+const SWEEP_PER_WRITE: usize = 4;
+
+impl Shard {
+    pub fn new(limits: Limits) -> Self {
+        Shard {
+            live: LruCache::unbounded(),
+            dead: LruCache::unbounded(),
+            log: BTreeMap::new(),
+            expiry: BTreeSet::new(),
+            bytes: 0,
+            purged_before: None,
+            floor: 0,
+            limits,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn dead_len(&self) -> usize {
+        self.dead.len()
+    }
+
+    pub fn floor(&self) -> u64 {
+        self.floor
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Reads a value, promoting it in LRU order and counting a hit or a miss.
+    #[inline]
+    pub fn get(&mut self, key: &[u8], clock: &Clock) -> Option<Bytes> {
+        match self.live.get(key) {
+            // The clock is read only for entries that can expire.
+            Some(e) if e.expires_at == NEVER || e.expires_at > clock.now_ms() => {
+                self.counters.hits += 1;
+                return Some(e.value.clone());
+            }
+            Some(_) => {}
+            None => {
+                self.counters.misses += 1;
+                return None;
+            }
+        }
+        self.expire(key, clock.now_ms());
+        self.counters.misses += 1;
+        None
+    }
+
+    /// Reads an unexpired entry without promoting it or counting anything.
+    pub fn peek(&self, key: &[u8], now: u64) -> Option<Peeked> {
+        self.live
+            .peek(key)
+            .filter(|e| e.expires_at > now)
+            .map(|e| Peeked {
+                value: e.value.clone(),
+                version: e.version,
+                expires_at: e.expires_at,
+                seq: e.seq,
+            })
+    }
+
+    /// The newest version this shard knows for `key`: its entry, its dead record, or the purge mark.
+    fn newest(&self, key: &[u8]) -> Option<Version> {
+        let held = self
+            .live
+            .peek(key)
+            .map(|e| e.version)
+            .or_else(|| self.dead.peek(key).map(|d| d.version));
+        held.max(self.purged_before)
+    }
+
+    /// Writes an entry unconditionally (the caller's version is the newest: a local write).
+    pub fn set(
+        &mut self,
+        key: Bytes,
+        value: Bytes,
+        version: Version,
+        expires_at: u64,
+        seq: u64,
+        now: u64,
+    ) {
+        self.sweep(now, SWEEP_PER_WRITE);
+        self.clear_key(&key);
+        self.install_live(key, value, version, expires_at, seq, now);
+    }
+
+    /// Deletes unconditionally, leaving a tombstone; returns the unexpired value it held.
+    pub fn delete(&mut self, key: Bytes, version: Version, seq: u64, now: u64) -> Option<Bytes> {
+        self.sweep(now, SWEEP_PER_WRITE);
+        let old = self.clear_key(&key);
+        self.install_dead(key, version, seq, DeadKind::Tombstone, now);
+        old.filter(|e| e.expires_at > now).map(|e| e.value)
+    }
+
+    /// Applies a change from a peer iff it is newer than what this shard knows of its key; `stamp`
+    /// hands out the local seq only when it applies. Returns whether it applied.
+    ///
+    /// A purge is not a per-key change: the cache applies it to every shard with [`Shard::purge`].
+    pub fn apply(&mut self, change: &Change, now: u64, stamp: impl FnOnce() -> u64) -> bool {
+        self.sweep(now, SWEEP_PER_WRITE);
+        match change {
+            Change::Set {
+                key,
+                value,
+                version,
+                expires_at,
+            } => {
+                if self.newest(key).is_some_and(|n| *version <= n) {
+                    return false;
+                }
+                let seq = stamp();
+                self.clear_key(key);
+                let expires_at = expires_at.unwrap_or(NEVER);
+                if expires_at <= now || entry_size(key.len(), value.len()) > self.limits.max_bytes {
+                    // Already expired, or too large to hold here: remember the version only.
+                    self.install_dead(key.clone(), *version, seq, DeadKind::Gone, now);
+                } else {
+                    self.install_live(key.clone(), value.clone(), *version, expires_at, seq, now);
+                }
+                true
+            }
+            Change::Delete { key, version } => {
+                if self.newest(key).is_some_and(|n| *version <= n) {
+                    return false;
+                }
+                let seq = stamp();
+                self.clear_key(key);
+                self.install_dead(key.clone(), *version, seq, DeadKind::Tombstone, now);
+                true
+            }
+            Change::Invalidate { key, version } => {
+                // Only drops an older copy held here; knowing nothing of the key, there is nothing
+                // to invalidate.
+                let held = self
+                    .live
+                    .peek(key.as_ref())
+                    .map(|e| e.version)
+                    .or_else(|| self.dead.peek(key.as_ref()).map(|d| d.version));
+                if held.is_none_or(|h| h >= *version) {
+                    return false;
+                }
+                let seq = stamp();
+                self.clear_key(key);
+                self.install_dead(key.clone(), *version, seq, DeadKind::Gone, now);
+                true
+            }
+            Change::Purge { .. } => false,
+        }
+    }
+
+    /// Removes every entry and dead record at or below `before`, and remembers the mark.
+    pub fn purge(&mut self, before: Version) {
+        self.purged_before = self.purged_before.max(Some(before));
+        let doomed: Vec<Bytes> = self
+            .live
+            .iter()
+            .filter(|(_, e)| e.version <= before)
+            .map(|(k, _)| k.clone())
+            .chain(
+                self.dead
+                    .iter()
+                    .filter(|(_, d)| d.version <= before)
+                    .map(|(k, _)| k.clone()),
+            )
+            .collect();
+        for key in doomed {
+            self.clear_key(&key);
+        }
+    }
+
+    /// Removes up to `budget` expired entries (they become `Gone` records) and dead records past
+    /// their retention. Returns how many it removed.
+    pub fn sweep(&mut self, now: u64, budget: usize) -> usize {
+        let mut done = 0;
+        while done < budget {
+            match self.expiry.first() {
+                Some(&(at, seq)) if at <= now => {
+                    // Pop first, so that a broken index can never make this loop spin.
+                    self.expiry.pop_first();
+                    if let Some(key) = self.log.get(&seq).cloned() {
+                        self.expire(&key, now);
+                    }
+                    done += 1;
+                }
+                _ => break,
+            }
+        }
+        while done < budget {
+            match self.dead.peek_lru() {
+                Some((_, d)) if d.since_ms.saturating_add(self.limits.dead_ttl_ms) <= now => {
+                    self.forget_oldest_dead();
+                    done += 1;
+                }
+                _ => break,
+            }
+        }
+        done
+    }
+
+    /// Appends this shard's log records with `after < seq <= upto` to `out`, in seq order.
+    pub fn changes_in(&self, after: u64, upto: u64, out: &mut Vec<Stamped>) {
+        if after >= upto {
+            return;
+        }
+        for (&seq, key) in self.log.range(after + 1..=upto) {
+            let change = if let Some(e) = self.live.peek(key.as_ref()) {
+                debug_assert_eq!(e.seq, seq);
+                Change::Set {
+                    key: key.clone(),
+                    value: e.value.clone(),
+                    version: e.version,
+                    expires_at: (e.expires_at != NEVER).then_some(e.expires_at),
+                }
+            } else if let Some(d) = self.dead.peek(key.as_ref()) {
+                debug_assert_eq!(d.seq, seq);
+                match d.kind {
+                    DeadKind::Tombstone => Change::Delete {
+                        key: key.clone(),
+                        version: d.version,
+                    },
+                    DeadKind::Gone => Change::Invalidate {
+                        key: key.clone(),
+                        version: d.version,
+                    },
+                }
+            } else {
+                debug_assert!(false, "log record without entry or dead record");
+                continue;
+            };
+            out.push(Stamped { seq, change });
+        }
+    }
+
+    /// The smallest seq in this shard's log above `after`.
+    pub fn next_seq_after(&self, after: u64) -> Option<u64> {
+        self.log.range(after + 1..).next().map(|(&s, _)| s)
+    }
+
+    /// Moves an entry (known to be live) to a `Gone` record because it expired.
+    fn expire(&mut self, key: &[u8], now: u64) {
+        if let Some((key, e)) = self.live.pop_entry(key) {
+            self.unaccount(&key, &e);
+            self.counters.expirations += 1;
+            self.bury(key, e.version, e.seq, DeadKind::Gone, now);
+        }
+    }
+
+    /// Removes every record of `key` (entry or dead record, with their log and expiry records) and
+    /// returns the entry it held.
+    fn clear_key(&mut self, key: &[u8]) -> Option<Entry> {
+        if let Some(e) = self.live.pop(key) {
+            self.unaccount(key, &e);
+            self.log.remove(&e.seq);
+            return Some(e);
+        }
+        if let Some(d) = self.dead.pop(key) {
+            self.log.remove(&d.seq);
+        }
+        None
+    }
+
+    fn unaccount(&mut self, key: &[u8], e: &Entry) {
+        self.bytes -= entry_size(key.len(), e.value.len());
+        if e.expires_at != NEVER {
+            self.expiry.remove(&(e.expires_at, e.seq));
+        }
+    }
+
+    fn install_live(
+        &mut self,
+        key: Bytes,
+        value: Bytes,
+        version: Version,
+        expires_at: u64,
+        seq: u64,
+        now: u64,
+    ) {
+        self.bytes += entry_size(key.len(), value.len());
+        if expires_at != NEVER {
+            self.expiry.insert((expires_at, seq));
+        }
+        self.log.insert(seq, key.clone());
+        self.live.put(
+            key,
+            Entry {
+                value,
+                version,
+                expires_at,
+                seq,
+            },
+        );
+        self.evict_over_limits(now);
+    }
+
+    fn install_dead(&mut self, key: Bytes, version: Version, seq: u64, kind: DeadKind, now: u64) {
+        self.log.insert(seq, key.clone());
+        self.bury(key, version, seq, kind, now);
+    }
+
+    /// Adds a dead record whose log record is already in place, then enforces the dead-record bound.
+    fn bury(&mut self, key: Bytes, version: Version, seq: u64, kind: DeadKind, now: u64) {
+        self.dead.put(
+            key,
+            Dead {
+                version,
+                seq,
+                kind,
+                since_ms: now,
+            },
+        );
+        while self.dead.len() > self.limits.max_dead {
+            self.forget_oldest_dead();
+        }
+    }
+
+    fn forget_oldest_dead(&mut self) {
+        if let Some((_, d)) = self.dead.pop_lru() {
+            self.log.remove(&d.seq);
+            self.floor = self.floor.max(d.seq);
+        }
+    }
+
+    /// Evicts least recently used entries until the shard is within its limits. The entry just
+    /// written is the most recent, and alone it always fits (sizes are checked before writing).
+    fn evict_over_limits(&mut self, now: u64) {
+        while (self.live.len() > self.limits.max_entries || self.bytes > self.limits.max_bytes)
+            && self.live.len() > 1
+        {
+            let Some((key, e)) = self.live.pop_lru() else {
+                break;
+            };
+            self.unaccount(&key, &e);
+            if e.expires_at <= now {
+                self.counters.expirations += 1;
+            } else {
+                self.counters.evictions += 1;
+            }
+            self.bury(key, e.version, e.seq, DeadKind::Gone, now);
+        }
+    }
+}

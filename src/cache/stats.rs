@@ -1,0 +1,42 @@
+//! Cache statistics: one snapshot struct read from per-shard counters and a few atomics.
+
+use serde::Serialize;
+
+/// A snapshot of one cache's counters and size.
+///
+/// Hits, misses, evictions and expirations are counted under each shard's lock (no shared atomic
+/// on the hot path); loads are counted with atomics. The snapshot sums the shards one at a time, so
+/// under concurrent load it is approximate by a few operations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CacheStats {
+    /// Reads that found an unexpired entry.
+    pub hits: u64,
+    /// Reads that found nothing (or only an expired entry).
+    pub misses: u64,
+    /// Load callback runs that succeeded.
+    pub loads: u64,
+    /// Load callback runs that failed.
+    pub load_errors: u64,
+    /// Entries removed to make room.
+    pub evictions: u64,
+    /// Entries removed because they expired.
+    pub expirations: u64,
+    /// Entries held now.
+    pub entries: u64,
+    /// Accounted bytes held now (keys + values + per-entry overhead).
+    pub bytes: u64,
+    /// Tombstones and dropped-version records held for replication (outside the LRU).
+    pub dead_records: u64,
+}
+
+impl CacheStats {
+    /// `hits / (hits + misses)`, or 0 before any read.
+    pub fn hit_ratio(&self) -> f64 {
+        let reads = self.hits + self.misses;
+        if reads == 0 {
+            0.0
+        } else {
+            self.hits as f64 / reads as f64
+        }
+    }
+}

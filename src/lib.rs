@@ -1,0 +1,38 @@
+//! leafcache: a peer-to-peer, hub/leaf replicated LRU cache with time expiration.
+//!
+//! Every node keeps local LRU caches — capacity in entries and bytes, absolute-time expiry, a load
+//! callback — and (with the replication layer) keeps them converged with its hub and leaves. Reads
+//! are always served locally; a hit or a local write never waits on the network.
+//!
+//! ```
+//! use leafcache::Cache;
+//! let cache = Cache::builder()
+//!     .maximum_capacity(100_000)
+//!     .expiration_time("1h")
+//!     .build()?;
+//! cache.set("greeting", "hello")?;
+//! assert_eq!(cache.get("greeting").unwrap(), "hello");
+//! # Ok::<(), leafcache::Error>(())
+//! ```
+//!
+//! # Layout
+//! | module | owns |
+//! |---|---|
+//! | [`clock`] | wall clock (system or manual), hybrid logical clock, [`Version`] |
+//! | `cache` | [`Cache`]: sharded LRU store, TTL and sweep, tombstones, change log, loaders, stats |
+//! | `cache::shard` | one shard under its lock: the invariants between LRU, log and expiry index |
+//! | `node` | [`Node`]: named caches sharing one identity and seq counter; the builders |
+//! | `error` | [`Error`], the library's one error type |
+
+mod cache;
+pub mod clock;
+mod error;
+mod node;
+
+pub use cache::{Cache, CacheConfig, CacheStats, Change, EntryInfo, Expiry, Loader, Stamped};
+pub use clock::{Clock, ManualClock, NodeId, Timestamp, Version};
+pub use error::{BoxError, Error, parse_duration};
+pub use node::{
+    CacheBuilder, DEFAULT_CACHE, DEFAULT_CONNECTION_TIMEOUT, IntoDuration, LinkSettings, Node,
+    NodeBuilder,
+};

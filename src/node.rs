@@ -1,0 +1,582 @@
+//! A node: the named caches one process (or one embedded value) holds, the identity and clocks they
+//! share, and the builders — [`NodeBuilder`] for several caches, [`CacheBuilder`] in the style of the
+//! original `LRUCacheDistributed(...)` for one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::cache::{Cache, CacheConfig, Loader};
+use crate::clock::{Clock, Hlc, NodeId, Version};
+use crate::error::{BoxError, Error, parse_duration};
+
+/// The name of the cache every node has.
+pub const DEFAULT_CACHE: &str = "default";
+
+/// How long a silent link waits before it is declared down, when not configured.
+pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every cache of a node shares: identity, clocks and the change counter.
+pub(crate) struct NodeCore {
+    /// This node's id: the tie-break in its versions.
+    pub id: NodeId,
+    /// A human name for logs and status.
+    pub name: String,
+    /// Changes with every start of the node without persisted state; a peer that sees a new
+    /// incarnation knows this node's seqs started over.
+    pub incarnation: uuid::Uuid,
+    pub hlc: Hlc,
+    /// The last seq handed out; seqs are unique across all caches of the node.
+    seq: AtomicU64,
+}
+
+impl NodeCore {
+    pub fn new(id: NodeId, name: String, clock: Clock) -> Self {
+        NodeCore {
+            id,
+            name,
+            incarnation: uuid::Uuid::new_v4(),
+            hlc: Hlc::new(clock),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    pub fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    pub fn current_seq(&self) -> u64 {
+        self.seq.load(Ordering::SeqCst)
+    }
+
+    #[inline]
+    pub fn new_version(&self) -> Version {
+        Version {
+            ts: self.hlc.now(),
+            node: self.id,
+        }
+    }
+
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        self.hlc.clock().now_ms()
+    }
+}
+
+/// Where a node links to its peers. Recorded and validated here; the replication layer connects
+/// them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkSettings {
+    /// A silent link is declared down after this long.
+    pub connection_timeout: Duration,
+    /// The hub this node is a leaf of (`host:port`), if any.
+    pub remote_address: Option<String>,
+    /// The address this node accepts leaves on (`host:port`): having one makes it a hub.
+    pub local_address: Option<String>,
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        LinkSettings {
+            connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
+            remote_address: None,
+            local_address: None,
+        }
+    }
+}
+
+/// A value accepted where a duration is expected: a [`Duration`], a human string (`"120s"`,
+/// `"30m"`, `"1d"`), or a whole number of seconds as the original Python API took.
+pub trait IntoDuration {
+    /// The duration, or a clear error naming the setting `what`.
+    fn into_duration(self, what: &'static str) -> Result<Duration, Error>;
+}
+
+impl IntoDuration for Duration {
+    fn into_duration(self, _: &'static str) -> Result<Duration, Error> {
+        Ok(self)
+    }
+}
+
+impl IntoDuration for &str {
+    fn into_duration(self, what: &'static str) -> Result<Duration, Error> {
+        parse_duration(what, self)
+    }
+}
+
+impl IntoDuration for String {
+    fn into_duration(self, what: &'static str) -> Result<Duration, Error> {
+        parse_duration(what, &self)
+    }
+}
+
+impl IntoDuration for u64 {
+    fn into_duration(self, _: &'static str) -> Result<Duration, Error> {
+        Ok(Duration::from_secs(self))
+    }
+}
+
+/// A running node's local part: its caches by name, in declaration order (`default` first).
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+struct NodeInner {
+    core: Arc<NodeCore>,
+    caches: Vec<Cache>,
+    by_name: HashMap<String, usize>,
+    links: LinkSettings,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.inner.core.name)
+            .field("id", &self.inner.core.id)
+            .field("caches", &self.inner.caches)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A builder for a node with any number of named caches.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.core.id
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.core.name
+    }
+
+    /// The id of this run of the node; seqs are meaningful only within one incarnation.
+    pub fn incarnation(&self) -> uuid::Uuid {
+        self.inner.core.incarnation
+    }
+
+    /// The last seq this node stamped on a change, across all its caches.
+    pub fn current_seq(&self) -> u64 {
+        self.inner.core.current_seq()
+    }
+
+    /// The cache every node has.
+    pub fn default_cache(&self) -> Cache {
+        self.inner.caches[0].clone()
+    }
+
+    /// The cache named `name`, or [`Error::UnknownCache`].
+    pub fn cache(&self, name: &str) -> Result<Cache, Error> {
+        self.inner
+            .by_name
+            .get(name)
+            .map(|&i| self.inner.caches[i].clone())
+            .ok_or_else(|| Error::UnknownCache(name.to_string()))
+    }
+
+    /// Every cache, `default` first, then in the order they were declared.
+    pub fn caches(&self) -> &[Cache] {
+        &self.inner.caches
+    }
+
+    /// Where this node links to its peers.
+    pub fn link_settings(&self) -> &LinkSettings {
+        &self.inner.links
+    }
+}
+
+/// Builds a [`Node`]. Consuming: every setter returns the builder.
+///
+/// ```
+/// use leafcache::{CacheConfig, Node};
+/// let node = Node::builder()
+///     .name("edge-1")
+///     .default_cache(CacheConfig::new().max_entries(50_000))
+///     .cache("pages", CacheConfig::new().max_bytes(64 << 20))
+///     .build()?;
+/// assert_eq!(node.caches().len(), 2);
+/// assert!(node.cache("nope").is_err());
+/// # Ok::<(), leafcache::Error>(())
+/// ```
+#[derive(Default)]
+#[must_use]
+pub struct NodeBuilder {
+    name: Option<String>,
+    id: Option<NodeId>,
+    clock: Clock,
+    default: CacheConfig,
+    caches: Vec<(String, CacheConfig)>,
+    links: LinkSettings,
+    /// The first invalid setting seen; `build` reports it.
+    error: Option<Error>,
+}
+
+impl NodeBuilder {
+    /// The node's name (default: `node-` and the start of its id).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// A fixed node id (default: random).
+    pub fn node_id(mut self, id: NodeId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// The wall clock (default: the system's). Tests pass a [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: impl Into<Clock>) -> Self {
+        self.clock = clock.into();
+        self
+    }
+
+    /// The configuration of the `default` cache.
+    pub fn default_cache(mut self, config: CacheConfig) -> Self {
+        self.default = config;
+        self
+    }
+
+    /// Adds a named cache. Naming `default` configures the default cache.
+    pub fn cache(mut self, name: impl Into<String>, config: CacheConfig) -> Self {
+        let name = name.into();
+        if name == DEFAULT_CACHE {
+            self.default = config;
+        } else if name.is_empty() {
+            self.fail(Error::InvalidConfig {
+                what: "cache name",
+                reason: "must not be empty".into(),
+            });
+        } else if self.caches.iter().any(|(n, _)| *n == name) {
+            self.fail(Error::InvalidConfig {
+                what: "cache name",
+                reason: format!("{name:?} is declared twice"),
+            });
+        } else {
+            self.caches.push((name, config));
+        }
+        self
+    }
+
+    /// How long a silent link waits before it is declared down (default 5 s).
+    pub fn connection_timeout(mut self, timeout: impl IntoDuration) -> Self {
+        match timeout.into_duration("connection_timeout") {
+            Ok(d) if d.is_zero() => self.fail(Error::ZeroDuration {
+                what: "connection_timeout",
+            }),
+            Ok(d) => self.links.connection_timeout = d,
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    /// The hub this node is a leaf of, as `host:port`.
+    pub fn remote_address(mut self, addr: impl Into<String>) -> Self {
+        let addr = addr.into();
+        match check_address("remote_address", &addr) {
+            Ok(()) => self.links.remote_address = Some(addr),
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    /// The address to accept leaves on, as `host:port`; it makes this node a hub.
+    pub fn local_address(mut self, addr: impl Into<String>) -> Self {
+        let addr = addr.into();
+        match check_address("local_address", &addr) {
+            Ok(()) => self.links.local_address = Some(addr),
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    fn fail(&mut self, e: Error) {
+        self.error.get_or_insert(e);
+    }
+
+    /// Builds the node.
+    ///
+    /// # Errors
+    /// The first invalid setting: a zero capacity or duration ([`Error::ZeroCapacity`],
+    /// [`Error::ZeroDuration`]), an unreadable duration ([`Error::InvalidDuration`]), a malformed
+    /// address, an empty or duplicate cache name ([`Error::InvalidConfig`]).
+    pub fn build(self) -> Result<Node, Error> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let id = self.id.unwrap_or_else(NodeId::random);
+        let name = self
+            .name
+            .unwrap_or_else(|| format!("node-{}", &id.to_string()[..8]));
+        let core = Arc::new(NodeCore::new(id, name, self.clock));
+        let mut caches = vec![Cache::new(DEFAULT_CACHE, &self.default, core.clone())?];
+        let mut by_name = HashMap::from([(DEFAULT_CACHE.to_string(), 0)]);
+        for (name, config) in &self.caches {
+            by_name.insert(name.clone(), caches.len());
+            caches.push(Cache::new(name, config, core.clone())?);
+        }
+        Ok(Node {
+            inner: Arc::new(NodeInner {
+                core,
+                caches,
+                by_name,
+                links: self.links,
+            }),
+        })
+    }
+}
+
+/// Checks that `addr` looks like `host:port` with a numeric port.
+fn check_address(what: &'static str, addr: &str) -> Result<(), Error> {
+    let bad = |reason: &str| Error::InvalidConfig {
+        what,
+        reason: format!("{addr:?} {reason}; expected host:port, e.g. 127.0.0.1:7400"),
+    };
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("has no port"))?;
+    if host.is_empty() {
+        return Err(bad("has no host"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| bad("has an invalid port"))?;
+    Ok(())
+}
+
+/// Builds a standalone [`Cache`] (the `default` cache of a node of its own), with the parameters
+/// of the original Python `LRUCacheDistributed`:
+///
+/// | `LRUCacheDistributed(...)` | here |
+/// |---|---|
+/// | `load_callback=f` | [`load_callback`](Self::load_callback) / [`async_load_callback`](Self::async_load_callback) |
+/// | `maximum_capacity=n` | [`maximum_capacity`](Self::maximum_capacity) |
+/// | `expiration_time=s` | [`expiration_time`](Self::expiration_time) (seconds, `Duration` or `"120s"`) |
+/// | `connection_timeout=s` | [`connection_timeout`](Self::connection_timeout) |
+/// | `remote_address=a` | [`remote_address`](Self::remote_address) |
+/// | `local_address=a` | [`local_address`](Self::local_address) |
+///
+/// ```
+/// use leafcache::Cache;
+/// let cache = Cache::builder()
+///     .load_callback(|key: &[u8]| Ok::<_, std::io::Error>(format!("loaded {}", key.len())))
+///     .maximum_capacity(1_000)
+///     .expiration_time("2m")
+///     .connection_timeout(5)
+///     .build()?;
+/// # Ok::<(), leafcache::Error>(())
+/// ```
+#[derive(Default)]
+#[must_use]
+pub struct CacheBuilder {
+    node: NodeBuilder,
+    config: CacheConfig,
+    error: Option<Error>,
+}
+
+impl CacheBuilder {
+    /// The most entries the cache holds (default 100,000).
+    pub fn maximum_capacity(mut self, n: u64) -> Self {
+        self.config = self.config.max_entries(n);
+        self
+    }
+
+    /// The most bytes the cache holds, keys, values and per-entry overhead counted.
+    pub fn max_bytes(mut self, n: u64) -> Self {
+        self.config = self.config.max_bytes(n);
+        self
+    }
+
+    /// The default time-to-live of a write.
+    pub fn expiration_time(mut self, ttl: impl IntoDuration) -> Self {
+        match ttl.into_duration("expiration_time") {
+            Ok(d) => self.config = self.config.ttl(d),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    /// How long tombstones are kept (default one day).
+    pub fn tombstone_ttl(mut self, ttl: impl IntoDuration) -> Self {
+        match ttl.into_duration("tombstone_ttl") {
+            Ok(d) => self.config = self.config.tombstone_ttl(d),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    /// A blocking load callback for [`Cache::get_or_load`].
+    pub fn load_callback<F, V, E>(mut self, f: F) -> Self
+    where
+        F: Fn(&[u8]) -> Result<V, E> + Send + Sync + 'static,
+        V: Into<Bytes>,
+        E: Into<BoxError>,
+    {
+        self.config = self.config.loader(Loader::sync(f));
+        self
+    }
+
+    /// An async load callback for [`Cache::get_or_load`].
+    pub fn async_load_callback<F, Fut, V, E>(mut self, f: F) -> Self
+    where
+        F: Fn(Bytes) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<V, E>> + Send + 'static,
+        V: Into<Bytes>,
+        E: Into<BoxError>,
+    {
+        self.config = self.config.loader(Loader::from_async(f));
+        self
+    }
+
+    /// The number of shards (see [`CacheConfig::shards`]).
+    pub fn shards(mut self, n: usize) -> Self {
+        self.config = self.config.shards(n);
+        self
+    }
+
+    /// How long a silent link waits before it is declared down.
+    pub fn connection_timeout(mut self, timeout: impl IntoDuration) -> Self {
+        self.node = self.node.connection_timeout(timeout);
+        self
+    }
+
+    /// The hub to replicate with, as `host:port`.
+    pub fn remote_address(mut self, addr: impl Into<String>) -> Self {
+        self.node = self.node.remote_address(addr);
+        self
+    }
+
+    /// The address to accept leaves on, as `host:port`.
+    pub fn local_address(mut self, addr: impl Into<String>) -> Self {
+        self.node = self.node.local_address(addr);
+        self
+    }
+
+    /// The node's name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.node = self.node.name(name);
+        self
+    }
+
+    /// The node's id (default: random).
+    pub fn node_id(mut self, id: NodeId) -> Self {
+        self.node = self.node.node_id(id);
+        self
+    }
+
+    /// The wall clock (default: the system's).
+    pub fn clock(mut self, clock: impl Into<Clock>) -> Self {
+        self.node = self.node.clock(clock);
+        self
+    }
+
+    /// Builds the cache.
+    ///
+    /// # Errors
+    /// As [`NodeBuilder::build`].
+    pub fn build(self) -> Result<Cache, Error> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        Ok(self.build_node()?.default_cache())
+    }
+
+    /// Builds the node, for callers that also want its other handles.
+    pub fn build_node(self) -> Result<Node, Error> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        self.node.default_cache(self.config).build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_checked() {
+        assert!(check_address("a", "127.0.0.1:7400").is_ok());
+        assert!(check_address("a", "hub.internal:7400").is_ok());
+        assert!(check_address("a", "[::1]:7400").is_ok());
+        for bad in ["", "7400", ":7400", "host:", "host:99999", "host:port"] {
+            assert!(check_address("a", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn builder_reports_the_first_bad_setting() {
+        let err = Cache::builder()
+            .expiration_time("later")
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidDuration {
+                    what: "expiration_time",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = Cache::builder().connection_timeout(0).build().unwrap_err();
+        assert!(matches!(
+            err,
+            Error::ZeroDuration {
+                what: "connection_timeout"
+            }
+        ));
+        let err = Cache::builder().maximum_capacity(0).build().unwrap_err();
+        assert!(matches!(err, Error::ZeroCapacity { .. }));
+        let err = Cache::builder()
+            .remote_address("nowhere")
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("remote_address"), "{err}");
+    }
+
+    #[test]
+    fn builder_accepts_python_style_parameters() {
+        let node = Cache::builder()
+            .maximum_capacity(10)
+            .expiration_time(120)
+            .connection_timeout("3s")
+            .remote_address("127.0.0.1:7400")
+            .local_address("127.0.0.1:7401")
+            .build_node()
+            .unwrap();
+        let links = node.link_settings();
+        assert_eq!(links.connection_timeout, Duration::from_secs(3));
+        assert_eq!(links.remote_address.as_deref(), Some("127.0.0.1:7400"));
+        assert_eq!(links.local_address.as_deref(), Some("127.0.0.1:7401"));
+    }
+
+    #[test]
+    fn named_caches_are_separate() {
+        let node = Node::builder()
+            .cache("a", CacheConfig::new())
+            .cache("b", CacheConfig::new())
+            .build()
+            .unwrap();
+        node.cache("a").unwrap().set("k", "in a").unwrap();
+        assert_eq!(node.cache("b").unwrap().get("k"), None);
+        assert_eq!(node.default_cache().get("k"), None);
+        assert!(matches!(node.cache("c"), Err(Error::UnknownCache(n)) if n == "c"));
+        let dup = Node::builder()
+            .cache("a", CacheConfig::new())
+            .cache("a", CacheConfig::new())
+            .build();
+        assert!(dup.is_err());
+    }
+}
