@@ -29,7 +29,9 @@ pub mod clock;
 mod error;
 mod node;
 
-pub use cache::{Cache, CacheConfig, CacheStats, Change, EntryInfo, Expiry, Loader, Stamped};
+pub use cache::{
+    Cache, CacheConfig, CacheStats, Change, ENTRY_OVERHEAD, EntryInfo, Expiry, Loader, Stamped,
+};
 pub use clock::{Clock, ManualClock, NodeId, Timestamp, Version};
 pub use error::{BoxError, Error, parse_duration};
 pub use node::{

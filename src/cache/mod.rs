@@ -30,6 +30,7 @@ pub use stats::CacheStats;
 use crate::clock::{NodeId, Version};
 use crate::error::Error;
 use crate::node::NodeCore;
+pub use shard::ENTRY_OVERHEAD;
 use shard::{Limits, NEVER, Shard, entry_size};
 
 /// When an entry expires.

@@ -18,10 +18,10 @@ use crate::clock::{Clock, Version};
 /// `expires_at` of an entry that never expires.
 pub(crate) const NEVER: u64 = u64::MAX;
 
-/// Bytes accounted for an entry on top of its key and value: the LRU node (key handle, entry, two
+/// Bytes accounted for an entry on top of its key and value in byte capacities: the LRU node (key handle, entry, two
 /// links), its hash-table slot, its change-log record (seq + key handle + B-tree share) and the
 /// allocation headers of the key and value buffers.
-pub(crate) const ENTRY_OVERHEAD: usize = size_of::<Bytes>()
+pub const ENTRY_OVERHEAD: usize = size_of::<Bytes>()
     + size_of::<Entry>()
     + 2 * size_of::<usize>()
     + 2 * size_of::<usize>()
@@ -456,5 +456,169 @@ impl Shard {
             }
             self.bury(key, e.version, e.seq, DeadKind::Gone, now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{NodeId, Timestamp};
+
+    fn v(ts: u64, node: u128) -> Version {
+        Version {
+            ts: Timestamp(ts),
+            node: NodeId(node),
+        }
+    }
+
+    fn shard(max_entries: usize) -> Shard {
+        Shard::new(Limits {
+            max_entries,
+            max_bytes: usize::MAX,
+            max_dead: 4,
+            dead_ttl_ms: 1_000,
+        })
+    }
+
+    fn set(key: &str, value: &str, version: Version) -> Change {
+        Change::Set {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            version,
+            expires_at: None,
+        }
+    }
+
+    /// Checks the invariants listed at the top of this module.
+    fn check(s: &Shard) {
+        for (k, e) in s.live.iter() {
+            assert!(s.dead.peek(k).is_none(), "key both live and dead");
+            assert_eq!(s.log.get(&e.seq), Some(k));
+        }
+        for (k, d) in s.dead.iter() {
+            assert_eq!(s.log.get(&d.seq), Some(k));
+        }
+        assert_eq!(s.log.len(), s.live.len() + s.dead.len());
+        let with_expiry = s.live.iter().filter(|(_, e)| e.expires_at != NEVER).count();
+        assert_eq!(s.expiry.len(), with_expiry);
+        let bytes: usize = s.live.iter().map(|(k, e)| entry_size(k.len(), e.value.len())).sum();
+        assert_eq!(s.bytes, bytes);
+    }
+
+    #[test]
+    fn evicts_least_recently_used_and_remembers_the_version() {
+        let mut s = shard(2);
+        let clock = Clock::default();
+        s.set("a".into(), "1".into(), v(1, 1), NEVER, 1, 0);
+        s.set("b".into(), "2".into(), v(2, 1), NEVER, 2, 0);
+        assert!(s.get(b"a", &clock).is_some()); // b is now least recently used
+        s.set("c".into(), "3".into(), v(3, 1), NEVER, 3, 0);
+        check(&s);
+        assert!(s.get(b"b", &clock).is_none());
+        assert_eq!(s.counters.evictions, 1);
+        let mut out = Vec::new();
+        s.changes_in(0, 3, &mut out);
+        assert_eq!(out[1].seq, 2, "an evicted entry keeps its place in the log");
+        assert!(matches!(out[1].change, Change::Invalidate { version, .. } if version == v(2, 1)));
+    }
+
+    #[test]
+    fn remote_apply_orders_by_version_and_node() {
+        let mut s = shard(10);
+        let mut seq = 0;
+        let mut stamp = || {
+            seq += 1;
+            seq
+        };
+        assert!(s.apply(&set("k", "new", v(10, 1)), 0, &mut stamp));
+        assert!(!s.apply(&set("k", "old", v(9, 9)), 0, &mut stamp), "older loses");
+        assert!(!s.apply(&set("k", "same", v(10, 1)), 0, &mut stamp), "echo is a no-op");
+        assert!(s.apply(&set("k", "tie", v(10, 2)), 0, &mut stamp), "tie: larger node wins");
+        assert_eq!(s.peek(b"k", 0).unwrap().value, "tie");
+        let del = Change::Delete {
+            key: "k".into(),
+            version: v(11, 0),
+        };
+        assert!(s.apply(&del, 0, &mut stamp));
+        assert!(!s.apply(&set("k", "zombie", v(10, 9)), 0, &mut stamp), "tombstone wins");
+        assert!(s.peek(b"k", 0).is_none());
+        check(&s);
+    }
+
+    #[test]
+    fn purge_removes_older_and_refuses_older_writes() {
+        let mut s = shard(10);
+        s.set("a".into(), "1".into(), v(1, 1), NEVER, 1, 0);
+        s.set("b".into(), "2".into(), v(5, 1), NEVER, 2, 0);
+        s.purge(v(3, 0));
+        check(&s);
+        assert!(s.peek(b"a", 0).is_none());
+        assert!(s.peek(b"b", 0).is_some(), "newer than the purge survives");
+        assert!(!s.apply(&set("c", "late", v(2, 0)), 0, || 3));
+        assert!(s.apply(&set("c", "new", v(4, 0)), 0, || 3));
+    }
+
+    #[test]
+    fn invalidate_drops_only_an_older_copy() {
+        let mut s = shard(10);
+        s.set("k".into(), "v".into(), v(5, 1), NEVER, 1, 0);
+        let inv = |ts| Change::Invalidate {
+            key: "k".into(),
+            version: v(ts, 1),
+        };
+        assert!(!s.apply(&inv(5), 0, || 2), "same version stays");
+        assert!(!s.apply(&inv(4), 0, || 2));
+        assert!(s.apply(&inv(6), 0, || 2));
+        assert!(s.peek(b"k", 0).is_none());
+        assert!(!s.apply(&set("k", "older", v(6, 0)), 0, || 3), "nothing older comes back");
+        assert!(s.apply(&inv(9), 0, || 4), "a newer invalidate replaces an older record");
+        let mut fresh = shard(10);
+        assert!(!fresh.apply(&inv(1), 0, || 1), "nothing held, nothing to drop");
+        check(&s);
+    }
+
+    #[test]
+    fn expired_entries_are_swept_in_bounded_steps() {
+        let mut s = shard(100);
+        for i in 0..10u64 {
+            s.set(format!("k{i}").into(), "v".into(), v(i + 1, 1), 1_000 + i, i + 1, 0);
+        }
+        s.set("forever".into(), "v".into(), v(99, 1), NEVER, 11, 0);
+        assert_eq!(s.sweep(2_000, 3), 3);
+        assert_eq!(s.len(), 8);
+        assert_eq!(s.sweep(2_000, 100), 7);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.dead_len(), 4, "expired entries became Gone records, bounded to 4");
+        assert!(s.floor() > 0, "forgetting records raises the floor");
+        assert_eq!(s.sweep(2_999, 100), 0, "retention not over yet");
+        assert_eq!(s.sweep(3_000, 100), 4, "dead records past retention");
+        assert_eq!(s.dead_len(), 0);
+        check(&s);
+    }
+
+    #[test]
+    fn dead_records_are_bounded_and_raise_the_floor() {
+        let mut s = shard(100);
+        for i in 0..10u64 {
+            s.delete(format!("k{i}").into(), v(i + 1, 1), i + 1, 0);
+        }
+        assert_eq!(s.dead_len(), 4);
+        assert_eq!(s.floor(), 6, "the six oldest tombstones were forgotten");
+        check(&s);
+    }
+
+    #[test]
+    fn expired_remote_write_is_remembered_not_served() {
+        let mut s = shard(10);
+        let change = Change::Set {
+            key: "k".into(),
+            value: "v".into(),
+            version: v(1, 1),
+            expires_at: Some(50),
+        };
+        assert!(s.apply(&change, 100, || 1));
+        assert!(s.peek(b"k", 100).is_none());
+        assert_eq!(s.dead_len(), 1);
+        check(&s);
     }
 }
