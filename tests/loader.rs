@@ -53,7 +53,11 @@ async fn concurrent_misses_share_one_load() {
     for v in values {
         assert_eq!(v.unwrap(), "loaded hot");
     }
-    assert_eq!(cache.get("hot").unwrap(), "loaded hot", "the loaded value is cached");
+    assert_eq!(
+        cache.get("hot").unwrap(),
+        "loaded hot",
+        "the loaded value is cached"
+    );
     let stats = cache.stats();
     assert_eq!((stats.loads, stats.load_errors), (1, 0));
 }
@@ -171,7 +175,9 @@ async fn a_hit_never_calls_the_loader_and_no_loader_is_a_clear_error() {
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 
     let plain = Cache::builder().build().unwrap();
-    assert!(matches!(plain.get_or_load("k").await, Err(Error::NoLoader(name)) if name == "default"));
+    assert!(
+        matches!(plain.get_or_load("k").await, Err(Error::NoLoader(name)) if name == "default")
+    );
 }
 
 #[tokio::test]

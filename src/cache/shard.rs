@@ -501,7 +501,11 @@ mod tests {
         assert_eq!(s.log.len(), s.live.len() + s.dead.len());
         let with_expiry = s.live.iter().filter(|(_, e)| e.expires_at != NEVER).count();
         assert_eq!(s.expiry.len(), with_expiry);
-        let bytes: usize = s.live.iter().map(|(k, e)| entry_size(k.len(), e.value.len())).sum();
+        let bytes: usize = s
+            .live
+            .iter()
+            .map(|(k, e)| entry_size(k.len(), e.value.len()))
+            .sum();
         assert_eq!(s.bytes, bytes);
     }
 
@@ -531,16 +535,28 @@ mod tests {
             seq
         };
         assert!(s.apply(&set("k", "new", v(10, 1)), 0, &mut stamp));
-        assert!(!s.apply(&set("k", "old", v(9, 9)), 0, &mut stamp), "older loses");
-        assert!(!s.apply(&set("k", "same", v(10, 1)), 0, &mut stamp), "echo is a no-op");
-        assert!(s.apply(&set("k", "tie", v(10, 2)), 0, &mut stamp), "tie: larger node wins");
+        assert!(
+            !s.apply(&set("k", "old", v(9, 9)), 0, &mut stamp),
+            "older loses"
+        );
+        assert!(
+            !s.apply(&set("k", "same", v(10, 1)), 0, &mut stamp),
+            "echo is a no-op"
+        );
+        assert!(
+            s.apply(&set("k", "tie", v(10, 2)), 0, &mut stamp),
+            "tie: larger node wins"
+        );
         assert_eq!(s.peek(b"k", 0).unwrap().value, "tie");
         let del = Change::Delete {
             key: "k".into(),
             version: v(11, 0),
         };
         assert!(s.apply(&del, 0, &mut stamp));
-        assert!(!s.apply(&set("k", "zombie", v(10, 9)), 0, &mut stamp), "tombstone wins");
+        assert!(
+            !s.apply(&set("k", "zombie", v(10, 9)), 0, &mut stamp),
+            "tombstone wins"
+        );
         assert!(s.peek(b"k", 0).is_none());
         check(&s);
     }
@@ -570,10 +586,19 @@ mod tests {
         assert!(!s.apply(&inv(4), 0, || 2));
         assert!(s.apply(&inv(6), 0, || 2));
         assert!(s.peek(b"k", 0).is_none());
-        assert!(!s.apply(&set("k", "older", v(6, 0)), 0, || 3), "nothing older comes back");
-        assert!(s.apply(&inv(9), 0, || 4), "a newer invalidate replaces an older record");
+        assert!(
+            !s.apply(&set("k", "older", v(6, 0)), 0, || 3),
+            "nothing older comes back"
+        );
+        assert!(
+            s.apply(&inv(9), 0, || 4),
+            "a newer invalidate replaces an older record"
+        );
         let mut fresh = shard(10);
-        assert!(!fresh.apply(&inv(1), 0, || 1), "nothing held, nothing to drop");
+        assert!(
+            !fresh.apply(&inv(1), 0, || 1),
+            "nothing held, nothing to drop"
+        );
         check(&s);
     }
 
@@ -581,14 +606,25 @@ mod tests {
     fn expired_entries_are_swept_in_bounded_steps() {
         let mut s = shard(100);
         for i in 0..10u64 {
-            s.set(format!("k{i}").into(), "v".into(), v(i + 1, 1), 1_000 + i, i + 1, 0);
+            s.set(
+                format!("k{i}").into(),
+                "v".into(),
+                v(i + 1, 1),
+                1_000 + i,
+                i + 1,
+                0,
+            );
         }
         s.set("forever".into(), "v".into(), v(99, 1), NEVER, 11, 0);
         assert_eq!(s.sweep(2_000, 3), 3);
         assert_eq!(s.len(), 8);
         assert_eq!(s.sweep(2_000, 100), 7);
         assert_eq!(s.len(), 1);
-        assert_eq!(s.dead_len(), 4, "expired entries became Gone records, bounded to 4");
+        assert_eq!(
+            s.dead_len(),
+            4,
+            "expired entries became Gone records, bounded to 4"
+        );
         assert!(s.floor() > 0, "forgetting records raises the floor");
         assert_eq!(s.sweep(2_999, 100), 0, "retention not over yet");
         assert_eq!(s.sweep(3_000, 100), 4, "dead records past retention");
