@@ -38,3 +38,8 @@ pub use node::{
     CacheBuilder, DEFAULT_CACHE, DEFAULT_CONNECTION_TIMEOUT, IntoDuration, LinkSettings, Node,
     NodeBuilder,
 };
+
+/// The README's code blocks, compiled and run as doc tests so that they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

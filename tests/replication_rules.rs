@@ -291,7 +291,8 @@ fn history() -> impl Strategy<Value = Vec<Change>> {
 fn expected(changes: &[Change]) -> BTreeMap<Bytes, (Bytes, Version)> {
     let purge = changes
         .iter()
-        .filter_map(|c| matches!(c, Change::Purge { .. }).then(|| c.version()))
+        .filter(|c| matches!(c, Change::Purge { .. }))
+        .map(Change::version)
         .max();
     let mut newest: BTreeMap<Bytes, &Change> = BTreeMap::new();
     for c in changes {
