@@ -505,6 +505,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn handles_are_clone_send_sync() {
+        fn check<T: Clone + Send + Sync + 'static>() {}
+        check::<Cache>();
+        check::<Node>();
+    }
+
+    #[test]
     fn addresses_are_checked() {
         assert!(check_address("a", "127.0.0.1:7400").is_ok());
         assert!(check_address("a", "hub.internal:7400").is_ok());
