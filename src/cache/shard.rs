@@ -175,14 +175,17 @@ impl Shard {
             })
     }
 
-    /// The newest version this shard knows for `key`: its entry, its dead record, or the purge mark.
-    fn newest(&self, key: &[u8]) -> Option<Version> {
-        let held = self
-            .live
+    /// The version of `key`'s entry or dead record, if this shard has either.
+    fn held(&self, key: &[u8]) -> Option<Version> {
+        self.live
             .peek(key)
             .map(|e| e.version)
-            .or_else(|| self.dead.peek(key).map(|d| d.version));
-        held.max(self.purged_before)
+            .or_else(|| self.dead.peek(key).map(|d| d.version))
+    }
+
+    /// The newest version this shard knows for `key`: its entry, its dead record, or the purge mark.
+    fn newest(&self, key: &[u8]) -> Option<Version> {
+        self.held(key).max(self.purged_before)
     }
 
     /// Writes an entry unconditionally (the caller's version is the newest: a local write).
@@ -247,12 +250,7 @@ impl Shard {
             Change::Invalidate { key, version } => {
                 // Only drops an older copy held here; knowing nothing of the key, there is nothing
                 // to invalidate.
-                let held = self
-                    .live
-                    .peek(key.as_ref())
-                    .map(|e| e.version)
-                    .or_else(|| self.dead.peek(key.as_ref()).map(|d| d.version));
-                if held.is_none_or(|h| h >= *version) {
+                if self.held(key).is_none_or(|h| h >= *version) {
                     return false;
                 }
                 let seq = stamp();
