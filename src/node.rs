@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,6 +31,10 @@ pub(crate) struct NodeCore {
     pub hlc: Hlc,
     /// The last seq handed out; seqs are unique across all caches of the node.
     seq: AtomicU64,
+    /// Wakes the links waiting for new changes to send.
+    changes: tokio::sync::Notify,
+    /// How many links are waiting on `changes`: with none, a write skips the notification.
+    watchers: AtomicUsize,
 }
 
 impl NodeCore {
@@ -41,7 +45,33 @@ impl NodeCore {
             incarnation: uuid::Uuid::new_v4(),
             hlc: Hlc::new(clock),
             seq: AtomicU64::new(0),
+            changes: tokio::sync::Notify::new(),
+            watchers: AtomicUsize::new(0),
         }
+    }
+
+    /// Tells waiting links that a change was applied (after its shard lock is released).
+    #[inline]
+    pub fn changed(&self) {
+        if self.watchers.load(Ordering::SeqCst) > 0 {
+            self.changes.notify_waiters();
+        }
+    }
+
+    /// Registers a link that waits for changes; every write notifies from then on.
+    pub fn watch(&self) {
+        self.watchers.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Undoes [`watch`](Self::watch).
+    pub fn unwatch(&self) {
+        self.watchers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Resolves after the next [`changed`](Self::changed); create it, enable it, then check the
+    /// seq, so that no change falls between the check and the wait.
+    pub fn changes(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changes.notified()
     }
 
     #[inline]

@@ -31,6 +31,7 @@ use crate::clock::{NodeId, Version};
 use crate::error::Error;
 use crate::node::NodeCore;
 pub use shard::ENTRY_OVERHEAD;
+pub(crate) use shard::LOCAL;
 use shard::{Limits, NEVER, Shard, entry_size};
 
 /// When an entry expires.
@@ -81,8 +82,8 @@ struct CacheInner {
     loader: Option<Loader>,
     /// Loads in progress, one per key: the single-flight table.
     inflight: Mutex<HashMap<Bytes, Flight>>,
-    /// The newest purge applied here, with its local seq.
-    purge: Mutex<Option<(Version, u64)>>,
+    /// The newest purge applied here, with its local seq and the link it came from.
+    purge: Mutex<Option<(Version, u64, u32)>>,
     loads: AtomicU64,
     load_errors: AtomicU64,
 }
@@ -279,6 +280,8 @@ impl Cache {
         let mut shard = self.shard(&key).lock();
         let version = core.new_version();
         shard.set(key, value, version, expires_at, core.next_seq(), now);
+        drop(shard);
+        core.changed();
         Ok(version)
     }
 
@@ -325,6 +328,8 @@ impl Cache {
             core.next_seq(),
             now,
         );
+        drop(shard);
+        core.changed();
         Ok(true)
     }
 
@@ -336,23 +341,27 @@ impl Cache {
         let core = &self.inner.core;
         let mut shard = self.shard(key).lock();
         let version = core.new_version();
-        shard.delete(Bytes::copy_from_slice(key), version, core.next_seq(), now)
+        let old = shard.delete(Bytes::copy_from_slice(key), version, core.next_seq(), now);
+        drop(shard);
+        core.changed();
+        old
     }
 
     /// Removes every entry; the purge is a versioned change, so it replicates and any write older
     /// than it is refused afterwards. Returns the purge's version.
     pub fn purge(&self) -> Version {
         let version = self.inner.core.new_version();
-        self.apply_purge(version);
+        self.apply_purge(version, LOCAL);
+        self.inner.core.changed();
         version
     }
 
-    fn apply_purge(&self, version: Version) -> bool {
+    fn apply_purge(&self, version: Version, source: u32) -> bool {
         let mut mark = self.inner.purge.lock();
-        if mark.is_some_and(|(v, _)| v >= version) {
+        if mark.is_some_and(|(v, _, _)| v >= version) {
             return false;
         }
-        *mark = Some((version, self.inner.core.next_seq()));
+        *mark = Some((version, self.inner.core.next_seq(), source));
         for shard in self.inner.shards.iter() {
             shard.0.lock().purge(version);
         }
@@ -410,19 +419,29 @@ impl Cache {
     /// # Ok::<(), leafcache::Error>(())
     /// ```
     pub fn apply_remote(&self, change: Change) -> bool {
+        self.apply_from(&change, LOCAL)
+    }
+
+    /// [`apply_remote`](Self::apply_remote) for a change that came in on link `source`, so that
+    /// replication does not send it back there.
+    pub(crate) fn apply_from(&self, change: &Change, source: u32) -> bool {
         let core = &self.inner.core;
         core.hlc.observe(change.version().ts);
-        match &change {
-            Change::Purge { version } => self.apply_purge(*version),
+        let applied = match change {
+            Change::Purge { version } => self.apply_purge(*version, source),
             Change::Set { key, .. }
             | Change::Delete { key, .. }
             | Change::Invalidate { key, .. } => {
                 let now = self.now_ms();
                 self.shard(key)
                     .lock()
-                    .apply(&change, now, || core.next_seq())
+                    .apply(change, source, now, || core.next_seq())
             }
+        };
+        if applied {
+            core.changed();
         }
+        applied
     }
 
     /// The changes this cache applied after local seq `after`, in seq order, at most `max` of them.
@@ -436,6 +455,20 @@ impl Cache {
     /// The answer is complete only when `after >= floor()`; below that, records were forgotten.
     pub fn changes_since(&self, after: u64, max: usize) -> Vec<Stamped> {
         let upto = self.inner.core.current_seq();
+        self.changes_between(after, upto, max, LOCAL)
+    }
+
+    /// The records with `after < seq <= upto`, in seq order, at most `max`, leaving out those
+    /// that came in on link `skip`. `upto` must have been read from the node's seq counter before
+    /// the call: seqs are handed out under the shard lock that records them, so every seq up to it
+    /// is then visible.
+    pub(crate) fn changes_between(
+        &self,
+        after: u64,
+        upto: u64,
+        max: usize,
+        skip: u32,
+    ) -> Vec<Stamped> {
         let purge = *self.inner.purge.lock();
         let mut out = Vec::new();
         let mut lo = after;
@@ -444,9 +477,10 @@ impl Cache {
             let hi = lo.saturating_add((max - out.len()) as u64).min(upto);
             let start = out.len();
             for shard in self.inner.shards.iter() {
-                shard.0.lock().changes_in(lo, hi, &mut out);
+                shard.0.lock().changes_in(lo, hi, skip, &mut out);
             }
-            if let Some((version, seq)) = purge
+            if let Some((version, seq, source)) = purge
+                && (source != skip || skip == LOCAL)
                 && seq > lo
                 && seq <= hi
             {
@@ -464,7 +498,7 @@ impl Cache {
                     .shards
                     .iter()
                     .filter_map(|s| s.0.lock().next_seq_after(lo))
-                    .chain(purge.map(|(_, s)| s).filter(|&s| s > lo))
+                    .chain(purge.map(|(_, s, _)| s).filter(|&s| s > lo))
                     .min();
                 match next {
                     Some(n) if n <= upto => lo = n - 1,

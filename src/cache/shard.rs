@@ -3,7 +3,8 @@
 //!
 //! Invariants kept by every method:
 //! - a key is in at most one of `live` and `dead`;
-//! - `log` maps the `seq` of every live entry and dead record to its key, and nothing else;
+//! - `log` maps the `seq` of every live entry and dead record to its key (and the link it came
+//!   from), and nothing else;
 //! - `expiry` holds `(expires_at, seq)` for exactly the live entries that have an expiry;
 //! - `bytes` is the sum of [`entry_size`] over `live`.
 
@@ -17,6 +18,9 @@ use crate::clock::{Clock, Version};
 
 /// `expires_at` of an entry that never expires.
 pub(crate) const NEVER: u64 = u64::MAX;
+
+/// The source of a change written on this node rather than received from a link.
+pub(crate) const LOCAL: u32 = 0;
 
 /// Bytes accounted for an entry on top of its key and value in byte capacities.
 ///
@@ -93,7 +97,9 @@ pub(crate) struct Shard {
     live: LruCache<Bytes, Entry>,
     /// Dead records in the order they were made (oldest at the LRU end); never promoted.
     dead: LruCache<Bytes, Dead>,
-    log: BTreeMap<u64, Bytes>,
+    /// seq → (key, source): the link a change came in on ([`LOCAL`] for this node's own writes), so
+    /// that replication never sends a change back where it came from.
+    log: BTreeMap<u64, (Bytes, u32)>,
     expiry: BTreeSet<(u64, u64)>,
     bytes: usize,
     /// Anything at or below this version was purged.
@@ -200,14 +206,14 @@ impl Shard {
     ) {
         self.sweep(now, SWEEP_PER_WRITE);
         self.clear_key(&key);
-        self.install_live(key, value, version, expires_at, seq, now);
+        self.install_live(key, value, version, expires_at, (seq, LOCAL), now);
     }
 
     /// Deletes unconditionally, leaving a tombstone; returns the unexpired value it held.
     pub fn delete(&mut self, key: Bytes, version: Version, seq: u64, now: u64) -> Option<Bytes> {
         self.sweep(now, SWEEP_PER_WRITE);
         let old = self.clear_key(&key);
-        self.install_dead(key, version, seq, DeadKind::Tombstone, now);
+        self.install_dead(key, version, (seq, LOCAL), DeadKind::Tombstone, now);
         old.filter(|e| e.expires_at > now).map(|e| e.value)
     }
 
@@ -215,7 +221,14 @@ impl Shard {
     /// hands out the local seq only when it applies. Returns whether it applied.
     ///
     /// A purge is not a per-key change: the cache applies it to every shard with [`Shard::purge`].
-    pub fn apply(&mut self, change: &Change, now: u64, stamp: impl FnOnce() -> u64) -> bool {
+    /// `source` is the link it came in on, remembered in the log.
+    pub fn apply(
+        &mut self,
+        change: &Change,
+        source: u32,
+        now: u64,
+        stamp: impl FnOnce() -> u64,
+    ) -> bool {
         self.sweep(now, SWEEP_PER_WRITE);
         match change {
             Change::Set {
@@ -227,7 +240,7 @@ impl Shard {
                 if self.newest(key).is_some_and(|n| *version <= n) {
                     return false;
                 }
-                let seq = stamp();
+                let seq = (stamp(), source);
                 self.clear_key(key);
                 let expires_at = expires_at.unwrap_or(NEVER);
                 if expires_at <= now || entry_size(key.len(), value.len()) > self.limits.max_bytes {
@@ -242,7 +255,7 @@ impl Shard {
                 if self.newest(key).is_some_and(|n| *version <= n) {
                     return false;
                 }
-                let seq = stamp();
+                let seq = (stamp(), source);
                 self.clear_key(key);
                 self.install_dead(key.clone(), *version, seq, DeadKind::Tombstone, now);
                 true
@@ -253,7 +266,7 @@ impl Shard {
                 if self.held(key).is_none_or(|h| h >= *version) {
                     return false;
                 }
-                let seq = stamp();
+                let seq = (stamp(), source);
                 self.clear_key(key);
                 self.install_dead(key.clone(), *version, seq, DeadKind::Gone, now);
                 true
@@ -291,7 +304,7 @@ impl Shard {
                 Some(&(at, seq)) if at <= now => {
                     // Pop first, so that a broken index can never make this loop spin.
                     self.expiry.pop_first();
-                    if let Some(key) = self.log.get(&seq).cloned() {
+                    if let Some((key, _)) = self.log.get(&seq).cloned() {
                         self.expire(&key, now);
                     }
                     done += 1;
@@ -311,12 +324,16 @@ impl Shard {
         done
     }
 
-    /// Appends this shard's log records with `after < seq <= upto` to `out`, in seq order.
-    pub fn changes_in(&self, after: u64, upto: u64, out: &mut Vec<Stamped>) {
+    /// Appends this shard's log records with `after < seq <= upto` to `out`, in seq order, except
+    /// those that came from link `skip` (pass [`LOCAL`] to skip none: no link has that id).
+    pub fn changes_in(&self, after: u64, upto: u64, skip: u32, out: &mut Vec<Stamped>) {
         if after >= upto {
             return;
         }
-        for (&seq, key) in self.log.range(after + 1..=upto) {
+        for (&seq, (key, source)) in self.log.range(after + 1..=upto) {
+            if *source == skip && skip != LOCAL {
+                continue;
+            }
             let change = if let Some(e) = self.live.peek(key.as_ref()) {
                 debug_assert_eq!(e.seq, seq);
                 Change::Set {
@@ -386,14 +403,14 @@ impl Shard {
         value: Bytes,
         version: Version,
         expires_at: u64,
-        seq: u64,
+        (seq, source): (u64, u32),
         now: u64,
     ) {
         self.bytes += entry_size(key.len(), value.len());
         if expires_at != NEVER {
             self.expiry.insert((expires_at, seq));
         }
-        self.log.insert(seq, key.clone());
+        self.log.insert(seq, (key.clone(), source));
         self.live.put(
             key,
             Entry {
@@ -406,8 +423,15 @@ impl Shard {
         self.evict_over_limits(now);
     }
 
-    fn install_dead(&mut self, key: Bytes, version: Version, seq: u64, kind: DeadKind, now: u64) {
-        self.log.insert(seq, key.clone());
+    fn install_dead(
+        &mut self,
+        key: Bytes,
+        version: Version,
+        (seq, source): (u64, u32),
+        kind: DeadKind,
+        now: u64,
+    ) {
+        self.log.insert(seq, (key.clone(), source));
         self.bury(key, version, seq, kind, now);
     }
 
@@ -488,10 +512,10 @@ mod tests {
     fn check(s: &Shard) {
         for (k, e) in s.live.iter() {
             assert!(s.dead.peek(k).is_none(), "key both live and dead");
-            assert_eq!(s.log.get(&e.seq), Some(k));
+            assert_eq!(s.log.get(&e.seq).map(|r| &r.0), Some(k));
         }
         for (k, d) in s.dead.iter() {
-            assert_eq!(s.log.get(&d.seq), Some(k));
+            assert_eq!(s.log.get(&d.seq).map(|r| &r.0), Some(k));
         }
         assert_eq!(s.log.len(), s.live.len() + s.dead.len());
         let with_expiry = s.live.iter().filter(|(_, e)| e.expires_at != NEVER).count();
@@ -516,9 +540,25 @@ mod tests {
         assert!(s.get(b"b", &clock).is_none());
         assert_eq!(s.counters.evictions, 1);
         let mut out = Vec::new();
-        s.changes_in(0, 3, &mut out);
+        s.changes_in(0, 3, LOCAL, &mut out);
         assert_eq!(out[1].seq, 2, "an evicted entry keeps its place in the log");
         assert!(matches!(out[1].change, Change::Invalidate { version, .. } if version == v(2, 1)));
+    }
+
+    #[test]
+    fn changes_from_a_link_are_not_listed_for_it() {
+        let mut s = shard(1);
+        assert!(s.apply(&set("a", "1", v(1, 1)), 7, 0, || 1));
+        s.set("b".into(), "2".into(), v(2, 1), NEVER, 2, 0); // evicts a: Gone, still from 7
+        check(&s);
+        let seqs = |skip| {
+            let mut out = Vec::new();
+            s.changes_in(0, 2, skip, &mut out);
+            out.iter().map(|c| c.seq).collect::<Vec<_>>()
+        };
+        assert_eq!(seqs(7), [2], "link 7 already has a, evicted here or not");
+        assert_eq!(seqs(8), [1, 2]);
+        assert_eq!(seqs(LOCAL), [1, 2]);
     }
 
     #[test]
@@ -529,17 +569,17 @@ mod tests {
             seq += 1;
             seq
         };
-        assert!(s.apply(&set("k", "new", v(10, 1)), 0, &mut stamp));
+        assert!(s.apply(&set("k", "new", v(10, 1)), 1, 0, &mut stamp));
         assert!(
-            !s.apply(&set("k", "old", v(9, 9)), 0, &mut stamp),
+            !s.apply(&set("k", "old", v(9, 9)), 1, 0, &mut stamp),
             "older loses"
         );
         assert!(
-            !s.apply(&set("k", "same", v(10, 1)), 0, &mut stamp),
+            !s.apply(&set("k", "same", v(10, 1)), 1, 0, &mut stamp),
             "echo is a no-op"
         );
         assert!(
-            s.apply(&set("k", "tie", v(10, 2)), 0, &mut stamp),
+            s.apply(&set("k", "tie", v(10, 2)), 1, 0, &mut stamp),
             "tie: larger node wins"
         );
         assert_eq!(s.peek(b"k", 0).unwrap().value, "tie");
@@ -547,9 +587,9 @@ mod tests {
             key: "k".into(),
             version: v(11, 0),
         };
-        assert!(s.apply(&del, 0, &mut stamp));
+        assert!(s.apply(&del, 1, 0, &mut stamp));
         assert!(
-            !s.apply(&set("k", "zombie", v(10, 9)), 0, &mut stamp),
+            !s.apply(&set("k", "zombie", v(10, 9)), 1, 0, &mut stamp),
             "tombstone wins"
         );
         assert!(s.peek(b"k", 0).is_none());
@@ -565,8 +605,8 @@ mod tests {
         check(&s);
         assert!(s.peek(b"a", 0).is_none());
         assert!(s.peek(b"b", 0).is_some(), "newer than the purge survives");
-        assert!(!s.apply(&set("c", "late", v(2, 0)), 0, || 3));
-        assert!(s.apply(&set("c", "new", v(4, 0)), 0, || 3));
+        assert!(!s.apply(&set("c", "late", v(2, 0)), 1, 0, || 3));
+        assert!(s.apply(&set("c", "new", v(4, 0)), 1, 0, || 3));
     }
 
     #[test]
@@ -577,21 +617,21 @@ mod tests {
             key: "k".into(),
             version: v(ts, 1),
         };
-        assert!(!s.apply(&inv(5), 0, || 2), "same version stays");
-        assert!(!s.apply(&inv(4), 0, || 2));
-        assert!(s.apply(&inv(6), 0, || 2));
+        assert!(!s.apply(&inv(5), 1, 0, || 2), "same version stays");
+        assert!(!s.apply(&inv(4), 1, 0, || 2));
+        assert!(s.apply(&inv(6), 1, 0, || 2));
         assert!(s.peek(b"k", 0).is_none());
         assert!(
-            !s.apply(&set("k", "older", v(6, 0)), 0, || 3),
+            !s.apply(&set("k", "older", v(6, 0)), 1, 0, || 3),
             "nothing older comes back"
         );
         assert!(
-            s.apply(&inv(9), 0, || 4),
+            s.apply(&inv(9), 1, 0, || 4),
             "a newer invalidate replaces an older record"
         );
         let mut fresh = shard(10);
         assert!(
-            !fresh.apply(&inv(1), 0, || 1),
+            !fresh.apply(&inv(1), 1, 0, || 1),
             "nothing held, nothing to drop"
         );
         check(&s);
@@ -647,7 +687,7 @@ mod tests {
             version: v(1, 1),
             expires_at: Some(50),
         };
-        assert!(s.apply(&change, 100, || 1));
+        assert!(s.apply(&change, 1, 100, || 1));
         assert!(s.peek(b"k", 100).is_none());
         assert_eq!(s.dead_len(), 1);
         check(&s);
