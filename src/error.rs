@@ -75,6 +75,25 @@ pub enum Error {
     /// A typed value could not be encoded or decoded (`set_as` / `get_as`).
     #[error("value (de)serialization failed: {0}")]
     Serde(Arc<serde_json::Error>),
+    /// An acknowledged write was asked of a node that has no hub.
+    #[error("this node has no hub to acknowledge the write")]
+    NoUpstream,
+    /// Something awaited did not happen in time.
+    #[error("no {what} within {after:?}")]
+    Timeout {
+        /// What was awaited.
+        what: &'static str,
+        /// How long it was awaited.
+        after: std::time::Duration,
+    },
+    /// A socket could not be opened: binding the listen address, for instance.
+    #[error("{what}: {reason}")]
+    Io {
+        /// What was being done, with the address.
+        what: String,
+        /// The system's error.
+        reason: String,
+    },
 }
 
 impl Error {

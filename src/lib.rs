@@ -28,6 +28,7 @@ mod cache;
 pub mod clock;
 mod error;
 mod node;
+pub mod replication;
 
 pub use cache::{
     Cache, CacheConfig, CacheStats, Change, ENTRY_OVERHEAD, EntryInfo, Expiry, Loader, Stamped,
@@ -35,9 +36,10 @@ pub use cache::{
 pub use clock::{Clock, ManualClock, NodeId, Timestamp, Version};
 pub use error::{BoxError, Error, parse_duration};
 pub use node::{
-    CacheBuilder, DEFAULT_CACHE, DEFAULT_CONNECTION_TIMEOUT, IntoDuration, LinkSettings, Node,
-    NodeBuilder,
+    CacheBuilder, DEFAULT_CACHE, DEFAULT_CLUSTER, DEFAULT_CONNECTION_TIMEOUT, IntoDuration,
+    LinkSettings, Node, NodeBuilder,
 };
+pub use replication::{Direction, LinkError, LinkState, LinkStatus, Role, SyncKind, SyncReport};
 
 /// The README's code blocks, compiled and run as doc tests so that they stay true.
 #[doc = include_str!("../README.md")]

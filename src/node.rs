@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::cache::{Cache, CacheConfig, Loader};
+use crate::cache::{Cache, CacheConfig, Change, Loader};
 use crate::clock::{Clock, Hlc, NodeId, Version};
 use crate::error::{BoxError, Error, parse_duration};
+use crate::replication::codec::DEFAULT_MAX_FRAME;
+use crate::replication::transport::Endpoint;
+use crate::replication::{LinkStatus, Secret, Shared, Upstream, driver};
 
 /// The name of the cache every node has.
 pub const DEFAULT_CACHE: &str = "default";
@@ -35,10 +38,12 @@ pub(crate) struct NodeCore {
     changes: tokio::sync::Notify,
     /// How many links are waiting on `changes`: with none, a write skips the notification.
     watchers: AtomicUsize,
+    /// The upstream link as caches see it: acknowledgements and fetches.
+    pub upstream: Upstream,
 }
 
 impl NodeCore {
-    pub fn new(id: NodeId, name: String, clock: Clock) -> Self {
+    pub fn new(id: NodeId, name: String, clock: Clock, upstream: Upstream) -> Self {
         NodeCore {
             id,
             name,
@@ -47,6 +52,7 @@ impl NodeCore {
             seq: AtomicU64::new(0),
             changes: tokio::sync::Notify::new(),
             watchers: AtomicUsize::new(0),
+            upstream,
         }
     }
 
@@ -97,16 +103,27 @@ impl NodeCore {
     }
 }
 
-/// Where a node links to its peers. Recorded and validated here; the replication layer connects
-/// them.
+/// The cluster name a node uses when none is configured.
+pub const DEFAULT_CLUSTER: &str = "leafcache";
+
+/// Where and how a node links to its peers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkSettings {
-    /// A silent link is declared down after this long.
+    /// A silent link is declared down after this long; also how long an acknowledged write waits.
     pub connection_timeout: Duration,
-    /// The hub this node is a leaf of (`host:port`), if any.
+    /// The hub this node is a leaf of (`host:port` or `unix:/path`), if any.
     pub remote_address: Option<String>,
-    /// The address this node accepts leaves on (`host:port`): having one makes it a hub.
+    /// The address this node accepts leaves on (`host:port` or `unix:/path`): having one makes it a
+    /// hub.
     pub local_address: Option<String>,
+    /// Links only form between nodes of the same cluster.
+    pub cluster: String,
+    /// The largest frame sent or accepted, in bytes; an entry too large for it replicates as an
+    /// invalidation.
+    pub max_frame: usize,
+    /// If set, a miss in [`Cache::get_or_load`] asks the hub (waiting at most this long) before
+    /// calling the loader.
+    pub fetch_on_miss: Option<Duration>,
 }
 
 impl Default for LinkSettings {
@@ -115,6 +132,9 @@ impl Default for LinkSettings {
             connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
             remote_address: None,
             local_address: None,
+            cluster: DEFAULT_CLUSTER.to_string(),
+            max_frame: DEFAULT_MAX_FRAME,
+            fetch_on_miss: None,
         }
     }
 }
@@ -162,6 +182,9 @@ struct NodeInner {
     caches: Vec<Cache>,
     by_name: HashMap<String, usize>,
     links: LinkSettings,
+    shared: Shared,
+    /// The address leaves can dial, as bound (the OS's port for `:0`).
+    bound: Option<String>,
 }
 
 impl std::fmt::Debug for Node {
@@ -223,6 +246,85 @@ impl Node {
     pub fn link_settings(&self) -> &LinkSettings {
         &self.inner.links
     }
+
+    /// The address this node accepts leaves on, as bound: with port 0 configured, the port the OS
+    /// chose. `None` for a node that is not a hub.
+    pub fn local_addr(&self) -> Option<&str> {
+        self.inner.bound.as_deref()
+    }
+
+    /// The status of every link: the upstream one (if this node has a hub) and one per connected
+    /// leaf.
+    pub fn links(&self) -> Vec<LinkStatus> {
+        self.inner.shared.statuses()
+    }
+
+    /// Stops the node's links: stops accepting, sends every change applied so far and a goodbye on
+    /// each link, closes them, and waits for their tasks to end. The caches stay usable locally.
+    pub async fn shutdown(&self) {
+        let shared = &self.inner.shared;
+        shared.shutdown.cancel();
+        shared.tasks.close();
+        shared.tasks.wait().await;
+    }
+
+    pub(crate) fn core(&self) -> &Arc<NodeCore> {
+        &self.inner.core
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// The highest seq any cache forgot a record at: a peer watermark below it needs a full sync.
+    pub(crate) fn floor(&self) -> u64 {
+        self.inner.caches.iter().map(Cache::floor).max().unwrap_or(0)
+    }
+
+    /// The records of all caches with `after < seq <= upto` not from link `skip`, in seq order, as
+    /// (cache index, change), at most `max_records` and about `max_bytes`; and the seq the answer
+    /// is complete up to (`upto` unless a limit cut it short).
+    pub(crate) fn collect_changes(
+        &self,
+        after: u64,
+        upto: u64,
+        max_records: usize,
+        max_bytes: usize,
+        skip: u32,
+    ) -> (Vec<(usize, Change)>, u64) {
+        let mut reached = upto;
+        let mut all: Vec<(u64, usize, Change)> = Vec::new();
+        for (i, cache) in self.inner.caches.iter().enumerate() {
+            let records = cache.changes_between(after, upto, max_records, skip);
+            if records.len() >= max_records
+                && let Some(last) = records.last()
+            {
+                reached = reached.min(last.seq);
+            }
+            all.extend(records.into_iter().map(|s| (s.seq, i, s.change)));
+        }
+        all.retain(|r| r.0 <= reached);
+        all.sort_unstable_by_key(|r| r.0);
+        let mut bytes = 0;
+        for j in 0..all.len() {
+            bytes += approx_size(&all[j].2);
+            if bytes > max_bytes && j > 0 {
+                reached = all[j - 1].0;
+                all.truncate(j);
+                break;
+            }
+        }
+        (all.into_iter().map(|(_, i, c)| (i, c)).collect(), reached)
+    }
+}
+
+/// About what a change takes on the wire.
+fn approx_size(change: &Change) -> usize {
+    match change {
+        Change::Set { key, value, .. } => key.len() + value.len() + 48,
+        Change::Delete { key, .. } | Change::Invalidate { key, .. } => key.len() + 40,
+        Change::Purge { .. } => 40,
+    }
 }
 
 /// Builds a [`Node`]. Consuming: every setter returns the builder.
@@ -247,6 +349,7 @@ pub struct NodeBuilder {
     default: CacheConfig,
     caches: Vec<(String, CacheConfig)>,
     links: LinkSettings,
+    secret: Secret,
     /// The first invalid setting seen; `build` reports it.
     error: Option<Error>,
 }
@@ -309,21 +412,60 @@ impl NodeBuilder {
         self
     }
 
-    /// The hub this node is a leaf of, as `host:port`.
-    pub fn remote_address(mut self, addr: impl Into<String>) -> Self {
-        let addr = addr.into();
-        match check_address("remote_address", &addr) {
-            Ok(()) => self.links.remote_address = Some(addr),
+    /// The cluster this node belongs to (default `leafcache`); links only form within one cluster.
+    pub fn cluster(mut self, name: impl Into<String>) -> Self {
+        self.links.cluster = name.into();
+        self
+    }
+
+    /// The shared cluster secret. Peers prove they know it (HMAC challenge/response); it is never
+    /// sent. Without one, any process that can reach the port can join.
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.secret = Secret::new(secret.as_ref());
+        self
+    }
+
+    /// The largest replication frame sent or accepted (default 16 MiB).
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        if bytes < 1024 {
+            self.fail(Error::InvalidConfig {
+                what: "max_frame",
+                reason: format!("{bytes} bytes is too small; at least 1024"),
+            });
+        } else {
+            self.links.max_frame = bytes;
+        }
+        self
+    }
+
+    /// On a miss in [`Cache::get_or_load`], ask the hub first, waiting at most `timeout`; a value
+    /// found there is cached here. Off by default.
+    pub fn fetch_on_miss(mut self, timeout: impl IntoDuration) -> Self {
+        match timeout.into_duration("fetch_on_miss") {
+            Ok(d) if d.is_zero() => self.fail(Error::ZeroDuration {
+                what: "fetch_on_miss",
+            }),
+            Ok(d) => self.links.fetch_on_miss = Some(d),
             Err(e) => self.fail(e),
         }
         self
     }
 
-    /// The address to accept leaves on, as `host:port`; it makes this node a hub.
+    /// The hub this node is a leaf of, as `host:port` or `unix:/path`.
+    pub fn remote_address(mut self, addr: impl Into<String>) -> Self {
+        let addr = addr.into();
+        match Endpoint::parse("remote_address", &addr) {
+            Ok(_) => self.links.remote_address = Some(addr),
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    /// The address to accept leaves on, as `host:port` or `unix:/path`; it makes this node a hub.
     pub fn local_address(mut self, addr: impl Into<String>) -> Self {
         let addr = addr.into();
-        match check_address("local_address", &addr) {
-            Ok(()) => self.links.local_address = Some(addr),
+        match Endpoint::parse("local_address", &addr) {
+            Ok(_) => self.links.local_address = Some(addr),
             Err(e) => self.fail(e),
         }
         self
@@ -333,51 +475,86 @@ impl NodeBuilder {
         self.error.get_or_insert(e);
     }
 
-    /// Builds the node.
+    /// Builds the node. With a `local_address` it binds it at once (a taken port is an error
+    /// here, not later) and accepts leaves; with a `remote_address` it starts dialing its hub in
+    /// the background, retrying with backoff, while the caches already serve locally. Either needs
+    /// to run inside a tokio runtime.
     ///
     /// # Errors
     /// The first invalid setting: a zero capacity or duration ([`Error::ZeroCapacity`],
     /// [`Error::ZeroDuration`]), an unreadable duration ([`Error::InvalidDuration`]), a malformed
-    /// address, an empty or duplicate cache name ([`Error::InvalidConfig`]).
+    /// address, an empty or duplicate cache name ([`Error::InvalidConfig`]); links configured
+    /// outside a tokio runtime ([`Error::InvalidConfig`]); a listen address that cannot be bound
+    /// ([`Error::Io`]).
     pub fn build(self) -> Result<Node, Error> {
         if let Some(e) = self.error {
             return Err(e);
         }
+        let local = (self.links.local_address.as_deref())
+            .map(|a| Endpoint::parse("local_address", a))
+            .transpose()?;
+        let remote = (self.links.remote_address.as_deref())
+            .map(|a| Endpoint::parse("remote_address", a))
+            .transpose()?;
+        if (local.is_some() || remote.is_some()) && tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::InvalidConfig {
+                what: "local_address/remote_address",
+                reason: "a node with links must be built inside a tokio runtime".into(),
+            });
+        }
+        let listener = local
+            .as_ref()
+            .map(|endpoint| {
+                endpoint.bind().map_err(|e| Error::Io {
+                    what: format!("binding {:?}", self.links.local_address.as_deref().unwrap_or("")),
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()?;
         let id = self.id.unwrap_or_else(NodeId::random);
         let name = self
             .name
             .unwrap_or_else(|| format!("node-{}", &id.to_string()[..8]));
-        let core = Arc::new(NodeCore::new(id, name, self.clock));
+        let upstream = Upstream::new(
+            remote.is_some(),
+            self.links.fetch_on_miss,
+            self.links.connection_timeout,
+        );
+        let core = Arc::new(NodeCore::new(id, name, self.clock, upstream));
         let mut caches = vec![Cache::new(DEFAULT_CACHE, &self.default, core.clone())?];
         let mut by_name = HashMap::from([(DEFAULT_CACHE.to_string(), 0)]);
         for (name, config) in &self.caches {
             by_name.insert(name.clone(), caches.len());
             caches.push(Cache::new(name, config, core.clone())?);
         }
-        Ok(Node {
+        let shared = Shared::new(
+            self.links.cluster.clone(),
+            self.secret,
+            self.links.connection_timeout,
+            self.links.max_frame,
+            local.is_some(),
+            remote.is_some(),
+        );
+        let node = Node {
             inner: Arc::new(NodeInner {
                 core,
                 caches,
                 by_name,
+                bound: listener.as_ref().map(|l| l.local_addr()),
                 links: self.links,
+                shared,
             }),
-        })
+        };
+        if let Some(listener) = listener {
+            let tasks = &node.inner.shared.tasks;
+            tasks.spawn(driver::accept_loop(node.clone(), listener));
+        }
+        if let (Some(endpoint), Some(address)) = (remote, node.inner.links.remote_address.clone()) {
+            let tasks = &node.inner.shared.tasks;
+            tasks.spawn(driver::dial_loop(node.clone(), endpoint, address));
+        }
+        Ok(node)
     }
-}
-
-/// Checks that `addr` looks like `host:port` with a numeric port.
-fn check_address(what: &'static str, addr: &str) -> Result<(), Error> {
-    let bad = |reason: &str| Error::InvalidConfig {
-        what,
-        reason: format!("{addr:?} {reason}; expected host:port, e.g. 127.0.0.1:7400"),
-    };
-    let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("has no port"))?;
-    if host.is_empty() {
-        return Err(bad("has no host"));
-    }
-    port.parse::<u16>()
-        .map_err(|_| bad("has an invalid port"))?;
-    Ok(())
 }
 
 /// Builds a standalone [`Cache`] (the `default` cache of a node of its own), with the parameters
@@ -492,6 +669,24 @@ impl CacheBuilder {
         self
     }
 
+    /// The cluster name (see [`NodeBuilder::cluster`]).
+    pub fn cluster(mut self, name: impl Into<String>) -> Self {
+        self.node = self.node.cluster(name);
+        self
+    }
+
+    /// The cluster secret (see [`NodeBuilder::secret`]).
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.node = self.node.secret(secret);
+        self
+    }
+
+    /// Ask the hub on a miss before loading (see [`NodeBuilder::fetch_on_miss`]).
+    pub fn fetch_on_miss(mut self, timeout: impl IntoDuration) -> Self {
+        self.node = self.node.fetch_on_miss(timeout);
+        self
+    }
+
     /// The node's name.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.node = self.node.name(name);
@@ -543,11 +738,13 @@ mod tests {
 
     #[test]
     fn addresses_are_checked() {
-        assert!(check_address("a", "127.0.0.1:7400").is_ok());
-        assert!(check_address("a", "hub.internal:7400").is_ok());
-        assert!(check_address("a", "[::1]:7400").is_ok());
-        for bad in ["", "7400", ":7400", "host:", "host:99999", "host:port"] {
-            assert!(check_address("a", bad).is_err(), "{bad:?} accepted");
+        let ok = |a| Endpoint::parse("a", a).is_ok();
+        assert!(ok("127.0.0.1:7400"));
+        assert!(ok("hub.internal:7400"));
+        assert!(ok("[::1]:7400"));
+        assert!(ok("unix:/run/leafcache.sock"));
+        for bad in ["", "7400", ":7400", "host:", "host:99999", "host:port", "unix:"] {
+            assert!(!ok(bad), "{bad:?} accepted");
         }
     }
 
@@ -583,20 +780,28 @@ mod tests {
         assert!(err.to_string().contains("remote_address"), "{err}");
     }
 
-    #[test]
-    fn builder_accepts_python_style_parameters() {
+    #[tokio::test]
+    async fn builder_accepts_python_style_parameters() {
         let node = Cache::builder()
             .maximum_capacity(10)
             .expiration_time(120)
             .connection_timeout("3s")
-            .remote_address("127.0.0.1:7400")
-            .local_address("127.0.0.1:7401")
+            .remote_address("127.0.0.1:9")
+            .local_address("127.0.0.1:0")
             .build_node()
             .unwrap();
         let links = node.link_settings();
         assert_eq!(links.connection_timeout, Duration::from_secs(3));
-        assert_eq!(links.remote_address.as_deref(), Some("127.0.0.1:7400"));
-        assert_eq!(links.local_address.as_deref(), Some("127.0.0.1:7401"));
+        assert_eq!(links.remote_address.as_deref(), Some("127.0.0.1:9"));
+        assert_eq!(links.local_address.as_deref(), Some("127.0.0.1:0"));
+        assert_ne!(node.local_addr(), Some("127.0.0.1:0"), "the OS picked a port");
+        node.shutdown().await;
+    }
+
+    #[test]
+    fn links_need_a_runtime() {
+        let err = Cache::builder().remote_address("127.0.0.1:9").build().unwrap_err();
+        assert!(err.to_string().contains("tokio runtime"), "{err}");
     }
 
     #[test]

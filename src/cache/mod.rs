@@ -347,6 +347,35 @@ impl Cache {
         old
     }
 
+    /// [`set`](Self::set), then waits until this node's hub has applied the write (so it is on
+    /// two nodes), at most the connection timeout.
+    ///
+    /// # Errors
+    /// [`Error::ValueTooLarge`] as `set`; [`Error::NoUpstream`] on a node without a hub;
+    /// [`Error::Timeout`] if the hub does not acknowledge in time — the write stays applied here
+    /// and still replicates when the link comes back.
+    pub async fn set_acked(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+    ) -> Result<Version, Error> {
+        let version = self.set(key, value)?;
+        let seq = self.inner.core.current_seq();
+        self.inner.core.upstream.wait_acked(seq).await?;
+        Ok(version)
+    }
+
+    /// [`delete`](Self::delete), then waits for the hub as [`set_acked`](Self::set_acked) does.
+    ///
+    /// # Errors
+    /// As [`set_acked`](Self::set_acked).
+    pub async fn delete_acked(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>, Error> {
+        let old = self.delete(key);
+        let seq = self.inner.core.current_seq();
+        self.inner.core.upstream.wait_acked(seq).await?;
+        Ok(old)
+    }
+
     /// Removes every entry; the purge is a versioned change, so it replicates and any write older
     /// than it is refused afterwards. Returns the purge's version.
     pub fn purge(&self) -> Version {
@@ -585,13 +614,18 @@ impl Cache {
     /// # }).unwrap();
     /// ```
     pub async fn get_or_load(&self, key: impl Into<Bytes>) -> Result<Bytes, Error> {
+        // On a node built with `fetch_on_miss`, a miss first asks the hub; only if the hub does
+        // not hold the key (or does not answer in time) does the loader run.
         let key = key.into();
         if let Some(v) = self.get(&key) {
             return Ok(v);
         }
-        let Some(loader) = self.inner.loader.clone() else {
+        let core = &self.inner.core;
+        let fetches = core.upstream.fetch_timeout.is_some();
+        let loader = self.inner.loader.clone();
+        if loader.is_none() && !fetches {
             return Err(Error::NoLoader(self.inner.name.to_string()));
-        };
+        }
         let flight: Flight = self
             .inner
             .inflight
@@ -606,6 +640,15 @@ impl Cache {
                 if let Some(p) = self.shard(&key).lock().peek(&key, now) {
                     return Ok(p.value);
                 }
+                if let Some(change) = core.upstream.fetch(&self.inner.name, &key).await {
+                    self.apply_remote(change);
+                    if let Some(p) = self.shard(&key).lock().peek(&key, self.now_ms()) {
+                        return Ok(p.value);
+                    }
+                }
+                let Some(loader) = loader else {
+                    return Err(Error::NoLoader(self.inner.name.to_string()));
+                };
                 match loader.load(key.clone()).await {
                     Ok(value) => {
                         self.inner.loads.fetch_add(1, Ordering::Relaxed);

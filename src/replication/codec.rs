@@ -1,0 +1,121 @@
+//! Framing and encoding: a 4-byte big-endian length, then one postcard-encoded [`Message`]. The length is
+//! checked against the limit before any buffer grows, so a hostile length costs nothing.
+
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+use super::{LinkError, Message};
+
+/// The default largest frame, in bytes, a node sends or accepts.
+pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+
+/// Splits a byte stream into frames and back, refusing frames over the limit. Used by the TCP and
+/// Unix transports; the payload of each frame is one [`Message`] ([`encode`], [`decode`]).
+#[derive(Debug)]
+pub struct FrameCodec {
+    frames: LengthDelimitedCodec,
+    max_frame: usize,
+}
+
+impl FrameCodec {
+    /// A codec refusing frames longer than `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Self {
+        FrameCodec {
+            frames: LengthDelimitedCodec::builder()
+                .max_frame_length(max_frame)
+                .new_codec(),
+            max_frame,
+        }
+    }
+}
+
+/// The message as one frame's payload.
+pub fn encode(message: &Message) -> Result<Vec<u8>, LinkError> {
+    postcard::to_stdvec(message).map_err(|e| LinkError::Encode(e.to_string()))
+}
+
+/// The message one frame's payload holds.
+pub fn decode(payload: &[u8]) -> Result<Message, LinkError> {
+    postcard::from_bytes(payload).map_err(|e| LinkError::Malformed(e.to_string()))
+}
+
+impl Decoder for FrameCodec {
+    type Item = BytesMut;
+    type Error = LinkError;
+
+    /// `Ok(None)` while a frame is incomplete — a normal state, not an error.
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, LinkError> {
+        self.frames.decode(src).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                LinkError::FrameTooLarge {
+                    limit: self.max_frame,
+                }
+            } else {
+                LinkError::Io(e.to_string())
+            }
+        })
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, LinkError> {
+        match Decoder::decode(self, src)? {
+            Some(m) => Ok(Some(m)),
+            None if src.is_empty() => Ok(None),
+            None => Err(LinkError::TornFrame {
+                pending: src.len(),
+            }),
+        }
+    }
+}
+
+impl Encoder<Bytes> for FrameCodec {
+    type Error = LinkError;
+
+    fn encode(&mut self, payload: Bytes, dst: &mut BytesMut) -> Result<(), LinkError> {
+        if payload.len() > self.max_frame {
+            return Err(LinkError::FrameTooLarge {
+                limit: self.max_frame,
+            });
+        }
+        self.frames
+            .encode(payload, dst)
+            .map_err(|e| LinkError::Io(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_roundtrip_and_partial_frames_wait() {
+        let m = Message::Ack { upto: 42 };
+        let mut codec = FrameCodec::new(1024);
+        let mut buf = BytesMut::new();
+        codec.encode(Bytes::from(encode(&m).unwrap()), &mut buf).unwrap();
+        let mut whole = buf.clone();
+        let frame = Decoder::decode(&mut codec, &mut whole).unwrap().unwrap();
+        assert_eq!(decode(&frame).unwrap(), m);
+        let mut half = buf.split_to(buf.len() - 1);
+        assert!(Decoder::decode(&mut codec, &mut half).unwrap().is_none(), "incomplete is not an error");
+        assert!(matches!(
+            codec.decode_eof(&mut half),
+            Err(LinkError::TornFrame { .. })
+        ));
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_allocating() {
+        let mut codec = FrameCodec::new(1024);
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xf0, 1, 2][..]);
+        assert!(matches!(
+            Decoder::decode(&mut codec, &mut buf),
+            Err(LinkError::FrameTooLarge { limit: 1024 })
+        ));
+        assert!(buf.capacity() < 1024, "no buffer sized from the hostile length");
+    }
+
+    #[test]
+    fn garbage_payload_is_a_malformed_error() {
+        assert!(matches!(decode(&[0xfe, 0xfe, 0xfe]), Err(LinkError::Malformed(_))));
+    }
+}

@@ -1,0 +1,258 @@
+//! The tokio side of replication: accept leaves, dial the hub with backoff, and move frames between
+//! a socket and a [`Link`]. No replication decision is made here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backoff::backoff::Backoff;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::codec::Framed;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::codec::FrameCodec;
+use super::transport::{Endpoint, Listener, Stream};
+use super::{Direction, FetchRequest, Link, LinkError, LinkState, LinkStatus};
+use crate::cache::Change;
+use crate::node::Node;
+
+/// Links accepted at once, at most; more connections wait for a slot.
+const MAX_INBOUND: usize = 1024;
+/// The slot of the upstream link's status.
+const UPSTREAM_SLOT: u32 = 0;
+/// How often a running link republishes its status.
+const PUBLISH_EVERY_MS: u64 = 50;
+
+/// Accepts leaves on `listener` until the node shuts down.
+pub(crate) async fn accept_loop(node: Node, listener: Listener) {
+    let shared = node.shared();
+    let slots = Arc::new(Semaphore::new(MAX_INBOUND));
+    loop {
+        let permit = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            p = slots.clone().acquire_owned() => p.expect("never closed"),
+        };
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer_addr)) => {
+                let node = node.clone();
+                let span = info_span!("link", node = %node.name(), peer = %peer_addr);
+                shared.tasks.spawn(
+                    async move {
+                        let mut link = Link::new(&node, Direction::Downstream, &peer_addr);
+                        let slot = link.id();
+                        let result = run(&node, &mut link, stream, slot, None).await;
+                        report(&link, &result);
+                        node.shared().unpublish(slot);
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Keeps a link to the hub at `endpoint` up until the node shuts down: dial, run, and on failure
+/// wait an exponentially growing, jittered, capped delay (the cap at once after a refusal).
+pub(crate) async fn dial_loop(node: Node, endpoint: Endpoint, address: String) {
+    let shared = node.shared();
+    let timeout = Duration::from_millis(shared.timeout_ms);
+    let cap = timeout.clamp(Duration::from_millis(500), Duration::from_secs(30));
+    let mut backoff = backoff::ExponentialBackoff {
+        initial_interval: Duration::from_millis(20),
+        randomization_factor: 0.5,
+        multiplier: 2.0,
+        max_interval: cap,
+        max_elapsed_time: None,
+        ..Default::default()
+    };
+    let mut totals = LinkStatus::new(0, Direction::Upstream, &address);
+    let (fetch_tx, mut fetch_rx) = mpsc::channel::<FetchRequest>(256);
+    loop {
+        let mut status = totals.clone();
+        status.state = LinkState::Connecting;
+        shared.publish(UPSTREAM_SLOT, status);
+        let connected = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            c = tokio::time::timeout(timeout, endpoint.connect()) => c,
+        };
+        let mut delay = None;
+        match connected {
+            Ok(Ok(stream)) => {
+                let mut link = Link::new(&node, Direction::Upstream, &address);
+                node.core().upstream.set_fetcher(Some(fetch_tx.clone()));
+                let result = run(&node, &mut link, stream, UPSTREAM_SLOT, Some(&mut fetch_rx)).await;
+                node.core().upstream.set_fetcher(None);
+                report(&link, &result);
+                let mut st = link.status();
+                st.carry(&totals);
+                totals = st.clone();
+                totals.id = 0;
+                shared.publish(UPSTREAM_SLOT, totals.clone());
+                match &result {
+                    Ok(()) => break,
+                    Err(e) if e.is_refusal() => delay = Some(cap),
+                    Err(_) if link.status().frames_in > 2 => backoff.reset(),
+                    Err(_) => {}
+                }
+            }
+            Ok(Err(e)) => {
+                totals.last_error = Some(format!("connect: {e}"));
+                totals.state = LinkState::Down;
+                info!(hub = %address, error = %e, "hub unreachable");
+            }
+            Err(_) => {
+                totals.last_error = Some(format!("connect: no answer within {timeout:?}"));
+                totals.state = LinkState::Down;
+            }
+        }
+        shared.publish(UPSTREAM_SLOT, totals.clone());
+        let wait = delay.unwrap_or_else(|| backoff.next_backoff().unwrap_or(cap));
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+fn report(link: &Link, result: &Result<(), LinkError>) {
+    match result {
+        Ok(()) => info!(link = link.id(), "link closed on shutdown"),
+        Err(LinkError::Closed) => info!(link = link.id(), "link closed by the peer"),
+        Err(e) if e.is_refusal() => {
+            warn!(link = link.id(), peer = ?link.peer_name(), error = %e, "handshake refused");
+        }
+        Err(e) => warn!(link = link.id(), peer = ?link.peer_name(), error = %e, "link closed"),
+    }
+}
+
+/// Moves frames between `stream` and `link` until the link ends. `Ok` only for a clean close on
+/// shutdown.
+async fn run(
+    node: &Node,
+    link: &mut Link,
+    stream: Stream,
+    slot: u32,
+    mut fetches: Option<&mut mpsc::Receiver<FetchRequest>>,
+) -> Result<(), LinkError> {
+    let shared = node.shared();
+    let core = node.core();
+    let timeout = Duration::from_millis(shared.timeout_ms);
+    let mut framed = Framed::new(stream, FrameCodec::new(shared.max_frame));
+    let mut waiting: HashMap<u64, oneshot::Sender<Option<Change>>> = HashMap::new();
+    let mut next_fetch = 0u64;
+    let mut last_publish = 0u64;
+    let mut published_state = None;
+    core.watch();
+    let _unwatch = scopeguard(|| core.unwatch());
+    let result = async {
+        loop {
+            flush(link, &mut framed, timeout).await?;
+            for (id, change) in link.take_fetched() {
+                if let Some(tx) = waiting.remove(&id) {
+                    let _ = tx.send(change);
+                }
+            }
+            let now = core.now_ms();
+            let st = link.status();
+            if published_state != Some(st.state) || now >= last_publish + PUBLISH_EVERY_MS {
+                published_state = Some(st.state);
+                last_publish = now;
+                shared.publish(slot, st);
+            }
+            let notified = core.changes();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if link.has_output() {
+                continue;
+            }
+            let tick_in = Duration::from_millis(link.next_tick_ms().saturating_sub(now).max(1));
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => {
+                    link.close();
+                    flush(link, &mut framed, timeout).await?;
+                    return Ok(());
+                }
+                frame = framed.next() => match frame {
+                    Some(Ok(frame)) => link.handle(&frame)?,
+                    Some(Err(e)) => return Err(e),
+                    None => return Err(LinkError::Eof),
+                },
+                _ = &mut notified, if link.wants_changes() => {}
+                _ = tokio::time::sleep(tick_in) => link.tick()?,
+                Some(req) = recv(&mut fetches), if link.is_up() => {
+                    next_fetch += 1;
+                    waiting.insert(next_fetch, req.reply);
+                    link.fetch(next_fetch, req.cache, req.key);
+                }
+            }
+        }
+    }
+    .await;
+    if let Err(e) = &result {
+        link.fail(e);
+        // A refusal queued a Reject: try to get it to the peer so it knows why.
+        let _ = tokio::time::timeout(Duration::from_millis(200), flush(link, &mut framed, timeout))
+            .await;
+    }
+    shared.publish(slot, link.status());
+    result
+}
+
+async fn recv(rx: &mut Option<&mut mpsc::Receiver<FetchRequest>>) -> Option<FetchRequest> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes everything the link has ready. A peer that does not take it within the timeout is
+/// treated as gone: the link closes and resumes from its watermark after reconnecting, so a stuck
+/// peer costs a bounded window, not a growing buffer.
+async fn flush(
+    link: &mut Link,
+    framed: &mut Framed<Stream, FrameCodec>,
+    timeout: Duration,
+) -> Result<(), LinkError> {
+    let mut wrote = false;
+    while let Some(payload) = link.poll_transmit() {
+        wrote = true;
+        tokio::time::timeout(timeout, framed.feed(Bytes::from(payload)))
+            .await
+            .map_err(|_| LinkError::Timeout {
+                ms: timeout.as_millis() as u64,
+            })??;
+    }
+    if wrote {
+        tokio::time::timeout(timeout, framed.flush())
+            .await
+            .map_err(|_| LinkError::Timeout {
+                ms: timeout.as_millis() as u64,
+            })??;
+    }
+    Ok(())
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}

@@ -1,0 +1,603 @@
+//! One link's protocol as a state machine without I/O: frames in ([`Link::handle`]), frames out
+//! ([`Link::poll_transmit`]), time passing ([`Link::tick`]). The tokio driver and the test
+//! simulator both move bytes for it; every replication decision is made here.
+//!
+//! What a link sends is read from the node's change log rather than queued: the link keeps a
+//! cursor (the node seq up to which the peer has everything it needs) and, whenever it may send,
+//! reads the next records after it. So a live stream, a delta resync from a watermark and a full
+//! sync from zero are the same loop, a slow peer costs a cursor instead of a growing queue, and a
+//! key written a thousand times while the peer was away is sent once.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use hmac::Mac;
+use tracing::{debug, warn};
+
+use super::codec::{decode, encode};
+use super::message::{
+    CacheChanges, Hello, MAGIC, Message, PROTOCOL_VERSION, Refusal, Resume, Role,
+};
+use super::status::{Direction, LinkState, LinkStatus, SyncKind, SyncReport};
+use super::{HmacSha256, LinkError};
+use crate::cache::Change;
+use crate::clock::NodeId;
+use crate::node::Node;
+
+/// Batches sent and not yet acknowledged, at most. With [`BATCH_BYTES`] this bounds what a link
+/// has in flight, whatever the peer's speed.
+pub const WINDOW: usize = 8;
+/// Records per batch, at most.
+pub const BATCH_RECORDS: usize = 1024;
+/// Approximate payload bytes per batch, at most (a single larger record still goes alone).
+pub const BATCH_BYTES: usize = 256 << 10;
+
+/// Where the handshake stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Our hello is out; waiting for the peer's.
+    AwaitHello,
+    /// Our proof is out; waiting for the peer's.
+    AwaitAuth,
+    /// Authenticated: changes flow both ways.
+    Up,
+    /// Closed (by a refusal, an error or a `Bye`); nothing more is accepted.
+    Closed,
+}
+
+/// Who the peer is, from its hello.
+#[derive(Clone, Debug)]
+struct Peer {
+    id: NodeId,
+    name: String,
+    role: Role,
+    incarnation: u128,
+    challenge: [u8; 32],
+}
+
+/// The protocol state of one connection to one peer.
+pub struct Link {
+    node: Node,
+    /// Unique per connection on this node; changes that came in here are tagged with it so they
+    /// are never sent back.
+    id: u32,
+    direction: Direction,
+    phase: Phase,
+    /// What the peer must prove the secret over.
+    challenge: [u8; 32],
+    peer: Option<Peer>,
+    /// Every change of ours up to this seq that the peer needs has been sent.
+    cursor: u64,
+    /// Every change of the peer's up to this seq of its own has been applied here.
+    recv_upto: u64,
+    /// Batches sent and not acknowledged: (their `upto`, when sent).
+    inflight: VecDeque<(u64, u64)>,
+    /// The resync in progress, until the cursor reaches `target`.
+    sync: Option<(SyncReport, u64)>,
+    /// Control messages waiting to go out ahead of batches.
+    outbox: VecDeque<Message>,
+    /// Answers to our fetches, for the driver to hand to the waiting callers.
+    fetched: Vec<(u64, Option<Change>)>,
+    last_recv_ms: u64,
+    last_sent_ms: u64,
+    status: LinkStatus,
+}
+
+impl Link {
+    /// A new link on `node`, with its hello queued. `address` is for status and logs.
+    pub fn new(node: &Node, direction: Direction, address: &str) -> Link {
+        let now = node.core().now_ms();
+        let id = node.shared().next_link_id();
+        let mut challenge = [0u8; 32];
+        challenge[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        challenge[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        let shared = node.shared();
+        let hello = Message::Hello(Hello {
+            magic: MAGIC,
+            protocol: PROTOCOL_VERSION,
+            cluster: shared.cluster.clone(),
+            node: node.id(),
+            name: node.name().to_string(),
+            role: shared.role(),
+            incarnation: node.incarnation().as_u128(),
+            challenge,
+        });
+        let status = LinkStatus::new(id, direction, address);
+        Link {
+            node: node.clone(),
+            id,
+            direction,
+            phase: Phase::AwaitHello,
+            challenge,
+            peer: None,
+            cursor: 0,
+            recv_upto: 0,
+            inflight: VecDeque::new(),
+            sync: None,
+            outbox: VecDeque::from([hello]),
+            fetched: Vec::new(),
+            last_recv_ms: now,
+            last_sent_ms: now,
+            status: LinkStatus {
+                state: LinkState::Handshaking,
+                ..status
+            },
+        }
+    }
+
+    /// This connection's id on the node.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Whether the handshake is done and the link is not closed.
+    pub fn is_up(&self) -> bool {
+        self.phase == Phase::Up
+    }
+
+    /// The link's status, with lag computed at `now`.
+    pub fn status(&self) -> LinkStatus {
+        let mut st = self.status.clone();
+        let now = self.node.core().now_ms();
+        st.lag_changes = self.node.current_seq().saturating_sub(self.acked());
+        st.lag_ms = self
+            .inflight
+            .front()
+            .map_or(0, |&(_, at)| now.saturating_sub(at));
+        st.sync = self.sync.as_ref().map(|(r, _)| r.clone()).or(st.sync);
+        st
+    }
+
+    /// The highest seq of ours the peer acknowledged.
+    fn acked(&self) -> u64 {
+        self.status.acked
+    }
+
+    /// Handles one frame's payload from the peer.
+    ///
+    /// # Errors
+    /// Anything that ends the link: a malformed frame, a refusal (ours — the `Reject` is then
+    /// queued — or the peer's), a protocol violation, or the peer's `Bye` ([`LinkError::Closed`]).
+    pub fn handle(&mut self, payload: &[u8]) -> Result<(), LinkError> {
+        let now = self.node.core().now_ms();
+        self.last_recv_ms = now;
+        self.status.frames_in += 1;
+        self.status.bytes_in += payload.len() as u64 + 4;
+        let result = match decode(payload) {
+            Ok(m) => self.handle_message(m, now),
+            Err(e) if self.phase == Phase::AwaitHello => {
+                // Not a leafcache hello of a version we can read: say so before closing.
+                self.outbox.push_back(Message::Reject(Refusal::NotLeafcache));
+                Err(e)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            self.fail(e);
+        }
+        result
+    }
+
+    fn handle_message(&mut self, message: Message, now: u64) -> Result<(), LinkError> {
+        match (self.phase, message) {
+            (Phase::Closed, _) => Err(LinkError::Closed),
+            (_, Message::Reject(refusal)) => Err(LinkError::RefusedByPeer(refusal)),
+            (Phase::AwaitHello, Message::Hello(hello)) => self.on_hello(hello),
+            (Phase::AwaitHello, other) => {
+                self.refuse(Refusal::Unexpected(format!("{} before hello", name_of(&other))))
+            }
+            (Phase::AwaitAuth, Message::Auth { proof, resume }) => self.on_auth(proof, resume, now),
+            (Phase::AwaitAuth, other) => {
+                self.refuse(Refusal::Unexpected(format!("{} before auth", name_of(&other))))
+            }
+            (Phase::Up, Message::Batch { upto, caches }) => {
+                self.on_batch(upto, caches);
+                Ok(())
+            }
+            (Phase::Up, Message::Ack { upto }) => {
+                self.on_ack(upto);
+                Ok(())
+            }
+            (Phase::Up, Message::Ping { upto }) => {
+                self.advance_recv(upto);
+                Ok(())
+            }
+            (Phase::Up, Message::Fetch { id, cache, key }) => {
+                let change = self.node.cache(&cache).ok().and_then(|c| {
+                    c.peek(&key).map(|e| Change::Set {
+                        key: key.clone(),
+                        value: e.value,
+                        version: e.version,
+                        expires_at: e.expires_at,
+                    })
+                });
+                self.outbox.push_back(Message::Fetched { id, change });
+                Ok(())
+            }
+            (Phase::Up, Message::Fetched { id, change }) => {
+                if let Some(c) = &change
+                    && !matches!(c, Change::Set { .. })
+                {
+                    return Err(LinkError::Protocol("a fetch answered with a non-set".into()));
+                }
+                self.fetched.push((id, change));
+                Ok(())
+            }
+            (_, Message::Bye) => Err(LinkError::Closed),
+            (Phase::Up, other @ (Message::Hello(_) | Message::Auth { .. })) => Err(
+                LinkError::Protocol(format!("{} after the handshake", name_of(&other))),
+            ),
+        }
+    }
+
+    /// Queues a refusal for the peer and fails with it.
+    fn refuse(&mut self, refusal: Refusal) -> Result<(), LinkError> {
+        self.outbox.push_back(Message::Reject(refusal.clone()));
+        Err(LinkError::Refused(refusal))
+    }
+
+    fn on_hello(&mut self, hello: Hello) -> Result<(), LinkError> {
+        let shared = self.node.shared();
+        if hello.magic != MAGIC {
+            return self.refuse(Refusal::NotLeafcache);
+        }
+        if hello.protocol != PROTOCOL_VERSION {
+            return self.refuse(Refusal::Protocol {
+                ours: PROTOCOL_VERSION,
+                theirs: hello.protocol,
+            });
+        }
+        if hello.cluster != shared.cluster {
+            return self.refuse(Refusal::Cluster {
+                ours: shared.cluster.clone(),
+                theirs: hello.cluster,
+            });
+        }
+        if hello.node == self.node.id() {
+            return self.refuse(Refusal::SelfLink);
+        }
+        let peer = Peer {
+            id: hello.node,
+            name: hello.name,
+            role: hello.role,
+            incarnation: hello.incarnation,
+            challenge: hello.challenge,
+        };
+        let proof = self.proof(&peer.challenge, self.node.id(), peer.id);
+        let resume = shared.mark(peer.id);
+        self.status.peer_name = Some(peer.name.clone());
+        self.status.peer_id = Some(peer.id);
+        self.status.peer_role = Some(peer.role);
+        self.outbox.push_back(Message::Auth { proof, resume });
+        self.peer = Some(peer);
+        self.phase = Phase::AwaitAuth;
+        Ok(())
+    }
+
+    /// HMAC-SHA256 over the challenge, the prover's and the verifier's ids and the cluster, keyed
+    /// by the cluster secret: binding the ids stops a proof being reflected back or replayed to
+    /// another node.
+    fn proof_mac(&self, challenge: &[u8; 32], prover: NodeId, verifier: NodeId) -> HmacSha256 {
+        let shared = self.node.shared();
+        let mut mac = shared.secret.mac();
+        mac.update(b"leafcache-auth-v1");
+        mac.update(challenge);
+        mac.update(&prover.0.to_be_bytes());
+        mac.update(&verifier.0.to_be_bytes());
+        mac.update(shared.cluster.as_bytes());
+        mac
+    }
+
+    fn proof(&self, challenge: &[u8; 32], prover: NodeId, verifier: NodeId) -> [u8; 32] {
+        self.proof_mac(challenge, prover, verifier)
+            .finalize()
+            .into_bytes()
+            .into()
+    }
+
+    fn on_auth(
+        &mut self,
+        proof: [u8; 32],
+        resume: Option<Resume>,
+        now: u64,
+    ) -> Result<(), LinkError> {
+        let peer_id = self.peer.as_ref().map_or(NodeId(0), |p| p.id);
+        // `verify_slice` compares in constant time.
+        let expected = self.proof_mac(&self.challenge, peer_id, self.node.id());
+        if expected.verify_slice(&proof).is_err() {
+            return self.refuse(Refusal::Secret);
+        }
+        let current = self.node.current_seq();
+        let floor = self.node.floor();
+        let kind = match resume {
+            Some(r)
+                if r.incarnation == self.node.incarnation().as_u128()
+                    && r.seq >= floor
+                    && r.seq <= current =>
+            {
+                self.cursor = r.seq;
+                SyncKind::Delta
+            }
+            _ => {
+                self.cursor = 0;
+                SyncKind::Full
+            }
+        };
+        match kind {
+            SyncKind::Delta => self.status.delta_syncs += 1,
+            SyncKind::Full => self.status.full_syncs += 1,
+        }
+        self.status.acked = self.cursor;
+        self.sync = Some((
+            SyncReport {
+                kind,
+                from: self.cursor,
+                changes: 0,
+                bytes: 0,
+                done: false,
+            },
+            current,
+        ));
+        self.phase = Phase::Up;
+        self.status.state = LinkState::Up;
+        self.status.last_error = None;
+        self.last_sent_ms = now;
+        let peer = self.peer.as_ref().expect("hello came first");
+        debug!(link = self.id, peer = %peer.name, sync = ?kind, from = self.cursor, "link up");
+        self.finish_sync_if_done();
+        Ok(())
+    }
+
+    fn on_batch(&mut self, upto: u64, caches: Vec<CacheChanges>) {
+        for group in caches {
+            let Ok(cache) = self.node.cache(&group.cache) else {
+                self.status.unknown_cache_changes += group.changes.len() as u64;
+                warn!(link = self.id, cache = %group.cache, "changes for a cache this node lacks skipped");
+                continue;
+            };
+            for change in &group.changes {
+                self.status.changes_in += 1;
+                if cache.apply_from(change, self.id) {
+                    self.status.changes_applied += 1;
+                }
+            }
+        }
+        self.advance_recv(upto);
+        self.outbox.push_back(Message::Ack { upto });
+    }
+
+    fn advance_recv(&mut self, upto: u64) {
+        if upto > self.recv_upto {
+            self.recv_upto = upto;
+            if let Some(peer) = &self.peer {
+                self.node.shared().remember(
+                    peer.id,
+                    Resume {
+                        incarnation: peer.incarnation,
+                        seq: upto,
+                    },
+                );
+            }
+        }
+    }
+
+    fn on_ack(&mut self, upto: u64) {
+        while self.inflight.front().is_some_and(|&(u, _)| u <= upto) {
+            self.inflight.pop_front();
+        }
+        if upto > self.status.acked {
+            self.status.acked = upto;
+            if self.direction == Direction::Upstream {
+                self.node.core().upstream.acked(upto);
+            }
+        }
+    }
+
+    /// Queues a question to the peer for `key` of `cache`; the answer comes back through
+    /// [`take_fetched`](Self::take_fetched) under `id`.
+    pub fn fetch(&mut self, id: u64, cache: String, key: Bytes) {
+        self.outbox.push_back(Message::Fetch { id, cache, key });
+    }
+
+    /// Answers to fetches received since the last call.
+    pub fn take_fetched(&mut self) -> Vec<(u64, Option<Change>)> {
+        std::mem::take(&mut self.fetched)
+    }
+
+    /// Whether the link would send changes now if there were any: up, and its window not full.
+    pub fn wants_changes(&self) -> bool {
+        self.phase == Phase::Up && self.inflight.len() < WINDOW
+    }
+
+    /// Whether anything is ready to go out: a queued message or unsent changes within the window.
+    pub fn has_output(&self) -> bool {
+        !self.outbox.is_empty() || (self.wants_changes() && self.cursor < self.node.current_seq())
+    }
+
+    /// The next frame payload to send, if any: queued control messages first, then a batch of
+    /// changes read from the log after the cursor.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        let message = match self.outbox.pop_front() {
+            Some(m) => m,
+            None => self.next_batch()?,
+        };
+        match encode(&message) {
+            Ok(payload) => {
+                let now = self.node.core().now_ms();
+                self.last_sent_ms = now;
+                self.status.frames_out += 1;
+                self.status.bytes_out += payload.len() as u64 + 4;
+                if let Message::Batch { upto, caches } = &message {
+                    let n: usize = caches.iter().map(|c| c.changes.len()).sum();
+                    self.status.changes_out += n as u64;
+                    self.inflight.push_back((*upto, now));
+                    if let Some((report, _)) = &mut self.sync {
+                        report.changes += n as u64;
+                        report.bytes += payload.len() as u64 + 4;
+                    }
+                    self.finish_sync_if_done();
+                }
+                Some(payload)
+            }
+            Err(e) => {
+                // Only a bug can make encoding fail; drop the message rather than the node.
+                warn!(link = self.id, error = %e, "message not encodable, dropped");
+                None
+            }
+        }
+    }
+
+    fn finish_sync_if_done(&mut self) {
+        if let Some((report, target)) = &mut self.sync
+            && self.cursor >= *target
+        {
+            report.done = true;
+            self.status.sync = Some(report.clone());
+            self.sync = None;
+        }
+    }
+
+    /// Reads the next records after the cursor into a batch, skipping what came from this link.
+    fn next_batch(&mut self) -> Option<Message> {
+        if !self.wants_changes() {
+            return None;
+        }
+        let max_frame = self.node.shared().max_frame;
+        loop {
+            let upto = self.node.current_seq();
+            if self.cursor >= upto {
+                return None;
+            }
+            let (records, reached) =
+                self.node
+                    .collect_changes(self.cursor, upto, BATCH_RECORDS, BATCH_BYTES, self.id);
+            self.cursor = reached;
+            if records.is_empty() {
+                // Everything in the window came from the peer: nothing to send, but the next
+                // ping tells the peer how far it is covered.
+                self.finish_sync_if_done();
+                continue;
+            }
+            let mut caches: Vec<CacheChanges> = Vec::new();
+            let mut last = usize::MAX;
+            for (index, change) in records {
+                if index != last {
+                    last = index;
+                    caches.push(CacheChanges {
+                        cache: self.node.caches()[index].name().to_string(),
+                        changes: Vec::new(),
+                    });
+                }
+                if let Some(group) = caches.last_mut() {
+                    group.changes.push(fit_in_frame(change, max_frame));
+                }
+            }
+            return Some(Message::Batch {
+                upto: reached,
+                caches,
+            });
+        }
+    }
+
+    /// Advances time: fails the link if the peer has been silent for the connection timeout,
+    /// queues a heartbeat if we have been.
+    ///
+    /// # Errors
+    /// [`LinkError::Timeout`] once the peer is silent for `connection_timeout`.
+    pub fn tick(&mut self) -> Result<(), LinkError> {
+        let now = self.node.core().now_ms();
+        let timeout = self.node.shared().timeout_ms;
+        if now.saturating_sub(self.last_recv_ms) >= timeout {
+            let e = LinkError::Timeout { ms: timeout };
+            self.fail(&e);
+            return Err(e);
+        }
+        if self.phase == Phase::Up
+            && self.outbox.is_empty()
+            && now.saturating_sub(self.last_sent_ms) >= (timeout / 4).max(1)
+        {
+            self.outbox.push_back(Message::Ping { upto: self.cursor });
+        }
+        Ok(())
+    }
+
+    /// When [`tick`](Self::tick) next has something to do, in the node clock's ms.
+    pub fn next_tick_ms(&self) -> u64 {
+        let timeout = self.node.shared().timeout_ms;
+        (self.last_recv_ms + timeout).min(self.last_sent_ms + (timeout / 4).max(1))
+    }
+
+    /// Starts a clean close: whatever [`poll_transmit`](Self::poll_transmit) still yields (changes
+    /// already applied here included) goes out, then a `Bye`.
+    pub fn close(&mut self) {
+        if self.phase == Phase::Up {
+            while let Some(batch) = self.next_batch_ignoring_window() {
+                self.outbox.push_back(batch);
+            }
+        }
+        self.outbox.push_back(Message::Bye);
+        self.phase = Phase::Closed;
+        self.status.state = LinkState::Down;
+    }
+
+    fn next_batch_ignoring_window(&mut self) -> Option<Message> {
+        self.inflight.clear();
+        self.next_batch()
+    }
+
+    /// Records why the link ended, in its status.
+    pub fn fail(&mut self, error: &LinkError) {
+        self.phase = Phase::Closed;
+        self.status.state = if error.is_refusal() {
+            LinkState::Refused
+        } else {
+            LinkState::Down
+        };
+        self.status.last_error = Some(error.to_string());
+    }
+
+    /// The peer's name, once known.
+    pub fn peer_name(&self) -> Option<&str> {
+        self.peer.as_ref().map(|p| p.name.as_str())
+    }
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("id", &self.id)
+            .field("phase", &self.phase)
+            .field("peer", &self.peer_name())
+            .field("cursor", &self.cursor)
+            .field("recv_upto", &self.recv_upto)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A `Set` too large for one frame travels as an invalidation: the peer drops its older copy and
+/// loads the value itself if it needs it.
+fn fit_in_frame(change: Change, max_frame: usize) -> Change {
+    match change {
+        Change::Set {
+            key,
+            value,
+            version,
+            ..
+        } if key.len() + value.len() + 256 > max_frame => Change::Invalidate { key, version },
+        other => other,
+    }
+}
+
+fn name_of(m: &Message) -> &'static str {
+    match m {
+        Message::Hello(_) => "hello",
+        Message::Auth { .. } => "auth",
+        Message::Reject(_) => "reject",
+        Message::Batch { .. } => "batch",
+        Message::Ack { .. } => "ack",
+        Message::Ping { .. } => "ping",
+        Message::Fetch { .. } => "fetch",
+        Message::Fetched { .. } => "fetched",
+        Message::Bye => "bye",
+    }
+}

@@ -1,0 +1,179 @@
+//! The replication wire: one [`Message`] enum, postcard-encoded, one message per length-delimited
+//! frame (see [`codec`](super::codec)).
+//!
+//! Compatibility rule: [`Message::Hello`] stays variant 0 and [`Hello`] keeps `magic` and
+//! `protocol` as its first two fields, so that a node of any version can read who is talking to it
+//! and refuse a version it does not speak with a clear [`Refusal::Protocol`].
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::cache::Change;
+use crate::clock::NodeId;
+
+/// The first four bytes of every handshake: "this is leafcache".
+pub const MAGIC: u32 = 0x1EAF_CA5E;
+
+/// The version of this wire protocol. Peers must speak the same one.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Every frame on a link carries one of these.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// The first frame each side sends: who it is, and a fresh challenge for the peer to answer.
+    Hello(Hello),
+    /// The answer to the peer's challenge, and where this side wants the peer's changes from.
+    Auth {
+        /// HMAC-SHA256 over the peer's challenge and both node ids, keyed by the cluster secret.
+        proof: [u8; 32],
+        /// The peer's changes this side already applied, if it remembers any.
+        resume: Option<Resume>,
+    },
+    /// The handshake failed on the sending side; the link closes after this frame.
+    Reject(Refusal),
+    /// Changes the sender applied, and how far they reach.
+    Batch {
+        /// Every change the sender applied up to this seq of its own has now been sent (changes
+        /// that came from the receiver are left out). The receiver remembers it as its watermark.
+        upto: u64,
+        /// The changes, grouped by cache.
+        caches: Vec<CacheChanges>,
+    },
+    /// The receiver applied the sender's changes up to this seq.
+    Ack {
+        /// The sender's seq.
+        upto: u64,
+    },
+    /// Heartbeat, sent when a link is otherwise idle. Like a batch without changes, it carries the
+    /// sender's position so the receiver's watermark moves past changes it did not need.
+    Ping {
+        /// As in [`Message::Batch`].
+        upto: u64,
+    },
+    /// A leaf's question to its hub on a local miss: do you hold this key?
+    Fetch {
+        /// Matches the answer to the question.
+        id: u64,
+        /// The cache's name.
+        cache: String,
+        /// The key.
+        key: Bytes,
+    },
+    /// The hub's answer to [`Message::Fetch`].
+    Fetched {
+        /// The question's id.
+        id: u64,
+        /// The entry as a `Set` change, or `None` if the hub does not hold it.
+        change: Option<Change>,
+    },
+    /// The sender is shutting down cleanly: everything it had to send was sent.
+    Bye,
+}
+
+/// Who a node is, as it introduces itself on a new link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`MAGIC`].
+    pub magic: u32,
+    /// The sender's [`PROTOCOL_VERSION`].
+    pub protocol: u16,
+    /// The cluster the sender belongs to; links only form within one cluster.
+    pub cluster: String,
+    /// The sender's node id.
+    pub node: NodeId,
+    /// The sender's node name, for logs and status.
+    pub name: String,
+    /// The sender's role in the tree.
+    pub role: Role,
+    /// The sender's incarnation: its seqs are only meaningful within it.
+    pub incarnation: u128,
+    /// Random bytes the peer must prove the secret over.
+    pub challenge: [u8; 32],
+}
+
+/// Where a resync starts: "send me what you applied after `seq` of your `incarnation`".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The peer incarnation the watermark belongs to.
+    pub incarnation: u128,
+    /// The peer seq up to which this side applied everything.
+    pub seq: u64,
+}
+
+/// The changes of one cache in a [`Message::Batch`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheChanges {
+    /// The cache's name; a receiver without that cache skips the group.
+    pub cache: String,
+    /// The changes, in the sender's seq order.
+    pub changes: Vec<Change>,
+}
+
+/// A node's place in the tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Accepts leaves, has no hub.
+    Hub,
+    /// Has a hub, accepts no leaves.
+    Leaf,
+    /// Has a hub and accepts leaves.
+    Relay,
+    /// Neither (only seen in tests driving links by hand).
+    Standalone,
+}
+
+impl Role {
+    /// The role of a node that does or does not accept leaves and have a hub.
+    pub fn of(accepts: bool, has_hub: bool) -> Role {
+        match (accepts, has_hub) {
+            (true, false) => Role::Hub,
+            (false, true) => Role::Leaf,
+            (true, true) => Role::Relay,
+            (false, false) => Role::Standalone,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Hub => "hub",
+            Role::Leaf => "leaf",
+            Role::Relay => "relay",
+            Role::Standalone => "standalone",
+        })
+    }
+}
+
+/// Why a handshake was refused. Sent in [`Message::Reject`] and reported on both sides.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// The first frame was not a leafcache hello.
+    #[error("not a leafcache peer (bad magic number or first frame)")]
+    NotLeafcache,
+    /// The peers speak different protocol versions.
+    #[error("protocol version mismatch: ours is {ours}, the peer's is {theirs}")]
+    Protocol {
+        /// The refusing side's version.
+        ours: u16,
+        /// The version it was offered.
+        theirs: u16,
+    },
+    /// The peers belong to different clusters.
+    #[error("cluster mismatch: ours is {ours:?}, the peer's is {theirs:?}")]
+    Cluster {
+        /// The refusing side's cluster.
+        ours: String,
+        /// The cluster it was offered.
+        theirs: String,
+    },
+    /// The peer's proof does not match the cluster secret.
+    #[error("wrong cluster secret")]
+    Secret,
+    /// The node connected to itself.
+    #[error("a node cannot link to itself")]
+    SelfLink,
+    /// A message arrived that the handshake does not allow.
+    #[error("protocol violation during the handshake: {0}")]
+    Unexpected(String),
+}

@@ -1,0 +1,155 @@
+//! What a node reports about each of its links: [`LinkStatus`], read with
+//! [`Node::links`](crate::Node::links).
+
+use serde::Serialize;
+
+use super::message::Role;
+use crate::clock::NodeId;
+
+/// Which way a link points in the tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// To this node's hub (this node dialed it).
+    Upstream,
+    /// From one of this node's leaves (it dialed this node).
+    Downstream,
+}
+
+/// Where a link stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkState {
+    /// Dialing the hub, or waiting to dial again after a failure.
+    Connecting,
+    /// Connected; hello and proofs being exchanged.
+    Handshaking,
+    /// Authenticated; changes flow (a resync may still be streaming, see [`LinkStatus::sync`]).
+    Up,
+    /// Closed; an upstream link reconnects with backoff.
+    Down,
+    /// The handshake was refused (secret, cluster, version); retried only at the backoff cap.
+    Refused,
+}
+
+/// Whether a resync sent the changes after the peer's watermark or everything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncKind {
+    /// The changes after the peer's watermark, from the change log.
+    Delta,
+    /// Every record, because the peer's watermark was unusable (unknown incarnation, or older
+    /// than what the log still holds).
+    Full,
+}
+
+/// The resync a link sends when it comes up: what it is and what it cost.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SyncReport {
+    /// Delta or full.
+    pub kind: SyncKind,
+    /// The seq it started after.
+    pub from: u64,
+    /// Records sent until it caught up with the log as it stood when the link came up.
+    pub changes: u64,
+    /// Frame bytes those records took, length prefixes included.
+    pub bytes: u64,
+    /// Whether it caught up.
+    pub done: bool,
+}
+
+/// One link's state and counters. Counters of an upstream link add up over its reconnections.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LinkStatus {
+    /// The connection's id on this node.
+    pub id: u32,
+    /// Upstream (to our hub) or downstream (a leaf of ours).
+    pub direction: Direction,
+    /// Connecting, handshaking, up, down, refused.
+    pub state: LinkState,
+    /// The peer's address as dialed, or as it connected from.
+    pub address: String,
+    /// The peer's name, once it said hello.
+    pub peer_name: Option<String>,
+    /// The peer's node id, once it said hello.
+    pub peer_id: Option<NodeId>,
+    /// The peer's role, once it said hello.
+    pub peer_role: Option<Role>,
+    /// Why the link last failed, if it did.
+    pub last_error: Option<String>,
+    /// Our seq the peer acknowledged applying up to.
+    pub acked: u64,
+    /// Our changes (in seqs) the peer has not acknowledged yet.
+    pub lag_changes: u64,
+    /// How long the oldest unacknowledged batch has been waiting, in ms.
+    pub lag_ms: u64,
+    /// Frame bytes received.
+    pub bytes_in: u64,
+    /// Frame bytes sent.
+    pub bytes_out: u64,
+    /// Frames received.
+    pub frames_in: u64,
+    /// Frames sent.
+    pub frames_out: u64,
+    /// Changes received.
+    pub changes_in: u64,
+    /// Changes received that were newer than what this node held, so applied.
+    pub changes_applied: u64,
+    /// Changes sent.
+    pub changes_out: u64,
+    /// Changes received for a cache this node does not have.
+    pub unknown_cache_changes: u64,
+    /// Full syncs sent on this link.
+    pub full_syncs: u64,
+    /// Delta syncs sent on this link.
+    pub delta_syncs: u64,
+    /// The latest resync sent, in progress or done.
+    pub sync: Option<SyncReport>,
+}
+
+impl LinkStatus {
+    /// A fresh status for a link to `address`.
+    pub fn new(id: u32, direction: Direction, address: &str) -> Self {
+        LinkStatus {
+            id,
+            direction,
+            state: LinkState::Connecting,
+            address: address.to_string(),
+            peer_name: None,
+            peer_id: None,
+            peer_role: None,
+            last_error: None,
+            acked: 0,
+            lag_changes: 0,
+            lag_ms: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            frames_in: 0,
+            frames_out: 0,
+            changes_in: 0,
+            changes_applied: 0,
+            changes_out: 0,
+            unknown_cache_changes: 0,
+            full_syncs: 0,
+            delta_syncs: 0,
+            sync: None,
+        }
+    }
+
+    /// Adds the counters of a previous connection of the same upstream link.
+    pub(crate) fn carry(&mut self, before: &LinkStatus) {
+        self.bytes_in += before.bytes_in;
+        self.bytes_out += before.bytes_out;
+        self.frames_in += before.frames_in;
+        self.frames_out += before.frames_out;
+        self.changes_in += before.changes_in;
+        self.changes_applied += before.changes_applied;
+        self.changes_out += before.changes_out;
+        self.unknown_cache_changes += before.unknown_cache_changes;
+        self.full_syncs += before.full_syncs;
+        self.delta_syncs += before.delta_syncs;
+        if self.sync.is_none() {
+            self.sync.clone_from(&before.sync);
+        }
+    }
+}
