@@ -278,7 +278,12 @@ impl Node {
 
     /// The highest seq any cache forgot a record at: a peer watermark below it needs a full sync.
     pub(crate) fn floor(&self) -> u64 {
-        self.inner.caches.iter().map(Cache::floor).max().unwrap_or(0)
+        self.inner
+            .caches
+            .iter()
+            .map(Cache::floor)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The records of all caches with `after < seq <= upto` not from link `skip`, in seq order, as
@@ -506,7 +511,10 @@ impl NodeBuilder {
             .as_ref()
             .map(|endpoint| {
                 endpoint.bind().map_err(|e| Error::Io {
-                    what: format!("binding {:?}", self.links.local_address.as_deref().unwrap_or("")),
+                    what: format!(
+                        "binding {:?}",
+                        self.links.local_address.as_deref().unwrap_or("")
+                    ),
                     reason: e.to_string(),
                 })
             })
@@ -743,7 +751,15 @@ mod tests {
         assert!(ok("hub.internal:7400"));
         assert!(ok("[::1]:7400"));
         assert!(ok("unix:/run/leafcache.sock"));
-        for bad in ["", "7400", ":7400", "host:", "host:99999", "host:port", "unix:"] {
+        for bad in [
+            "",
+            "7400",
+            ":7400",
+            "host:",
+            "host:99999",
+            "host:port",
+            "unix:",
+        ] {
             assert!(!ok(bad), "{bad:?} accepted");
         }
     }
@@ -794,13 +810,20 @@ mod tests {
         assert_eq!(links.connection_timeout, Duration::from_secs(3));
         assert_eq!(links.remote_address.as_deref(), Some("127.0.0.1:9"));
         assert_eq!(links.local_address.as_deref(), Some("127.0.0.1:0"));
-        assert_ne!(node.local_addr(), Some("127.0.0.1:0"), "the OS picked a port");
+        assert_ne!(
+            node.local_addr(),
+            Some("127.0.0.1:0"),
+            "the OS picked a port"
+        );
         node.shutdown().await;
     }
 
     #[test]
     fn links_need_a_runtime() {
-        let err = Cache::builder().remote_address("127.0.0.1:9").build().unwrap_err();
+        let err = Cache::builder()
+            .remote_address("127.0.0.1:9")
+            .build()
+            .unwrap_err();
         assert!(err.to_string().contains("tokio runtime"), "{err}");
     }
 

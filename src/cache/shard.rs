@@ -261,9 +261,9 @@ impl Shard {
                 true
             }
             Change::Invalidate { key, version } => {
-                // Only drops an older copy held here; knowing nothing of the key, there is nothing
-                // to invalidate.
-                if self.held(key).is_none_or(|h| h >= *version) {
+                // Recorded even when nothing is held here: an older write of the key may still be
+                // on its way through another link, and this record is what refuses it.
+                if self.newest(key).is_some_and(|n| *version <= n) {
                     return false;
                 }
                 let seq = (stamp(), source);
@@ -631,10 +631,15 @@ mod tests {
         );
         let mut fresh = shard(10);
         assert!(
-            !fresh.apply(&inv(1), 1, 0, || 1),
-            "nothing held, nothing to drop"
+            fresh.apply(&inv(3), 1, 0, || 1),
+            "nothing held: the version is still remembered"
+        );
+        assert!(
+            !fresh.apply(&set("k", "late older write", v(2, 1)), 1, 0, || 2),
+            "so an older write arriving later through another link is refused"
         );
         check(&s);
+        check(&fresh);
     }
 
     #[test]

@@ -60,9 +60,7 @@ impl Decoder for FrameCodec {
         match Decoder::decode(self, src)? {
             Some(m) => Ok(Some(m)),
             None if src.is_empty() => Ok(None),
-            None => Err(LinkError::TornFrame {
-                pending: src.len(),
-            }),
+            None => Err(LinkError::TornFrame { pending: src.len() }),
         }
     }
 }
@@ -91,12 +89,17 @@ mod tests {
         let m = Message::Ack { upto: 42 };
         let mut codec = FrameCodec::new(1024);
         let mut buf = BytesMut::new();
-        codec.encode(Bytes::from(encode(&m).unwrap()), &mut buf).unwrap();
+        codec
+            .encode(Bytes::from(encode(&m).unwrap()), &mut buf)
+            .unwrap();
         let mut whole = buf.clone();
         let frame = Decoder::decode(&mut codec, &mut whole).unwrap().unwrap();
         assert_eq!(decode(&frame).unwrap(), m);
         let mut half = buf.split_to(buf.len() - 1);
-        assert!(Decoder::decode(&mut codec, &mut half).unwrap().is_none(), "incomplete is not an error");
+        assert!(
+            Decoder::decode(&mut codec, &mut half).unwrap().is_none(),
+            "incomplete is not an error"
+        );
         assert!(matches!(
             codec.decode_eof(&mut half),
             Err(LinkError::TornFrame { .. })
@@ -111,11 +114,17 @@ mod tests {
             Decoder::decode(&mut codec, &mut buf),
             Err(LinkError::FrameTooLarge { limit: 1024 })
         ));
-        assert!(buf.capacity() < 1024, "no buffer sized from the hostile length");
+        assert!(
+            buf.capacity() < 1024,
+            "no buffer sized from the hostile length"
+        );
     }
 
     #[test]
     fn garbage_payload_is_a_malformed_error() {
-        assert!(matches!(decode(&[0xfe, 0xfe, 0xfe]), Err(LinkError::Malformed(_))));
+        assert!(matches!(
+            decode(&[0xfe, 0xfe, 0xfe]),
+            Err(LinkError::Malformed(_))
+        ));
     }
 }

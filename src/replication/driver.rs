@@ -92,7 +92,8 @@ pub(crate) async fn dial_loop(node: Node, endpoint: Endpoint, address: String) {
             Ok(Ok(stream)) => {
                 let mut link = Link::new(&node, Direction::Upstream, &address);
                 node.core().upstream.set_fetcher(Some(fetch_tx.clone()));
-                let result = run(&node, &mut link, stream, UPSTREAM_SLOT, Some(&mut fetch_rx)).await;
+                let result =
+                    run(&node, &mut link, stream, UPSTREAM_SLOT, Some(&mut fetch_rx)).await;
                 node.core().upstream.set_fetcher(None);
                 report(&link, &result);
                 let mut st = link.status();
@@ -203,8 +204,11 @@ async fn run(
     if let Err(e) = &result {
         link.fail(e);
         // A refusal queued a Reject: try to get it to the peer so it knows why.
-        let _ = tokio::time::timeout(Duration::from_millis(200), flush(link, &mut framed, timeout))
-            .await;
+        let _ = tokio::time::timeout(
+            Duration::from_millis(200),
+            flush(link, &mut framed, timeout),
+        )
+        .await;
     }
     shared.publish(slot, link.status());
     result

@@ -167,7 +167,8 @@ impl Link {
             Ok(m) => self.handle_message(m, now),
             Err(e) if self.phase == Phase::AwaitHello => {
                 // Not a leafcache hello of a version we can read: say so before closing.
-                self.outbox.push_back(Message::Reject(Refusal::NotLeafcache));
+                self.outbox
+                    .push_back(Message::Reject(Refusal::NotLeafcache));
                 Err(e)
             }
             Err(e) => Err(e),
@@ -183,13 +184,15 @@ impl Link {
             (Phase::Closed, _) => Err(LinkError::Closed),
             (_, Message::Reject(refusal)) => Err(LinkError::RefusedByPeer(refusal)),
             (Phase::AwaitHello, Message::Hello(hello)) => self.on_hello(hello),
-            (Phase::AwaitHello, other) => {
-                self.refuse(Refusal::Unexpected(format!("{} before hello", name_of(&other))))
-            }
+            (Phase::AwaitHello, other) => self.refuse(Refusal::Unexpected(format!(
+                "{} before hello",
+                name_of(&other)
+            ))),
             (Phase::AwaitAuth, Message::Auth { proof, resume }) => self.on_auth(proof, resume, now),
-            (Phase::AwaitAuth, other) => {
-                self.refuse(Refusal::Unexpected(format!("{} before auth", name_of(&other))))
-            }
+            (Phase::AwaitAuth, other) => self.refuse(Refusal::Unexpected(format!(
+                "{} before auth",
+                name_of(&other)
+            ))),
             (Phase::Up, Message::Batch { upto, caches }) => {
                 self.on_batch(upto, caches);
                 Ok(())
@@ -218,7 +221,9 @@ impl Link {
                 if let Some(c) = &change
                     && !matches!(c, Change::Set { .. })
                 {
-                    return Err(LinkError::Protocol("a fetch answered with a non-set".into()));
+                    return Err(LinkError::Protocol(
+                        "a fetch answered with a non-set".into(),
+                    ));
                 }
                 self.fetched.push((id, change));
                 Ok(())

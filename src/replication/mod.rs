@@ -109,7 +109,11 @@ impl Secret {
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() { "none" } else { "<redacted>" })
+        f.write_str(if self.0.is_empty() {
+            "none"
+        } else {
+            "<redacted>"
+        })
     }
 }
 
@@ -146,7 +150,9 @@ impl Shared {
         Shared {
             cluster,
             secret,
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1),
+            timeout_ms: u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
             max_frame,
             accepts,
             has_hub,

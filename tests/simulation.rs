@@ -1,0 +1,261 @@
+//! Replication under a deterministic simulator: scenario stories, then many seeded random
+//! schedules of writes, deletes, TTLs and purges with cuts, heals, clock jumps and restarts.
+//!
+//! `LEAFCACHE_SIM_SCHEDULES=N` runs N random schedules (default 1000);
+//! `LEAFCACHE_SIM_SEED=S` replays one.
+
+mod support;
+
+use std::time::Duration;
+
+use leafcache::SyncKind;
+use support::sim::Sim;
+use support::{Record, contents_at, converged_at};
+
+/// hub 0; leaves 1 and 2; 3 and 4 are leaves of relay 1.
+const TREE: [Option<usize>; 5] = [None, Some(0), Some(0), Some(1), Some(1)];
+
+fn all(sim: &Sim) -> Vec<&leafcache::Node> {
+    sim.nodes.iter().collect()
+}
+
+#[test]
+fn a_write_anywhere_reaches_every_node() {
+    let mut sim = Sim::new(1, &TREE);
+    sim.settle();
+    for (i, node) in sim.nodes.clone().iter().enumerate() {
+        node.default_cache()
+            .set(format!("from{i}"), format!("v{i}"))
+            .unwrap();
+    }
+    sim.settle();
+    for node in &sim.nodes {
+        for i in 0..5 {
+            assert_eq!(
+                node.default_cache().get(format!("from{i}")).unwrap(),
+                format!("v{i}"),
+                "{} lacks node {i}'s write",
+                node.name()
+            );
+        }
+    }
+    converged_at(&all(&sim), sim.clock.now_ms()).unwrap();
+}
+
+#[test]
+fn a_partition_keeps_both_sides_working_and_heals_to_the_newest_writes() {
+    let mut sim = Sim::new(2, &TREE);
+    let (hub, leaf) = (sim.nodes[0].default_cache(), sim.nodes[3].default_cache());
+    hub.set("shared", "before").unwrap();
+    hub.set("doomed", "before").unwrap();
+    hub.set("ttl", "before").unwrap();
+    sim.settle();
+    assert_eq!(leaf.get("doomed").unwrap(), "before");
+
+    sim.cut(0); // relay 1 (with leaves 3 and 4) away from the hub
+    // Invariant 5: both sides serve reads and take writes.
+    assert_eq!(leaf.get("shared").unwrap(), "before");
+    leaf.set("shared", "leaf side, older").unwrap();
+    sim.clock.advance(Duration::from_millis(5));
+    hub.set("shared", "hub side, newer").unwrap();
+    hub.delete("doomed");
+    sim.clock.advance(Duration::from_millis(5));
+    leaf.set("leaf-only", "x").unwrap();
+    leaf.set_with_ttl("ttl", "short", Duration::from_millis(50))
+        .unwrap();
+    let leaf_ttl = leaf.peek("ttl").unwrap().expires_at.unwrap();
+    sim.settle_without(0);
+
+    sim.heal(0);
+    sim.settle();
+    converged_at(&all(&sim), sim.clock.now_ms()).unwrap();
+    for node in &sim.nodes {
+        let c = node.default_cache();
+        assert_eq!(
+            c.get("shared").unwrap(),
+            "hub side, newer",
+            "on {}",
+            node.name()
+        );
+        assert_eq!(
+            c.get("doomed"),
+            None,
+            "invariant 3: deleted stays deleted on {}",
+            node.name()
+        );
+        assert_eq!(c.get("leaf-only").unwrap(), "x");
+        // Invariant 4: the same absolute expiry everywhere.
+        assert_eq!(c.peek("ttl").unwrap().expires_at, Some(leaf_ttl));
+    }
+    sim.clock.advance(Duration::from_millis(50));
+    assert!(
+        sim.nodes
+            .iter()
+            .all(|n| n.default_cache().get("ttl").is_none())
+    );
+}
+
+#[test]
+fn a_purge_on_one_side_removes_older_writes_from_the_other() {
+    let mut sim = Sim::new(3, &TREE);
+    sim.nodes[4].default_cache().set("old", "1").unwrap();
+    sim.settle();
+    sim.cut(2); // leaf 2 apart
+    sim.clock.advance(Duration::from_millis(1));
+    sim.nodes[2].default_cache().set("late", "kept?").unwrap();
+    sim.clock.advance(Duration::from_millis(1));
+    sim.nodes[3].default_cache().purge();
+    sim.clock.advance(Duration::from_millis(1));
+    sim.nodes[3].default_cache().set("after", "2").unwrap();
+    sim.settle_without(2);
+    sim.heal(2);
+    sim.settle();
+    converged_at(&all(&sim), sim.clock.now_ms()).unwrap();
+    for n in &sim.nodes {
+        let c = n.default_cache();
+        assert_eq!(c.get("old"), None, "purged on {}", n.name());
+        assert_eq!(c.get("late"), None, "older than the purge on {}", n.name());
+        assert_eq!(c.get("after").unwrap(), "2");
+    }
+}
+
+#[test]
+fn an_entry_evicted_after_the_watermark_travels_as_an_invalidation() {
+    // Invariant 2: the hub evicts its newer copy while apart; the leaf must not keep the old one.
+    let mut sim = Sim::new(4, &[None, Some(0)]);
+    sim.nodes[1].default_cache().set("k", "old").unwrap();
+    sim.settle();
+    sim.cut(0);
+    sim.clock.advance(Duration::from_millis(1));
+    let hub = sim.nodes[0].default_cache();
+    hub.set("k", "new").unwrap();
+    let new_version = hub.peek("k").unwrap().version;
+    // Fill the hub so "k" is evicted there.
+    for i in 0..20_000 {
+        hub.set(format!("fill{i}"), "x").unwrap();
+    }
+    assert_eq!(hub.get("k"), None, "evicted on the hub");
+    sim.heal(0);
+    sim.settle();
+    let leaf = sim.nodes[1].default_cache();
+    assert_eq!(leaf.get("k"), None, "the leaf dropped its older copy");
+    let record = contents_at(&sim.nodes[1], sim.clock.now_ms())["default"].0
+        [&bytes::Bytes::from("k")]
+        .clone();
+    assert_eq!(record, Record::Dropped(new_version));
+}
+
+#[test]
+fn a_short_partition_resyncs_exactly_the_delta_and_a_restart_gets_a_full_sync() {
+    let mut sim = Sim::new(5, &[None, Some(0)]);
+    let hub = sim.nodes[0].default_cache();
+    for i in 0..5_000 {
+        hub.set(format!("key{i}"), vec![b'v'; 64]).unwrap();
+    }
+    sim.settle();
+    sim.cut(0);
+    for i in 0..100 {
+        hub.set(format!("key{i}"), vec![b'w'; 64]).unwrap();
+    }
+    // Rewrites of one key while apart travel once.
+    for _ in 0..50 {
+        hub.set("key0", vec![b'x'; 64]).unwrap();
+    }
+    sim.heal(0);
+    sim.settle();
+    let (_, hub_end) = sim.link_status(0).unwrap();
+    let sync = hub_end.sync.expect("a resync was sent");
+    assert_eq!(sync.kind, SyncKind::Delta);
+    assert!(sync.done);
+    assert_eq!(sync.changes, 100, "invariant 7: only the changed keys");
+    assert!(
+        sync.bytes < 2 * 100 * (6 + 64) + 4 * 64,
+        "{} bytes for 100 changed keys",
+        sync.bytes
+    );
+    converged_at(&all(&sim), sim.clock.now_ms()).unwrap();
+
+    sim.restart(1);
+    sim.settle();
+    let (_, hub_end) = sim.link_status(0).unwrap();
+    assert_eq!(hub_end.sync.as_ref().unwrap().kind, SyncKind::Full);
+    assert_eq!(hub_end.sync.as_ref().unwrap().changes, 5_000);
+    assert_eq!(sim.nodes[1].default_cache().len(), 5_000);
+    converged_at(&all(&sim), sim.clock.now_ms()).unwrap();
+}
+
+#[test]
+fn garbage_on_a_link_closes_only_that_link() {
+    let mut sim = Sim::new(6, &[None, Some(0), Some(0)]);
+    sim.settle();
+    sim.inject_to_hub(0, &[0, 0, 0, 4, 0xfe, 0xfe, 0xfe, 0xfe]);
+    let err = sim
+        .deliver_to_hub_raw(0)
+        .expect("the garbage frame ends the link");
+    assert!(matches!(err, leafcache::LinkError::Malformed(_)), "{err}");
+    sim.cut(0);
+    // The hub and its other link go on.
+    sim.nodes[0].default_cache().set("after", "1").unwrap();
+    sim.settle_without(0);
+    assert_eq!(sim.nodes[2].default_cache().get("after").unwrap(), "1");
+    // An oversized length is refused before anything is allocated for it.
+    sim.heal(0);
+    sim.settle();
+    sim.inject_to_hub(0, &[0x7f, 0xff, 0xff, 0xff]);
+    let err = sim.deliver_to_hub_raw(0).unwrap();
+    assert!(
+        matches!(err, leafcache::LinkError::FrameTooLarge { .. }),
+        "{err}"
+    );
+    sim.cut(0);
+    sim.heal(0);
+    sim.settle();
+    converged_at(&all(&sim), sim.clock.now_ms()).unwrap();
+}
+
+#[test]
+fn changes_are_not_echoed_back_to_where_they_came_from() {
+    let mut sim = Sim::new(7, &[None, Some(0)]);
+    sim.settle();
+    for i in 0..100 {
+        sim.nodes[1]
+            .default_cache()
+            .set(format!("k{i}"), "v")
+            .unwrap();
+    }
+    sim.settle();
+    let (leaf_end, hub_end) = sim.link_status(0).unwrap();
+    assert_eq!(leaf_end.changes_out, 100);
+    assert_eq!(hub_end.changes_in, 100);
+    assert_eq!(hub_end.changes_out, 0, "the hub sent nothing back");
+}
+
+fn run_schedule(seed: u64) {
+    let mut sim = Sim::new(seed, &TREE);
+    sim.run_random(400, true);
+    sim.settle();
+    if let Err(why) = converged_at(&all(&sim), sim.clock.now_ms()) {
+        panic!("not converged: {why}\n{}", sim.trace_tail());
+    }
+}
+
+#[test]
+fn random_schedules_converge() {
+    let seeds: Vec<u64> = match std::env::var("LEAFCACHE_SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("LEAFCACHE_SIM_SEED is a number")],
+        Err(_) => {
+            let n = std::env::var("LEAFCACHE_SIM_SCHEDULES")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1000u64);
+            (0..n).collect()
+        }
+    };
+    for seed in seeds {
+        let result = std::panic::catch_unwind(|| run_schedule(seed));
+        if let Err(panic) = result {
+            eprintln!("failing schedule: seed {seed}; replay with LEAFCACHE_SIM_SEED={seed}");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}

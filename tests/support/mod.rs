@@ -1,0 +1,187 @@
+//! Test support shared by the replication tests: polling with a deadline, the convergence checker,
+//! a fault-injecting TCP proxy and the deterministic simulator.
+#![allow(dead_code)]
+
+pub mod proxy;
+pub mod sim;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use leafcache::{Change, Node, Version};
+
+/// Polls `check` until it returns `Ok`, or panics with its last complaint after `timeout`.
+pub async fn eventually<F>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Result<(), String>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut wait = Duration::from_millis(1);
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(why) if Instant::now() >= deadline => {
+                panic!("{what}: not true after {timeout:?}: {why}")
+            }
+            Err(_) => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// What a node knows of one key, as its change log lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Live {
+        value: Bytes,
+        version: Version,
+        expires_at: Option<u64>,
+    },
+    Deleted(Version),
+    Dropped(Version),
+}
+
+impl Record {
+    pub fn version(&self) -> Version {
+        match self {
+            Record::Live { version, .. } | Record::Deleted(version) | Record::Dropped(version) => {
+                *version
+            }
+        }
+    }
+}
+
+/// Every record of every cache of `node`: cache → key → record; plus each cache's purge mark.
+/// An entry expired at `now_ms` but not yet swept counts as dropped.
+pub fn contents_at(
+    node: &Node,
+    now_ms: u64,
+) -> BTreeMap<String, (BTreeMap<Bytes, Record>, Option<Version>)> {
+    let mut out = BTreeMap::new();
+    for cache in node.caches() {
+        let mut keys = BTreeMap::new();
+        let mut purge = None;
+        for s in cache.changes_since(0, usize::MAX) {
+            match s.change {
+                Change::Set {
+                    key,
+                    version,
+                    expires_at: Some(at),
+                    ..
+                } if at <= now_ms => {
+                    keys.insert(key, Record::Dropped(version));
+                }
+                Change::Set {
+                    key,
+                    value,
+                    version,
+                    expires_at,
+                } => {
+                    keys.insert(
+                        key,
+                        Record::Live {
+                            value,
+                            version,
+                            expires_at,
+                        },
+                    );
+                }
+                Change::Delete { key, version } => {
+                    keys.insert(key, Record::Deleted(version));
+                }
+                Change::Invalidate { key, version } => {
+                    keys.insert(key, Record::Dropped(version));
+                }
+                Change::Purge { version } => purge = Some(version),
+            }
+        }
+        out.insert(cache.name().to_string(), (keys, purge));
+    }
+    out
+}
+
+/// [`contents_at`] the system clock's now.
+pub fn contents(node: &Node) -> BTreeMap<String, (BTreeMap<Bytes, Record>, Option<Version>)> {
+    contents_at(node, now_ms())
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// [`converged_at`] the system clock's now.
+pub fn converged(nodes: &[&Node]) -> Result<(), String> {
+    converged_at(nodes, now_ms())
+}
+
+/// Invariant 1 over a set of nodes that should be connected: every key held live on two nodes has
+/// the same version and value there; no node holds a live key that a newer tombstone or purge on
+/// another node removed; all purge marks agree. `Ok` or the first difference found.
+pub fn converged_at(nodes: &[&Node], now_ms: u64) -> Result<(), String> {
+    let all: Vec<_> = nodes
+        .iter()
+        .map(|n| (n.name().to_string(), contents_at(n, now_ms)))
+        .collect();
+    let (first_name, first) = &all[0];
+    for (name, other) in &all[1..] {
+        for (cache, (keys, purge)) in first {
+            let Some((other_keys, other_purge)) = other.get(cache) else {
+                return Err(format!("{name} lacks cache {cache}"));
+            };
+            if purge != other_purge {
+                return Err(format!(
+                    "{cache}: purge {purge:?} on {first_name}, {other_purge:?} on {name}"
+                ));
+            }
+            compare(cache, first_name, keys, name, other_keys)?;
+            compare(cache, name, other_keys, first_name, keys)?;
+        }
+    }
+    Ok(())
+}
+
+fn compare(
+    cache: &str,
+    a_name: &str,
+    a: &BTreeMap<Bytes, Record>,
+    b_name: &str,
+    b: &BTreeMap<Bytes, Record>,
+) -> Result<(), String> {
+    for (key, ra) in a {
+        let Record::Live { version, .. } = ra else {
+            continue;
+        };
+        match b.get(key) {
+            Some(rb @ Record::Live { .. }) if rb != ra => {
+                return Err(format!(
+                    "{cache}/{key:?}: {ra:?} on {a_name}, {rb:?} on {b_name}"
+                ));
+            }
+            Some(Record::Deleted(v)) if v > version => {
+                return Err(format!(
+                    "{cache}/{key:?}: live {version:?} on {a_name}, deleted at {v:?} on {b_name}"
+                ));
+            }
+            Some(Record::Deleted(v)) | Some(Record::Dropped(v)) if v == version => {}
+            Some(Record::Dropped(v)) if v > version => {
+                // b dropped a newer version it held: a has a stale survivor (invariant 2).
+                return Err(format!(
+                    "{cache}/{key:?}: {version:?} on {a_name}, newer {v:?} dropped on {b_name}"
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "{cache}/{key:?}: live on {a_name}, unknown on {b_name}"
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
