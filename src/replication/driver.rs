@@ -48,7 +48,7 @@ pub(crate) async fn accept_loop(node: Node, listener: Listener) {
                         let slot = link.id();
                         let result = run(&node, &mut link, stream, slot, None).await;
                         report(&link, &result);
-                        node.shared().unpublish(slot);
+                        node.shared().retire(slot, link.status());
                         drop(permit);
                     }
                     .instrument(span),
@@ -181,9 +181,7 @@ async fn run(
             let tick_in = Duration::from_millis(link.next_tick_ms().saturating_sub(now).max(1));
             tokio::select! {
                 _ = shared.shutdown.cancelled() => {
-                    link.close();
-                    flush(link, &mut framed, timeout).await?;
-                    return Ok(());
+                    return close(link, &mut framed, timeout).await;
                 }
                 frame = framed.next() => match frame {
                     Some(Ok(frame)) => link.handle(&frame)?,
@@ -212,6 +210,33 @@ async fn run(
     }
     shared.publish(slot, link.status());
     result
+}
+
+/// Sends what is left and a goodbye, then reads until the peer's goodbye (or the timeout), so that
+/// frames in flight either way are not cut off by closing the socket.
+async fn close(
+    link: &mut Link,
+    framed: &mut Framed<Stream, FrameCodec>,
+    timeout: Duration,
+) -> Result<(), LinkError> {
+    link.close();
+    flush(link, framed, timeout).await?;
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    while link.is_closing() {
+        tokio::select! {
+            frame = framed.next() => match frame {
+                Some(Ok(frame)) => match link.handle(&frame) {
+                    Ok(()) => flush(link, framed, timeout).await?,
+                    Err(LinkError::Closed) => break,
+                    Err(e) => return Err(e),
+                },
+                _ => break,
+            },
+            _ = &mut deadline => break,
+        }
+    }
+    Ok(())
 }
 
 async fn recv(rx: &mut Option<&mut mpsc::Receiver<FetchRequest>>) -> Option<FetchRequest> {

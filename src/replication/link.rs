@@ -15,9 +15,7 @@ use hmac::Mac;
 use tracing::{debug, warn};
 
 use super::codec::{decode, encode};
-use super::message::{
-    CacheChanges, Hello, MAGIC, Message, PROTOCOL_VERSION, Refusal, Resume, Role,
-};
+use super::message::{CacheChanges, Hello, MAGIC, Message, PROTOCOL_VERSION, Refusal, Resume};
 use super::status::{Direction, LinkState, LinkStatus, SyncKind, SyncReport};
 use super::{HmacSha256, LinkError};
 use crate::cache::Change;
@@ -41,6 +39,8 @@ enum Phase {
     AwaitAuth,
     /// Authenticated: changes flow both ways.
     Up,
+    /// We sent everything and a `Bye`; still taking frames until the peer's `Bye`.
+    Closing,
     /// Closed (by a refusal, an error or a `Bye`); nothing more is accepted.
     Closed,
 }
@@ -50,7 +50,6 @@ enum Phase {
 struct Peer {
     id: NodeId,
     name: String,
-    role: Role,
     incarnation: u128,
     challenge: [u8; 32],
 }
@@ -80,6 +79,8 @@ pub struct Link {
     fetched: Vec<(u64, Option<Change>)>,
     last_recv_ms: u64,
     last_sent_ms: u64,
+    /// Heartbeat period: a quarter of the shorter of both sides' connection timeouts.
+    ping_every_ms: u64,
     status: LinkStatus,
 }
 
@@ -101,6 +102,7 @@ impl Link {
             role: shared.role(),
             incarnation: node.incarnation().as_u128(),
             challenge,
+            timeout_ms: shared.timeout_ms,
         });
         let status = LinkStatus::new(id, direction, address);
         Link {
@@ -118,6 +120,7 @@ impl Link {
             fetched: Vec::new(),
             last_recv_ms: now,
             last_sent_ms: now,
+            ping_every_ms: (node.shared().timeout_ms / 4).max(1),
             status: LinkStatus {
                 state: LinkState::Handshaking,
                 ..status
@@ -180,8 +183,20 @@ impl Link {
     }
 
     fn handle_message(&mut self, message: Message, now: u64) -> Result<(), LinkError> {
-        match (self.phase, message) {
+        let phase = match self.phase {
+            Phase::Closing => Phase::Up,
+            p => p,
+        };
+        match (phase, message) {
             (Phase::Closed, _) => Err(LinkError::Closed),
+            (Phase::Up, Message::Bye) => {
+                if self.phase == Phase::Up {
+                    // Answer a clean close with our own, so the peer knows everything it sent
+                    // was read.
+                    self.outbox.push_back(Message::Bye);
+                }
+                Err(LinkError::Closed)
+            }
             (_, Message::Reject(refusal)) => Err(LinkError::RefusedByPeer(refusal)),
             (Phase::AwaitHello, Message::Hello(hello)) => self.on_hello(hello),
             (Phase::AwaitHello, other) => self.refuse(Refusal::Unexpected(format!(
@@ -229,6 +244,7 @@ impl Link {
                 Ok(())
             }
             (_, Message::Bye) => Err(LinkError::Closed),
+            (Phase::Closing, _) => unreachable!("closing is handled as up"),
             (Phase::Up, other @ (Message::Hello(_) | Message::Auth { .. })) => Err(
                 LinkError::Protocol(format!("{} after the handshake", name_of(&other))),
             ),
@@ -242,6 +258,9 @@ impl Link {
     }
 
     fn on_hello(&mut self, hello: Hello) -> Result<(), LinkError> {
+        self.status.peer_name = Some(hello.name.clone());
+        self.status.peer_id = Some(hello.node);
+        self.status.peer_role = Some(hello.role);
         let shared = self.node.shared();
         if hello.magic != MAGIC {
             return self.refuse(Refusal::NotLeafcache);
@@ -264,15 +283,13 @@ impl Link {
         let peer = Peer {
             id: hello.node,
             name: hello.name,
-            role: hello.role,
             incarnation: hello.incarnation,
             challenge: hello.challenge,
         };
+        let ours = self.node.shared().timeout_ms;
+        self.ping_every_ms = (ours.min(hello.timeout_ms) / 4).max(1);
         let proof = self.proof(&peer.challenge, self.node.id(), peer.id);
         let resume = shared.mark(peer.id);
-        self.status.peer_name = Some(peer.name.clone());
-        self.status.peer_id = Some(peer.id);
-        self.status.peer_role = Some(peer.role);
         self.outbox.push_back(Message::Auth { proof, resume });
         self.peer = Some(peer);
         self.phase = Phase::AwaitAuth;
@@ -519,7 +536,7 @@ impl Link {
         }
         if self.phase == Phase::Up
             && self.outbox.is_empty()
-            && now.saturating_sub(self.last_sent_ms) >= (timeout / 4).max(1)
+            && now.saturating_sub(self.last_sent_ms) >= self.ping_every_ms
         {
             self.outbox.push_back(Message::Ping { upto: self.cursor });
         }
@@ -529,20 +546,28 @@ impl Link {
     /// When [`tick`](Self::tick) next has something to do, in the node clock's ms.
     pub fn next_tick_ms(&self) -> u64 {
         let timeout = self.node.shared().timeout_ms;
-        (self.last_recv_ms + timeout).min(self.last_sent_ms + (timeout / 4).max(1))
+        (self.last_recv_ms + timeout).min(self.last_sent_ms + self.ping_every_ms)
     }
 
-    /// Starts a clean close: whatever [`poll_transmit`](Self::poll_transmit) still yields (changes
-    /// already applied here included) goes out, then a `Bye`.
+    /// Starts a clean close: every change applied here so far is queued for the peer, then a
+    /// `Bye`. The link keeps taking frames until the peer answers with its own `Bye`
+    /// ([`LinkError::Closed`] from [`handle`](Self::handle)), so nothing in flight is lost.
     pub fn close(&mut self) {
         if self.phase == Phase::Up {
             while let Some(batch) = self.next_batch_ignoring_window() {
                 self.outbox.push_back(batch);
             }
+            self.outbox.push_back(Message::Bye);
+            self.phase = Phase::Closing;
+        } else {
+            self.phase = Phase::Closed;
         }
-        self.outbox.push_back(Message::Bye);
-        self.phase = Phase::Closed;
         self.status.state = LinkState::Down;
+    }
+
+    /// Whether [`close`](Self::close) was called and the peer's `Bye` is awaited.
+    pub fn is_closing(&self) -> bool {
+        self.phase == Phase::Closing
     }
 
     fn next_batch_ignoring_window(&mut self) -> Option<Message> {
@@ -552,6 +577,10 @@ impl Link {
 
     /// Records why the link ended, in its status.
     pub fn fail(&mut self, error: &LinkError) {
+        if self.phase == Phase::Closing && *error == LinkError::Closed {
+            self.phase = Phase::Closed;
+            return;
+        }
         self.phase = Phase::Closed;
         self.status.state = if error.is_refusal() {
             LinkState::Refused

@@ -89,6 +89,9 @@ pub struct Hello {
     pub incarnation: u128,
     /// Random bytes the peer must prove the secret over.
     pub challenge: [u8; 32],
+    /// The sender's connection timeout in ms: each side sends heartbeats often enough for the
+    /// shorter of the two.
+    pub timeout_ms: u64,
 }
 
 /// Where a resync starts: "send me what you applied after `seq` of your `incarnation`".

@@ -117,6 +117,9 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Closed downstream links whose last status a node keeps, so their errors can be read.
+pub const CLOSED_KEPT: usize = 16;
+
 /// What all links of a node share: settings, the watermarks it holds for its peers, link ids, and
 /// the published link statuses.
 pub(crate) struct Shared {
@@ -184,8 +187,19 @@ impl Shared {
         self.statuses.lock().insert(slot, status);
     }
 
-    pub fn unpublish(&self, slot: u32) {
-        self.statuses.lock().remove(&slot);
+    /// Keeps a closed downstream link's last status (for its error) among the latest
+    /// [`CLOSED_KEPT`] closed ones.
+    pub fn retire(&self, slot: u32, status: LinkStatus) {
+        let mut statuses = self.statuses.lock();
+        statuses.insert(slot, status);
+        let closed: Vec<u32> = statuses
+            .iter()
+            .filter(|(s, st)| **s != 0 && matches!(st.state, LinkState::Down | LinkState::Refused))
+            .map(|(&s, _)| s)
+            .collect();
+        for s in closed.iter().take(closed.len().saturating_sub(CLOSED_KEPT)) {
+            statuses.remove(s);
+        }
     }
 
     pub fn statuses(&self) -> Vec<LinkStatus> {
