@@ -1,7 +1,7 @@
 //! leafcache: a peer-to-peer, hub/leaf replicated LRU cache with time expiration.
 //!
 //! Every node keeps local LRU caches — capacity in entries and bytes, absolute-time expiry, a load
-//! callback — and (with the replication layer) keeps them converged with its hub and leaves. Reads
+//! callback — and keeps them converged with its hub and leaves over TCP or Unix-socket links. Reads
 //! are always served locally; a hit or a local write never waits on the network.
 //!
 //! ```
@@ -21,7 +21,8 @@
 //! | [`clock`] | wall clock (system or manual), hybrid logical clock, [`Version`] |
 //! | `cache` | [`Cache`]: sharded LRU store, TTL and sweep, tombstones, change log, loaders, stats |
 //! | `cache::shard` | one shard under its lock: the invariants between LRU, log and expiry index |
-//! | `node` | [`Node`]: named caches sharing one identity and seq counter; the builders |
+//! | `node` | [`Node`]: named caches sharing one identity and seq counter; the builders; starting links |
+//! | [`replication`] | the wire ([`replication::message`], [`replication::codec`]), [`replication::Link`] (one link's protocol, no I/O), link status, the tokio driver and TCP/Unix transports |
 //! | `error` | [`Error`], the library's one error type |
 
 mod cache;

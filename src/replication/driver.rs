@@ -23,7 +23,7 @@ const MAX_INBOUND: usize = 1024;
 /// The slot of the upstream link's status.
 const UPSTREAM_SLOT: u32 = 0;
 /// How often a running link republishes its status.
-const PUBLISH_EVERY_MS: u64 = 50;
+const PUBLISH_EVERY_MS: u64 = 10;
 
 /// Accepts leaves on `listener` until the node shuts down.
 pub(crate) async fn accept_loop(node: Node, listener: Listener) {
@@ -155,6 +155,7 @@ async fn run(
     let mut next_fetch = 0u64;
     let mut last_publish = 0u64;
     let mut published_state = None;
+    let mut published_activity = 0;
     core.watch();
     let _unwatch = scopeguard(|| core.unwatch());
     let result = async {
@@ -167,18 +168,28 @@ async fn run(
             }
             let now = core.now_ms();
             let st = link.status();
-            if published_state != Some(st.state) || now >= last_publish + PUBLISH_EVERY_MS {
+            let activity = st.frames_in + st.frames_out;
+            let stale = activity != published_activity;
+            if published_state != Some(st.state)
+                || (stale && now >= last_publish + PUBLISH_EVERY_MS)
+            {
                 published_state = Some(st.state);
+                published_activity = activity;
                 last_publish = now;
                 shared.publish(slot, st);
             }
+            let unpublished = activity != published_activity;
             let notified = core.changes();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if link.has_output() {
                 continue;
             }
-            let tick_in = Duration::from_millis(link.next_tick_ms().saturating_sub(now).max(1));
+            let mut wake_at = link.next_tick_ms();
+            if unpublished {
+                wake_at = wake_at.min(last_publish + PUBLISH_EVERY_MS);
+            }
+            let tick_in = Duration::from_millis(wake_at.saturating_sub(now).max(1));
             tokio::select! {
                 _ = shared.shutdown.cancelled() => {
                     return close(link, &mut framed, timeout).await;

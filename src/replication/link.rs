@@ -54,7 +54,35 @@ struct Peer {
     challenge: [u8; 32],
 }
 
-/// The protocol state of one connection to one peer.
+/// The protocol state of one connection to one peer. Feed it the peer's frames with
+/// [`handle`](Self::handle), send what [`poll_transmit`](Self::poll_transmit) yields, call
+/// [`tick`](Self::tick) as time passes. Two links joined by hand:
+///
+/// ```
+/// use leafcache::replication::Link;
+/// use leafcache::{Direction, Node};
+///
+/// let (hub, leaf) = (Node::builder().build()?, Node::builder().build()?);
+/// let mut down = Link::new(&hub, Direction::Downstream, "in-memory");
+/// let mut up = Link::new(&leaf, Direction::Upstream, "in-memory");
+/// leaf.default_cache().set("k", "v")?;
+/// // Shuttle frames until neither side has anything to say.
+/// loop {
+///     let mut moved = false;
+///     while let Some(frame) = up.poll_transmit() {
+///         down.handle(&frame).unwrap();
+///         moved = true;
+///     }
+///     while let Some(frame) = down.poll_transmit() {
+///         up.handle(&frame).unwrap();
+///         moved = true;
+///     }
+///     if !moved { break }
+/// }
+/// assert!(up.is_up() && down.is_up());
+/// assert_eq!(hub.default_cache().get("k").unwrap(), "v");
+/// # Ok::<(), leafcache::Error>(())
+/// ```
 pub struct Link {
     node: Node,
     /// Unique per connection on this node; changes that came in here are tagged with it so they
