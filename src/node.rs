@@ -483,7 +483,8 @@ impl NodeBuilder {
     /// Builds the node. With a `local_address` it binds it at once (a taken port is an error
     /// here, not later) and accepts leaves; with a `remote_address` it starts dialing its hub in
     /// the background, retrying with backoff, while the caches already serve locally. Either needs
-    /// to run inside a tokio runtime.
+    /// to run inside a tokio runtime. The link tasks hold the node: it runs until
+    /// [`Node::shutdown`], even when every handle is dropped.
     ///
     /// # Errors
     /// The first invalid setting: a zero capacity or duration ([`Error::ZeroCapacity`],

@@ -110,9 +110,13 @@ async fn partition_and_heal_through_the_proxy() {
     let cut_off = leaf("cut-off", proxy.addr());
     let other = leaf("other", &addr(&root));
     let (r, c) = (root.default_cache(), cut_off.default_cache());
+    // A slow link first: 5 ms added to every chunk each way.
+    proxy.latency(Duration::from_millis(5));
     r.set("shared", "v0").unwrap();
     r.set("doomed", "v0").unwrap();
+    c.set("from-slow-leaf", "v0").unwrap();
     wait_converged(&[&root, &cut_off, &other]).await;
+    assert_eq!(other.default_cache().get("from-slow-leaf").unwrap(), "v0");
 
     proxy.cut();
     eventually(WAIT, "the cut is seen", || {
@@ -356,14 +360,7 @@ async fn hostile_bytes_close_only_their_own_link() {
         .default_cache()
         .set("torn", "x".repeat(1000))
         .unwrap();
-    eventually(WAIT, "torn frame reported", || {
-        hub_errors(&root)
-            .iter()
-            .any(|e| e.contains("middle of a frame"))
-            .then_some(())
-            .ok_or(format!("{:?}", hub_errors(&root)))
-    })
-    .await;
+    hub_reported(&root, "middle of a frame").await;
 
     // Raw clients: an oversized length, and a hello of another protocol version.
     let mut raw = tokio::net::TcpStream::connect(addr(&root)).await.unwrap();
@@ -375,14 +372,7 @@ async fn hostile_bytes_close_only_their_own_link() {
     let _ = tokio::time::timeout(WAIT, raw.read_to_end(&mut sink))
         .await
         .unwrap();
-    eventually(WAIT, "oversized frame reported", || {
-        hub_errors(&root)
-            .iter()
-            .any(|e| e.contains("longer than"))
-            .then_some(())
-            .ok_or(format!("{:?}", hub_errors(&root)))
-    })
-    .await;
+    hub_reported(&root, "longer than").await;
 
     let mut raw = tokio::net::TcpStream::connect(addr(&root)).await.unwrap();
     let hello = Message::Hello(Hello {
@@ -426,11 +416,21 @@ async fn hostile_bytes_close_only_their_own_link() {
     }
 }
 
-fn hub_errors(hub: &Node) -> Vec<String> {
-    hub.links()
-        .into_iter()
-        .filter_map(|l| l.last_error)
-        .collect()
+/// Waits until one of the hub's links failed with an error containing `needle`.
+async fn hub_reported(hub: &Node, needle: &str) {
+    eventually(WAIT, needle, || {
+        let errors: Vec<String> = hub
+            .links()
+            .into_iter()
+            .filter_map(|l| l.last_error)
+            .collect();
+        errors
+            .iter()
+            .any(|e| e.contains(needle))
+            .then_some(())
+            .ok_or(format!("{errors:?}"))
+    })
+    .await;
 }
 
 fn split_frames(mut bytes: &[u8]) -> Vec<Vec<u8>> {
