@@ -228,6 +228,10 @@ fn changes_are_not_echoed_back_to_where_they_came_from() {
     assert_eq!(leaf_end.changes_out, 100);
     assert_eq!(hub_end.changes_in, 100);
     assert_eq!(hub_end.changes_out, 0, "the hub sent nothing back");
+    assert_eq!(
+        hub_end.lag_changes, 0,
+        "what came from the leaf is not lag toward it"
+    );
 }
 
 fn run_schedule(seed: u64) {

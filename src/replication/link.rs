@@ -524,7 +524,11 @@ impl Link {
             self.cursor = reached;
             if records.is_empty() {
                 // Everything in the window came from the peer: nothing to send, but the next
-                // ping tells the peer how far it is covered.
+                // ping tells the peer how far it is covered. With nothing in flight, the peer has
+                // everything up to the cursor, so it no longer counts as lag.
+                if self.inflight.is_empty() {
+                    self.status.acked = self.status.acked.max(self.cursor);
+                }
                 self.finish_sync_if_done();
                 continue;
             }
