@@ -32,7 +32,7 @@ use crate::error::Error;
 use crate::node::NodeCore;
 pub use shard::ENTRY_OVERHEAD;
 pub(crate) use shard::LOCAL;
-use shard::{Limits, NEVER, Shard, entry_size};
+use shard::{Limits, NEVER, Shard, entry_size, skipped};
 
 /// When an entry expires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -509,7 +509,7 @@ impl Cache {
                 shard.0.lock().changes_in(lo, hi, skip, &mut out);
             }
             if let Some((version, seq, source)) = purge
-                && (source != skip || skip == LOCAL)
+                && !skipped(source, skip)
                 && seq > lo
                 && seq <= hi
             {

@@ -22,6 +22,12 @@ pub(crate) const NEVER: u64 = u64::MAX;
 /// The source of a change written on this node rather than received from a link.
 pub(crate) const LOCAL: u32 = 0;
 
+/// Whether a record from `source` is left out of a scan for link `skip` (it came from there).
+#[inline]
+pub(crate) fn skipped(source: u32, skip: u32) -> bool {
+    source == skip && skip != LOCAL
+}
+
 /// Bytes accounted for an entry on top of its key and value in byte capacities.
 ///
 /// Measured, not estimated: `cargo bench --bench memory` stores 1M entries (10-byte keys, 64-byte
@@ -331,7 +337,7 @@ impl Shard {
             return;
         }
         for (&seq, (key, source)) in self.log.range(after + 1..=upto) {
-            if *source == skip && skip != LOCAL {
+            if skipped(*source, skip) {
                 continue;
             }
             let change = if let Some(e) = self.live.peek(key.as_ref()) {

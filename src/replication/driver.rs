@@ -46,7 +46,8 @@ pub(crate) async fn accept_loop(node: Node, listener: Listener) {
                     async move {
                         let mut link = Link::new(&node, Direction::Downstream, &peer_addr);
                         let slot = link.id();
-                        let result = run(&node, &mut link, stream, slot, None).await;
+                        let fresh = LinkStatus::new(slot, Direction::Downstream, &peer_addr);
+                        let result = run(&node, &mut link, stream, slot, &fresh, None).await;
                         report(&link, &result);
                         node.shared().retire(slot, link.status());
                         drop(permit);
@@ -92,19 +93,18 @@ pub(crate) async fn dial_loop(node: Node, endpoint: Endpoint, address: String) {
             Ok(Ok(stream)) => {
                 let mut link = Link::new(&node, Direction::Upstream, &address);
                 node.core().upstream.set_fetcher(Some(fetch_tx.clone()));
+                let slot = UPSTREAM_SLOT;
                 let result =
-                    run(&node, &mut link, stream, UPSTREAM_SLOT, Some(&mut fetch_rx)).await;
+                    run(&node, &mut link, stream, slot, &totals, Some(&mut fetch_rx)).await;
                 node.core().upstream.set_fetcher(None);
                 report(&link, &result);
                 let mut st = link.status();
                 st.carry(&totals);
-                totals = st.clone();
-                totals.id = 0;
-                shared.publish(UPSTREAM_SLOT, totals.clone());
+                totals = st;
                 match &result {
                     Ok(()) => break,
                     Err(e) if e.is_refusal() => delay = Some(cap),
-                    Err(_) if link.status().frames_in > 2 => backoff.reset(),
+                    Err(_) if link.frames() > 2 => backoff.reset(),
                     Err(_) => {}
                 }
             }
@@ -138,13 +138,15 @@ fn report(link: &Link, result: &Result<(), LinkError>) {
     }
 }
 
-/// Moves frames between `stream` and `link` until the link ends. `Ok` only for a clean close on
-/// shutdown.
+/// Moves frames between `stream` and `link` until the link ends, publishing its status in `slot`
+/// with the counters of `before` (earlier connections of the same link) added. `Ok` only for a
+/// clean close on shutdown.
 async fn run(
     node: &Node,
     link: &mut Link,
     stream: Stream,
     slot: u32,
+    before: &LinkStatus,
     mut fetches: Option<&mut mpsc::Receiver<FetchRequest>>,
 ) -> Result<(), LinkError> {
     let shared = node.shared();
@@ -156,6 +158,11 @@ async fn run(
     let mut last_publish = 0u64;
     let mut published_state = None;
     let mut published_activity = 0;
+    let publish = |link: &Link| {
+        let mut st = link.status();
+        st.carry(before);
+        shared.publish(slot, st);
+    };
     core.watch();
     let _unwatch = scopeguard(|| core.unwatch());
     let result = async {
@@ -167,16 +174,13 @@ async fn run(
                 }
             }
             let now = core.now_ms();
-            let st = link.status();
-            let activity = st.frames_in + st.frames_out;
+            let (state, activity) = (link.state(), link.frames());
             let stale = activity != published_activity;
-            if published_state != Some(st.state)
-                || (stale && now >= last_publish + PUBLISH_EVERY_MS)
-            {
-                published_state = Some(st.state);
+            if published_state != Some(state) || (stale && now >= last_publish + PUBLISH_EVERY_MS) {
+                published_state = Some(state);
                 published_activity = activity;
                 last_publish = now;
-                shared.publish(slot, st);
+                publish(link);
             }
             let unpublished = activity != published_activity;
             let notified = core.changes();
@@ -219,7 +223,7 @@ async fn run(
         )
         .await;
     }
-    shared.publish(slot, link.status());
+    publish(link);
     result
 }
 

@@ -179,6 +179,16 @@ impl Link {
         st
     }
 
+    /// Where the link stands (cheaper than [`status`](Self::status)).
+    pub fn state(&self) -> LinkState {
+        self.status.state
+    }
+
+    /// Frames received and sent so far: a cheap way to tell that the status changed.
+    pub fn frames(&self) -> u64 {
+        self.status.frames_in + self.status.frames_out
+    }
+
     /// The highest seq of ours the peer acknowledged.
     fn acked(&self) -> u64 {
         self.status.acked
@@ -586,7 +596,9 @@ impl Link {
     /// ([`LinkError::Closed`] from [`handle`](Self::handle)), so nothing in flight is lost.
     pub fn close(&mut self) {
         if self.phase == Phase::Up {
-            while let Some(batch) = self.next_batch_ignoring_window() {
+            // Batches queued here bypass the window: acks no longer matter once we are leaving.
+            self.inflight.clear();
+            while let Some(batch) = self.next_batch() {
                 self.outbox.push_back(batch);
             }
             self.outbox.push_back(Message::Bye);
@@ -600,11 +612,6 @@ impl Link {
     /// Whether [`close`](Self::close) was called and the peer's `Bye` is awaited.
     pub fn is_closing(&self) -> bool {
         self.phase == Phase::Closing
-    }
-
-    fn next_batch_ignoring_window(&mut self) -> Option<Message> {
-        self.inflight.clear();
-        self.next_batch()
     }
 
     /// Records why the link ended, in its status.

@@ -146,33 +146,32 @@ impl Sim {
     /// Delivers up to `n` frames in one direction of link `l`. A link error cuts the link; errors
     /// a healthy peer never causes fail the run.
     fn deliver(&mut self, l: usize, to_hub: bool, n: usize) {
-        let Some(c) = &mut self.links[l].conn else {
-            return;
+        if let Some(e) = self.pump(l, to_hub, n) {
+            self.link_error(l, e);
+        }
+    }
+
+    /// Hands up to `n` frames of one direction of link `l` to the receiving end; the error that
+    /// ended the link, if any.
+    fn pump(&mut self, l: usize, to_hub: bool, n: usize) -> Option<LinkError> {
+        let c = self.links[l].conn.as_mut()?;
+        let (pipe, end) = if to_hub {
+            (&mut c.to_hub, &mut c.hub)
+        } else {
+            (&mut c.to_leaf, &mut c.leaf)
         };
-        let mut result = Ok(());
         for _ in 0..n {
-            let (pipe, end) = if to_hub {
-                (&mut c.to_hub, &mut c.hub)
-            } else {
-                (&mut c.to_leaf, &mut c.leaf)
-            };
             match self.codec.decode(&mut pipe.wire) {
                 Ok(Some(frame)) => {
                     if let Err(e) = end.handle(&frame) {
-                        result = Err(e);
-                        break;
+                        return Some(e);
                     }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
+                Ok(None) => return None,
+                Err(e) => return Some(e),
+            };
         }
-        if let Err(e) = result {
-            self.link_error(l, e);
-        }
+        None
     }
 
     fn link_error(&mut self, l: usize, e: LinkError) {
@@ -340,18 +339,7 @@ impl Sim {
 
     /// Delivers toward the hub of link `l`, returning the error that ended the link, if any.
     pub fn deliver_to_hub_raw(&mut self, l: usize) -> Option<LinkError> {
-        let c = self.links[l].conn.as_mut()?;
-        loop {
-            match self.codec.decode(&mut c.to_hub.wire) {
-                Ok(Some(frame)) => {
-                    if let Err(e) = c.hub.handle(&frame) {
-                        return Some(e);
-                    }
-                }
-                Ok(None) => return None,
-                Err(e) => return Some(e),
-            }
-        }
+        self.pump(l, true, usize::MAX)
     }
 }
 
