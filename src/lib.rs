@@ -30,9 +30,11 @@ pub mod clock;
 mod error;
 mod node;
 pub mod replication;
+mod server;
 
 pub use cache::{
-    Cache, CacheConfig, CacheStats, Change, ENTRY_OVERHEAD, EntryInfo, Expiry, Loader, Stamped,
+    Cache, CacheConfig, CacheStats, Change, ENTRY_OVERHEAD, EntryInfo, Expiry, Loader,
+    SetCondition, SetOutcome, Stamped,
 };
 pub use clock::{Clock, ManualClock, NodeId, Timestamp, Version};
 pub use error::{BoxError, Error, parse_duration};
@@ -41,6 +43,7 @@ pub use node::{
     LinkSettings, Node, NodeBuilder,
 };
 pub use replication::{Direction, LinkError, LinkState, LinkStatus, Role, SyncKind, SyncReport};
+pub use server::ServerLimits;
 
 /// The README's code blocks, compiled and run as doc tests so that they stay true.
 #[doc = include_str!("../README.md")]

@@ -14,7 +14,8 @@ use crate::clock::{Clock, Hlc, NodeId, Version};
 use crate::error::{BoxError, Error, parse_duration};
 use crate::replication::codec::DEFAULT_MAX_FRAME;
 use crate::replication::transport::Endpoint;
-use crate::replication::{LinkStatus, Secret, Shared, Upstream, driver};
+use crate::replication::{LinkStatus, Role, Secret, Shared, Upstream, driver};
+use crate::server::{self, DoorSettings, Doors, ServerLimits};
 
 /// The name of the cache every node has.
 pub const DEFAULT_CACHE: &str = "default";
@@ -185,6 +186,8 @@ struct NodeInner {
     shared: Shared,
     /// The address leaves can dial, as bound (the OS's port for `:0`).
     bound: Option<String>,
+    /// The front doors' settings, addresses and counters.
+    doors: Doors,
 }
 
 impl std::fmt::Debug for Node {
@@ -253,6 +256,30 @@ impl Node {
         self.inner.bound.as_deref()
     }
 
+    /// The node's place in the tree: hub (accepts leaves), leaf (has a hub), relay (both) or
+    /// standalone.
+    pub fn role(&self) -> Role {
+        Role::of(
+            self.inner.links.local_address.is_some(),
+            self.inner.links.remote_address.is_some(),
+        )
+    }
+
+    /// The RESP door's address as bound (the OS's port for `:0`), if it has one.
+    pub fn resp_addr(&self) -> Option<&str> {
+        self.inner.doors.resp_addr.as_deref()
+    }
+
+    /// The HTTP door's address as bound, if it has one.
+    pub fn http_addr(&self) -> Option<&str> {
+        self.inner.doors.http_addr.as_deref()
+    }
+
+    /// The Unix socket speaking RESP, if the node has one.
+    pub fn unix_socket(&self) -> Option<&std::path::Path> {
+        self.inner.doors.unix_path.as_deref()
+    }
+
     /// The status of every link: the upstream one (if this node has a hub) and one per connected
     /// leaf.
     pub fn links(&self) -> Vec<LinkStatus> {
@@ -274,6 +301,10 @@ impl Node {
 
     pub(crate) fn shared(&self) -> &Shared {
         &self.inner.shared
+    }
+
+    pub(crate) fn doors(&self) -> &Doors {
+        &self.inner.doors
     }
 
     /// The highest seq any cache forgot a record at: a peer watermark below it needs a full sync.
@@ -355,6 +386,7 @@ pub struct NodeBuilder {
     caches: Vec<(String, CacheConfig)>,
     links: LinkSettings,
     secret: Secret,
+    doors: DoorSettings,
     /// The first invalid setting seen; `build` reports it.
     error: Option<Error>,
 }
@@ -476,6 +508,57 @@ impl NodeBuilder {
         self
     }
 
+    /// Opens a RESP (Redis protocol) door on `host:port` (a bare port means `127.0.0.1:port`;
+    /// port 0 lets the OS choose, see [`Node::resp_addr`]).
+    pub fn resp_address(mut self, addr: impl Into<String>) -> Self {
+        match server::door_address("resp_address", &addr.into()) {
+            Ok(a) => self.doors.resp = Some(a),
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    /// Opens the HTTP door on `host:port` (a bare port means `127.0.0.1:port`).
+    pub fn http_address(mut self, addr: impl Into<String>) -> Self {
+        match server::door_address("http_address", &addr.into()) {
+            Ok(a) => self.doors.http = Some(a),
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    /// Opens a Unix socket speaking RESP at `path`, created `0600`: processes of this user on
+    /// this host share the node through it. A stale socket file nobody answers on is replaced.
+    pub fn unix_socket(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.doors.unix = Some(path.into());
+        self
+    }
+
+    /// A password for the front doors: RESP clients send `AUTH <password>`, HTTP clients
+    /// `Authorization: Bearer <password>` (`/health` stays open). Without one, a door bound to a
+    /// non-loopback address logs a warning at start.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        let password = password.into();
+        if password.is_empty() {
+            self.fail(Error::InvalidConfig {
+                what: "password",
+                reason: "must not be empty; leave it unset for no password".into(),
+            });
+        } else {
+            self.doors.password = Some(password);
+        }
+        self
+    }
+
+    /// The bounds of front-door connections (default [`ServerLimits::default`]).
+    pub fn server_limits(mut self, limits: ServerLimits) -> Self {
+        match limits.check() {
+            Ok(()) => self.doors.limits = limits,
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
     fn fail(&mut self, e: Error) {
         self.error.get_or_insert(e);
     }
@@ -502,12 +585,16 @@ impl NodeBuilder {
         let remote = (self.links.remote_address.as_deref())
             .map(|a| Endpoint::parse("remote_address", a))
             .transpose()?;
-        if (local.is_some() || remote.is_some()) && tokio::runtime::Handle::try_current().is_err() {
+        if (local.is_some() || remote.is_some() || self.doors.any())
+            && tokio::runtime::Handle::try_current().is_err()
+        {
             return Err(Error::InvalidConfig {
-                what: "local_address/remote_address",
-                reason: "a node with links must be built inside a tokio runtime".into(),
+                what: "local_address/remote_address/front doors",
+                reason: "a node with links or front doors must be built inside a tokio runtime"
+                    .into(),
             });
         }
+        let bound_doors = server::bind(&self.doors)?;
         let listener = local
             .as_ref()
             .map(|endpoint| {
@@ -552,8 +639,10 @@ impl NodeBuilder {
                 bound: listener.as_ref().map(|l| l.local_addr()),
                 links: self.links,
                 shared,
+                doors: bound_doors.doors(&self.doors),
             }),
         };
+        bound_doors.spawn(&node)?;
         if let Some(listener) = listener {
             let tasks = &node.inner.shared.tasks;
             tasks.spawn(driver::accept_loop(node.clone(), listener));

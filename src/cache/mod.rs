@@ -31,8 +31,8 @@ use crate::clock::{NodeId, Version};
 use crate::error::Error;
 use crate::node::NodeCore;
 pub use shard::ENTRY_OVERHEAD;
-pub(crate) use shard::LOCAL;
-use shard::{Limits, NEVER, Shard, entry_size, skipped};
+pub(crate) use shard::{LOCAL, entry_size};
+use shard::{Limits, NEVER, Shard, skipped};
 
 /// When an entry expires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +45,30 @@ pub enum Expiry {
     After(Duration),
     /// At this wall-clock instant, in ms since the Unix epoch (the same instant on every node).
     AtMs(u64),
+    /// The expiry the entry has now (Redis `KEEPTTL`); for a key that holds nothing, the cache's
+    /// default.
+    Keep,
+}
+
+/// When [`Cache::set_if`] writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SetCondition {
+    /// Always (a plain set).
+    #[default]
+    Always,
+    /// Only if the key holds no unexpired value (Redis `NX`).
+    IfAbsent,
+    /// Only if the key holds an unexpired value (Redis `XX`).
+    IfPresent,
+}
+
+/// What [`Cache::set_if`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetOutcome {
+    /// The write's version, or `None` if the condition kept it from writing.
+    pub version: Option<Version>,
+    /// The unexpired value the key held before.
+    pub previous: Option<Bytes>,
 }
 
 /// A read of one entry with its replication metadata, from [`Cache::peek`].
@@ -275,14 +299,115 @@ impl Cache {
         let (key, value) = (key.into(), value.into());
         self.check_size(key.len(), value.len())?;
         let now = self.now_ms();
-        let expires_at = self.expires_at(expiry, now)?;
+        let mut expires_at = self.expires_at(expiry, now)?;
         let core = &self.inner.core;
         let mut shard = self.shard(&key).lock();
+        if expiry == Expiry::Keep
+            && let Some(current) = shard.peek(&key, now)
+        {
+            expires_at = current.expires_at;
+        }
         let version = core.new_version();
         shard.set(key, value, version, expires_at, core.next_seq(), now);
         drop(shard);
         core.changed();
         Ok(version)
+    }
+
+    /// Stores `value` under `key` if `condition` holds, checked and written under one lock, and
+    /// returns what the key held before: Redis `SET` with `NX`/`XX`/`GET`/`KEEPTTL`.
+    ///
+    /// ```
+    /// use leafcache::{Expiry, SetCondition};
+    /// # let cache = leafcache::Cache::builder().build()?;
+    /// let first = cache.set_if("lock", "a", Expiry::Default, SetCondition::IfAbsent)?;
+    /// assert!(first.version.is_some());
+    /// let second = cache.set_if("lock", "b", Expiry::Default, SetCondition::IfAbsent)?;
+    /// assert_eq!((second.version, second.previous.as_deref()), (None, Some(&b"a"[..])));
+    /// # Ok::<(), leafcache::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`set_with_expiry`](Self::set_with_expiry).
+    pub fn set_if(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        expiry: Expiry,
+        condition: SetCondition,
+    ) -> Result<SetOutcome, Error> {
+        let (key, value) = (key.into(), value.into());
+        self.check_size(key.len(), value.len())?;
+        let now = self.now_ms();
+        let core = &self.inner.core;
+        let mut shard = self.shard(&key).lock();
+        let current = shard.peek(&key, now);
+        let previous = current.as_ref().map(|c| c.value.clone());
+        let write = match condition {
+            SetCondition::Always => true,
+            SetCondition::IfAbsent => current.is_none(),
+            SetCondition::IfPresent => current.is_some(),
+        };
+        if !write {
+            return Ok(SetOutcome {
+                version: None,
+                previous,
+            });
+        }
+        let expires_at = match (expiry, &current) {
+            (Expiry::Keep, Some(c)) => c.expires_at,
+            _ => self.expires_at(expiry, now)?,
+        };
+        let version = core.new_version();
+        shard.set(key, value, version, expires_at, core.next_seq(), now);
+        drop(shard);
+        core.changed();
+        Ok(SetOutcome {
+            version: Some(version),
+            previous,
+        })
+    }
+
+    /// Walks the live keys, in the order they were last written: start with cursor 0 and pass
+    /// each returned cursor to the next call until it returns 0 (Redis `SCAN`). Up to `count`
+    /// changes are read per call (the answer can hold fewer keys: deleted and expired ones are
+    /// left out). A key held throughout the walk is returned at least once; one written during
+    /// the walk may be returned again, as it moves to the end of the order.
+    ///
+    /// ```
+    /// # let cache = leafcache::Cache::builder().build()?;
+    /// for i in 0..25 {
+    ///     cache.set(format!("k{i}"), "v")?;
+    /// }
+    /// let (mut cursor, mut seen) = (0, 0);
+    /// loop {
+    ///     let (keys, next) = cache.scan(cursor, 10);
+    ///     seen += keys.len();
+    ///     if next == 0 { break }
+    ///     cursor = next;
+    /// }
+    /// assert_eq!(seen, 25);
+    /// # Ok::<(), leafcache::Error>(())
+    /// ```
+    pub fn scan(&self, cursor: u64, count: usize) -> (Vec<Bytes>, u64) {
+        let count = count.max(1);
+        let upto = self.inner.core.current_seq();
+        let records = self.changes_between(cursor, upto, count, LOCAL);
+        let next = match records.last() {
+            Some(last) if records.len() == count && last.seq < upto => last.seq,
+            _ => 0,
+        };
+        let now = self.now_ms();
+        let keys = records
+            .into_iter()
+            .filter_map(|s| match s.change {
+                Change::Set {
+                    key, expires_at, ..
+                } if expires_at.is_none_or(|at| at > now) => Some(key),
+                _ => None,
+            })
+            .collect();
+        (keys, next)
     }
 
     fn check_size(&self, key_len: usize, value_len: usize) -> Result<(), Error> {
@@ -305,6 +430,8 @@ impl Cache {
             Expiry::After(d) if d.is_zero() => return Err(Error::ZeroDuration { what: "ttl" }),
             Expiry::After(d) => after(d),
             Expiry::AtMs(at) => at.min(NEVER - 1),
+            // Callers that hold the entry use its expiry; without one, Keep is the default.
+            Expiry::Keep => self.inner.ttl.map_or(NEVER, after),
         })
     }
 
@@ -324,7 +451,11 @@ impl Cache {
             Bytes::copy_from_slice(key),
             current.value,
             version,
-            expires_at,
+            if expiry == Expiry::Keep {
+                current.expires_at
+            } else {
+                expires_at
+            },
             core.next_seq(),
             now,
         );

@@ -1,0 +1,456 @@
+//! The HTTP door (axum): the original `/get` and `/set`, the REST API under `/v1`, `/health` and
+//! `/metrics`. Errors are JSON of one shape, `{"error": {"code": "...", "message": "..."}}`, with
+//! the matching status code; bodies are bounded by `ServerLimits::max_http_body`.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tracing::warn;
+
+use super::{count, metrics};
+use crate::cache::{Cache, Expiry};
+use crate::error::{Error, parse_duration};
+use crate::node::Node;
+use crate::replication::LinkState;
+
+/// Serves the HTTP door until the node shuts down.
+pub(crate) async fn serve(node: Node, listener: TcpListener) {
+    let shutdown = node.shared().shutdown.clone();
+    let app = router(node);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = served {
+        warn!(error = %e, "http door stopped");
+    }
+}
+
+fn router(node: Node) -> Router {
+    let body_limit = node.doors().limits.max_http_body;
+    Router::new()
+        .route("/get", get(legacy_get))
+        .route("/set", get(legacy_set).post(legacy_set))
+        .route("/v1/caches", get(list_caches))
+        .route("/v1/caches/{cache}", axum::routing::delete(purge_cache))
+        .route(
+            "/v1/caches/{cache}/keys/{*key}",
+            put(put_key).get(get_key).head(head_key).delete(delete_key),
+        )
+        .route("/v1/stats", get(stats))
+        .route("/v1/topology", get(topology))
+        .route("/metrics", get(prometheus))
+        .route("/health", get(health))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint") })
+        .method_not_allowed_fallback(|method: Method| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed here"),
+            )
+        })
+        .layer(middleware::from_fn_with_state(node.clone(), guard))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(node)
+}
+
+/// Counts requests and checks the bearer token (all but `/health`, which load balancers probe).
+async fn guard(State(node): State<Node>, request: Request, next: Next) -> Response {
+    count(&node.doors().stats.http_requests, 1);
+    if request.uri().path() != "/health" && node.doors().password.is_some() {
+        let token = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        if !token.is_some_and(|t| node.doors().password_ok(t)) {
+            let mut response = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this node needs `Authorization: Bearer <password>`",
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"leafcache\""),
+            );
+            return response;
+        }
+    }
+    next.run(request).await
+}
+
+/// An error answered as JSON: `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::UnknownCache(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_cache", e.to_string())
+            }
+            Error::ValueTooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "value_too_large",
+                e.to_string(),
+            ),
+            Error::ZeroDuration { .. } | Error::InvalidDuration { .. } => {
+                ApiError::bad_request(e.to_string())
+            }
+            other => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                other.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::bad_request(e.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError::bad_request(e.body_text())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> Self {
+        let status = e.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "bad_request"
+        };
+        ApiError::new(status, code, e.body_text())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn cache_of(node: &Node, name: Option<&str>) -> ApiResult<Cache> {
+    Ok(node.cache(name.unwrap_or(crate::DEFAULT_CACHE))?)
+}
+
+fn check_key(node: &Node, key: &str) -> ApiResult<()> {
+    let limit = node.doors().limits.max_key;
+    if key.is_empty() {
+        return Err(ApiError::bad_request("the key is empty"));
+    }
+    if key.len() > limit {
+        return Err(ApiError::bad_request(format!(
+            "a key of {} bytes is over the {limit}-byte limit",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `ttl=120s`, `ttl=30m`, or a number of seconds.
+fn expiry(ttl: Option<&str>) -> ApiResult<Expiry> {
+    match ttl {
+        None => Ok(Expiry::Default),
+        Some(t) => {
+            let d = match t.parse::<u64>() {
+                Ok(secs) => Duration::from_secs(secs),
+                Err(_) => parse_duration("ttl", t)?,
+            };
+            if d.is_zero() {
+                return Err(ApiError::bad_request("ttl must be longer than zero"));
+            }
+            Ok(Expiry::After(d))
+        }
+    }
+}
+
+fn value_response(value: Bytes, expires_at: Option<u64>) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(at) = expires_at {
+        headers.insert("x-expires-at-ms", HeaderValue::from(at));
+    }
+    (headers, value).into_response()
+}
+
+fn not_found(key: &str, cache: &Cache) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no key {key:?} in cache {:?}", cache.name()),
+    )
+}
+
+#[derive(Deserialize)]
+struct GetParams {
+    key: String,
+    cache: Option<String>,
+}
+
+/// `GET /get?key=a[&cache=c]`: the value, or 404.
+async fn legacy_get(
+    State(node): State<Node>,
+    query: Result<Query<GetParams>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(p) = query?;
+    let cache = cache_of(&node, p.cache.as_deref())?;
+    match cache.get(&p.key) {
+        Some(v) => Ok(value_response(v, None)),
+        None => Err(not_found(&p.key, &cache)),
+    }
+}
+
+#[derive(Deserialize)]
+struct SetParams {
+    key: String,
+    value: Option<String>,
+    ttl: Option<String>,
+    cache: Option<String>,
+}
+
+/// `GET|POST /set?key=a&value=b[&ttl=120s][&cache=c]` → `OK`; a POST without `value` stores its
+/// body.
+async fn legacy_set(
+    State(node): State<Node>,
+    query: Result<Query<SetParams>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<&'static str> {
+    let Query(p) = query?;
+    check_key(&node, &p.key)?;
+    let value = match p.value {
+        Some(v) => Bytes::from(v),
+        None => {
+            let body = body?;
+            if body.is_empty() {
+                return Err(ApiError::bad_request(
+                    "missing `value`: pass it in the query or as the POST body",
+                ));
+            }
+            body
+        }
+    };
+    let cache = cache_of(&node, p.cache.as_deref())?;
+    cache.set_with_expiry(p.key, value, expiry(p.ttl.as_deref())?)?;
+    Ok("OK")
+}
+
+#[derive(Deserialize)]
+struct TtlParams {
+    ttl: Option<String>,
+}
+
+async fn get_key(
+    State(node): State<Node>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<Response> {
+    let Path((cache, key)) = path?;
+    let cache = cache_of(&node, Some(&cache))?;
+    // `peek` for the expiry, then `get` so that the read counts and refreshes LRU order.
+    match cache
+        .peek(&key)
+        .and_then(|e| cache.get(&key).map(|v| (v, e.expires_at)))
+    {
+        Some((v, at)) => Ok(value_response(v, at)),
+        None => Err(not_found(&key, &cache)),
+    }
+}
+
+async fn head_key(
+    State(node): State<Node>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let Path((cache, key)) = path?;
+    let cache = cache_of(&node, Some(&cache))?;
+    Ok(if cache.contains(&key) {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    })
+}
+
+async fn put_key(
+    State(node): State<Node>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<TtlParams>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<StatusCode> {
+    let Path((cache, key)) = path?;
+    let Query(q) = query?;
+    let value = body?;
+    check_key(&node, &key)?;
+    let limit = node.doors().limits.max_value;
+    if value.len() > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+            format!(
+                "a value of {} bytes is over the {limit}-byte limit",
+                value.len()
+            ),
+        ));
+    }
+    let cache = cache_of(&node, Some(&cache))?;
+    cache.set_with_expiry(key, value, expiry(q.ttl.as_deref())?)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete_key(
+    State(node): State<Node>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Path((cache, key)) = path?;
+    let cache = cache_of(&node, Some(&cache))?;
+    let deleted = cache.delete(&key).is_some();
+    Ok(Json(json!({ "deleted": deleted })))
+}
+
+async fn purge_cache(
+    State(node): State<Node>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Path(cache) = path?;
+    let cache = cache_of(&node, Some(&cache))?;
+    cache.purge();
+    Ok(Json(json!({ "purged": cache.name() })))
+}
+
+#[derive(Serialize)]
+struct CacheReport {
+    name: String,
+    #[serde(flatten)]
+    stats: crate::CacheStats,
+    hit_ratio: f64,
+}
+
+fn cache_reports(node: &Node) -> Vec<CacheReport> {
+    node.caches()
+        .iter()
+        .map(|c| {
+            let stats = c.stats();
+            CacheReport {
+                name: c.name().to_string(),
+                stats,
+                hit_ratio: stats.hit_ratio(),
+            }
+        })
+        .collect()
+}
+
+async fn list_caches(State(node): State<Node>) -> Json<Vec<CacheReport>> {
+    Json(cache_reports(&node))
+}
+
+fn node_summary(node: &Node) -> serde_json::Value {
+    let settings = node.link_settings();
+    json!({
+        "name": node.name(),
+        "id": node.id().to_string(),
+        "role": metrics::role_name(node.role()),
+        "cluster": settings.cluster,
+        "incarnation": node.incarnation().to_string(),
+        "seq": node.current_seq(),
+        "listen": node.local_addr(),
+        "hub": settings.remote_address,
+        "resp": node.resp_addr(),
+        "http": node.http_addr(),
+        "unix": node.unix_socket().map(|p| p.display().to_string()),
+    })
+}
+
+async fn stats(State(node): State<Node>) -> Json<serde_json::Value> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &node.doors().stats;
+    Json(json!({
+        "node": node_summary(&node),
+        "caches": cache_reports(&node),
+        "server": {
+            "uptime_seconds": node.doors().started.elapsed().as_secs(),
+            "connections_open": s.connections_open.load(Relaxed),
+            "connections_received": s.connections_received.load(Relaxed),
+            "connections_rejected": s.connections_rejected.load(Relaxed),
+            "commands": s.commands.load(Relaxed),
+            "protocol_errors": s.protocol_errors.load(Relaxed),
+            "http_requests": s.http_requests.load(Relaxed),
+        },
+    }))
+}
+
+async fn topology(State(node): State<Node>) -> Json<serde_json::Value> {
+    Json(json!({ "node": node_summary(&node), "links": node.links() }))
+}
+
+/// 200 while the node serves, which it does whatever its links do; the body names the links that
+/// are not up.
+async fn health(State(node): State<Node>) -> Json<serde_json::Value> {
+    let down: Vec<serde_json::Value> = node
+        .links()
+        .into_iter()
+        .filter(|l| l.state != LinkState::Up)
+        .map(|l| {
+            json!({
+                "link": l.id,
+                "direction": l.direction,
+                "peer": l.peer_name,
+                "address": l.address,
+                "state": l.state,
+                "last_error": l.last_error,
+            })
+        })
+        .collect();
+    Json(json!({
+        "status": if down.is_empty() { "ok" } else { "degraded" },
+        "node": node.name(),
+        "role": metrics::role_name(node.role()),
+        "links_down": down,
+    }))
+}
+
+async fn prometheus(State(node): State<Node>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        metrics::prometheus(&node),
+    )
+}

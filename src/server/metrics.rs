@@ -1,0 +1,373 @@
+//! What a node reports about itself in text: the RESP `INFO` reply and the Prometheus exposition
+//! served at `/metrics`.
+//!
+//! Both are read at request time from the caches' and links' own snapshots ([`Cache::stats`],
+//! [`Node::links`]); nothing is counted twice. Prometheus' text format is written directly: the
+//! values are snapshots, not instruments a registry would own.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use crate::cache::Cache;
+use crate::node::Node;
+use crate::replication::{Direction, LinkState, LinkStatus, Role};
+
+/// The node's role as a word.
+pub(crate) fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Hub => "hub",
+        Role::Leaf => "leaf",
+        Role::Relay => "relay",
+        Role::Standalone => "standalone",
+    }
+}
+
+pub(crate) fn state_name(state: LinkState) -> &'static str {
+    match state {
+        LinkState::Connecting => "connecting",
+        LinkState::Handshaking => "handshaking",
+        LinkState::Up => "up",
+        LinkState::Down => "down",
+        LinkState::Refused => "refused",
+    }
+}
+
+fn direction_name(d: Direction) -> &'static str {
+    match d {
+        Direction::Upstream => "upstream",
+        Direction::Downstream => "downstream",
+    }
+}
+
+/// The `INFO` reply: sections `server`, `clients`, `stats`, `replication`, `keyspace` (all by
+/// default, or those named).
+pub(crate) fn info(node: &Node, db: usize, sections: &[String]) -> String {
+    let wants = |s: &str| {
+        sections.is_empty()
+            || sections
+                .iter()
+                .any(|x| x == s || x == "all" || x == "everything" || x == "default")
+    };
+    let doors = node.doors();
+    let stats = &doors.stats;
+    let mut out = String::new();
+    if wants("server") {
+        let _ = write!(
+            out,
+            "# Server\r\nredis_version:7.2.0\r\nleafcache_version:{}\r\nredis_mode:standalone\r\n\
+             node_name:{}\r\nnode_id:{}\r\nrole:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\n\
+             uptime_in_seconds:{}\r\nselected_db:{}\r\nselected_cache:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            node.name(),
+            node.id(),
+            role_name(node.role()),
+            std::process::id(),
+            node.resp_addr()
+                .and_then(|a| a.rsplit_once(':'))
+                .map_or("0", |(_, p)| p),
+            doors.started.elapsed().as_secs(),
+            db,
+            node.caches()[db].name(),
+        );
+    }
+    if wants("clients") {
+        let _ = write!(
+            out,
+            "# Clients\r\nconnected_clients:{}\r\n\r\n",
+            stats.connections_open.load(Ordering::Relaxed)
+        );
+    }
+    if wants("stats") {
+        let mut total = crate::CacheStats::default();
+        for c in node.caches() {
+            let s = c.stats();
+            total.hits += s.hits;
+            total.misses += s.misses;
+            total.evictions += s.evictions;
+            total.expirations += s.expirations;
+        }
+        let _ = write!(
+            out,
+            "# Stats\r\ntotal_connections_received:{}\r\nrejected_connections:{}\r\n\
+             total_commands_processed:{}\r\nprotocol_errors:{}\r\nkeyspace_hits:{}\r\n\
+             keyspace_misses:{}\r\nevicted_keys:{}\r\nexpired_keys:{}\r\n\r\n",
+            stats.connections_received.load(Ordering::Relaxed),
+            stats.connections_rejected.load(Ordering::Relaxed),
+            stats.commands.load(Ordering::Relaxed),
+            stats.protocol_errors.load(Ordering::Relaxed),
+            total.hits,
+            total.misses,
+            total.evictions,
+            total.expirations,
+        );
+    }
+    if wants("replication") {
+        let links = node.links();
+        let _ = write!(
+            out,
+            "# Replication\r\nrole:{}\r\nseq:{}\r\nconnected_links:{}\r\n",
+            role_name(node.role()),
+            node.current_seq(),
+            links.iter().filter(|l| l.state == LinkState::Up).count()
+        );
+        for (i, l) in links.iter().enumerate() {
+            let _ = write!(
+                out,
+                "link{i}:direction={},state={},peer={},address={},lag_changes={},lag_ms={},\
+                 bytes_in={},bytes_out={},full_syncs={},delta_syncs={}\r\n",
+                direction_name(l.direction),
+                state_name(l.state),
+                l.peer_name.as_deref().unwrap_or("?"),
+                l.address,
+                l.lag_changes,
+                l.lag_ms,
+                l.bytes_in,
+                l.bytes_out,
+                l.full_syncs,
+                l.delta_syncs,
+            );
+        }
+        out.push_str("\r\n");
+    }
+    if wants("keyspace") {
+        out.push_str("# Keyspace\r\n");
+        for (i, c) in node.caches().iter().enumerate() {
+            let _ = write!(
+                out,
+                "db{i}:keys={},expires=0,avg_ttl=0,name={}\r\n",
+                c.len(),
+                c.name()
+            );
+        }
+    }
+    out
+}
+
+/// A metric read from a snapshot: name, type, help, and how to read it.
+type Metric<T> = (&'static str, &'static str, &'static str, fn(&T) -> u64);
+
+/// Writes one metric family: its help and type lines, then one sample per label set.
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP leafcache_{name} {help}");
+        let _ = writeln!(self.out, "# TYPE leafcache_{name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        let _ = write!(self.out, "leafcache_{name}");
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"");
+                for c in v.chars() {
+                    match c {
+                        '\\' => self.out.push_str("\\\\"),
+                        '"' => self.out.push_str("\\\""),
+                        '\n' => self.out.push_str("\\n"),
+                        c => self.out.push(c),
+                    }
+                }
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// The Prometheus text exposition (format 0.0.4) of the node's caches, links and doors.
+pub(crate) fn prometheus(node: &Node) -> String {
+    let mut out = String::new();
+    let mut f = Family { out: &mut out };
+    let caches: Vec<(&Cache, crate::CacheStats)> =
+        node.caches().iter().map(|c| (c, c.stats())).collect();
+    let cache_metrics: [Metric<crate::CacheStats>; 9] = [
+        ("hits_total", "counter", "Reads that found a value.", |s| {
+            s.hits
+        }),
+        (
+            "misses_total",
+            "counter",
+            "Reads that found nothing.",
+            |s| s.misses,
+        ),
+        (
+            "evictions_total",
+            "counter",
+            "Entries removed to make room.",
+            |s| s.evictions,
+        ),
+        (
+            "expirations_total",
+            "counter",
+            "Entries removed because they expired.",
+            |s| s.expirations,
+        ),
+        (
+            "loads_total",
+            "counter",
+            "Load callback runs that succeeded.",
+            |s| s.loads,
+        ),
+        (
+            "load_errors_total",
+            "counter",
+            "Load callback runs that failed.",
+            |s| s.load_errors,
+        ),
+        ("entries", "gauge", "Entries held.", |s| s.entries),
+        (
+            "bytes",
+            "gauge",
+            "Accounted bytes held (keys, values, per-entry overhead).",
+            |s| s.bytes,
+        ),
+        (
+            "dead_records",
+            "gauge",
+            "Tombstones and dropped-version records kept for replication.",
+            |s| s.dead_records,
+        ),
+    ];
+    for (name, kind, help, get) in cache_metrics {
+        let name = format!("cache_{name}");
+        f.header(&name, kind, help);
+        for (cache, stats) in &caches {
+            f.sample(&name, &[("cache", cache.name())], get(stats));
+        }
+    }
+
+    let links = node.links();
+    let label = |l: &LinkStatus| {
+        (
+            l.id.to_string(),
+            direction_name(l.direction),
+            l.peer_name.clone().unwrap_or_default(),
+        )
+    };
+    f.header(
+        "link_up",
+        "gauge",
+        "1 if the link is up, else 0 (see the state label).",
+    );
+    for l in &links {
+        let (id, dir, peer) = label(l);
+        let labels = [
+            ("link", id.as_str()),
+            ("direction", dir),
+            ("peer", peer.as_str()),
+            ("state", state_name(l.state)),
+        ];
+        f.sample("link_up", &labels, u64::from(l.state == LinkState::Up));
+    }
+    let link_metrics: [Metric<LinkStatus>; 9] = [
+        (
+            "lag_changes",
+            "gauge",
+            "Changes sent and not yet acknowledged by the peer.",
+            |l| l.lag_changes,
+        ),
+        (
+            "lag_ms",
+            "gauge",
+            "Age of the oldest unacknowledged batch, in ms.",
+            |l| l.lag_ms,
+        ),
+        ("bytes_in_total", "counter", "Frame bytes received.", |l| {
+            l.bytes_in
+        }),
+        ("bytes_out_total", "counter", "Frame bytes sent.", |l| {
+            l.bytes_out
+        }),
+        ("changes_in_total", "counter", "Changes received.", |l| {
+            l.changes_in
+        }),
+        (
+            "changes_applied_total",
+            "counter",
+            "Changes received and applied (newer than what was held).",
+            |l| l.changes_applied,
+        ),
+        ("changes_out_total", "counter", "Changes sent.", |l| {
+            l.changes_out
+        }),
+        ("full_syncs_total", "counter", "Full syncs sent.", |l| {
+            l.full_syncs
+        }),
+        ("delta_syncs_total", "counter", "Delta syncs sent.", |l| {
+            l.delta_syncs
+        }),
+    ];
+    for (name, kind, help, get) in link_metrics {
+        let name = format!("link_{name}");
+        f.header(&name, kind, help);
+        for l in &links {
+            let (id, dir, peer) = label(l);
+            let labels = [
+                ("link", id.as_str()),
+                ("direction", dir),
+                ("peer", peer.as_str()),
+            ];
+            f.sample(&name, &labels, get(l));
+        }
+    }
+
+    let stats = &node.doors().stats;
+    let door_metrics = [
+        (
+            "connections_open",
+            "gauge",
+            "Open RESP connections.",
+            &stats.connections_open,
+        ),
+        (
+            "connections_received_total",
+            "counter",
+            "RESP connections accepted.",
+            &stats.connections_received,
+        ),
+        (
+            "connections_rejected_total",
+            "counter",
+            "RESP connections refused over max_connections.",
+            &stats.connections_rejected,
+        ),
+        (
+            "commands_total",
+            "counter",
+            "RESP commands executed.",
+            &stats.commands,
+        ),
+        (
+            "protocol_errors_total",
+            "counter",
+            "RESP connections closed for a protocol error.",
+            &stats.protocol_errors,
+        ),
+        (
+            "http_requests_total",
+            "counter",
+            "HTTP requests served.",
+            &stats.http_requests,
+        ),
+    ];
+    for (name, kind, help, counter) in door_metrics {
+        let name = format!("server_{name}");
+        f.header(&name, kind, help);
+        f.sample(&name, &[], counter.load(Ordering::Relaxed));
+    }
+    f.header(
+        "node_seq",
+        "counter",
+        "The last seq this node stamped on a change.",
+    );
+    f.sample("node_seq", &[("node", node.name())], node.current_seq());
+    out
+}

@@ -1,0 +1,282 @@
+//! Front doors: the RESP server (TCP and Unix socket) and the HTTP API a node opens so that
+//! programs in any language, and several processes on one host, can use it without embedding it.
+//!
+//! They are configured on the [`NodeBuilder`](crate::NodeBuilder) (`resp_address`,
+//! `http_address`, `unix_socket`, `password`, `server_limits`), bound by `build()` and stopped by
+//! [`Node::shutdown`](crate::Node::shutdown).
+
+pub(crate) mod glob;
+mod http;
+mod metrics;
+pub(crate) mod protocol;
+mod resp;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::error::Error;
+use crate::node::Node;
+use crate::replication::transport::{Endpoint, Listener};
+use protocol::ParseLimits;
+
+/// The bounds every front-door connection works within. The defaults suit a cache of small
+/// values; raise `max_value` (and the caches' `max_bytes`) for large ones.
+///
+/// ```
+/// use leafcache::{Node, ServerLimits};
+/// let limits = ServerLimits { max_value: 64 << 20, ..ServerLimits::default() };
+/// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+/// # let _guard = rt.enter();
+/// let node = Node::builder()
+///     .resp_address("127.0.0.1:0")
+///     .server_limits(limits)
+///     .build()?;
+/// assert!(node.resp_addr().is_some());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// The longest key, in bytes (default 64 KiB).
+    pub max_key: usize,
+    /// The longest value, in bytes (default 16 MiB); the cache's own `max_bytes` may refuse
+    /// smaller ones.
+    pub max_value: usize,
+    /// The most arguments in one RESP request (default 1,048,576: `MSET` of 512k pairs).
+    pub max_args: usize,
+    /// The most bytes one RESP request may take, all arguments together (default 64 MiB): the
+    /// input a connection buffers before it must have a whole request.
+    pub max_request: usize,
+    /// The most concurrent RESP connections, TCP and Unix together (default 10,000); more are
+    /// answered with an error and closed.
+    pub max_connections: usize,
+    /// The largest HTTP request body, in bytes (default 16 MiB).
+    pub max_http_body: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_key: 64 << 10,
+            max_value: 16 << 20,
+            max_args: 1 << 20,
+            max_request: 64 << 20,
+            max_connections: 10_000,
+            max_http_body: 16 << 20,
+        }
+    }
+}
+
+impl ServerLimits {
+    pub(crate) fn parse_limits(&self) -> ParseLimits {
+        ParseLimits {
+            max_bulk: self.max_key.max(self.max_value),
+            max_args: self.max_args,
+            max_inline: 64 << 10,
+            max_request: self.max_request,
+        }
+    }
+
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        let fields = [
+            ("server_limits.max_key", self.max_key),
+            ("server_limits.max_value", self.max_value),
+            ("server_limits.max_args", self.max_args),
+            ("server_limits.max_request", self.max_request),
+            ("server_limits.max_connections", self.max_connections),
+            ("server_limits.max_http_body", self.max_http_body),
+        ];
+        for (what, n) in fields {
+            if n == 0 {
+                return Err(Error::ZeroCapacity { what });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The front doors asked of a node builder.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct DoorSettings {
+    pub resp: Option<String>,
+    pub http: Option<String>,
+    pub unix: Option<PathBuf>,
+    pub password: Option<String>,
+    pub limits: ServerLimits,
+}
+
+impl DoorSettings {
+    /// Whether any door is asked for.
+    pub fn any(&self) -> bool {
+        self.resp.is_some() || self.http.is_some() || self.unix.is_some()
+    }
+}
+
+/// A front-door address as configured: `host:port`, or a bare port meaning `127.0.0.1:port`.
+pub(crate) fn door_address(what: &'static str, addr: &str) -> Result<String, Error> {
+    let full = if !addr.is_empty() && addr.bytes().all(|b| b.is_ascii_digit()) {
+        format!("127.0.0.1:{addr}")
+    } else {
+        addr.to_string()
+    };
+    match Endpoint::parse(what, &full)? {
+        Endpoint::Tcp(a) => Ok(a),
+        Endpoint::Unix(_) => Err(Error::InvalidConfig {
+            what,
+            reason: format!("{addr:?} is a Unix socket; use unix_socket(path) for that"),
+        }),
+    }
+}
+
+/// The listeners `build()` bound, before the node exists to serve them.
+pub(crate) struct BoundDoors {
+    resp: Option<Listener>,
+    http: Option<std::net::TcpListener>,
+    unix: Option<Listener>,
+}
+
+/// Binds every door asked for; synchronous so that a taken port fails `build()`.
+pub(crate) fn bind(settings: &DoorSettings) -> Result<BoundDoors, Error> {
+    let io = |what: String| {
+        move |e: std::io::Error| Error::Io {
+            what,
+            reason: e.to_string(),
+        }
+    };
+    let resp = (settings.resp.as_deref())
+        .map(|a| {
+            Endpoint::Tcp(a.to_string())
+                .bind()
+                .map_err(io(format!("binding resp {a:?}")))
+        })
+        .transpose()?;
+    let http = (settings.http.as_deref())
+        .map(|a| {
+            let l = std::net::TcpListener::bind(a).map_err(io(format!("binding http {a:?}")))?;
+            l.set_nonblocking(true)
+                .map_err(io(format!("binding http {a:?}")))?;
+            Ok::<_, Error>(l)
+        })
+        .transpose()?;
+    let unix = (settings.unix.as_deref())
+        .map(|p| bind_unix(p).map_err(io(format!("binding unix socket {}", p.display()))))
+        .transpose()?;
+    for (door, addr) in [("resp", &settings.resp), ("http", &settings.http)] {
+        if let Some(addr) = addr
+            && settings.password.is_none()
+            && !is_loopback(addr)
+        {
+            tracing::warn!(
+                door,
+                address = %addr,
+                "front door on a non-loopback address without a password: anyone who can reach it can read and write"
+            );
+        }
+    }
+    Ok(BoundDoors { resp, http, unix })
+}
+
+/// Binds a Unix socket readable and writable by this user only: several processes of one user
+/// share the node, other users cannot reach it.
+fn bind_unix(path: &Path) -> std::io::Result<Listener> {
+    use std::os::unix::fs::PermissionsExt;
+    let listener = Endpoint::Unix(path.to_path_buf()).bind()?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+fn is_loopback(addr: &str) -> bool {
+    match addr.parse::<SocketAddr>() {
+        Ok(a) => a.ip().is_loopback(),
+        Err(_) => addr.rsplit_once(':').is_some_and(|(h, _)| h == "localhost"),
+    }
+}
+
+/// Counters shared by every front-door connection of a node.
+#[derive(Debug, Default)]
+pub(crate) struct DoorStats {
+    pub connections_received: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub connections_rejected: AtomicU64,
+    pub commands: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub http_requests: AtomicU64,
+}
+
+/// What a node's front doors share: settings, bound addresses and counters.
+#[derive(Debug)]
+pub(crate) struct Doors {
+    pub password: Option<Arc<[u8]>>,
+    pub limits: ServerLimits,
+    pub resp_addr: Option<String>,
+    pub http_addr: Option<String>,
+    pub unix_path: Option<PathBuf>,
+    pub stats: DoorStats,
+    pub started: Instant,
+}
+
+impl Doors {
+    /// Whether `given` is the configured password, compared in constant time.
+    pub fn password_ok(&self, given: &[u8]) -> bool {
+        match &self.password {
+            None => true,
+            Some(p) => {
+                p.len() == given.len()
+                    && p.iter().zip(given).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+            }
+        }
+    }
+}
+
+impl BoundDoors {
+    /// The shared state the doors will run with, naming the addresses as bound.
+    pub fn doors(&self, settings: &DoorSettings) -> Doors {
+        Doors {
+            password: settings
+                .password
+                .as_deref()
+                .map(|p| Arc::from(p.as_bytes())),
+            limits: settings.limits,
+            resp_addr: self.resp.as_ref().map(Listener::local_addr),
+            http_addr: (self.http.as_ref())
+                .and_then(|l| l.local_addr().ok())
+                .map(|a| a.to_string()),
+            unix_path: settings.unix.clone(),
+            stats: DoorStats::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Starts serving on every bound door, on the node's task tracker.
+    pub fn spawn(self, node: &Node) -> Result<(), Error> {
+        let tasks = &node.shared().tasks;
+        let connections = Arc::new(tokio::sync::Semaphore::new(
+            node.doors().limits.max_connections,
+        ));
+        for listener in [self.resp, self.unix].into_iter().flatten() {
+            tasks.spawn(resp::accept_loop(
+                node.clone(),
+                listener,
+                connections.clone(),
+            ));
+        }
+        if let Some(l) = self.http {
+            let listener = tokio::net::TcpListener::from_std(l).map_err(|e| Error::Io {
+                what: "starting the http door".into(),
+                reason: e.to_string(),
+            })?;
+            tasks.spawn(http::serve(node.clone(), listener));
+        }
+        Ok(())
+    }
+}
+
+/// Adds to a shared counter.
+#[inline]
+pub(crate) fn count(counter: &AtomicU64, n: u64) {
+    if n > 0 {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}

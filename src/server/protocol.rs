@@ -1,0 +1,458 @@
+//! RESP2 without I/O: the request parser (bytes in, argument ranges out) and the reply writer.
+//!
+//! Requests are what Redis clients send: an array of bulk strings (`*2\r\n$3\r\nGET\r\n$1\r\na\r\n`),
+//! or an inline line (`PING\r\n`) as typed into `nc`. The parser never copies: it reports where each
+//! argument lies in the connection's buffer, and the caller executes the command on those slices
+//! before dropping them from the buffer. Every announced length is checked against the limits
+//! before the connection reads a byte of what it announces, so a client announcing a 4 GiB string
+//! is refused on its header.
+
+use std::ops::Range;
+
+use bytes::{BufMut, BytesMut};
+
+/// How far one request may go; see [`ServerLimits`](crate::ServerLimits) for the settings.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ParseLimits {
+    /// The longest bulk string (argument) accepted, in bytes.
+    pub max_bulk: usize,
+    /// The most arguments in one request.
+    pub max_args: usize,
+    /// The longest inline request line.
+    pub max_inline: usize,
+    /// The most bytes one request may take in the buffer, all its arguments together.
+    pub max_request: usize,
+}
+
+/// What the parser made of the buffer's start.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Parsed {
+    /// A whole request, `consumed` bytes long; its arguments are in `args` (none for an empty
+    /// request, which is skipped as Redis does).
+    Request { consumed: usize },
+    /// Not a whole request yet; it will take at least `total` bytes (0 when not known yet).
+    Incomplete { total: usize },
+}
+
+/// A request that cannot be read: the connection answers with the message and closes, as Redis
+/// does, because the rest of the stream cannot be trusted to start at a request boundary.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ProtocolError {
+    /// An array element that is not a bulk string (a nested array, an integer...).
+    #[error("Protocol error: expected '$', got '{0}'")]
+    ExpectedBulk(char),
+    /// An array header whose count is not a number.
+    #[error("Protocol error: invalid multibulk length")]
+    ArrayLength,
+    /// A bulk header whose length is not a number, or a bulk string without its `\r\n`.
+    #[error("Protocol error: invalid bulk length")]
+    BulkLength,
+    /// More arguments than `max_args`.
+    #[error("Protocol error: {got} arguments in one request, the limit is {limit}")]
+    TooManyArgs { got: u64, limit: usize },
+    /// A bulk string longer than `max_bulk`.
+    #[error("Protocol error: a {got}-byte argument, the limit is {limit} bytes")]
+    BulkTooLong { got: u64, limit: usize },
+    /// A request that would take more than `max_request` bytes.
+    #[error("Protocol error: a request of at least {got} bytes, the limit is {limit} bytes")]
+    RequestTooLong { got: usize, limit: usize },
+    /// An inline line longer than `max_inline`, or a header line that never ends.
+    #[error("Protocol error: too big inline request")]
+    InlineTooLong,
+}
+
+/// The longest header line (`*123\r\n`, `$456\r\n`): a sign, 20 digits and CRLF fit.
+const MAX_HEADER: usize = 32;
+
+/// Parses one request from the start of `buf`, filling `args` with the ranges of its arguments.
+pub(crate) fn parse(
+    buf: &[u8],
+    limits: &ParseLimits,
+    args: &mut Vec<Range<usize>>,
+) -> Result<Parsed, ProtocolError> {
+    args.clear();
+    match buf.first() {
+        None => Ok(Parsed::Incomplete { total: 0 }),
+        Some(b'*') => parse_array(buf, limits, args),
+        Some(_) => parse_inline(buf, limits, args),
+    }
+}
+
+fn parse_array(
+    buf: &[u8],
+    limits: &ParseLimits,
+    args: &mut Vec<Range<usize>>,
+) -> Result<Parsed, ProtocolError> {
+    let Some((count, mut pos)) = header(buf, 1, ProtocolError::ArrayLength)? else {
+        return Ok(Parsed::Incomplete { total: 0 });
+    };
+    if count <= 0 {
+        // `*0` and `*-1` are empty requests: skipped.
+        return Ok(Parsed::Request { consumed: pos });
+    }
+    let count = count as u64;
+    if count > limits.max_args as u64 {
+        return Err(ProtocolError::TooManyArgs {
+            got: count,
+            limit: limits.max_args,
+        });
+    }
+    for _ in 0..count {
+        let Some(&first) = buf.get(pos) else {
+            return Ok(Parsed::Incomplete { total: 0 });
+        };
+        if first != b'$' {
+            return Err(ProtocolError::ExpectedBulk(char::from(first)));
+        }
+        let Some((len, after)) = header(&buf[pos..], 1, ProtocolError::BulkLength)? else {
+            return Ok(Parsed::Incomplete { total: 0 });
+        };
+        let len = u64::try_from(len).map_err(|_| ProtocolError::BulkLength)?;
+        if len > limits.max_bulk as u64 {
+            return Err(ProtocolError::BulkTooLong {
+                got: len,
+                limit: limits.max_bulk,
+            });
+        }
+        let start = pos + after;
+        let end = start + len as usize;
+        if end + 2 > limits.max_request {
+            return Err(ProtocolError::RequestTooLong {
+                got: end + 2,
+                limit: limits.max_request,
+            });
+        }
+        if buf.len() < end + 2 {
+            return Ok(Parsed::Incomplete { total: end + 2 });
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            return Err(ProtocolError::BulkLength);
+        }
+        args.push(start..end);
+        pos = end + 2;
+    }
+    Ok(Parsed::Request { consumed: pos })
+}
+
+/// Reads `<sign><digits>\r\n` after `skip` type bytes: the number and the bytes taken, or `None`
+/// if the line is not complete yet.
+fn header(
+    buf: &[u8],
+    skip: usize,
+    bad: ProtocolError,
+) -> Result<Option<(i64, usize)>, ProtocolError> {
+    let window = &buf[skip..buf.len().min(MAX_HEADER)];
+    let Some(cr) = window.iter().position(|&b| b == b'\r') else {
+        if buf.len() >= MAX_HEADER {
+            return Err(bad);
+        }
+        return Ok(None);
+    };
+    let Some(&lf) = window.get(cr + 1) else {
+        return Ok(None);
+    };
+    if lf != b'\n' {
+        return Err(bad);
+    }
+    let n = parse_int(&window[..cr]).ok_or(bad)?;
+    Ok(Some((n, skip + cr + 2)))
+}
+
+/// A decimal integer as Redis writes them: an optional `-`, then digits, nothing else.
+pub(crate) fn parse_int(digits: &[u8]) -> Option<i64> {
+    let (neg, digits) = match digits.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, digits),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+    }
+    Some(if neg { -n } else { n })
+}
+
+fn parse_inline(
+    buf: &[u8],
+    limits: &ParseLimits,
+    args: &mut Vec<Range<usize>>,
+) -> Result<Parsed, ProtocolError> {
+    let Some(nl) = buf
+        .iter()
+        .take(limits.max_inline + 1)
+        .position(|&b| b == b'\n')
+    else {
+        if buf.len() > limits.max_inline {
+            return Err(ProtocolError::InlineTooLong);
+        }
+        return Ok(Parsed::Incomplete { total: 0 });
+    };
+    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
+    let mut i = 0;
+    while i < line_end {
+        if buf[i].is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < line_end && !buf[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if args.len() == limits.max_args {
+            return Err(ProtocolError::TooManyArgs {
+                got: args.len() as u64 + 1,
+                limit: limits.max_args,
+            });
+        }
+        args.push(start..i);
+    }
+    Ok(Parsed::Request { consumed: nl + 1 })
+}
+
+/// Writes replies into a connection's output buffer.
+pub(crate) struct Reply<'a>(pub &'a mut BytesMut);
+
+impl Reply<'_> {
+    /// `+OK`-style status.
+    pub fn simple(&mut self, s: &str) {
+        self.0.put_u8(b'+');
+        self.0.put_slice(s.as_bytes());
+        self.0.put_slice(b"\r\n");
+    }
+
+    /// `+OK`.
+    pub fn ok(&mut self) {
+        self.0.put_slice(b"+OK\r\n");
+    }
+
+    /// An error line; `msg` starts with its code (`ERR`, `WRONGPASS`...). Line breaks in it are
+    /// replaced so that it stays one line.
+    pub fn error(&mut self, msg: &str) {
+        self.0.put_u8(b'-');
+        for b in msg.bytes() {
+            self.0
+                .put_u8(if b == b'\r' || b == b'\n' { b' ' } else { b });
+        }
+        self.0.put_slice(b"\r\n");
+    }
+
+    /// `:n`.
+    pub fn int(&mut self, n: i64) {
+        self.0.put_u8(b':');
+        self.0.put_slice(itoa::Buffer::new().format(n).as_bytes());
+        self.0.put_slice(b"\r\n");
+    }
+
+    /// A bulk string.
+    pub fn bulk(&mut self, data: &[u8]) {
+        self.0.reserve(data.len() + 16);
+        self.0.put_u8(b'$');
+        self.0
+            .put_slice(itoa::Buffer::new().format(data.len()).as_bytes());
+        self.0.put_slice(b"\r\n");
+        self.0.put_slice(data);
+        self.0.put_slice(b"\r\n");
+    }
+
+    /// A bulk string or the null bulk string.
+    pub fn bulk_or_null(&mut self, data: Option<&[u8]>) {
+        match data {
+            Some(d) => self.bulk(d),
+            None => self.null(),
+        }
+    }
+
+    /// The null bulk string (`$-1`): "no value".
+    pub fn null(&mut self) {
+        self.0.put_slice(b"$-1\r\n");
+    }
+
+    /// The header of an array of `n` elements, which the caller writes next.
+    pub fn array(&mut self, n: usize) {
+        self.0.put_u8(b'*');
+        self.0.put_slice(itoa::Buffer::new().format(n).as_bytes());
+        self.0.put_slice(b"\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LIMITS: ParseLimits = ParseLimits {
+        max_bulk: 1024,
+        max_args: 16,
+        max_inline: 64,
+        max_request: 4096,
+    };
+
+    /// A whole request's length and arguments.
+    type Request = (usize, Vec<Vec<u8>>);
+
+    fn request(input: &[u8]) -> Result<Option<Request>, ProtocolError> {
+        let mut args = Vec::new();
+        Ok(match parse(input, &LIMITS, &mut args)? {
+            Parsed::Request { consumed } => Some((
+                consumed,
+                args.iter().map(|r| input[r.clone()].to_vec()).collect(),
+            )),
+            Parsed::Incomplete { .. } => None,
+        })
+    }
+
+    fn encode(args: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    #[test]
+    fn arrays_of_bulk_strings_and_inline_lines() {
+        let input = b"*2\r\n$3\r\nGET\r\n$1\r\na\r\nPING\r\n";
+        let (used, args) = request(input).unwrap().unwrap();
+        assert_eq!(args, vec![b"GET".to_vec(), b"a".to_vec()]);
+        let (used2, args) = request(&input[used..]).unwrap().unwrap();
+        assert_eq!(args, vec![b"PING".to_vec()]);
+        assert_eq!(used + used2, input.len());
+        let (_, args) = request(b"  set  k\tv \n").unwrap().unwrap();
+        assert_eq!(args, vec![b"set".to_vec(), b"k".to_vec(), b"v".to_vec()]);
+        assert_eq!(request(b"*0\r\n").unwrap(), Some((4, vec![])));
+        assert_eq!(request(b"\r\n").unwrap(), Some((2, vec![])));
+    }
+
+    #[test]
+    fn a_request_split_anywhere_is_incomplete_until_whole() {
+        let whole = encode(&[b"SET".to_vec(), b"key".to_vec(), vec![0, 13, 10, 255]]);
+        for cut in 0..whole.len() {
+            assert_eq!(request(&whole[..cut]).unwrap(), None, "cut at {cut}");
+        }
+        assert!(request(&whole).unwrap().is_some());
+    }
+
+    #[test]
+    fn lengths_are_refused_on_their_header() {
+        let mut args = Vec::new();
+        // 4 GiB announced, nothing of it sent: refused at once.
+        assert_eq!(
+            parse(b"*2\r\n$3\r\nSET\r\n$4294967296\r\n", &LIMITS, &mut args),
+            Err(ProtocolError::BulkTooLong {
+                got: 4294967296,
+                limit: 1024
+            })
+        );
+        assert!(matches!(
+            parse(b"*1000000000\r\n", &LIMITS, &mut args),
+            Err(ProtocolError::TooManyArgs { .. })
+        ));
+        // The whole request is bounded too: 8 arguments of 1000 bytes exceed 4096.
+        let big = encode(&vec![vec![b'x'; 1000]; 8]);
+        assert!(matches!(
+            parse(&big, &LIMITS, &mut args),
+            Err(ProtocolError::RequestTooLong { .. })
+        ));
+        // The size still to come is reported, for the reader to reserve.
+        assert_eq!(
+            parse(b"*1\r\n$100\r\nab", &LIMITS, &mut args),
+            Ok(Parsed::Incomplete {
+                total: 10 + 100 + 2
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_requests_are_errors() {
+        for bad in [
+            &b"*1\r\n*1\r\n$1\r\na\r\n"[..],
+            b"*1\r\n:1\r\n",
+            b"*x\r\n",
+            b"*1\r\n$-1\r\n",
+            b"*1\r\n$1\r\nab\r\n",
+            b"*1\r\n$1\r\n",
+            b"*1\n",
+            b"*99999999999999999999999\r\n",
+            b"*1\r\n$99999999999999999999999999999999999",
+        ] {
+            // Some need one more byte to be judged; none is ever a request.
+            let r = request(bad);
+            assert!(!matches!(r, Ok(Some(_))), "{bad:?} parsed: {r:?}");
+        }
+        assert_eq!(
+            request(b"*1\r\n*1\r\n$1\r\na\r\n"),
+            Err(ProtocolError::ExpectedBulk('*'))
+        );
+        assert_eq!(request(&[b'a'; 100]), Err(ProtocolError::InlineTooLong));
+    }
+
+    #[test]
+    fn integers_parse_strictly() {
+        assert_eq!(parse_int(b"0"), Some(0));
+        assert_eq!(parse_int(b"-42"), Some(-42));
+        assert_eq!(parse_int(b"9223372036854775807"), Some(i64::MAX));
+        for bad in [&b""[..], b"-", b"+1", b"1a", b" 1", b"9223372036854775808"] {
+            assert_eq!(parse_int(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn replies_are_well_formed() {
+        let mut out = BytesMut::new();
+        let mut r = Reply(&mut out);
+        r.ok();
+        r.int(-7);
+        r.bulk(b"a\r\nb");
+        r.null();
+        r.array(2);
+        r.error("ERR bad\r\nthing");
+        assert_eq!(
+            &out[..],
+            b"+OK\r\n:-7\r\n$4\r\na\r\nb\r\n$-1\r\n*2\r\n-ERR bad  thing\r\n"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_parse_to_a_request_more_or_an_error(input in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut args = Vec::new();
+            match parse(&input, &LIMITS, &mut args) {
+                Ok(Parsed::Request { consumed }) => {
+                    prop_assert!(consumed > 0 && consumed <= input.len());
+                    for r in &args {
+                        prop_assert!(r.end <= consumed);
+                    }
+                }
+                Ok(Parsed::Incomplete { .. }) | Err(_) => {}
+            }
+        }
+
+        #[test]
+        fn resp_prefixed_noise_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..128), head in 0usize..4) {
+            let heads: [&[u8]; 4] = [b"*", b"*2\r\n$", b"*1\r\n$3\r\n", b"*3\r\n$3\r\nSET\r\n"];
+            let mut input = heads[head].to_vec();
+            input.extend_from_slice(&tail);
+            let mut args = Vec::new();
+            let _ = parse(&input, &LIMITS, &mut args);
+        }
+
+        #[test]
+        fn encoded_requests_round_trip(args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..8)) {
+            let wire = encode(&args);
+            let (used, got) = request(&wire).unwrap().unwrap();
+            prop_assert_eq!(used, wire.len());
+            prop_assert_eq!(got, args);
+        }
+    }
+}
