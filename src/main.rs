@@ -1,14 +1,14 @@
-//! The `leafcache` command.
-//!
-//! Today it has one subcommand, `replay`, which sizes a cache from a real key trace: it replays the
-//! keys read-through against a leafcache with the given capacity and prints the hit ratio.
+//! The `leafcache` command: run a node (`serve`), talk to a running one over its HTTP door
+//! (`get`, `set`, `del`, `stats`, `topology`), or size a cache from a key trace (`replay`).
+
+mod client;
 
 use std::io::{BufRead, BufReader};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Parser, Subcommand};
-use leafcache::{Cache, Error};
+use clap::{Args, Parser, Subcommand};
+use leafcache::{Cache, CacheConfig, Error, Node};
 
 #[derive(Parser)]
 #[command(
@@ -23,27 +23,125 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs one node from command-line settings until Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+    /// Prints the value of KEY, read through a node's HTTP door.
+    Get {
+        key: String,
+        #[command(flatten)]
+        target: client::Target,
+    },
+    /// Stores VALUE under KEY through a node's HTTP door.
+    Set {
+        key: String,
+        value: String,
+        /// Time to live: "120s", "30m", "1d" (default: the cache's).
+        #[arg(long)]
+        ttl: Option<String>,
+        #[command(flatten)]
+        target: client::Target,
+    },
+    /// Deletes KEY through a node's HTTP door.
+    Del {
+        key: String,
+        #[command(flatten)]
+        target: client::Target,
+    },
+    /// Prints a node's statistics (JSON).
+    Stats {
+        #[command(flatten)]
+        target: client::Target,
+    },
+    /// Prints a node, its links and their state (JSON).
+    Topology {
+        #[command(flatten)]
+        target: client::Target,
+    },
     /// Replays a key trace (one key per line) read-through against a cache and prints its hit
     /// ratio: a way to choose `maximum_capacity` from real traffic.
-    Replay {
-        /// The trace file, or `-` for standard input.
-        trace: String,
-        /// The cache's capacity in entries.
-        #[arg(long, default_value_t = 100_000)]
-        capacity: u64,
-        /// The cache's capacity in bytes (keys + values + per-entry overhead).
-        #[arg(long)]
-        max_bytes: Option<u64>,
-        /// The size of the value stored on each miss, in bytes.
-        #[arg(long, default_value_t = 64)]
-        value_size: usize,
-    },
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// The trace file, or `-` for standard input.
+    trace: String,
+    /// The cache's capacity in entries.
+    #[arg(long, default_value_t = 100_000)]
+    capacity: u64,
+    /// The cache's capacity in bytes (keys + values + per-entry overhead).
+    #[arg(long)]
+    max_bytes: Option<u64>,
+    /// The size of the value stored on each miss, in bytes.
+    #[arg(long, default_value_t = 64)]
+    value_size: usize,
+}
+
+/// One node's settings on the command line.
+#[derive(Args)]
+struct ServeArgs {
+    /// The node's name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Accept leaves on this address (host:port or unix:/path): makes the node a hub.
+    #[arg(long)]
+    listen: Option<String>,
+    /// The hub to link to (host:port or unix:/path): makes the node a leaf.
+    #[arg(long)]
+    hub: Option<String>,
+    /// RESP (Redis protocol) door: host:port, or a port on 127.0.0.1.
+    #[arg(long)]
+    resp: Option<String>,
+    /// HTTP door: host:port, or a port on 127.0.0.1.
+    #[arg(long)]
+    http: Option<String>,
+    /// A Unix socket speaking RESP, created 0600.
+    #[arg(long)]
+    unix: Option<std::path::PathBuf>,
+    /// Front-door password (RESP AUTH, HTTP bearer token).
+    #[arg(long, env = "LEAFCACHE_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// The cluster secret peers prove they know.
+    #[arg(long, env = "LEAFCACHE_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// The cluster name; links form only within one.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Entries the default cache holds.
+    #[arg(long, default_value_t = 100_000)]
+    capacity: u64,
+    /// Bytes the default cache holds ("256MiB" style not supported here: a number).
+    #[arg(long)]
+    max_bytes: Option<u64>,
+    /// Default time to live: "120s", "30m", "1d".
+    #[arg(long)]
+    ttl: Option<String>,
+    /// A link silent this long is down: "5s".
+    #[arg(long)]
+    connection_timeout: Option<String>,
+    /// Log filter, e.g. "info" or "leafcache=debug" (or RUST_LOG).
+    #[arg(long, default_value = "info")]
+    loglevel: String,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Get { key, target } => client::get(&target, &key),
+        Command::Set {
+            key,
+            value,
+            ttl,
+            target,
+        } => client::set(&target, &key, &value, ttl.as_deref()),
+        Command::Del { key, target } => client::del(&target, &key),
+        Command::Stats { target } => client::show(&target, "/v1/stats"),
+        Command::Topology { target } => client::show(&target, "/v1/topology"),
+        Command::Replay(args) => run_replay(args),
+    };
+    match result {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("leafcache: {e}");
             ExitCode::from(2)
@@ -51,14 +149,95 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
-    match command {
-        Command::Replay {
-            trace,
-            capacity,
-            max_bytes,
-            value_size,
-        } => {
+type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
+
+fn serve(args: ServeArgs) -> CliResult {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.loglevel))
+        .map_err(|e| format!("invalid --loglevel {:?}: {e}", args.loglevel))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let mut config = CacheConfig::new().max_entries(args.capacity);
+        if let Some(b) = args.max_bytes {
+            config = config.max_bytes(b);
+        }
+        if let Some(ttl) = &args.ttl {
+            config = config.ttl(leafcache::parse_duration("ttl", ttl)?);
+        }
+        let mut builder = Node::builder().default_cache(config);
+        if let Some(n) = args.name {
+            builder = builder.name(n);
+        }
+        if let Some(a) = args.listen {
+            builder = builder.local_address(a);
+        }
+        if let Some(a) = args.hub {
+            builder = builder.remote_address(a);
+        }
+        if let Some(a) = args.resp {
+            builder = builder.resp_address(a);
+        }
+        if let Some(a) = args.http {
+            builder = builder.http_address(a);
+        }
+        if let Some(p) = args.unix {
+            builder = builder.unix_socket(p);
+        }
+        if let Some(p) = args.password {
+            builder = builder.password(p);
+        }
+        if let Some(s) = args.secret {
+            builder = builder.secret(s);
+        }
+        if let Some(c) = args.cluster {
+            builder = builder.cluster(c);
+        }
+        if let Some(t) = args.connection_timeout {
+            builder = builder.connection_timeout(t);
+        }
+        let node = builder.build()?;
+        println!(
+            "node {} ({}) resp={} http={} unix={} listen={}",
+            node.name(),
+            format!("{:?}", node.role()).to_lowercase(),
+            node.resp_addr().unwrap_or("-"),
+            node.http_addr().unwrap_or("-"),
+            node.unix_socket()
+                .map_or("-".into(), |p| p.display().to_string()),
+            node.local_addr().unwrap_or("-"),
+        );
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        node.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
+
+fn run_replay(args: ReplayArgs) -> CliResult {
+    let ReplayArgs {
+        trace,
+        capacity,
+        max_bytes,
+        value_size,
+    } = args;
+    {
+        {
             let mut builder = Cache::builder().maximum_capacity(capacity);
             if let Some(b) = max_bytes {
                 builder = builder.max_bytes(b);
@@ -98,7 +277,7 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             println!("entries      {}", s.entries);
             println!("bytes        {}", s.bytes);
             println!("elapsed      {elapsed:.2?}");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
