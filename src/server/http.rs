@@ -415,8 +415,18 @@ async fn stats(State(node): State<Node>) -> Json<serde_json::Value> {
     }))
 }
 
-async fn topology(State(node): State<Node>) -> Json<serde_json::Value> {
-    Json(json!({ "node": node_summary(&node), "links": node.links() }))
+#[derive(Serialize)]
+struct Topology {
+    node: serde_json::Value,
+    links: Vec<crate::LinkStatus>,
+}
+
+/// Serialized by `Json`, which answers 500 rather than panicking if a value cannot be.
+async fn topology(State(node): State<Node>) -> Json<Topology> {
+    Json(Topology {
+        node: node_summary(&node),
+        links: node.links(),
+    })
 }
 
 /// 200 while the node serves, which it does whatever its links do; the body names the links that
