@@ -112,7 +112,7 @@ impl Client {
             .map_err(|e| e.to_string())?;
         let line = line.trim_end();
         match line.as_bytes().first() {
-            Some(b'+') => Ok(Some(line[1..].as_bytes().to_vec())),
+            Some(b'+') => Ok(Some(line.as_bytes()[1..].to_vec())),
             Some(b'$') if line == "$-1" => Ok(None),
             Some(b'$') => {
                 let len: usize = line[1..].parse().map_err(|_| format!("bad {line}"))?;
