@@ -211,8 +211,10 @@ impl Shard {
         now: u64,
     ) {
         self.sweep(now, SWEEP_PER_WRITE);
-        self.clear_key(&key);
-        self.install_live(key, value, version, expires_at, (seq, LOCAL), now);
+        if let Err(value) = self.overwrite_live(&key, value, version, expires_at, (seq, LOCAL), now) {
+            self.clear_key(&key);
+            self.install_live(key, value, version, expires_at, (seq, LOCAL), now);
+        }
     }
 
     /// Deletes unconditionally, leaving a tombstone; returns the unexpired value it held.
@@ -247,9 +249,18 @@ impl Shard {
                     return false;
                 }
                 let seq = (stamp(), source);
-                self.clear_key(key);
                 let expires_at = expires_at.unwrap_or(NEVER);
-                if expires_at <= now || entry_size(key.len(), value.len()) > self.limits.max_bytes {
+                let fits = entry_size(key.len(), value.len()) <= self.limits.max_bytes;
+                if expires_at > now
+                    && fits
+                    && self
+                        .overwrite_live(key, value.clone(), *version, expires_at, seq, now)
+                        .is_ok()
+                {
+                    return true;
+                }
+                self.clear_key(key);
+                if expires_at <= now || !fits {
                     // Already expired, or too large to hold here: remember the version only.
                     self.install_dead(key.clone(), *version, seq, DeadKind::Gone, now);
                 } else {
@@ -401,6 +412,53 @@ impl Shard {
         if e.expires_at != NEVER {
             self.expiry.remove(&(e.expires_at, e.seq));
         }
+    }
+
+    /// Rewrites a live entry in place — promoted, re-indexed, its log record moved to `seq` —
+    /// without taking it out of the LRU and putting it back. Hands `value` back if `key` is not
+    /// live here.
+    fn overwrite_live(
+        &mut self,
+        key: &[u8],
+        value: Bytes,
+        version: Version,
+        expires_at: u64,
+        (seq, source): (u64, u32),
+        now: u64,
+    ) -> Result<(), Bytes> {
+        let Some(e) = self.live.get_mut(key) else {
+            return Err(value);
+        };
+        let (old_size, new_size) = (
+            entry_size(key.len(), e.value.len()),
+            entry_size(key.len(), value.len()),
+        );
+        if e.expires_at != NEVER {
+            self.expiry.remove(&(e.expires_at, e.seq));
+        }
+        if expires_at != NEVER {
+            self.expiry.insert((expires_at, seq));
+        }
+        let old_seq = e.seq;
+        *e = Entry {
+            value,
+            version,
+            expires_at,
+            seq,
+        };
+        let logged = match self.log.remove(&old_seq) {
+            Some((k, _)) => k,
+            None => {
+                debug_assert!(false, "live entry without its log record");
+                Bytes::copy_from_slice(key)
+            }
+        };
+        self.log.insert(seq, (logged, source));
+        self.bytes = self.bytes - old_size + new_size;
+        if new_size > old_size {
+            self.evict_over_limits(now);
+        }
+        Ok(())
     }
 
     fn install_live(

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# RESP door against redis-server, side by side in one run, with redis-benchmark as the client.
+#
+#   bash benches/resp_vs_redis.sh            # 3 rounds
+#   ROUNDS=5 bash benches/resp_vs_redis.sh
+#
+# Installs redis-server and redis-tools from Debian's packages if they are missing, builds the
+# release binary, starts both servers on free loopback ports, and runs
+#   redis-benchmark -t get,set -n 200000 -c 50 -d 64 -r 100000 -P {1,16}
+# against each, alternating servers every round so that machine noise hits both alike. Prints
+# the median requests/s of each and the ratio leafcache / redis.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+REQUESTS=${REQUESTS:-200000}
+
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
+
+cargo build --release --quiet
+BIN=target/release/leafcache
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
+        shuf -i 20000-60000 -n 1
+}
+
+REDIS_PORT=$(free_port)
+LEAF_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+    --logfile /dev/null &
+REDIS_PID=$!
+"$BIN" serve --resp "127.0.0.1:$LEAF_PORT" --capacity 1000000 --loglevel warn &
+LEAF_PID=$!
+trap 'kill $REDIS_PID $LEAF_PID 2>/dev/null || true' EXIT
+
+for port in "$REDIS_PORT" "$LEAF_PORT"; do
+    for _ in $(seq 100); do
+        redis-cli -p "$port" ping >/dev/null 2>&1 && break
+        sleep 0.05
+    done
+done
+
+RESULTS=$(mktemp)
+for round in $(seq "$ROUNDS"); do
+    for pipeline in 1 16; do
+        for server in redis leafcache; do
+            port=$REDIS_PORT
+            [ "$server" = leafcache ] && port=$LEAF_PORT
+            redis-benchmark -p "$port" -t get,set -n "$REQUESTS" -c 50 -d 64 -r 100000 \
+                -P "$pipeline" --csv 2>/dev/null |
+                awk -F'"' -v s="$server" -v p="$pipeline" '$2 == "SET" || $2 == "GET" { print s, p, $2, $4 }' \
+                    >>"$RESULTS"
+        done
+    done
+    echo "round $round done" >&2
+done
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+printf '%-6s %-4s %12s %12s %8s\n' test P redis leafcache ratio
+for pipeline in 1 16; do
+    for t in SET GET; do
+        r=$(awk -v p="$pipeline" -v t="$t" '$1 == "redis" && $2 == p && $3 == t { print $4 }' "$RESULTS" | median)
+        l=$(awk -v p="$pipeline" -v t="$t" '$1 == "leafcache" && $2 == p && $3 == t { print $4 }' "$RESULTS" | median)
+        printf '%-6s %-4s %12.0f %12.0f %8.2f\n' "$t" "$pipeline" "$r" "$l" "$(awk -v a="$l" -v b="$r" 'BEGIN { print a / b }')"
+    done
+done
+rm -f "$RESULTS"
