@@ -23,6 +23,7 @@
 //! | `cache::shard` | one shard under its lock: the invariants between LRU, log and expiry index |
 //! | `node` | [`Node`]: named caches sharing one identity and seq counter; the builders; starting links |
 //! | [`replication`] | the wire ([`replication::message`], [`replication::codec`]), [`replication::Link`] (one link's protocol, no I/O), link status, the tokio driver and TCP/Unix transports |
+//! | `server` | front doors configured on the [`NodeBuilder`]: the RESP door (TCP and Unix socket; its own parser with limits checked on headers), the HTTP door (axum), `INFO` and Prometheus text, [`ServerLimits`] |
 //! | `error` | [`Error`], the library's one error type |
 
 mod cache;

@@ -211,7 +211,8 @@ impl Shard {
         now: u64,
     ) {
         self.sweep(now, SWEEP_PER_WRITE);
-        if let Err(value) = self.overwrite_live(&key, value, version, expires_at, (seq, LOCAL), now) {
+        if let Err(value) = self.overwrite_live(&key, value, version, expires_at, (seq, LOCAL), now)
+        {
             self.clear_key(&key);
             self.install_live(key, value, version, expires_at, (seq, LOCAL), now);
         }
