@@ -458,6 +458,10 @@ async fn keys_and_values_are_binary_safe() {
     assert_eq!(node.default_cache().get(&key).unwrap(), value);
     let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
     assert_eq!(keys, vec![key]);
+    // A value of several MiB arrives over many reads and comes back whole.
+    let large: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let _: () = con.set("large", &large).unwrap();
+    assert_eq!(con.get::<_, Vec<u8>>("large").unwrap(), large);
     node.shutdown().await;
 }
 

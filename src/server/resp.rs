@@ -27,6 +27,9 @@ use crate::replication::transport::{Listener, Stream};
 /// large replies does not pile up in memory.
 const FLUSH_AT: usize = 64 << 10;
 
+/// The most buffer reserved at once for a request still arriving.
+const READ_AHEAD: usize = 1 << 20;
+
 /// How many records `KEYS` reads per pass over the change log.
 const KEYS_BATCH: usize = 4096;
 
@@ -116,8 +119,10 @@ async fn serve(node: &Node, mut stream: Stream) -> std::io::Result<()> {
                     }
                 }
                 Ok(Parsed::Incomplete { total }) => {
+                    // Room for what the request announced, 1 MiB at a time: an announcement
+                    // costs memory only as its bytes arrive.
                     if total > input.capacity() {
-                        input.reserve(total - input.len());
+                        input.reserve((total - input.len()).min(READ_AHEAD));
                     }
                     break;
                 }
