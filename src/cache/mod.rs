@@ -31,8 +31,8 @@ use crate::clock::{NodeId, Version};
 use crate::error::Error;
 use crate::node::NodeCore;
 pub use shard::ENTRY_OVERHEAD;
+use shard::{KeyArg, Limits, NEVER, Shard, skipped};
 pub(crate) use shard::{LOCAL, entry_size};
-use shard::{Limits, NEVER, Shard, skipped};
 
 /// When an entry expires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,14 +296,29 @@ impl Cache {
         value: impl Into<Bytes>,
         expiry: Expiry,
     ) -> Result<Version, Error> {
-        let (key, value) = (key.into(), value.into());
-        self.check_size(key.len(), value.len())?;
+        self.write(KeyArg::Owned(key.into()), value.into(), expiry)
+    }
+
+    /// [`set_with_expiry`](Self::set_with_expiry) with a borrowed key, copied only if the key is
+    /// not held already: the front doors' write path.
+    pub(crate) fn set_borrowed(
+        &self,
+        key: &[u8],
+        value: Bytes,
+        expiry: Expiry,
+    ) -> Result<Version, Error> {
+        self.write(KeyArg::Borrowed(key), value, expiry)
+    }
+
+    fn write(&self, key: KeyArg<'_>, value: Bytes, expiry: Expiry) -> Result<Version, Error> {
+        let k = key.as_slice();
+        self.check_size(k.len(), value.len())?;
         let now = self.now_ms();
         let mut expires_at = self.expires_at(expiry, now)?;
         let core = &self.inner.core;
-        let mut shard = self.shard(&key).lock();
+        let mut shard = self.shard(k).lock();
         if expiry == Expiry::Keep
-            && let Some(current) = shard.peek(&key, now)
+            && let Some(current) = shard.peek(k, now)
         {
             expires_at = current.expires_at;
         }
@@ -359,7 +374,8 @@ impl Cache {
             _ => self.expires_at(expiry, now)?,
         };
         let version = core.new_version();
-        shard.set(key, value, version, expires_at, core.next_seq(), now);
+        let seq = core.next_seq();
+        shard.set(KeyArg::Owned(key), value, version, expires_at, seq, now);
         drop(shard);
         core.changed();
         Ok(SetOutcome {
@@ -448,7 +464,7 @@ impl Cache {
         };
         let version = core.new_version();
         shard.set(
-            Bytes::copy_from_slice(key),
+            KeyArg::Borrowed(key),
             current.value,
             version,
             if expiry == Expiry::Keep {

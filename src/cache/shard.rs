@@ -53,6 +53,43 @@ pub(crate) struct Entry {
     pub seq: u64,
 }
 
+/// A key handed to a write: owned already, or borrowed and copied only if the write inserts it
+/// (a rewrite of a live key keeps the key it has).
+pub(crate) enum KeyArg<'a> {
+    Owned(Bytes),
+    Borrowed(&'a [u8]),
+}
+
+#[cfg(test)]
+impl<'a> From<&'a str> for KeyArg<'a> {
+    fn from(s: &'a str) -> Self {
+        KeyArg::Borrowed(s.as_bytes())
+    }
+}
+
+#[cfg(test)]
+impl From<String> for KeyArg<'_> {
+    fn from(s: String) -> Self {
+        KeyArg::Owned(Bytes::from(s))
+    }
+}
+
+impl KeyArg<'_> {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            KeyArg::Owned(b) => b,
+            KeyArg::Borrowed(s) => s,
+        }
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            KeyArg::Owned(b) => b,
+            KeyArg::Borrowed(s) => Bytes::copy_from_slice(s),
+        }
+    }
+}
+
 /// Why a key has a dead record.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum DeadKind {
@@ -203,7 +240,7 @@ impl Shard {
     /// Writes an entry unconditionally (the caller's version is the newest: a local write).
     pub fn set(
         &mut self,
-        key: Bytes,
+        key: KeyArg<'_>,
         value: Bytes,
         version: Version,
         expires_at: u64,
@@ -211,8 +248,16 @@ impl Shard {
         now: u64,
     ) {
         self.sweep(now, SWEEP_PER_WRITE);
-        if let Err(value) = self.overwrite_live(&key, value, version, expires_at, (seq, LOCAL), now)
-        {
+        let overwritten = self.overwrite_live(
+            key.as_slice(),
+            value,
+            version,
+            expires_at,
+            (seq, LOCAL),
+            now,
+        );
+        if let Err(value) = overwritten {
+            let key = key.into_bytes();
             self.clear_key(&key);
             self.install_live(key, value, version, expires_at, (seq, LOCAL), now);
         }

@@ -419,14 +419,14 @@ impl<'n> Session<'n> {
         if !self.key_ok(key, out) || !self.value_ok(value, out) {
             return;
         }
-        let (key, value) = (Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+        let value = Bytes::copy_from_slice(value);
         let result = if condition == SetCondition::Always && !get {
             self.cache
-                .set_with_expiry(key, value, expiry)
+                .set_borrowed(key, value, expiry)
                 .map(|_| (true, None))
         } else {
             self.cache
-                .set_if(key, value, expiry, condition)
+                .set_if(Bytes::copy_from_slice(key), value, expiry, condition)
                 .map(|o| (o.version.is_some(), o.previous))
         };
         match result {
@@ -462,10 +462,8 @@ impl<'n> Session<'n> {
             }
         }
         for (key, value) in pairs() {
-            if let Err(e) = self
-                .cache
-                .set(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value))
-            {
+            let value = Bytes::copy_from_slice(value);
+            if let Err(e) = self.cache.set_borrowed(key, value, Expiry::Default) {
                 out.error(&error_line(&e));
                 return;
             }
