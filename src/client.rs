@@ -4,8 +4,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use ureq::Agent;
 use ureq::http::Response;
+use ureq::typestate::WithoutBody;
+use ureq::{Agent, RequestBuilder};
 
 /// Which node to talk to, and how.
 #[derive(Args, Clone, Debug)]
@@ -54,8 +55,29 @@ impl Target {
         )
     }
 
-    fn auth(&self) -> Option<String> {
-        self.password.as_ref().map(|p| format!("Bearer {p}"))
+    /// Adds the bearer token, if a password was given.
+    fn authed<B>(&self, request: RequestBuilder<B>) -> RequestBuilder<B> {
+        match &self.password {
+            Some(p) => request.header("authorization", format!("Bearer {p}")),
+            None => request,
+        }
+    }
+
+    /// Sends a bodiless request and reads a JSON answer, or the node's error.
+    fn json(
+        &self,
+        request: RequestBuilder<WithoutBody>,
+    ) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+        let mut response = self
+            .authed(request)
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        if !response.status().is_success() {
+            return Err(failure(response));
+        }
+        Ok(serde_json::from_str(
+            &response.body_mut().read_to_string()?,
+        )?)
     }
 
     /// Turns a transport failure into one line naming the node.
@@ -89,10 +111,7 @@ fn failure(mut response: Response<ureq::Body>) -> Box<dyn std::error::Error> {
 }
 
 pub fn get(target: &Target, key: &str) -> CliResult {
-    let mut request = target.agent()?.get(target.key_url(key));
-    if let Some(a) = target.auth() {
-        request = request.header("authorization", a);
-    }
+    let request = target.authed(target.agent()?.get(target.key_url(key)));
     let mut response = request.call().map_err(|e| target.unreachable(e))?;
     match response.status().as_u16() {
         200 => {
@@ -124,11 +143,8 @@ pub fn set(target: &Target, key: &str, value: &str, ttl: Option<&str>) -> CliRes
     if let Some(t) = ttl {
         url.push_str(&format!("?ttl={}", encode(t)));
     }
-    let mut request = target.agent()?.put(url);
-    if let Some(a) = target.auth() {
-        request = request.header("authorization", a);
-    }
-    let response = request
+    let response = target
+        .authed(target.agent()?.put(url))
         .send(value.as_bytes())
         .map_err(|e| target.unreachable(e))?;
     if response.status().is_success() {
@@ -140,15 +156,7 @@ pub fn set(target: &Target, key: &str, value: &str, ttl: Option<&str>) -> CliRes
 }
 
 pub fn del(target: &Target, key: &str) -> CliResult {
-    let mut request = target.agent()?.delete(target.key_url(key));
-    if let Some(a) = target.auth() {
-        request = request.header("authorization", a);
-    }
-    let mut response = request.call().map_err(|e| target.unreachable(e))?;
-    if !response.status().is_success() {
-        return Err(failure(response));
-    }
-    let body: serde_json::Value = serde_json::from_str(&response.body_mut().read_to_string()?)?;
+    let body = target.json(target.agent()?.delete(target.key_url(key)))?;
     println!(
         "{}",
         if body["deleted"] == true {
@@ -162,15 +170,7 @@ pub fn del(target: &Target, key: &str) -> CliResult {
 
 /// Prints a JSON endpoint, pretty.
 pub fn show(target: &Target, path: &str) -> CliResult {
-    let mut request = target.agent()?.get(format!("{}{path}", target.base()));
-    if let Some(a) = target.auth() {
-        request = request.header("authorization", a);
-    }
-    let mut response = request.call().map_err(|e| target.unreachable(e))?;
-    if !response.status().is_success() {
-        return Err(failure(response));
-    }
-    let body: serde_json::Value = serde_json::from_str(&response.body_mut().read_to_string()?)?;
+    let body = target.json(target.agent()?.get(format!("{}{path}", target.base())))?;
     println!("{}", serde_json::to_string_pretty(&body)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -346,27 +346,16 @@ impl<'n> Session<'n> {
     }
 
     fn key_ok(&self, key: &[u8], out: &mut Reply<'_>) -> bool {
-        let limit = self.node.doors().limits.max_key;
-        if key.len() > limit {
-            out.error(&format!(
-                "ERR key of {} bytes is over the {limit}-byte limit",
-                key.len()
-            ));
-            return false;
-        }
-        true
+        within("key", key.len(), self.node.doors().limits.max_key, out)
     }
 
     fn value_ok(&self, value: &[u8], out: &mut Reply<'_>) -> bool {
-        let limit = self.node.doors().limits.max_value;
-        if value.len() > limit {
-            out.error(&format!(
-                "ERR value of {} bytes is over the {limit}-byte limit",
-                value.len()
-            ));
-            return false;
-        }
-        true
+        within(
+            "value",
+            value.len(),
+            self.node.doors().limits.max_value,
+            out,
+        )
     }
 
     /// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]`.
@@ -727,6 +716,17 @@ fn set_expiry_arg(raw: &[u8], unit_ms: u64, absolute: bool) -> Result<Expiry, &'
     } else {
         Expiry::After(Duration::from_millis(ms))
     })
+}
+
+/// Whether a `what` of `len` bytes is within `limit`; answers the error if not.
+fn within(what: &str, len: usize, limit: usize, out: &mut Reply<'_>) -> bool {
+    if len > limit {
+        out.error(&format!(
+            "ERR {what} of {len} bytes is over the {limit}-byte limit"
+        ));
+        return false;
+    }
+    true
 }
 
 /// A library error as one RESP error line.
