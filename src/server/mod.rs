@@ -280,3 +280,40 @@ pub(crate) fn count(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{door_address, is_loopback};
+
+    #[test]
+    fn door_addresses_default_to_loopback() {
+        assert_eq!(door_address("resp", "6400").unwrap(), "127.0.0.1:6400");
+        assert_eq!(
+            door_address("resp", "0.0.0.0:6400").unwrap(),
+            "0.0.0.0:6400"
+        );
+        assert!(door_address("resp", "unix:/tmp/x.sock").is_err());
+        assert!(door_address("resp", "localhost").is_err());
+        assert!(door_address("resp", "").is_err());
+    }
+
+    #[test]
+    fn only_loopback_doors_go_without_the_password_warning() {
+        for quiet in [
+            "127.0.0.1:6400",
+            "127.8.9.1:1",
+            "[::1]:6400",
+            "localhost:6400",
+        ] {
+            assert!(is_loopback(quiet), "{quiet}");
+        }
+        for loud in [
+            "0.0.0.0:6400",
+            "10.0.0.5:6400",
+            "[::]:6400",
+            "cache.internal:6400",
+        ] {
+            assert!(!is_loopback(loud), "{loud}");
+        }
+    }
+}
