@@ -205,7 +205,7 @@ fn serve(args: ServeArgs) -> CliResult {
         println!(
             "node {} ({}) resp={} http={} unix={} listen={}",
             node.name(),
-            format!("{:?}", node.role()).to_lowercase(),
+            node.role(),
             node.resp_addr().unwrap_or("-"),
             node.http_addr().unwrap_or("-"),
             node.unix_socket()

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
@@ -315,18 +315,31 @@ impl Cache {
         self.check_size(k.len(), value.len())?;
         let now = self.now_ms();
         let mut expires_at = self.expires_at(expiry, now)?;
-        let core = &self.inner.core;
-        let mut shard = self.shard(k).lock();
+        let shard = self.shard(k).lock();
         if expiry == Expiry::Keep
             && let Some(current) = shard.peek(k, now)
         {
             expires_at = current.expires_at;
         }
+        Ok(self.commit(shard, key, value, expires_at, now))
+    }
+
+    /// Stamps a local write with a version and seq, applies it under the shard lock the caller
+    /// holds, releases the lock and wakes the links.
+    fn commit(
+        &self,
+        mut shard: MutexGuard<'_, Shard>,
+        key: KeyArg<'_>,
+        value: Bytes,
+        expires_at: u64,
+        now: u64,
+    ) -> Version {
+        let core = &self.inner.core;
         let version = core.new_version();
         shard.set(key, value, version, expires_at, core.next_seq(), now);
         drop(shard);
         core.changed();
-        Ok(version)
+        version
     }
 
     /// Stores `value` under `key` if `condition` holds, checked and written under one lock, and
@@ -354,8 +367,7 @@ impl Cache {
         let (key, value) = (key.into(), value.into());
         self.check_size(key.len(), value.len())?;
         let now = self.now_ms();
-        let core = &self.inner.core;
-        let mut shard = self.shard(&key).lock();
+        let shard = self.shard(&key).lock();
         let current = shard.peek(&key, now);
         let previous = current.as_ref().map(|c| c.value.clone());
         let write = match condition {
@@ -373,11 +385,7 @@ impl Cache {
             (Expiry::Keep, Some(c)) => c.expires_at,
             _ => self.expires_at(expiry, now)?,
         };
-        let version = core.new_version();
-        let seq = core.next_seq();
-        shard.set(KeyArg::Owned(key), value, version, expires_at, seq, now);
-        drop(shard);
-        core.changed();
+        let version = self.commit(shard, KeyArg::Owned(key), value, expires_at, now);
         Ok(SetOutcome {
             version: Some(version),
             previous,
@@ -457,26 +465,16 @@ impl Cache {
         let key = key.as_ref();
         let now = self.now_ms();
         let expires_at = self.expires_at(expiry, now)?;
-        let core = &self.inner.core;
-        let mut shard = self.shard(key).lock();
+        let shard = self.shard(key).lock();
         let Some(current) = shard.peek(key, now) else {
             return Ok(false);
         };
-        let version = core.new_version();
-        shard.set(
-            KeyArg::Borrowed(key),
-            current.value,
-            version,
-            if expiry == Expiry::Keep {
-                current.expires_at
-            } else {
-                expires_at
-            },
-            core.next_seq(),
-            now,
-        );
-        drop(shard);
-        core.changed();
+        let expires_at = if expiry == Expiry::Keep {
+            current.expires_at
+        } else {
+            expires_at
+        };
+        self.commit(shard, KeyArg::Borrowed(key), current.value, expires_at, now);
         Ok(true)
     }
 

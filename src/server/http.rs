@@ -385,7 +385,7 @@ fn node_summary(node: &Node) -> serde_json::Value {
     json!({
         "name": node.name(),
         "id": node.id().to_string(),
-        "role": metrics::role_name(node.role()),
+        "role": node.role().to_string(),
         "cluster": settings.cluster,
         "incarnation": node.incarnation().to_string(),
         "seq": node.current_seq(),
@@ -450,7 +450,7 @@ async fn health(State(node): State<Node>) -> Json<serde_json::Value> {
     Json(json!({
         "status": if down.is_empty() { "ok" } else { "degraded" },
         "node": node.name(),
-        "role": metrics::role_name(node.role()),
+        "role": node.role().to_string(),
         "links_down": down,
     }))
 }

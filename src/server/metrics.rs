@@ -10,17 +10,7 @@ use std::sync::atomic::Ordering;
 
 use crate::cache::Cache;
 use crate::node::Node;
-use crate::replication::{Direction, LinkState, LinkStatus, Role};
-
-/// The node's role as a word.
-pub(crate) fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Hub => "hub",
-        Role::Leaf => "leaf",
-        Role::Relay => "relay",
-        Role::Standalone => "standalone",
-    }
-}
+use crate::replication::{Direction, LinkState, LinkStatus};
 
 pub(crate) fn state_name(state: LinkState) -> &'static str {
     match state {
@@ -60,7 +50,7 @@ pub(crate) fn info(node: &Node, db: usize, sections: &[String]) -> String {
             env!("CARGO_PKG_VERSION"),
             node.name(),
             node.id(),
-            role_name(node.role()),
+            node.role(),
             std::process::id(),
             node.resp_addr()
                 .and_then(|a| a.rsplit_once(':'))
@@ -106,7 +96,7 @@ pub(crate) fn info(node: &Node, db: usize, sections: &[String]) -> String {
         let _ = write!(
             out,
             "# Replication\r\nrole:{}\r\nseq:{}\r\nconnected_links:{}\r\n",
-            role_name(node.role()),
+            node.role(),
             node.current_seq(),
             links.iter().filter(|l| l.state == LinkState::Up).count()
         );
