@@ -24,6 +24,7 @@
 //! | `node` | [`Node`]: named caches sharing one identity and seq counter; the builders; starting links |
 //! | [`replication`] | the wire ([`replication::message`], [`replication::codec`]), [`replication::Link`] (one link's protocol, no I/O), link status, the tokio driver and TCP/Unix transports |
 //! | `server` | front doors configured on the [`NodeBuilder`]: the RESP door (TCP and Unix socket; its own parser with limits checked on headers), the HTTP door (axum), `INFO` and Prometheus text, [`ServerLimits`] |
+//! | [`topology`] | topology TOML files: parsing, checks with `file:line:column` diagnostics, starting one node or all of them |
 //! | `error` | [`Error`], the library's one error type |
 
 mod cache;
@@ -32,6 +33,7 @@ mod error;
 mod node;
 pub mod replication;
 mod server;
+pub mod topology;
 
 pub use cache::{
     Cache, CacheConfig, CacheStats, Change, ENTRY_OVERHEAD, EntryInfo, Expiry, Loader,

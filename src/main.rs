@@ -1,13 +1,17 @@
-//! The `leafcache` command: run a node (`serve`), talk to a running one over its HTTP door
-//! (`get`, `set`, `del`, `stats`, `topology`), or size a cache from a key trace (`replay`).
+//! The `leafcache` command: run a topology file (`up`, `node`, `check`) or one node from flags
+//! (`serve`), talk to a running node over its HTTP door (`get`, `set`, `del`, `stats`,
+//! `topology`), or size a cache from a key trace (`replay`).
 
 mod client;
+mod status;
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
+use leafcache::topology::{Topology, TopologyError};
 use leafcache::{Cache, CacheConfig, Error, Node};
 
 #[derive(Parser)]
@@ -23,6 +27,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs every node of a topology file in this process, prints their roles and addresses,
+    /// then a status line per link, until Ctrl-C or SIGTERM.
+    Up {
+        /// The topology file, e.g. topologies/star.toml.
+        file: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Runs one node of a topology file until Ctrl-C or SIGTERM.
+    Node {
+        /// The topology file.
+        #[arg(long, short = 't')]
+        topology: PathBuf,
+        /// The node to run: a `name` of one of the file's [[node]] tables.
+        #[arg(long, short = 'n')]
+        name: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Checks a topology file and prints its tree; errors point at file:line:column (exit 2).
+    Check {
+        /// The topology file.
+        file: PathBuf,
+    },
     /// Runs one node from command-line settings until Ctrl-C or SIGTERM.
     Serve(ServeArgs),
     /// Prints the value of KEY, read through a node's HTTP door.
@@ -60,6 +88,18 @@ enum Command {
     /// Replays a key trace (one key per line) read-through against a cache and prints its hit
     /// ratio: a way to choose `maximum_capacity` from real traffic.
     Replay(ReplayArgs),
+}
+
+/// Settings of a run that the topology file does not hold.
+#[derive(Args)]
+struct RunArgs {
+    /// Front-door password (RESP AUTH, HTTP bearer token) for every node run.
+    #[arg(long, env = "LEAFCACHE_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Log filter, e.g. "info" or "leafcache=debug" (RUST_LOG wins; default: the node's
+    /// `loglevel`, else "info" for `node` and "warn" for `up`).
+    #[arg(long)]
+    loglevel: Option<String>,
 }
 
 #[derive(Args)]
@@ -127,6 +167,13 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Up { file, run } => up(&file, run),
+        Command::Node {
+            topology,
+            name,
+            run,
+        } => run_node(&topology, &name, run),
+        Command::Check { file } => check(&file),
         Command::Serve(args) => serve(args),
         Command::Get { key, target } => client::get(&target, &key),
         Command::Set {
@@ -151,18 +198,135 @@ fn main() -> ExitCode {
 
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
-fn serve(args: ServeArgs) -> CliResult {
+/// Logs to stderr through `filter`, unless RUST_LOG is set.
+fn init_logging(filter: &str) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.loglevel))
-        .map_err(|e| format!("invalid --loglevel {:?}: {e}", args.loglevel))?;
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .map_err(|e| format!("invalid log filter {filter:?}: {e}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    Ok(())
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
-    runtime.block_on(async move {
+        .build()
+}
+
+/// Reads and checks a topology; an invalid one prints every diagnostic and exits 2.
+fn load_topology(file: &Path) -> Result<Topology, ExitCode> {
+    match Topology::load(file) {
+        Ok(t) => Ok(t),
+        Err(TopologyError::Invalid(diagnostics)) => {
+            for d in &diagnostics {
+                eprintln!("{d}");
+            }
+            eprintln!(
+                "leafcache: {} is not a valid topology ({} error(s))",
+                file.display(),
+                diagnostics.len()
+            );
+            Err(ExitCode::from(2))
+        }
+        Err(e) => {
+            eprintln!("leafcache: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+fn check(file: &Path) -> CliResult {
+    let topology = match load_topology(file) {
+        Ok(t) => t,
+        Err(code) => return Ok(code),
+    };
+    for w in topology.warnings() {
+        eprintln!("{w}");
+    }
+    print!("{}", topology.render());
+    println!("{}: ok", file.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_node(file: &Path, name: &str, run: RunArgs) -> CliResult {
+    let mut topology = match load_topology(file) {
+        Ok(t) => t,
+        Err(code) => return Ok(code),
+    };
+    let Some(spec) = topology.node(name) else {
+        let known: Vec<&str> = topology.nodes().iter().map(|n| n.name.as_str()).collect();
+        return Err(format!(
+            "no node named {name:?} in {}; its nodes are: {}",
+            file.display(),
+            known.join(", ")
+        )
+        .into());
+    };
+    let filter = (run.loglevel.clone())
+        .or_else(|| spec.loglevel.clone())
+        .unwrap_or_else(|| "info".into());
+    init_logging(&filter)?;
+    for w in topology.warnings() {
+        tracing::warn!("{}", first_line(w));
+    }
+    if let Some(p) = run.password {
+        topology = topology.with_password(p);
+    }
+    runtime()?.block_on(async move {
+        let node = topology.start(name)?;
+        println!("{}", status::describe(&node));
+        println!("running {name}; Ctrl-C to stop");
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        node.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn up(file: &Path, run: RunArgs) -> CliResult {
+    let mut topology = match load_topology(file) {
+        Ok(t) => t,
+        Err(code) => return Ok(code),
+    };
+    init_logging(run.loglevel.as_deref().unwrap_or("warn"))?;
+    for w in topology.warnings() {
+        eprintln!("{}", first_line(w));
+    }
+    if let Some(p) = run.password {
+        topology = topology.with_password(p);
+    }
+    runtime()?.block_on(async move {
+        let nodes = topology.start_all().await?;
+        for node in &nodes {
+            println!("{}", status::describe(node));
+        }
+        println!(
+            "up: {} node(s) of cluster {:?} running; Ctrl-C to stop",
+            nodes.len(),
+            topology.cluster()
+        );
+        tokio::select! {
+            r = wait_for_signal() => r?,
+            () = status::watch(&topology, &nodes) => {}
+        }
+        for node in &nodes {
+            node.shutdown().await;
+        }
+        println!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn first_line(d: &impl std::fmt::Display) -> String {
+    d.to_string().lines().next().unwrap_or_default().to_string()
+}
+
+fn serve(args: ServeArgs) -> CliResult {
+    init_logging(&args.loglevel)?;
+    runtime()?.block_on(async move {
         let mut config = CacheConfig::new().max_entries(args.capacity);
         if let Some(b) = args.max_bytes {
             config = config.max_bytes(b);
@@ -202,16 +366,7 @@ fn serve(args: ServeArgs) -> CliResult {
             builder = builder.connection_timeout(t);
         }
         let node = builder.build()?;
-        println!(
-            "node {} ({}) resp={} http={} unix={} listen={}",
-            node.name(),
-            node.role(),
-            node.resp_addr().unwrap_or("-"),
-            node.http_addr().unwrap_or("-"),
-            node.unix_socket()
-                .map_or("-".into(), |p| p.display().to_string()),
-            node.local_addr().unwrap_or("-"),
-        );
+        println!("{}", status::describe(&node));
         wait_for_signal().await?;
         tracing::info!("shutting down");
         node.shutdown().await;

@@ -6,7 +6,7 @@
 //! here is synchronous except [`Cache::get_or_load`]: a hit or a local write never awaits.
 
 mod change;
-mod config;
+pub(crate) mod config;
 mod loader;
 mod shard;
 mod stats;
