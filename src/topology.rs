@@ -1139,7 +1139,7 @@ impl<'a> Checker<'a> {
             .as_ref()
             .map(|u| self.resolve(&socket_base, u.get_ref()));
         if let Some(l) = &raw.loglevel
-            && let Err(e) = tracing_subscriber::EnvFilter::builder().parse(l.get_ref())
+            && let Err(e) = check_loglevel(l.get_ref())
         {
             self.error(
                 l.span(),
@@ -1298,6 +1298,21 @@ impl<'a> Checker<'a> {
             }
         }
     }
+}
+
+/// A log filter: a level, or `target=level` directives. A bare word that is not a level would be
+/// read by `EnvFilter` as a target name (so `"verbose"` would silence everything): refused.
+fn check_loglevel(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    for directive in filter.split(',').map(str::trim) {
+        if !directive.contains('=') && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(format!("{directive:?} is not a level"));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// The reason of a config error, without the `invalid <what>:` its Display puts first.

@@ -1,0 +1,435 @@
+//! The `leafcache` binary run from topology files: `check` on the shipped and the broken files,
+//! `up` running the star topology, and separate `node` processes surviving the loss of their hub.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+
+const BIN: &str = env!("CARGO_BIN_EXE_leafcache");
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run leafcache");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_accepts_every_shipped_topology() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo("topologies")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let (code, out, err) = run(&["check", path.to_str().unwrap()]);
+        assert_eq!(code, 0, "{}: {err}", path.display());
+        assert!(out.trim_end().ends_with(": ok"), "{out}");
+        // The shipped files use the dev secret and say so; check repeats the warning.
+        assert!(
+            err.contains("warning: the cluster secret is written"),
+            "{err}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 4, "single, star, tree, geo");
+    let (_, tree, _) = run(&["check", repo("topologies/tree.toml").to_str().unwrap()]);
+    assert!(tree.contains("hub (hub) listen=127.0.0.1:7410"), "{tree}");
+    assert!(tree.contains("├── relay-1 (relay)"), "{tree}");
+    assert!(tree.contains("│   ├── leaf-1a (leaf)"), "{tree}");
+    assert!(tree.contains("    └── leaf-2b (leaf)"), "{tree}");
+}
+
+/// Every file in tests/topologies opens with `# expect: LINE:COLUMN: error: MESSAGE` lines:
+/// check must exit 2 and print each of them, prefixed with the file's path.
+#[test]
+fn check_points_at_each_mistake_in_the_broken_files() {
+    let mut files = 0;
+    for entry in std::fs::read_dir(repo("tests/topologies")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expected: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect: "))
+            .collect();
+        assert!(
+            !expected.is_empty(),
+            "{} has no expectation",
+            path.display()
+        );
+        let shown = path.to_str().unwrap();
+        let (code, out, err) = run(&["check", shown]);
+        assert_eq!(code, 2, "{shown} passed:\n{out}{err}");
+        for e in &expected {
+            assert!(
+                err.lines().any(|l| l.starts_with(&format!("{shown}:{e}"))),
+                "{shown}: expected `{e}` in:\n{err}"
+            );
+        }
+        let errors = (err.lines())
+            .filter(|l| l.starts_with(&format!("{shown}:")) && l.contains(": error: "))
+            .count();
+        assert_eq!(errors, expected.len(), "{shown}: other errors too:\n{err}");
+        assert!(
+            err.trim_end().ends_with(&format!("error(s))")),
+            "a summary line ends the report: {err}"
+        );
+        files += 1;
+    }
+    assert!(files >= 20, "{files} broken files");
+}
+
+#[test]
+fn the_command_fails_in_one_line_on_a_missing_file_or_node() {
+    let (code, _, err) = run(&["check", "/nonexistent/topology.toml"]);
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("leafcache: cannot read topology /nonexistent/topology.toml"));
+
+    let star = repo("topologies/star.toml");
+    let (code, _, err) = run(&["node", "-t", star.to_str().unwrap(), "-n", "leaf-z"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no node named \"leaf-z\"") && err.contains("hub, leaf-a, leaf-b, leaf-c"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// A running `leafcache` process whose stdout lines arrive on a channel; killed when dropped.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn leafcache");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// Lines up to and including the first one `done` accepts.
+    fn until(&self, what: &str, mut done: impl FnMut(&str) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let last = done(&line);
+                    seen.push(line);
+                    if last {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!("{what}: not printed; got {seen:?}"),
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    fn wait(mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `name role key=value...` lines, as `up` and `node` print them: the value of `key`.
+fn address(lines: &[String], node: &str, key: &str) -> String {
+    let line = lines
+        .iter()
+        .find(|l| l.split_whitespace().next() == Some(node))
+        .unwrap_or_else(|| panic!("no line for {node} in {lines:?}"));
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {line}"))
+        .to_string()
+}
+
+fn redis_at(addr: &str) -> redis::Connection {
+    let client = redis::Client::open(format!("redis://{addr}")).unwrap();
+    client
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .unwrap()
+}
+
+/// Polls until `check` holds, for at most TIMEOUT.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not true after {TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn get(conn: &mut redis::Connection, key: &str) -> Option<String> {
+    conn.get(key).unwrap()
+}
+
+fn http_get(addr: &str, key: &str) -> Option<String> {
+    let url = format!("http://{addr}/get?key={key}");
+    match ureq::get(&url).call() {
+        Ok(mut r) => Some(r.body_mut().read_to_string().unwrap()),
+        Err(ureq::Error::StatusCode(404)) => None,
+        Err(e) => panic!("{url}: {e}"),
+    }
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("leafcache-{tag}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The shipped star topology, with every port replaced by 0 so that the test runs next to
+/// anything else: `up` gives each leaf the address its hub actually bound.
+#[test]
+fn up_runs_the_star_topology_and_a_write_at_one_leaf_reads_at_the_others() {
+    let shipped = std::fs::read_to_string(repo("topologies/star.toml")).unwrap();
+    let mut text = String::new();
+    for line in shipped.lines() {
+        match line.find("127.0.0.1:") {
+            Some(i) if !line.trim_start().starts_with('#') => {
+                let end = line[i..].find('"').map_or(line.len(), |e| i + e);
+                text.push_str(&format!("{}127.0.0.1:0{}\n", &line[..i], &line[end..]));
+            }
+            _ => text.push_str(&format!("{line}\n")),
+        }
+    }
+    let dir = temp_dir("up");
+    let file = dir.join("star.toml");
+    std::fs::write(&file, &text).unwrap();
+
+    let up = Proc::spawn(&["up", file.to_str().unwrap()]);
+    let lines = up.until("the running line", |l| l.starts_with("up: 4 node(s)"));
+    for (node, role) in [
+        ("hub", "hub"),
+        ("leaf-a", "leaf"),
+        ("leaf-b", "leaf"),
+        ("leaf-c", "leaf"),
+    ] {
+        let line = lines.iter().find(|l| l.starts_with(node)).unwrap();
+        assert_eq!(line.split_whitespace().nth(1), Some(role), "{line}");
+    }
+    let hub_listen = address(&lines, "hub", "listen");
+    assert_eq!(address(&lines, "leaf-b", "hub"), hub_listen);
+    // A status line per link once it is up.
+    let mut connected = std::collections::BTreeSet::new();
+    up.until("every link connected", |l| {
+        if let Some(rest) = l.split_once("] ").map(|(_, r)| r)
+            && let Some((link, state)) = rest.split_once(": ")
+            && state.starts_with("connected")
+        {
+            connected.insert(link.to_string());
+        }
+        connected.len() == 3
+    });
+    assert!(connected.contains("leaf-a -> hub"), "{connected:?}");
+
+    let mut a = redis_at(&address(&lines, "leaf-a", "resp"));
+    let _: () = a.set("greeting", "hello from a").unwrap();
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut a).unwrap();
+    let _: () = a.set("session:1", "alice").unwrap();
+    let mut c = redis_at(&address(&lines, "leaf-c", "resp"));
+    eventually("leaf-c reads leaf-a's write", || {
+        get(&mut c, "greeting").as_deref() == Some("hello from a")
+    });
+    let hub_http = address(&lines, "hub", "http");
+    let b_http = address(&lines, "leaf-b", "http");
+    eventually("the hub and leaf-b read it over HTTP", || {
+        http_get(&hub_http, "greeting").as_deref() == Some("hello from a")
+            && http_get(&b_http, "greeting").as_deref() == Some("hello from a")
+    });
+    let url = format!("http://{b_http}/v1/caches/sessions/keys/session:1");
+    eventually("the sessions cache replicates too", || {
+        ureq::get(&url)
+            .call()
+            .is_ok_and(|mut r| r.body_mut().read_to_string().unwrap() == "alice")
+    });
+
+    up.signal("-INT");
+    let rest = up.until("the stop line", |l| l == "stopped");
+    assert!(!rest.is_empty());
+    let status = up.wait();
+    assert!(status.success(), "{status:?}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Three `node` processes: the hub is killed with SIGKILL, the leaves keep serving reads and
+/// writes on their own, the hub restarts (empty: no persistence) and everything converges.
+#[test]
+fn leaves_outlive_a_killed_hub_and_converge_when_it_restarts() {
+    let dir = temp_dir("nodes");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let file = dir.join("cluster.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[cluster]
+name = "kill-test"
+secret_file = "secret.txt"
+
+[defaults]
+connection_timeout = "2s"
+
+[[node]]
+name = "hub"
+listen = "{listen}"
+resp = "127.0.0.1:0"
+
+[[node]]
+name = "leaf-a"
+hub = "hub"
+resp = "127.0.0.1:0"
+
+[[node]]
+name = "leaf-b"
+hub = "hub"
+unix = "leaf-b.sock"
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("secret.txt"), "not-a-dev-secret\n").unwrap();
+    let file = file.to_str().unwrap().to_string();
+    let start = |name: &str| {
+        let p = Proc::spawn(&["node", "--topology", &file, "--name", name]);
+        let lines = p.until(name, |l| l.starts_with("running"));
+        (p, lines)
+    };
+    let (hub, hub_lines) = start("hub");
+    let (leaf_a, a_lines) = start("leaf-a");
+    let (leaf_b, b_lines) = start("leaf-b");
+    assert_eq!(address(&a_lines, "leaf-a", "hub"), listen);
+    // The socket path is relative: it resolves against the topology file's folder.
+    let socket = address(&b_lines, "leaf-b", "unix");
+    assert_eq!(Path::new(&socket), dir.join("leaf-b.sock"));
+
+    let mut a = redis_at(&address(&a_lines, "leaf-a", "resp"));
+    let mut b = redis::Client::open(format!("redis+unix://{socket}"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = a.set("before", "1").unwrap();
+    eventually("leaf-b reads leaf-a's write", || {
+        get(&mut b, "before").as_deref() == Some("1")
+    });
+
+    hub.signal("-KILL");
+    assert!(!hub.wait().success());
+    // Both leaves keep serving locally: reads of what they had, and new writes.
+    for i in 0..50 {
+        let _: () = a.set(format!("outage-a-{i}"), i).unwrap();
+        let _: () = b.set(format!("outage-b-{i}"), i).unwrap();
+    }
+    assert_eq!(get(&mut a, "before").as_deref(), Some("1"));
+    assert_eq!(get(&mut b, "outage-b-49").as_deref(), Some("49"));
+    assert_eq!(get(&mut b, "outage-a-0"), None, "no hub, no replication");
+
+    let (hub, hub_lines_again) = start("hub");
+    assert_eq!(address(&hub_lines_again, "hub", "listen"), listen);
+    let mut h = redis_at(&address(&hub_lines_again, "hub", "resp"));
+    eventually("the tree converges after the hub restarts", || {
+        let all = |c: &mut redis::Connection| {
+            (0..50).all(|i| {
+                get(c, &format!("outage-a-{i}")) == Some(i.to_string())
+                    && get(c, &format!("outage-b-{i}")) == Some(i.to_string())
+            }) && get(c, "before").as_deref() == Some("1")
+        };
+        all(&mut h) && all(&mut a) && all(&mut b)
+    });
+    let size = |c: &mut redis::Connection| -> u64 { redis::cmd("DBSIZE").query(c).unwrap() };
+    assert_eq!((size(&mut h), size(&mut a), size(&mut b)), (101, 101, 101));
+    drop(hub_lines);
+
+    for p in [leaf_a, leaf_b, hub] {
+        p.signal("-TERM");
+        let status = p.wait();
+        assert!(status.success(), "{status:?}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn node_refuses_to_start_without_its_secret() {
+    let dir = temp_dir("secret");
+    let file = dir.join("t.toml");
+    std::fs::write(
+        &file,
+        "[cluster]\nsecret_env = \"LEAFCACHE_TEST_UNSET_SECRET\"\n\n[[node]]\nname = \"solo\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["node", "-t", file.to_str().unwrap(), "-n", "solo"])
+        .env_remove("LEAFCACHE_TEST_UNSET_SECRET")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:2:14: error: the cluster secret's variable LEAFCACHE_TEST_UNSET_SECRET is not set",
+            file.display()
+        )),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
