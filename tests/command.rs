@@ -86,7 +86,7 @@ fn check_points_at_each_mistake_in_the_broken_files() {
             .count();
         assert_eq!(errors, expected.len(), "{shown}: other errors too:\n{err}");
         assert!(
-            err.trim_end().ends_with(&format!("error(s))")),
+            err.trim_end().ends_with("error(s))"),
             "a summary line ends the report: {err}"
         );
         files += 1;
