@@ -1,0 +1,347 @@
+//! Topology files through the library: what a valid file resolves to (paths, cache settings,
+//! hubs, doors), the diagnostics' positions and rendering, and starting nodes from a file.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use leafcache::topology::{HubRef, SecretSource, Severity, Topology, TopologyError};
+use leafcache::{LinkState, Role};
+use support::eventually;
+
+const HEADER: &str = "[cluster]\nname = \"t\"\nsecret = \"test\"\n";
+
+fn parse(body: &str) -> Result<Topology, TopologyError> {
+    Topology::parse(&format!("{HEADER}{body}"), "/etc/leafcache/t.toml")
+}
+
+fn first_error(body: &str) -> (usize, usize, String) {
+    let e = parse(body).expect_err("invalid");
+    let d = &e.diagnostics()[0];
+    (d.line - 3, d.column, d.message.clone())
+}
+
+#[test]
+fn a_valid_file_resolves_paths_settings_and_hubs() {
+    let t = parse(
+        r#"
+[defaults]
+capacity = 5000
+max_bytes = "64MiB"
+ttl = "1h"
+connection_timeout = "3s"
+
+[caches.default]
+ttl = "10m"
+
+[caches.sessions]
+capacity = 100
+tombstone_ttl = "2h"
+
+[[node]]
+name = "hub"
+listen = "unix:hub.sock"
+http = "8400"
+
+[[node]]
+name = "leaf"
+hub = "hub"
+root = "data/leaf"
+unix = "leaf.sock"
+loglevel = "leafcache=debug,info"
+
+[[node]]
+name = "edge"
+hub = "10.1.2.3:7400"
+resp = "0.0.0.0:6400"
+unix = "/run/edge.sock"
+"#,
+    )
+    .unwrap();
+    assert_eq!(t.cluster(), "t");
+    assert!(matches!(t.secret_source(), SecretSource::Inline(_)));
+    assert_eq!(format!("{:?}", t.secret_source()), "Inline(..)");
+
+    let caches = t.caches();
+    assert_eq!(caches[0].0, "default");
+    assert_eq!(caches[0].1.capacity, Some(5000));
+    assert_eq!(caches[0].1.max_bytes, Some(64 << 20));
+    assert_eq!(caches[0].1.ttl, Some(Duration::from_secs(600)), "override");
+    assert_eq!(caches[1].0, "sessions");
+    assert_eq!(caches[1].1.capacity, Some(100));
+    assert_eq!(caches[1].1.ttl, Some(Duration::from_secs(3600)), "default");
+    assert_eq!(caches[1].1.tombstone_ttl, Some(Duration::from_secs(7200)));
+
+    let hub = t.node("hub").unwrap();
+    assert_eq!(hub.role(), Role::Hub);
+    assert_eq!(hub.listen.as_deref(), Some("unix:/etc/leafcache/hub.sock"));
+    assert_eq!(hub.http.as_deref(), Some("127.0.0.1:8400"));
+    let leaf = t.node("leaf").unwrap();
+    assert_eq!(leaf.role(), Role::Leaf);
+    assert_eq!(leaf.hub, Some(HubRef::Node("hub".into())));
+    assert_eq!(
+        leaf.root.as_deref(),
+        Some(Path::new("/etc/leafcache/data/leaf"))
+    );
+    assert_eq!(
+        leaf.unix.as_deref(),
+        Some(Path::new("/etc/leafcache/data/leaf/leaf.sock")),
+        "a socket path resolves under the node's root"
+    );
+    assert_eq!(leaf.loglevel.as_deref(), Some("leafcache=debug,info"));
+    let edge = t.node("edge").unwrap();
+    assert_eq!(edge.hub, Some(HubRef::Address("10.1.2.3:7400".into())));
+    assert_eq!(edge.unix.as_deref(), Some(Path::new("/run/edge.sock")));
+
+    let tree = t.render();
+    assert!(
+        tree.contains("hub (hub) listen=unix:/etc/leafcache/hub.sock"),
+        "{tree}"
+    );
+    assert!(tree.contains("└── leaf (leaf)"), "{tree}");
+    assert!(
+        tree.contains("\nedge (leaf) resp=0.0.0.0:6400"),
+        "an outside hub makes a root: {tree}"
+    );
+    assert!(tree.contains("hub=10.1.2.3:7400"), "{tree}");
+}
+
+#[test]
+fn sizes_and_durations_take_numbers_or_human_strings() {
+    let t = parse(
+        "[defaults]\nmax_bytes = 1048576\nttl = 90\n[caches.a]\nmax_bytes = \"1GB\"\nttl = \"1h 30m\"\n[[node]]\nname = \"n\"\n",
+    )
+    .unwrap();
+    assert_eq!(t.caches()[0].1.max_bytes, Some(1 << 20));
+    assert_eq!(t.caches()[0].1.ttl, Some(Duration::from_secs(90)));
+    assert_eq!(t.caches()[1].1.max_bytes, Some(1_000_000_000));
+    assert_eq!(t.caches()[1].1.ttl, Some(Duration::from_secs(5400)));
+    for bad in [
+        "ttl = -5",
+        "ttl = 0",
+        "max_bytes = 0",
+        "max_bytes = -1",
+        "ttl = true",
+    ] {
+        let (line, _, message) =
+            first_error(&format!("[defaults]\n{bad}\n[[node]]\nname = \"n\"\n"));
+        assert_eq!(line, 2, "{bad}: {message}");
+    }
+}
+
+#[test]
+fn diagnostics_name_the_spot_and_the_fix() {
+    // Columns count characters, not bytes.
+    let (line, column, message) =
+        first_error("[[node]]\nname = \"é\"\n[[node]]\nname = \"ü\"\nhub = \"nowhere\"\n");
+    assert_eq!((line, column), (5, 7));
+    assert_eq!(message, "unknown hub \"nowhere\"");
+
+    let e = parse("[[node]]\nname = \"a\"\nhub = \"b\"\n[[node]]\nname = \"b\"\nhub = \"a\"\nlisten = \"127.0.0.1:1\"\n").unwrap_err();
+    assert_eq!(
+        e.diagnostics().len(),
+        2,
+        "a hub without listen, and the cycle: {e}"
+    );
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with("/etc/leafcache/t.toml:6:7: error: hubs form a cycle: a -> b -> a"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("\n 6 | hub = \"b\"\n   |       ^^^\n"),
+        "{shown}"
+    );
+    assert!(shown.contains("= help: a tree needs a root"), "{shown}");
+    assert!(
+        shown.contains("hub \"b\" has no listen") || shown.contains("hub \"a\" has no listen"),
+        "{shown}"
+    );
+
+    // Several independent mistakes are all reported, in file order.
+    let e = parse("[[node]]\nname = \"x\"\nhub = \"x\"\nresp = \"6400\"\n[[node]]\nname = \"y\"\nhttp = \"6400\"\n")
+        .unwrap_err();
+    let lines: Vec<usize> = e.diagnostics().iter().map(|d| d.line - 3).collect();
+    assert_eq!(lines, [3, 7], "{e}");
+    assert!(
+        e.diagnostics()
+            .iter()
+            .all(|d| d.severity == Severity::Error)
+    );
+}
+
+#[test]
+fn warnings_flag_a_dev_secret_and_settings_not_acted_on() {
+    let t = parse("[[node]]\nname = \"n\"\nsnapshot = \"2m\"\n").unwrap();
+    let w: Vec<String> = t.warnings().iter().map(|d| d.message.clone()).collect();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w[0].contains("secret is written in the topology file"));
+    assert!(w[1].contains("snapshots are not written yet"));
+    assert!(t.warnings().iter().all(|d| d.severity == Severity::Warning));
+    let quiet = Topology::parse(
+        "[cluster]\nsecret_env = \"X\"\n[[node]]\nname = \"n\"\n",
+        "q.toml",
+    )
+    .unwrap();
+    assert!(quiet.warnings().is_empty());
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("leafcache-{tag}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_all_runs_a_tree_in_process_and_writes_reach_every_node() {
+    let dir = temp_dir("tree");
+    let file = dir.join("tree.toml");
+    std::fs::write(
+        &file,
+        r#"
+[cluster]
+name = "tree"
+secret_file = "secret"
+
+[caches.sessions]
+capacity = 10
+
+[[node]]
+name = "leaf-2"
+hub = "relay"
+
+[[node]]
+name = "relay"
+hub = "top"
+listen = "127.0.0.1:0"
+
+[[node]]
+name = "leaf-1"
+hub = "relay"
+root = "leaf-1"
+unix = "leaf-1.sock"
+
+[[node]]
+name = "top"
+listen = "127.0.0.1:0"
+"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("secret"), "s3cret\n").unwrap();
+    let t = Topology::load(&file).unwrap();
+    let nodes = t.start_all().await.unwrap();
+    let names: Vec<&str> = nodes.iter().map(|n| n.name()).collect();
+    assert_eq!(names, ["leaf-2", "relay", "leaf-1", "top"], "file order");
+    let [leaf2, relay, leaf1, top] = [&nodes[0], &nodes[1], &nodes[2], &nodes[3]];
+    assert_eq!(relay.role(), Role::Relay);
+    assert_eq!(
+        relay.link_settings().remote_address.as_deref(),
+        top.local_addr(),
+        "the relay dials the port its hub bound"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("leaf-1"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "the root is private");
+    }
+    assert_eq!(
+        leaf1.unix_socket(),
+        Some(dir.join("leaf-1/leaf-1.sock").as_path())
+    );
+
+    leaf1.cache("sessions").unwrap().set("s", "1").unwrap();
+    leaf2.default_cache().set("d", "2").unwrap();
+    eventually(Duration::from_secs(10), "writes reach every node", || {
+        for n in &nodes {
+            if !n.cache("sessions").unwrap().contains("s") || !n.default_cache().contains("d") {
+                return Err(format!("{} lacks a write", n.name()));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the links report up", || {
+        let up = |n: &leafcache::Node| {
+            n.links()
+                .iter()
+                .filter(|s| s.state == LinkState::Up)
+                .count()
+        };
+        match (up(top), up(relay), up(leaf1), up(leaf2)) {
+            (1, 3, 1, 1) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    for n in &nodes {
+        n.shutdown().await;
+    }
+    let sessions = top.cache("sessions").unwrap();
+    for i in 0..50 {
+        sessions.set(format!("k{i}"), "v").unwrap();
+    }
+    assert_eq!(sessions.len(), 10, "the file's capacity for the cache");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn starting_fails_clearly_and_leaves_nothing_running() {
+    // A port already taken: the nodes started before the failing one are shut down again.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hub_http = free.local_addr().unwrap().to_string();
+    drop(free);
+    let t = parse(&format!(
+        "[[node]]\nname = \"hub\"\nlisten = \"127.0.0.1:0\"\nhttp = \"{hub_http}\"\n[[node]]\nname = \"leaf\"\nhub = \"hub\"\nresp = \"{taken_addr}\"\n"
+    ))
+    .unwrap();
+    match t.start_all().await {
+        Err(TopologyError::Start { name, source }) => {
+            assert_eq!(name, "leaf");
+            assert!(source.to_string().contains(&taken_addr), "{source}");
+        }
+        other => panic!("{:?}", other.map(|n| n.len())),
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the hub started first is stopped",
+        || match std::net::TcpStream::connect(&hub_http) {
+            Err(_) => Ok(()),
+            Ok(_) => Err(format!("{hub_http} still accepts")),
+        },
+    )
+    .await;
+
+    // A hub on port 0 cannot be found by a leaf run on its own.
+    let e = t.node_builder("leaf").err().expect("port 0 hub");
+    let d = &e.diagnostics()[0];
+    assert!(d.message.contains("listens on port 0"), "{e}");
+    assert_eq!((d.line - 3, d.column), (6, 8), "points at the leaf's name");
+
+    assert!(matches!(
+        t.node_builder("nobody"),
+        Err(TopologyError::UnknownNode { ref known, .. }) if known == "hub, leaf"
+    ));
+
+    let missing = Topology::parse(
+        "[cluster]\nsecret_file = \"no-such-secret\"\n[[node]]\nname = \"n\"\n",
+        "/nonexistent/t.toml",
+    )
+    .unwrap();
+    let e = missing.node_builder("n").err().expect("unreadable secret");
+    assert!(
+        e.to_string().starts_with(
+            "/nonexistent/t.toml:2:15: error: cannot read the cluster secret from /nonexistent/no-such-secret"
+        ),
+        "{e}"
+    );
+    assert!(matches!(
+        Topology::load("/nonexistent/t.toml"),
+        Err(TopologyError::Read { .. })
+    ));
+}
