@@ -141,8 +141,9 @@ async fn loader_errors_reach_every_waiter_and_are_not_cached() {
     assert_eq!((stats.loads, stats.load_errors), (1, 1));
 }
 
-#[tokio::test]
-async fn a_panicking_loader_is_an_error_not_a_crash() {
+/// A sync loader runs on the blocking pool on a current-thread runtime and in place
+/// (`block_in_place`) on a multi-thread one: a panic is an error on both.
+async fn panicking_loader_is_an_error() {
     let cache = Cache::builder()
         .load_callback(|key: &[u8]| -> Result<Vec<u8>, std::io::Error> {
             if key == b"bad" {
@@ -155,6 +156,17 @@ async fn a_panicking_loader_is_an_error_not_a_crash() {
     let err = cache.get_or_load("bad").await.unwrap_err();
     assert!(err.to_string().contains("panicked"), "{err}");
     assert_eq!(cache.get_or_load("good").await.unwrap(), "fine");
+    assert_eq!(cache.stats().load_errors, 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_panicking_loader_is_an_error_not_a_crash() {
+    panicking_loader_is_an_error().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_loader_is_an_error_not_a_crash_on_a_multi_thread_runtime() {
+    panicking_loader_is_an_error().await;
 }
 
 #[tokio::test]
