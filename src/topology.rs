@@ -442,8 +442,10 @@ impl NodeSpec {
 /// assert_eq!(leaf.resp.as_deref(), Some("127.0.0.1:6401"));
 ///
 /// let broken = Topology::parse("[[node]]\nname = \"a\"\nhbu = \"b\"\n", "broken.toml");
-/// let first = &broken.unwrap_err().diagnostics()[0];
+/// let error = broken.unwrap_err();
+/// let first = &error.diagnostics()[0];
 /// assert_eq!((first.line, first.column), (3, 1));
+/// assert!(error.to_string().starts_with("broken.toml:3:1: error: unknown field `hbu`"));
 /// # Ok::<(), leafcache::topology::TopologyError>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -662,6 +664,14 @@ impl Topology {
     /// Starts every node of the file in this process, hubs before their leaves; a leaf dials its
     /// hub at the address the hub actually bound, so `listen = "127.0.0.1:0"` works here. Returns
     /// the nodes in file order. Must run inside a tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), leafcache::topology::TopologyError> {
+    /// let topology = leafcache::topology::Topology::load("topologies/star.toml")?;
+    /// let nodes = topology.start_all().await?;
+    /// nodes[1].default_cache().set("greeting", "hello").unwrap(); // at leaf-a
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// The first node that cannot start; the nodes started before it are shut down.
