@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
-use leafcache::topology::{Topology, TopologyError};
-use leafcache::{Cache, CacheConfig, Error, Node};
+use leafcache::topology::{CacheSettings, Topology, TopologyError};
+use leafcache::{Cache, Error, Node};
 
 #[derive(Parser)]
 #[command(
@@ -327,14 +327,15 @@ fn first_line(d: &impl std::fmt::Display) -> String {
 fn serve(args: ServeArgs) -> CliResult {
     init_logging(&args.loglevel)?;
     runtime()?.block_on(async move {
-        let mut config = CacheConfig::new().max_entries(args.capacity);
-        if let Some(b) = args.max_bytes {
-            config = config.max_bytes(b);
-        }
-        if let Some(ttl) = &args.ttl {
-            config = config.ttl(leafcache::parse_duration("ttl", ttl)?);
-        }
-        let mut builder = Node::builder().default_cache(config);
+        let settings = CacheSettings {
+            capacity: Some(args.capacity),
+            max_bytes: args.max_bytes,
+            ttl: (args.ttl.as_deref())
+                .map(|t| leafcache::parse_duration("ttl", t))
+                .transpose()?,
+            tombstone_ttl: None,
+        };
+        let mut builder = Node::builder().default_cache(settings.config());
         if let Some(n) = args.name {
             builder = builder.name(n);
         }

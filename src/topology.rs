@@ -94,70 +94,94 @@ struct RawNode {
 /// A human duration (`"120s"`, `"30m"`, `"1d"`) or whole seconds; never zero.
 struct Human(Duration);
 
-impl<'de> Deserialize<'de> for Human {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Human;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration such as \"120s\", \"30m\" or \"1d\"")
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Human, E> {
-                match u64::try_from(n) {
-                    Ok(0) | Err(_) => Err(E::custom(format!(
-                        "invalid duration {n}: must be longer than zero (e.g. \"120s\")"
-                    ))),
-                    Ok(s) => Ok(Human(Duration::from_secs(s))),
-                }
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Human, E> {
-                match humantime::parse_duration(s.trim()) {
-                    Ok(d) if d.is_zero() => Err(E::custom(format!(
-                        "invalid duration {s:?}: must be longer than zero"
-                    ))),
-                    Ok(d) => Ok(Human(d)),
-                    Err(e) => Err(E::custom(format!(
-                        "invalid duration {s:?}: {e} (examples: \"120s\", \"30m\", \"1h 30m\", \"1d\")"
-                    ))),
-                }
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// A byte size: a number of bytes or a string such as `"256MiB"`, `"1GB"`; never zero.
 struct Size(u64);
 
+/// A quantity written as a whole number or as text, never zero: what durations and sizes share.
+trait Quantity: Sized {
+    /// "duration", "size".
+    const WHAT: &'static str;
+    /// Valid spellings, for the error message.
+    const EXAMPLES: &'static str;
+    fn from_number(n: u64) -> Self;
+    fn from_text(s: &str) -> Result<Self, String>;
+    fn is_zero(&self) -> bool;
+}
+
+impl Quantity for Human {
+    const WHAT: &'static str = "duration";
+    const EXAMPLES: &'static str = "\"120s\", \"30m\", \"1h 30m\", \"1d\" or 120 (seconds)";
+    fn from_number(n: u64) -> Self {
+        Human(Duration::from_secs(n))
+    }
+    fn from_text(s: &str) -> Result<Self, String> {
+        humantime::parse_duration(s.trim())
+            .map(Human)
+            .map_err(|e| e.to_string())
+    }
+    fn is_zero(&self) -> bool {
+        self.0.is_zero()
+    }
+}
+
+impl Quantity for Size {
+    const WHAT: &'static str = "size";
+    const EXAMPLES: &'static str = "\"64MiB\", \"1GB\" or 1048576 (bytes)";
+    fn from_number(n: u64) -> Self {
+        Size(n)
+    }
+    fn from_text(s: &str) -> Result<Self, String> {
+        s.trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|b| Size(b.as_u64()))
+    }
+    fn is_zero(&self) -> bool {
+        self.0 == 0
+    }
+}
+
+struct QuantityVisitor<T>(std::marker::PhantomData<T>);
+
+impl<T: Quantity> Visitor<'_> for QuantityVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a {} such as {}", T::WHAT, T::EXAMPLES)
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<T, E> {
+        let q = u64::try_from(n).map_or_else(|_| T::from_number(0), T::from_number);
+        if q.is_zero() {
+            return Err(E::custom(format!(
+                "invalid {} {n}: must be more than zero",
+                T::WHAT
+            )));
+        }
+        Ok(q)
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
+        match T::from_text(s) {
+            Ok(q) if q.is_zero() => Err(E::custom(format!(
+                "invalid {} {s:?}: must be more than zero",
+                T::WHAT
+            ))),
+            Ok(q) => Ok(q),
+            Err(e) => Err(E::custom(format!(
+                "invalid {} {s:?}: {e} (examples: {})",
+                T::WHAT,
+                T::EXAMPLES
+            ))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Human {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(QuantityVisitor(std::marker::PhantomData))
+    }
+}
+
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Size;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a size such as 1048576, \"256MiB\" or \"1GB\"")
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Size, E> {
-                match u64::try_from(n) {
-                    Ok(0) | Err(_) => Err(E::custom(format!(
-                        "invalid size {n}: must be at least 1 byte"
-                    ))),
-                    Ok(n) => Ok(Size(n)),
-                }
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Size, E> {
-                match s.trim().parse::<bytesize::ByteSize>() {
-                    Ok(b) if b.as_u64() == 0 => Err(E::custom(format!(
-                        "invalid size {s:?}: must be at least 1 byte"
-                    ))),
-                    Ok(b) => Ok(Size(b.as_u64())),
-                    Err(e) => Err(E::custom(format!(
-                        "invalid size {s:?}: {e} (examples: \"64MiB\", \"1GB\", 1048576)"
-                    ))),
-                }
-            }
-        }
-        d.deserialize_any(V)
+        d.deserialize_any(QuantityVisitor(std::marker::PhantomData))
     }
 }
 
