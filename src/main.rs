@@ -109,8 +109,8 @@ struct ReplayArgs {
     /// The cache's capacity in entries.
     #[arg(long, default_value_t = 100_000)]
     capacity: u64,
-    /// The cache's capacity in bytes (keys + values + per-entry overhead).
-    #[arg(long)]
+    /// The cache's capacity in bytes (keys + values + per-entry overhead): a number or "256MiB".
+    #[arg(long, value_parser = parse_size)]
     max_bytes: Option<u64>,
     /// The size of the value stored on each miss, in bytes.
     #[arg(long, default_value_t = 64)]
@@ -150,8 +150,8 @@ struct ServeArgs {
     /// Entries the default cache holds.
     #[arg(long, default_value_t = 100_000)]
     capacity: u64,
-    /// Bytes the default cache holds ("256MiB" style not supported here: a number).
-    #[arg(long)]
+    /// Bytes the default cache holds: a number or "256MiB", "1GB".
+    #[arg(long, value_parser = parse_size)]
     max_bytes: Option<u64>,
     /// Default time to live: "120s", "30m", "1d".
     #[arg(long)]
@@ -162,6 +162,15 @@ struct ServeArgs {
     /// Log filter, e.g. "info" or "leafcache=debug" (or RUST_LOG).
     #[arg(long, default_value = "info")]
     loglevel: String,
+}
+
+/// A byte size on the command line: `1048576`, `"256MiB"`, `"1GB"`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let size = s.trim().parse::<bytesize::ByteSize>()?.as_u64();
+    if size == 0 {
+        return Err("must be at least 1 byte".into());
+    }
+    Ok(size)
 }
 
 fn main() -> ExitCode {
