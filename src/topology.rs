@@ -472,7 +472,7 @@ impl NodeSpec {
 /// assert!(error.to_string().starts_with("broken.toml:3:1: error: unknown field `hbu`"));
 /// # Ok::<(), leafcache::topology::TopologyError>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Topology {
     path: PathBuf,
     source: String,
@@ -486,6 +486,20 @@ pub struct Topology {
     name_spans: Vec<Range<usize>>,
     warnings: Vec<Diagnostic>,
     password: Option<Hidden>,
+}
+
+/// Without the file's text, which may hold a development secret.
+impl fmt::Debug for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Topology")
+            .field("path", &self.path)
+            .field("cluster", &self.cluster)
+            .field("secret", &self.secret)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("caches", &self.caches)
+            .field("nodes", &self.nodes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A string `Debug` does not print.

@@ -62,6 +62,12 @@ unix = "/run/edge.sock"
     assert_eq!(t.cluster(), "t");
     assert!(matches!(t.secret_source(), SecretSource::Inline(_)));
     assert_eq!(format!("{:?}", t.secret_source()), "Inline(..)");
+    let debug = format!("{t:?}");
+    assert!(
+        !debug.contains("\"test\""),
+        "Debug shows no secret: {debug}"
+    );
+    assert!(!format!("{:?}", t.clone().with_password("pw")).contains("pw"));
 
     let caches = t.caches();
     assert_eq!(caches[0].0, "default");
