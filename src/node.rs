@@ -649,7 +649,11 @@ impl NodeBuilder {
         }
         if let (Some(endpoint), Some(address)) = (remote, node.inner.links.remote_address.clone()) {
             let tasks = &node.inner.shared.tasks;
-            tasks.spawn(driver::dial_loop(node.clone(), endpoint, address));
+            let span = tracing::info_span!("link", node = %node.name(), hub = %address);
+            tasks.spawn(tracing::Instrument::instrument(
+                driver::dial_loop(node.clone(), endpoint, address),
+                span,
+            ));
         }
         Ok(node)
     }

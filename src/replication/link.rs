@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use hmac::Mac;
-use tracing::{debug, warn};
+use tracing::{info, warn};
 
 use super::codec::{decode, encode};
 use super::message::{CacheChanges, Hello, MAGIC, Message, PROTOCOL_VERSION, Refusal, Resume};
@@ -403,7 +403,7 @@ impl Link {
         self.status.last_error = None;
         self.last_sent_ms = now;
         let peer = self.peer.as_ref().expect("hello came first");
-        debug!(link = self.id, peer = %peer.name, sync = ?kind, from = self.cursor, "link up");
+        info!(link = self.id, peer = %peer.name, sync = ?kind, from = self.cursor, "link up");
         self.finish_sync_if_done();
         Ok(())
     }
@@ -512,6 +512,13 @@ impl Link {
             && self.cursor >= *target
         {
             report.done = true;
+            info!(
+                link = self.id,
+                sync = ?report.kind,
+                changes = report.changes,
+                bytes = report.bytes,
+                "resync sent"
+            );
             self.status.sync = Some(report.clone());
             self.sync = None;
         }
