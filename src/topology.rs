@@ -1075,10 +1075,18 @@ impl<'a> Checker<'a> {
                     None,
                 );
             }
+            if std::env::var_os(v.get_ref()).is_none() {
+                self.warn(
+                    v.span(),
+                    format!("{} is not set here", v.get_ref()),
+                    "a node started from this environment would refuse to start".to_string(),
+                );
+            }
             given.push((SecretSource::Env(v.get_ref().clone()), v.span()));
         }
         if let Some(f) = raw.secret_file {
             let path = self.resolve(&self.dir.clone(), f.get_ref());
+            self.check_secret_file(&path, f.span());
             given.push((SecretSource::File(path), f.span()));
         }
         match given.len() {
@@ -1103,6 +1111,28 @@ impl<'a> Checker<'a> {
                 let (s, span) = given.swap_remove(0);
                 (name, s, span)
             }
+        }
+    }
+
+    /// Warns about a secret file that is missing or that other users can read.
+    fn check_secret_file(&mut self, path: &Path, span: Range<usize>) {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(path) {
+            Err(e) => self.warn(
+                span,
+                format!("cannot read {} here: {e}", path.display()),
+                "a node started on this machine would refuse to start".to_string(),
+            ),
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => self.warn(
+                span,
+                format!(
+                    "{} is readable by other users (mode {:o})",
+                    path.display(),
+                    m.permissions().mode() & 0o777
+                ),
+                format!("chmod 600 {}", path.display()),
+            ),
+            Ok(_) => {}
         }
     }
 

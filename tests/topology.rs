@@ -185,12 +185,48 @@ fn warnings_flag_a_dev_secret_and_settings_not_acted_on() {
     assert!(w[0].contains("secret is written in the topology file"));
     assert!(w[1].contains("snapshots are not written yet"));
     assert!(t.warnings().iter().all(|d| d.severity == Severity::Warning));
+    // PATH is set wherever tests run: a variable that is set is no warning.
     let quiet = Topology::parse(
-        "[cluster]\nsecret_env = \"X\"\n[[node]]\nname = \"n\"\n",
+        "[cluster]\nsecret_env = \"PATH\"\n[[node]]\nname = \"n\"\n",
         "q.toml",
     )
     .unwrap();
-    assert!(quiet.warnings().is_empty());
+    assert!(quiet.warnings().is_empty(), "{:?}", quiet.warnings());
+    let unset = Topology::parse(
+        "[cluster]\nsecret_env = \"LEAFCACHE_TEST_NEVER_SET\"\n[[node]]\nname = \"n\"\n",
+        "q.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        unset.warnings()[0].message,
+        "LEAFCACHE_TEST_NEVER_SET is not set here"
+    );
+
+    // A secret file: missing, then readable by others, then private.
+    let dir = temp_dir("secret-file");
+    let file = dir.join("t.toml");
+    let text = "[cluster]\nsecret_file = \"secret\"\n[[node]]\nname = \"n\"\n";
+    let warnings = || -> Vec<String> {
+        let t = Topology::parse(text, &file).unwrap();
+        t.warnings().iter().map(|d| d.message.clone()).collect()
+    };
+    assert!(warnings()[0].starts_with(&format!("cannot read {}", dir.join("secret").display())));
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "s").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(
+            warnings(),
+            [format!(
+                "{} is readable by other users (mode 644)",
+                secret.display()
+            )]
+        );
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    assert!(warnings().is_empty());
+    std::fs::remove_dir_all(dir).ok();
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
