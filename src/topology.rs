@@ -19,6 +19,7 @@
 //! [[node]]
 //! name = "hub"
 //! listen = "127.0.0.1:7400"           # accepts leaves: a hub
+//! # advertise = "hub.internal:7400"   # what leaves dial, when not `listen` (0.0.0.0:...)
 //! resp = "127.0.0.1:6400"
 //!
 //! [[node]]
@@ -89,6 +90,7 @@ struct RawNode {
     root: Option<Spanned<String>>,
     snapshot: Option<Spanned<Human>>,
     loglevel: Option<Spanned<String>>,
+    advertise: Option<Spanned<String>>,
 }
 
 /// A human duration (`"120s"`, `"30m"`, `"1d"`) or whole seconds; never zero.
@@ -431,6 +433,9 @@ pub struct NodeSpec {
     pub snapshot: Option<Duration>,
     /// Its log filter (`"info"`, `"leafcache=debug"`).
     pub loglevel: Option<String>,
+    /// The address its leaves dial when it differs from `listen` (a hub bound to `0.0.0.0:7400`
+    /// that other machines reach as `hub.internal:7400`). Defaults to `listen`.
+    pub advertise: Option<String>,
 }
 
 impl NodeSpec {
@@ -668,7 +673,8 @@ impl Topology {
             None => None,
             Some(HubRef::Address(a)) => Some(a.clone()),
             Some(HubRef::Node(h)) => {
-                let listen = self.node(h).and_then(|n| n.listen.clone());
+                let hub = self.node(h);
+                let listen = hub.and_then(|n| n.advertise.clone().or_else(|| n.listen.clone()));
                 let listen = listen.unwrap_or_default();
                 if listen.ends_with(":0") {
                     return Err(self.invalid_at_node(
@@ -890,6 +896,7 @@ fn describe(node: &NodeSpec) -> String {
     let mut s = format!("{} ({})", node.name, node.role());
     for (label, value) in [
         ("listen", node.listen.clone()),
+        ("advertise", node.advertise.clone()),
         ("resp", node.resp.clone()),
         ("http", node.http.clone()),
         ("unix", node.unix.as_ref().map(|p| p.display().to_string())),
@@ -1181,6 +1188,23 @@ impl<'a> Checker<'a> {
                 }
             }
         });
+        let advertise = raw.advertise.as_ref().and_then(|a| {
+            let value = a.get_ref().trim();
+            if raw.listen.is_none() {
+                self.error(
+                    a.span(),
+                    "advertise without listen: only a hub has an address to advertise".into(),
+                    "add listen = \"0.0.0.0:PORT\", or remove advertise".to_string(),
+                );
+            }
+            match Endpoint::parse("advertise", value) {
+                Ok(_) => Some(value.to_string()),
+                Err(e) => {
+                    self.error(a.span(), reason(&e), None);
+                    None
+                }
+            }
+        });
         let hub = raw.hub.as_ref().and_then(|h| {
             let value = h.get_ref().trim();
             if value.contains(':') {
@@ -1245,6 +1269,7 @@ impl<'a> Checker<'a> {
                 root,
                 snapshot: raw.snapshot.as_ref().map(|s| s.get_ref().0),
                 loglevel: raw.loglevel.map(Spanned::into_inner),
+                advertise,
             },
             name: raw.name.span(),
             hub: raw.hub.as_ref().map(Spanned::span),
@@ -1279,6 +1304,7 @@ impl<'a> Checker<'a> {
             .map(|n| n.spec.name.as_str())
             .collect::<Vec<_>>()
             .join(", ");
+        let mut warned = std::collections::HashSet::new();
         for n in nodes {
             let (Some(HubRef::Node(hub)), Some(span)) = (&n.spec.hub, &n.hub) else {
                 continue;
@@ -1305,7 +1331,22 @@ impl<'a> Checker<'a> {
                         format!("hub {hub:?} has no listen address, so {:?} cannot link to it", n.spec.name),
                         format!("add listen = \"127.0.0.1:PORT\" to the node {hub:?}"),
                     ),
-                Some(_) => {}
+                Some(&h) => {
+                    let target = &nodes[h];
+                    if target.spec.advertise.is_none()
+                        && let (Some(listen), Some(at)) = (&target.spec.listen, &target.listen)
+                        && is_unspecified(listen)
+                        && warned.insert(h)
+                    {
+                        self.warn(
+                            at.clone(),
+                            format!(
+                                "{listen} accepts on every interface, but leaves dial it as written, which reaches only this host"
+                            ),
+                            "add advertise = \"HOST:PORT\": the address the leaves should dial".to_string(),
+                        );
+                    }
+                }
             }
         }
         // Cycles: follow each chain of hubs; a chain that comes back to a node already on it is
@@ -1391,6 +1432,14 @@ fn check_loglevel(filter: &str) -> Result<(), String> {
         .parse(filter)
         .map(drop)
         .map_err(|e| e.to_string())
+}
+
+/// `0.0.0.0:port` or `[::]:port`: bound on every interface, reachable by that name from nowhere
+/// but this host.
+fn is_unspecified(addr: &str) -> bool {
+    addr.trim()
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_unspecified())
 }
 
 /// The reason of a config error, without the `invalid <what>:` its Display puts first.

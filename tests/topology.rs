@@ -387,3 +387,34 @@ async fn starting_fails_clearly_and_leaves_nothing_running() {
         Err(TopologyError::Read { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_leaf_dials_its_hubs_advertised_address() {
+    let t = parse(
+        "[[node]]\nname = \"hub\"\nlisten = \"0.0.0.0:7400\"\nadvertise = \"hub.internal:7400\"\n[[node]]\nname = \"leaf\"\nhub = \"hub\"\n",
+    )
+    .unwrap();
+    assert!(
+        t.warnings()
+            .iter()
+            .all(|w| !w.message.contains("every interface"))
+    );
+    let leaf = t.start("leaf").unwrap();
+    assert_eq!(
+        leaf.link_settings().remote_address.as_deref(),
+        Some("hub.internal:7400")
+    );
+    leaf.shutdown().await;
+
+    let bare = parse(
+        "[[node]]\nname = \"hub\"\nlisten = \"[::]:7400\"\n[[node]]\nname = \"a\"\nhub = \"hub\"\n[[node]]\nname = \"b\"\nhub = \"hub\"\n",
+    )
+    .unwrap();
+    let w: Vec<_> = bare
+        .warnings()
+        .iter()
+        .filter(|w| w.message.contains("every interface"))
+        .collect();
+    assert_eq!(w.len(), 1, "one warning per hub, at its listen: {w:?}");
+    assert_eq!((w[0].line - 3, w[0].column), (3, 10));
+}
