@@ -266,15 +266,7 @@ fn run_node(file: &Path, name: &str, run: RunArgs) -> CliResult {
         Ok(t) => t,
         Err(code) => return Ok(code),
     };
-    let Some(spec) = topology.node(name) else {
-        let known: Vec<&str> = topology.nodes().iter().map(|n| n.name.as_str()).collect();
-        return Err(format!(
-            "no node named {name:?} in {}; its nodes are: {}",
-            file.display(),
-            known.join(", ")
-        )
-        .into());
-    };
+    let spec = topology.node(name)?;
     let filter = (run.loglevel.clone())
         .or_else(|| spec.loglevel.clone())
         .unwrap_or_else(|| "info".into());

@@ -590,7 +590,23 @@ impl Topology {
     }
 
     /// The node called `name`.
-    pub fn node(&self, name: &str) -> Option<&NodeSpec> {
+    ///
+    /// # Errors
+    /// [`TopologyError::UnknownNode`], listing the file's nodes.
+    pub fn node(&self, name: &str) -> Result<&NodeSpec, TopologyError> {
+        self.find(name).ok_or_else(|| TopologyError::UnknownNode {
+            name: name.to_string(),
+            path: self.path.clone(),
+            known: self
+                .nodes
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    fn find(&self, name: &str) -> Option<&NodeSpec> {
         self.nodes.iter().find(|n| n.name == name)
     }
 
@@ -668,17 +684,18 @@ impl Topology {
     /// on port 0 (only `leafcache up`, which starts it in the same process, can find it);
     /// [`TopologyError::Start`] if the root cannot be created.
     pub fn node_builder(&self, name: &str) -> Result<NodeBuilder, TopologyError> {
-        let spec = self.spec(name)?;
+        let spec = self.node(name)?;
         let hub = match &spec.hub {
             None => None,
             Some(HubRef::Address(a)) => Some(a.clone()),
             Some(HubRef::Node(h)) => {
-                let hub = self.node(h);
+                let hub = self.find(h);
                 let listen = hub.and_then(|n| n.advertise.clone().or_else(|| n.listen.clone()));
                 let listen = listen.unwrap_or_default();
                 if listen.ends_with(":0") {
-                    return Err(self.invalid_at_node(
-                        name,
+                    let at = self.nodes.iter().position(|n| n.name == name);
+                    return Err(self.invalid_at(
+                        at.map_or(0..0, |i| self.name_spans[i].clone()),
                         format!(
                             "hub {h:?} listens on port 0, so {name:?} cannot find it from another process"
                         ),
@@ -698,11 +715,7 @@ impl Topology {
     /// As [`node_builder`](Self::node_builder), and [`TopologyError::Start`] if the node does not
     /// build (a port taken...).
     pub fn start(&self, name: &str) -> Result<Node, TopologyError> {
-        let builder = self.node_builder(name)?;
-        builder.build().map_err(|source| TopologyError::Start {
-            name: name.to_string(),
-            source,
-        })
+        build(name, self.node_builder(name)?)
     }
 
     /// Starts every node of the file in this process, hubs before their leaves; a leaf dials its
@@ -732,12 +745,7 @@ impl Topology {
                     .get(h.as_str())
                     .and_then(|n| n.local_addr().map(str::to_string)),
             };
-            let node = self.builder_with_hub(spec, hub).and_then(|b| {
-                b.build().map_err(|source| TopologyError::Start {
-                    name: spec.name.clone(),
-                    source,
-                })
-            });
+            let node = (self.builder_with_hub(spec, hub)).and_then(|b| build(&spec.name, b));
             match node {
                 Ok(node) => {
                     started.insert(&spec.name, node);
@@ -757,25 +765,12 @@ impl Topology {
             .collect())
     }
 
-    fn spec(&self, name: &str) -> Result<&NodeSpec, TopologyError> {
-        self.node(name).ok_or_else(|| TopologyError::UnknownNode {
-            name: name.to_string(),
-            path: self.path.clone(),
-            known: self
-                .nodes
-                .iter()
-                .map(|n| n.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
-    }
-
     /// Hops from the node to the top of its tree within the file.
     fn depth(&self, i: usize) -> usize {
         let mut depth = 0;
         let mut at = &self.nodes[i];
         while let Some(HubRef::Node(h)) = &at.hub {
-            match self.node(h) {
+            match self.find(h) {
                 Some(n) if depth < self.nodes.len() => {
                     at = n;
                     depth += 1;
@@ -786,13 +781,12 @@ impl Topology {
         depth
     }
 
-    fn invalid_at_node(&self, name: &str, message: String, help: &str) -> TopologyError {
+    /// An error found after checking (when starting a node), at `span` of the file.
+    fn invalid_at(&self, span: Range<usize>, message: String, help: &str) -> TopologyError {
         let source = Source {
             path: &self.path,
             text: &self.source,
         };
-        let at = self.nodes.iter().position(|n| n.name == name);
-        let span = at.map_or(0..0, |i| self.name_spans[i].clone());
         TopologyError::Invalid(vec![Diagnostic::at(
             &source,
             span,
@@ -802,18 +796,8 @@ impl Topology {
     }
 
     fn secret(&self) -> Result<String, TopologyError> {
-        let fail = |message: String, help: &str| {
-            let source = Source {
-                path: &self.path,
-                text: &self.source,
-            };
-            TopologyError::Invalid(vec![Diagnostic::at(
-                &source,
-                self.secret_span.clone(),
-                message,
-                Some(help.to_string()),
-            )])
-        };
+        let fail =
+            |message: String, help: &str| self.invalid_at(self.secret_span.clone(), message, help);
         let secret = match &self.secret {
             SecretSource::Inline(s) => s.clone(),
             SecretSource::Env(var) => std::env::var(var).map_err(|_| {
@@ -889,6 +873,14 @@ impl Topology {
         }
         Ok(b)
     }
+}
+
+/// Builds node `name`, naming it in the error.
+fn build(name: &str, builder: NodeBuilder) -> Result<Node, TopologyError> {
+    builder.build().map_err(|source| TopologyError::Start {
+        name: name.to_string(),
+        source,
+    })
 }
 
 /// One line about a node: name, role, addresses.
@@ -967,15 +959,6 @@ impl<'a> Checker<'a> {
         let mut d = Diagnostic::at(self.source, span, message, help.into());
         d.severity = Severity::Warning;
         self.warnings.push(d);
-    }
-
-    fn resolve(&self, base: &Path, p: &str) -> PathBuf {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
     }
 
     fn check(mut self, raw: RawFile) -> Result<Topology, TopologyError> {
@@ -1092,7 +1075,7 @@ impl<'a> Checker<'a> {
             given.push((SecretSource::Env(v.get_ref().clone()), v.span()));
         }
         if let Some(f) = raw.secret_file {
-            let path = self.resolve(&self.dir.clone(), f.get_ref());
+            let path = self.dir.join(f.get_ref());
             self.check_secret_file(&path, f.span());
             given.push((SecretSource::File(path), f.span()));
         }
@@ -1167,16 +1150,14 @@ impl<'a> Checker<'a> {
                 "a node name is a non-empty word, e.g. \"leaf-a\"".to_string(),
             );
         }
-        let root = raw
-            .root
-            .as_ref()
-            .map(|r| self.resolve(&self.dir.clone(), r.get_ref()));
+        // `join` keeps an absolute path as it is and puts a relative one under the base.
+        let root = raw.root.as_ref().map(|r| self.dir.join(r.get_ref()));
         let socket_base = root.clone().unwrap_or_else(|| self.dir.clone());
         let listen = raw.listen.as_ref().and_then(|l| {
             let value = l.get_ref().trim();
             let value = match value.strip_prefix("unix:") {
                 Some(p) if !p.is_empty() => {
-                    format!("unix:{}", self.resolve(&socket_base, p).display())
+                    format!("unix:{}", socket_base.join(p).display())
                 }
                 _ => value.to_string(),
             };
@@ -1236,10 +1217,7 @@ impl<'a> Checker<'a> {
         };
         let resp = door(self, "resp", &raw.resp);
         let http = door(self, "http", &raw.http);
-        let unix = raw
-            .unix
-            .as_ref()
-            .map(|u| self.resolve(&socket_base, u.get_ref()));
+        let unix = raw.unix.as_ref().map(|u| socket_base.join(u.get_ref()));
         if let Some(l) = &raw.loglevel
             && let Err(e) = check_loglevel(l.get_ref())
         {
