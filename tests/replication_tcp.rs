@@ -353,7 +353,17 @@ async fn hostile_bytes_close_only_their_own_link() {
             .contains("malformed frame")
     );
 
-    // A frame cut in the middle.
+    // A frame cut in the middle, on the victim's next connection. The victim may not have seen
+    // the hub close the first one yet (its status still says up): wait for the hub to hold a new
+    // link from it, so that the tear cannot land on the dying connection.
+    eventually(WAIT, "the victim reconnected", || {
+        let st = root.links();
+        st.iter()
+            .any(|l| l.peer_name.as_deref() == Some("victim") && l.state == LinkState::Up)
+            .then_some(())
+            .ok_or(format!("{st:?}"))
+    })
+    .await;
     wait_up(&victim).await;
     proxy.tear_next_frame();
     victim
