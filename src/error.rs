@@ -86,6 +86,9 @@ pub enum Error {
         /// How long it was awaited.
         after: std::time::Duration,
     },
+    /// A snapshot was asked of a node that keeps no data on disk.
+    #[error("this node has no root: it keeps its data in memory only")]
+    NoRoot,
     /// A socket could not be opened: binding the listen address, for instance.
     #[error("{what}: {reason}")]
     Io {

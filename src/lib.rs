@@ -24,6 +24,7 @@
 //! | `node` | [`Node`]: named caches sharing one identity and seq counter; the builders; starting links |
 //! | [`replication`] | the wire ([`replication::message`], [`replication::codec`]), [`replication::Link`] (one link's protocol, no I/O), link status, the tokio driver and TCP/Unix transports |
 //! | `server` | front doors configured on the [`NodeBuilder`]: the RESP door (TCP and Unix socket; its own parser with limits checked on headers), the HTTP door (axum), `INFO` and Prometheus text, [`ServerLimits`] |
+//! | `persist` | the cache root: identity and seq lease, the op log ([`Flush`]), snapshots, restore at start, damage handling |
 //! | [`topology`] | topology TOML files: parsing, checks with `file:line:column` diagnostics, starting one node or all of them |
 //! | `error` | [`Error`], the library's one error type |
 
@@ -31,6 +32,7 @@ mod cache;
 pub mod clock;
 mod error;
 mod node;
+mod persist;
 pub mod replication;
 mod server;
 pub mod topology;
@@ -45,6 +47,7 @@ pub use node::{
     CacheBuilder, DEFAULT_CACHE, DEFAULT_CLUSTER, DEFAULT_CONNECTION_TIMEOUT, IntoDuration,
     LinkSettings, Node, NodeBuilder,
 };
+pub use persist::{DEFAULT_FLUSH, DEFAULT_SNAPSHOT_INTERVAL, Flush, SnapshotReport};
 pub use replication::{Direction, LinkError, LinkState, LinkStatus, Role, SyncKind, SyncReport};
 pub use server::ServerLimits;
 

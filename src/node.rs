@@ -3,8 +3,9 @@
 //! original `LRUCacheDistributed(...)` for one.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +13,10 @@ use bytes::Bytes;
 use crate::cache::{Cache, CacheConfig, Change, Loader};
 use crate::clock::{Clock, Hlc, NodeId, Version};
 use crate::error::{BoxError, Error, parse_duration};
+use crate::persist::{
+    DEFAULT_FLUSH, DEFAULT_SNAPSHOT_INTERVAL, Flush, Journal, PersistSettings, SnapshotReport,
+    Store,
+};
 use crate::replication::codec::DEFAULT_MAX_FRAME;
 use crate::replication::transport::Endpoint;
 use crate::replication::{LinkStatus, Role, Secret, Shared, Upstream, driver};
@@ -41,14 +46,23 @@ pub(crate) struct NodeCore {
     watchers: AtomicUsize,
     /// The upstream link as caches see it: acknowledgements and fetches.
     pub upstream: Upstream,
+    /// The op log and snapshots, on a node with a root; set once its caches are restored.
+    journal: OnceLock<Arc<Journal>>,
 }
 
 impl NodeCore {
-    pub fn new(id: NodeId, name: String, clock: Clock, upstream: Upstream) -> Self {
+    pub fn new(
+        id: NodeId,
+        name: String,
+        incarnation: uuid::Uuid,
+        clock: Clock,
+        upstream: Upstream,
+    ) -> Self {
         NodeCore {
             id,
             name,
-            incarnation: uuid::Uuid::new_v4(),
+            incarnation,
+            journal: OnceLock::new(),
             hlc: Hlc::new(clock),
             seq: AtomicU64::new(0),
             changes: tokio::sync::Notify::new(),
@@ -83,7 +97,17 @@ impl NodeCore {
 
     #[inline]
     pub fn next_seq(&self) -> u64 {
-        self.seq.fetch_add(1, Ordering::SeqCst) + 1
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(j) = self.journal.get() {
+            j.check_lease(seq);
+        }
+        seq
+    }
+
+    /// The node's journal, if it persists.
+    #[inline]
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.journal.get()
     }
 
     pub fn current_seq(&self) -> u64 {
@@ -288,11 +312,58 @@ impl Node {
 
     /// Stops the node's links: stops accepting, sends every change applied so far and a goodbye on
     /// each link, closes them, and waits for their tasks to end. The caches stay usable locally.
+    ///
+    /// A node with a root then writes its final snapshot, so that it restarts where it stopped.
     pub async fn shutdown(&self) {
         let shared = &self.inner.shared;
         shared.shutdown.cancel();
         shared.tasks.close();
         shared.tasks.wait().await;
+        if let Some(journal) = self.inner.core.journal().cloned() {
+            let node = self.clone();
+            let seq = self.current_seq();
+            let closing = tokio::task::spawn_blocking(move || {
+                journal.close(&node, node.caches(), seq);
+            });
+            if let Err(e) = closing.await {
+                tracing::error!("final snapshot task failed: {e}");
+            }
+        }
+    }
+
+    /// The directory the node keeps its data in, if it persists.
+    pub fn root(&self) -> Option<&std::path::Path> {
+        self.inner.core.journal().map(|j| j.root())
+    }
+
+    /// Writes a snapshot now (a node with a root also writes one every snapshot interval and at
+    /// shutdown) and truncates the op log it covers. Blocks while it writes: from async code, call
+    /// it through `spawn_blocking`.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("leafcache-doc-{}", std::process::id()));
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let node = leafcache::Node::builder().root(&dir).build()?;
+    /// node.default_cache().set("k", "v")?;
+    /// let report = node.snapshot()?;
+    /// assert_eq!(report.entries, 1);
+    /// # node.shutdown().await;
+    /// # Ok::<(), leafcache::Error>(())
+    /// # }).unwrap();
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::NoRoot`] on a node without a root; [`Error::Io`] if the files cannot be written
+    /// (the op log still holds every change).
+    pub fn snapshot(&self) -> Result<SnapshotReport, Error> {
+        let journal = self.inner.core.journal().ok_or(Error::NoRoot)?;
+        journal
+            .snapshot(self, self.caches())
+            .map_err(|e| Error::Io {
+                what: format!("writing a snapshot under {}", journal.root().display()),
+                reason: e.to_string(),
+            })
     }
 
     pub(crate) fn core(&self) -> &Arc<NodeCore> {
@@ -354,6 +425,13 @@ impl Node {
     }
 }
 
+fn needs_root(what: &'static str) -> Error {
+    Error::InvalidConfig {
+        what,
+        reason: "needs a root: call .root(..) first".into(),
+    }
+}
+
 /// About what a change takes on the wire.
 fn approx_size(change: &Change) -> usize {
     match change {
@@ -387,11 +465,47 @@ pub struct NodeBuilder {
     links: LinkSettings,
     secret: Secret,
     doors: DoorSettings,
+    persist: Option<PersistSettings>,
     /// The first invalid setting seen; `build` reports it.
     error: Option<Error>,
 }
 
 impl NodeBuilder {
+    /// Keeps the node's data under `root` (created `0700`, files `0600`): it restarts with its
+    /// entries, identity and peer watermarks, and catches up with its peers by delta. See
+    /// [`snapshot_interval`](Self::snapshot_interval) and [`flush`](Self::flush).
+    pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.persist = Some(PersistSettings {
+            root: root.into(),
+            snapshot_every: DEFAULT_SNAPSHOT_INTERVAL,
+            flush: DEFAULT_FLUSH,
+        });
+        self
+    }
+
+    /// How often a snapshot is written (default 5 minutes; also at shutdown, after a purge, and
+    /// when the op log passes 256 MiB). Needs a [`root`](Self::root).
+    pub fn snapshot_interval(mut self, every: impl IntoDuration) -> Self {
+        match (every.into_duration("snapshot"), self.persist.as_mut()) {
+            (Ok(d), _) if d.is_zero() => self.fail(Error::ZeroDuration { what: "snapshot" }),
+            (Ok(d), Some(p)) => p.snapshot_every = d,
+            (Ok(_), None) => self.fail(needs_root("snapshot")),
+            (Err(e), _) => self.fail(e),
+        }
+        self
+    }
+
+    /// When the op log is written out (default every 100 ms; see [`Flush`]). Needs a
+    /// [`root`](Self::root).
+    pub fn flush(mut self, flush: Flush) -> Self {
+        match (flush, self.persist.as_mut()) {
+            (Flush::Every(d), _) if d.is_zero() => self.fail(Error::ZeroDuration { what: "flush" }),
+            (f, Some(p)) => p.flush = f,
+            (_, None) => self.fail(needs_root("flush")),
+        }
+        self
+    }
+
     /// The node's name (default: `node-` and the start of its id).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -585,15 +699,22 @@ impl NodeBuilder {
         let remote = (self.links.remote_address.as_deref())
             .map(|a| Endpoint::parse("remote_address", a))
             .transpose()?;
-        if (local.is_some() || remote.is_some() || self.doors.any())
+        if (local.is_some() || remote.is_some() || self.doors.any() || self.persist.is_some())
             && tokio::runtime::Handle::try_current().is_err()
         {
             return Err(Error::InvalidConfig {
-                what: "local_address/remote_address/front doors",
-                reason: "a node with links or front doors must be built inside a tokio runtime"
-                    .into(),
+                what: "local_address/remote_address/front doors/root",
+                reason:
+                    "a node with links, front doors or a root must be built inside a tokio runtime"
+                        .into(),
             });
         }
+        // The root first: a Unix socket may live in it, and a root in use stops the start here.
+        let store = self
+            .persist
+            .clone()
+            .map(|p| Store::open(p, self.id))
+            .transpose()?;
         let bound_doors = server::bind(&self.doors)?;
         let listener = local
             .as_ref()
@@ -607,7 +728,12 @@ impl NodeBuilder {
                 })
             })
             .transpose()?;
-        let id = self.id.unwrap_or_else(NodeId::random);
+        let id = (store.as_ref().map(|s| s.id))
+            .or(self.id)
+            .unwrap_or_else(NodeId::random);
+        let incarnation = store
+            .as_ref()
+            .map_or_else(uuid::Uuid::new_v4, |s| s.incarnation);
         let name = self
             .name
             .unwrap_or_else(|| format!("node-{}", &id.to_string()[..8]));
@@ -616,13 +742,24 @@ impl NodeBuilder {
             self.links.fetch_on_miss,
             self.links.connection_timeout,
         );
-        let core = Arc::new(NodeCore::new(id, name, self.clock, upstream));
-        let mut caches = vec![Cache::new(DEFAULT_CACHE, &self.default, core.clone())?];
+        let core = Arc::new(NodeCore::new(id, name, incarnation, self.clock, upstream));
+        let mut caches = vec![Cache::new(DEFAULT_CACHE, 0, &self.default, core.clone())?];
         let mut by_name = HashMap::from([(DEFAULT_CACHE.to_string(), 0)]);
         for (name, config) in &self.caches {
             by_name.insert(name.clone(), caches.len());
-            caches.push(Cache::new(name, config, core.clone())?);
+            let index = u32::try_from(caches.len()).unwrap_or(u32::MAX);
+            caches.push(Cache::new(name, index, config, core.clone())?);
         }
+        let marks = match store {
+            Some(store) => {
+                let now = core.now_ms();
+                let (journal, marks) =
+                    store.restore(&caches, now, |seq| core.seq.store(seq, Ordering::SeqCst))?;
+                let _ = core.journal.set(journal);
+                marks
+            }
+            None => HashMap::new(),
+        };
         let shared = Shared::new(
             self.links.cluster.clone(),
             self.secret,
@@ -630,6 +767,7 @@ impl NodeBuilder {
             self.links.max_frame,
             local.is_some(),
             remote.is_some(),
+            core.journal().cloned(),
         );
         let node = Node {
             inner: Arc::new(NodeInner {
@@ -642,6 +780,13 @@ impl NodeBuilder {
                 doors: bound_doors.doors(&self.doors),
             }),
         };
+        node.inner.shared.restore_marks(marks);
+        if let Some(journal) = node.inner.core.journal().cloned() {
+            node.inner
+                .shared
+                .tasks
+                .spawn(crate::persist::run(node.clone(), journal));
+        }
         bound_doors.spawn(&node)?;
         if let Some(listener) = listener {
             let tasks = &node.inner.shared.tasks;

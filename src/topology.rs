@@ -26,6 +26,9 @@
 //! name = "leaf-a"
 //! hub = "hub"                         # a node of this file, or "host:port" elsewhere
 //! http = "127.0.0.1:8401"
+//! root = "data/leaf-a"                # keeps its data on disk: restarts with it
+//! snapshot = "5m"                     # how often a snapshot is written (default 5m)
+//! flush = "100ms"                     # op log: "always", "never" or a period (default 100ms)
 //! ```
 //!
 //! Relative paths resolve against the file's folder; a node's `unix` socket path resolves under
@@ -43,7 +46,7 @@ use toml::Spanned;
 
 use crate::replication::Role;
 use crate::replication::transport::Endpoint;
-use crate::{CacheConfig, DEFAULT_CACHE, Error, Node, NodeBuilder};
+use crate::{CacheConfig, DEFAULT_CACHE, Error, Flush, Node, NodeBuilder};
 
 // ----------------------------------------------------------------------------------------------
 // The file as written. Every table refuses unknown keys, so a typo is an error at its position.
@@ -89,6 +92,7 @@ struct RawNode {
     unix: Option<Spanned<String>>,
     root: Option<Spanned<String>>,
     snapshot: Option<Spanned<Human>>,
+    flush: Option<Spanned<String>>,
     loglevel: Option<Spanned<String>>,
     advertise: Option<Spanned<String>>,
 }
@@ -431,6 +435,8 @@ pub struct NodeSpec {
     pub root: Option<PathBuf>,
     /// How often it writes a snapshot under its root.
     pub snapshot: Option<Duration>,
+    /// When its op log is written out.
+    pub flush: Option<Flush>,
     /// Its log filter (`"info"`, `"leafcache=debug"`).
     pub loglevel: Option<String>,
     /// The address its leaves dial when it differs from `listen` (a hub bound to `0.0.0.0:7400`
@@ -845,13 +851,13 @@ impl Topology {
             };
         }
         if let Some(root) = &spec.root {
-            create_private_dir(root).map_err(|e| TopologyError::Start {
-                name: spec.name.clone(),
-                source: Error::Io {
-                    what: format!("creating the root {}", root.display()),
-                    reason: e.to_string(),
-                },
-            })?;
+            b = b.root(root);
+            if let Some(every) = spec.snapshot {
+                b = b.snapshot_interval(every);
+            }
+            if let Some(flush) = spec.flush {
+                b = b.flush(flush);
+            }
         }
         if let Some(a) = &spec.listen {
             b = b.local_address(a);
@@ -902,15 +908,6 @@ fn describe(node: &NodeSpec) -> String {
         s.push_str(&format!(" hub={a}"));
     }
     s
-}
-
-fn create_private_dir(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -1228,13 +1225,33 @@ impl<'a> Checker<'a> {
                     .to_string(),
             );
         }
-        if let Some(s) = &raw.snapshot {
-            self.warn(
-                s.span(),
-                "snapshots are not written yet: this version keeps a node's data in memory only"
-                    .into(),
-                None,
-            );
+        let flush = raw
+            .flush
+            .as_ref()
+            .and_then(|f| match f.get_ref().parse::<Flush>() {
+                Ok(flush) => Some(flush),
+                Err(e) => {
+                    self.error(
+                        f.span(),
+                        e.to_string(),
+                        "use \"always\", \"never\", or a period such as \"100ms\"".to_string(),
+                    );
+                    None
+                }
+            });
+        if raw.root.is_none() {
+            for (key, span) in [
+                ("snapshot", raw.snapshot.as_ref().map(Spanned::span)),
+                ("flush", raw.flush.as_ref().map(Spanned::span)),
+            ] {
+                if let Some(span) = span {
+                    self.error(
+                        span,
+                        format!("{key} without root: this node keeps no data on disk"),
+                        "add root = \"data/NODE\", or remove it".to_string(),
+                    );
+                }
+            }
         }
         Placed {
             spec: NodeSpec {
@@ -1246,6 +1263,7 @@ impl<'a> Checker<'a> {
                 unix,
                 root,
                 snapshot: raw.snapshot.as_ref().map(|s| s.get_ref().0),
+                flush,
                 loglevel: raw.loglevel.map(Spanned::into_inner),
                 advertise,
             },

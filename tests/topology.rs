@@ -178,12 +178,15 @@ fn diagnostics_name_the_spot_and_the_fix() {
 }
 
 #[test]
-fn warnings_flag_a_dev_secret_and_settings_not_acted_on() {
-    let t = parse("[[node]]\nname = \"n\"\nsnapshot = \"2m\"\n").unwrap();
+fn warnings_flag_a_dev_secret() {
+    let t = parse("[[node]]\nname = \"n\"\nroot = \"d\"\nsnapshot = \"2m\"\nflush = \"always\"\n")
+        .unwrap();
     let w: Vec<String> = t.warnings().iter().map(|d| d.message.clone()).collect();
-    assert_eq!(w.len(), 2, "{w:?}");
+    assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].contains("secret is written in the topology file"));
-    assert!(w[1].contains("snapshots are not written yet"));
+    let n = t.node("n").unwrap();
+    assert_eq!(n.snapshot, Some(Duration::from_secs(120)));
+    assert_eq!(n.flush, Some(leafcache::Flush::Always));
     assert!(t.warnings().iter().all(|d| d.severity == Severity::Warning));
     // PATH is set wherever tests run: a variable that is set is no warning.
     let quiet = Topology::parse(

@@ -30,9 +30,11 @@ pub use stats::CacheStats;
 use crate::clock::{NodeId, Version};
 use crate::error::Error;
 use crate::node::NodeCore;
+use crate::persist::format::Entry;
+use crate::persist::{Journal, dead_entry};
 pub use shard::ENTRY_OVERHEAD;
-use shard::{KeyArg, Limits, NEVER, Shard, skipped};
-pub(crate) use shard::{LOCAL, entry_size};
+pub(crate) use shard::{DeadKind, LOCAL, Restored, entry_size};
+use shard::{Exported, KeyArg, Limits, NEVER, Shard, skipped};
 
 /// When an entry expires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +86,14 @@ pub struct EntryInfo {
     pub seq: u64,
 }
 
+/// Flushes the op log if an append asked for it, once the caller's locks are released.
+#[inline]
+fn flushed(flush: Option<(&Arc<Journal>, bool)>) {
+    if let Some((journal, true)) = flush {
+        journal.flush();
+    }
+}
+
 /// One shard behind its lock, alone on its cache lines so that two locks never share one.
 #[repr(align(128))]
 struct Padded(Mutex<Shard>);
@@ -92,6 +102,8 @@ type Flight = Arc<OnceCell<Result<Bytes, Error>>>;
 
 struct CacheInner {
     name: Arc<str>,
+    /// The cache's place among its node's caches: how the op log names it.
+    index: u32,
     shards: Box<[Padded]>,
     /// `shards.len() - 1`; the shard count is a power of two.
     mask: usize,
@@ -151,6 +163,7 @@ impl Cache {
 
     pub(crate) fn new(
         name: &str,
+        index: u32,
         config: &CacheConfig,
         core: Arc<NodeCore>,
     ) -> Result<Self, Error> {
@@ -181,6 +194,7 @@ impl Cache {
         Ok(Cache {
             inner: Arc::new(CacheInner {
                 name: name.into(),
+                index,
                 mask: n - 1,
                 shards,
                 hasher: foldhash::fast::FixedState::with_seed(0x1eaf_cac4e),
@@ -336,8 +350,23 @@ impl Cache {
     ) -> Version {
         let core = &self.inner.core;
         let version = core.new_version();
-        shard.set(key, value, version, expires_at, core.next_seq(), now);
+        let seq = core.next_seq();
+        let flush = core.journal().map(|j| {
+            (
+                j,
+                j.append(&Entry::Live {
+                    cache: self.inner.index,
+                    seq,
+                    key: key.as_slice(),
+                    value: &value,
+                    version,
+                    expires_at,
+                }),
+            )
+        });
+        shard.set(key, value, version, expires_at, seq, now);
         drop(shard);
+        flushed(flush);
         core.changed();
         version
     }
@@ -486,8 +515,14 @@ impl Cache {
         let core = &self.inner.core;
         let mut shard = self.shard(key).lock();
         let version = core.new_version();
-        let old = shard.delete(Bytes::copy_from_slice(key), version, core.next_seq(), now);
+        let seq = core.next_seq();
+        let flush = core.journal().map(|j| {
+            let entry = dead_entry(self.inner.index, seq, key, version, true, now);
+            (j, j.append(&entry))
+        });
+        let old = shard.delete(Bytes::copy_from_slice(key), version, seq, now);
         drop(shard);
+        flushed(flush);
         core.changed();
         old
     }
@@ -535,11 +570,116 @@ impl Cache {
         if mark.is_some_and(|(v, _, _)| v >= version) {
             return false;
         }
-        *mark = Some((version, self.inner.core.next_seq(), source));
+        let seq = self.inner.core.next_seq();
+        *mark = Some((version, seq, source));
+        let journal = self.inner.core.journal();
+        let flush = journal.map(|j| {
+            let entry = Entry::Purge {
+                cache: self.inner.index,
+                seq,
+                version,
+            };
+            (j, j.append(&entry))
+        });
         for shard in self.inner.shards.iter() {
             shard.0.lock().purge(version);
         }
+        drop(mark);
+        flushed(flush);
+        if let Some(j) = journal {
+            // A snapshot now takes the purged entries off the disk too.
+            j.wanted.notify_one();
+        }
         true
+    }
+
+    /// Restores a record read from disk (see [`Shard::restore`]).
+    pub(crate) fn restore_record(
+        &self,
+        key: Bytes,
+        version: Version,
+        seq: u64,
+        what: Restored,
+        now: u64,
+    ) -> bool {
+        self.inner.core.hlc.observe(version.ts);
+        self.shard(&key)
+            .lock()
+            .restore(key, version, seq, what, now)
+    }
+
+    /// Restores a purge read from disk.
+    pub(crate) fn restore_purge(&self, version: Version, seq: u64) {
+        self.inner.core.hlc.observe(version.ts);
+        let mut mark = self.inner.purge.lock();
+        if mark.is_some_and(|(v, _, _)| v >= version) {
+            return;
+        }
+        *mark = Some((version, seq, LOCAL));
+        for shard in self.inner.shards.iter() {
+            shard.0.lock().purge(version);
+        }
+    }
+
+    /// Restores the floor read from disk.
+    pub(crate) fn restore_floor(&self, floor: u64) {
+        self.inner.shards[0].0.lock().restore_floor(floor);
+    }
+
+    /// Hands `f` this cache's state as op-log entries: purge mark and floor, then each shard's
+    /// entries (least recently used first) and dead records, one shard under its lock at a time.
+    pub(crate) fn export<E>(
+        &self,
+        mut f: impl FnMut(Entry<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let cache = self.inner.index;
+        let purge = *self.inner.purge.lock();
+        if let Some((version, seq, _)) = purge {
+            f(Entry::Purge {
+                cache,
+                seq,
+                version,
+            })?;
+        }
+        f(Entry::Floor {
+            cache,
+            seq: self.floor(),
+        })?;
+        for shard in self.inner.shards.iter() {
+            shard.0.lock().export(|e| {
+                f(match e {
+                    Exported::Live {
+                        key,
+                        value,
+                        version,
+                        expires_at,
+                        seq,
+                    } => Entry::Live {
+                        cache,
+                        seq,
+                        key,
+                        value,
+                        version,
+                        expires_at,
+                    },
+                    Exported::Dead {
+                        key,
+                        version,
+                        seq,
+                        kind,
+                        since_ms,
+                    } => dead_entry(
+                        cache,
+                        seq,
+                        key,
+                        version,
+                        kind == DeadKind::Tombstone,
+                        since_ms,
+                    ),
+                })
+            })?;
+        }
+        Ok(())
     }
 
     /// The number of unexpired entries. Removes the expired ones it finds on the way.
@@ -607,15 +747,54 @@ impl Cache {
             | Change::Delete { key, .. }
             | Change::Invalidate { key, .. } => {
                 let now = self.now_ms();
-                self.shard(key)
-                    .lock()
-                    .apply(change, source, now, || core.next_seq())
+                let mut seq = 0;
+                let mut shard = self.shard(key).lock();
+                let applied = shard.apply(change, source, now, || {
+                    seq = core.next_seq();
+                    seq
+                });
+                let flush = (applied)
+                    .then(|| core.journal())
+                    .flatten()
+                    .map(|j| (j, j.append(&self.logged(change, seq, now))));
+                drop(shard);
+                flushed(flush);
+                applied
             }
         };
         if applied {
             core.changed();
         }
         applied
+    }
+
+    /// A change from a peer as the op log records it.
+    fn logged<'c>(&self, change: &'c Change, seq: u64, now: u64) -> Entry<&'c [u8]> {
+        let cache = self.inner.index;
+        match change {
+            Change::Set {
+                key,
+                value,
+                version,
+                expires_at,
+            } => Entry::Live {
+                cache,
+                seq,
+                key,
+                value,
+                version: *version,
+                expires_at: expires_at.unwrap_or(NEVER),
+            },
+            Change::Delete { key, version } => dead_entry(cache, seq, key, *version, true, now),
+            Change::Invalidate { key, version } => {
+                dead_entry(cache, seq, key, *version, false, now)
+            }
+            Change::Purge { version } => Entry::Purge {
+                cache,
+                seq,
+                version: *version,
+            },
+        }
     }
 
     /// The changes this cache applied after local seq `after`, in seq order, at most `max` of them.

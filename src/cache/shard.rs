@@ -99,6 +99,30 @@ pub(crate) enum DeadKind {
     Gone,
 }
 
+/// What [`Shard::restore`] installs for a key.
+pub(crate) enum Restored {
+    Live { value: Bytes, expires_at: u64 },
+    Dead { kind: DeadKind, since_ms: u64 },
+}
+
+/// One record of a shard as [`Shard::export`] hands it out, borrowed under the shard lock.
+pub(crate) enum Exported<'a> {
+    Live {
+        key: &'a [u8],
+        value: &'a [u8],
+        version: Version,
+        expires_at: u64,
+        seq: u64,
+    },
+    Dead {
+        key: &'a [u8],
+        version: Version,
+        seq: u64,
+        kind: DeadKind,
+        since_ms: u64,
+    },
+}
+
 /// A key this node no longer serves but must remember the version of.
 pub(crate) struct Dead {
     pub version: Version,
@@ -428,6 +452,71 @@ impl Shard {
     /// The smallest seq in this shard's log above `after`.
     pub fn next_seq_after(&self, after: u64) -> Option<u64> {
         self.log.range(after + 1..).next().map(|(&s, _)| s)
+    }
+
+    /// Installs a record read back from disk with the seq it had, iff it is newer than what this
+    /// shard knows of its key (snapshot and op log may both hold a change; the later one wins).
+    /// An entry that expired meanwhile, or no longer fits, is kept as a `Gone` record; a dead record
+    /// past its retention is forgotten (raising the floor). Returns whether it applied.
+    pub fn restore(
+        &mut self,
+        key: Bytes,
+        version: Version,
+        seq: u64,
+        what: Restored,
+        now: u64,
+    ) -> bool {
+        if self.newest(&key).is_some_and(|n| version <= n) {
+            return false;
+        }
+        self.clear_key(&key);
+        match what {
+            Restored::Live { value, expires_at }
+                if expires_at > now
+                    && entry_size(key.len(), value.len()) <= self.limits.max_bytes =>
+            {
+                self.install_live(key, value, version, expires_at, (seq, LOCAL), now);
+            }
+            Restored::Live { .. } => {
+                self.install_dead(key, version, (seq, LOCAL), DeadKind::Gone, now);
+            }
+            Restored::Dead { kind, since_ms }
+                if since_ms.saturating_add(self.limits.dead_ttl_ms) > now =>
+            {
+                self.install_dead(key, version, (seq, LOCAL), kind, since_ms);
+            }
+            Restored::Dead { .. } => self.floor = self.floor.max(seq),
+        }
+        true
+    }
+
+    /// Raises the floor to one read back from disk.
+    pub fn restore_floor(&mut self, floor: u64) {
+        self.floor = self.floor.max(floor);
+    }
+
+    /// Calls `f` on every live entry, least recently used first, then on every dead record, oldest
+    /// first: the order that [`restore`](Self::restore) rebuilds the same LRU order from.
+    pub fn export<E>(&self, mut f: impl FnMut(Exported<'_>) -> Result<(), E>) -> Result<(), E> {
+        for (key, e) in self.live.iter().rev() {
+            f(Exported::Live {
+                key,
+                value: &e.value,
+                version: e.version,
+                expires_at: e.expires_at,
+                seq: e.seq,
+            })?;
+        }
+        for (key, d) in self.dead.iter().rev() {
+            f(Exported::Dead {
+                key,
+                version: d.version,
+                seq: d.seq,
+                kind: d.kind,
+                since_ms: d.since_ms,
+            })?;
+        }
+        Ok(())
     }
 
     /// Moves an entry (known to be live) to a `Gone` record because it expired.

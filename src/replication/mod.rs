@@ -29,6 +29,8 @@ pub use status::{Direction, LinkState, LinkStatus, SyncKind, SyncReport};
 use crate::cache::Change;
 use crate::clock::NodeId;
 use crate::error::Error;
+use crate::persist::Journal;
+use crate::persist::format::Entry;
 use message::Resume;
 
 pub(crate) type HmacSha256 = hmac::Hmac<sha2::Sha256>;
@@ -135,6 +137,8 @@ pub(crate) struct Shared {
     marks: Mutex<HashMap<NodeId, Resume>>,
     /// The latest status of every link, by slot (0 is the upstream link).
     statuses: Mutex<BTreeMap<u32, LinkStatus>>,
+    /// Where watermarks are persisted, on a node with a root.
+    journal: Option<std::sync::Arc<Journal>>,
     /// Cancelled when the node shuts down.
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Every task the node spawned, for shutdown to wait on.
@@ -149,6 +153,7 @@ impl Shared {
         max_frame: usize,
         accepts: bool,
         has_hub: bool,
+        journal: Option<std::sync::Arc<Journal>>,
     ) -> Self {
         Shared {
             cluster,
@@ -162,6 +167,7 @@ impl Shared {
             next_link: AtomicU32::new(1),
             marks: Mutex::new(HashMap::new()),
             statuses: Mutex::new(BTreeMap::new()),
+            journal,
             shutdown: tokio_util::sync::CancellationToken::new(),
             tasks: tokio_util::task::TaskTracker::new(),
         }
@@ -179,8 +185,30 @@ impl Shared {
         self.marks.lock().get(&peer).copied()
     }
 
+    /// Records a watermark; on a node with a root, also in the op log, after the changes it covers
+    /// (the link applied them first).
     pub fn remember(&self, peer: NodeId, mark: Resume) {
         self.marks.lock().insert(peer, mark);
+        if let Some(j) = &self.journal {
+            let entry = Entry::Mark {
+                peer,
+                incarnation: mark.incarnation,
+                seq: mark.seq,
+            };
+            if j.append(&entry) {
+                j.flush();
+            }
+        }
+    }
+
+    /// Every watermark, for a snapshot.
+    pub fn marks(&self) -> Vec<(NodeId, Resume)> {
+        self.marks.lock().iter().map(|(&p, &m)| (p, m)).collect()
+    }
+
+    /// Watermarks read back from disk at start.
+    pub fn restore_marks(&self, marks: HashMap<NodeId, Resume>) {
+        self.marks.lock().extend(marks);
     }
 
     pub fn publish(&self, slot: u32, status: LinkStatus) {
