@@ -230,7 +230,9 @@ impl Link {
             (Phase::Up, Message::Bye) => {
                 if self.phase == Phase::Up {
                     // Answer a clean close with our own, so the peer knows everything it sent
-                    // was read.
+                    // was read; the ping before it moves the peer's watermark past changes
+                    // that came from it, so a restarted peer is not sent them back.
+                    self.outbox.push_back(Message::Ping { upto: self.cursor });
                     self.outbox.push_back(Message::Bye);
                 }
                 Err(LinkError::Closed)
@@ -608,6 +610,7 @@ impl Link {
             while let Some(batch) = self.next_batch() {
                 self.outbox.push_back(batch);
             }
+            self.outbox.push_back(Message::Ping { upto: self.cursor });
             self.outbox.push_back(Message::Bye);
             self.phase = Phase::Closing;
         } else {
