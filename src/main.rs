@@ -6,6 +6,7 @@ mod client;
 mod status;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -174,6 +175,12 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
+    // Everything this command creates — roots, log files, Unix sockets — is its user's alone,
+    // including files made by libraries (the rolling log appender) that take no mode.
+    // SAFETY: umask only sets this process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up { file, run } => up(&file, run),
@@ -209,15 +216,52 @@ type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
 /// Logs to stderr through `filter`, unless RUST_LOG is set.
 fn init_logging(filter: &str) -> Result<(), String> {
+    init_logging_to(filter, None).map(|_| ())
+}
+
+/// Logs to stderr (human-readable, colored on a terminal) and, given a node's root, also to
+/// `leafcache.log.DATE` files there, rolled daily, the last 7 kept. The guard flushes the file
+/// writer when dropped.
+fn init_logging_to(
+    filter: &str,
+    root: Option<&Path>,
+) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>, String> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
         .map_err(|e| format!("invalid log filter {filter:?}: {e}"))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let (file, guard) = match root {
+        Some(root) => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(root)
+                .map_err(|e| format!("creating the root {}: {e}", root.display()))?;
+            let appender = tracing_appender::rolling::RollingFileAppender::builder()
+                .rotation(tracing_appender::rolling::Rotation::DAILY)
+                .filename_prefix("leafcache")
+                .filename_suffix("log")
+                .max_log_files(7)
+                .build(root)
+                .map_err(|e| format!("opening the log file in {}: {e}", root.display()))?;
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_ansi(false);
+            (Some(layer), Some(guard))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(file)
         .init();
-    Ok(())
+    Ok(guard)
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -270,7 +314,7 @@ fn run_node(file: &Path, name: &str, run: RunArgs) -> CliResult {
     let filter = (run.loglevel.clone())
         .or_else(|| spec.loglevel.clone())
         .unwrap_or_else(|| "info".into());
-    init_logging(&filter)?;
+    let _log_file = init_logging_to(&filter, spec.root.as_deref())?;
     for w in topology.warnings() {
         tracing::warn!("{}", first_line(w));
     }

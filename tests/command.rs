@@ -1,5 +1,8 @@
 //! The `leafcache` binary run from topology files: `check` on the shipped and the broken files,
-//! `up` running the star topology, and separate `node` processes surviving the loss of their hub.
+//! `up` running the star topology, separate `node` processes surviving the loss of their hub, and
+//! a node killed mid-load restarting from its root.
+
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -7,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use leafcache::Node;
 use redis::Commands;
 
 const BIN: &str = env!("CARGO_BIN_EXE_leafcache");
@@ -431,5 +435,144 @@ fn node_refuses_to_start_without_its_secret() {
         )),
         "{err}"
     );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A hub `node` process with a root is killed with SIGKILL in the middle of a stream of
+/// acknowledged writes from a leaf, then restarted while the leaf cannot reach it. With
+/// `flush = "always"` it holds every write it acknowledged; with a batched flush it holds a prefix
+/// of them (the op log is in order) and takes the rest back from the leaf once the link heals.
+#[test]
+fn a_killed_node_restarts_with_its_acknowledged_writes() {
+    for flush in ["always", "50ms"] {
+        kill_and_restart(flush);
+    }
+}
+
+fn kill_and_restart(flush: &str) {
+    use std::sync::{Arc, Mutex};
+    let dir = temp_dir("crash");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let file = dir.join("crash.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[cluster]
+name = "crash-test"
+secret_file = "secret.txt"
+
+[defaults]
+connection_timeout = "1s"
+
+[[node]]
+name = "hub"
+listen = "{listen}"
+resp = "127.0.0.1:0"
+root = "hub-data"
+snapshot = "1h"
+flush = "{flush}"
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("secret.txt"), "crash-secret").unwrap();
+    let file = file.to_str().unwrap().to_string();
+    let start = || {
+        let p = Proc::spawn(&["node", "--topology", &file, "--name", "hub"]);
+        let lines = p.until("hub", |l| l.starts_with("running"));
+        (p, address(&lines, "hub", "resp"))
+    };
+    let (hub, _) = start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let proxy = rt.block_on(support::proxy::Proxy::start(&listen));
+    let _guard = rt.enter();
+    let leaf = Node::builder()
+        .name("writer")
+        .cluster("crash-test")
+        .secret("crash-secret")
+        .connection_timeout("1s")
+        .remote_address(proxy.addr())
+        .build()
+        .unwrap();
+    let cache = leaf.default_cache();
+    eventually("the leaf's link is up", || {
+        leaf.links()
+            .iter()
+            .any(|l| l.state == leafcache::LinkState::Up)
+    });
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let writer = rt.spawn({
+        let (cache, acked) = (cache.clone(), acked.clone());
+        async move {
+            for i in 0.. {
+                let key = format!("k{i:06}");
+                match cache.set_acked(key, format!("v{i}")).await {
+                    Ok(_) => acked.lock().unwrap().push(i),
+                    Err(_) => return i + 1,
+                }
+            }
+            unreachable!()
+        }
+    });
+    eventually("the hub acknowledges 1,000 writes", || {
+        acked.lock().unwrap().len() >= 1_000
+    });
+    hub.signal("-KILL");
+    assert!(!hub.wait().success());
+    proxy.cut();
+    let written = rt.block_on(writer).unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 1_000 && written > acked.len() - 1);
+
+    let (hub, resp) = start();
+    let mut h = redis_at(&resp);
+    let present: Vec<bool> = (0..written)
+        .map(|i| get(&mut h, &format!("k{i:06}")).is_some_and(|v| v == format!("v{i}")))
+        .collect();
+    let prefix = present.iter().take_while(|&&p| p).count();
+    eprintln!(
+        "{flush}: {} acknowledged, {written} written, {prefix} restored",
+        acked.len()
+    );
+    assert!(
+        present[prefix..].iter().all(|&p| !p),
+        "{flush}: what survived is not a prefix of the writes"
+    );
+    if flush == "always" {
+        assert!(
+            prefix >= acked.len(),
+            "{flush}: {} acknowledged, {prefix} restored",
+            acked.len()
+        );
+    }
+    let root = dir.join("hub-data");
+    let log = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("leafcache.")
+        })
+        .expect("a log file under the root");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&log).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    eventually("the log file records the restore", || {
+        std::fs::read_to_string(&log).unwrap().contains("restored")
+    });
+
+    // The leaf comes back: the hub takes what it lost from it.
+    proxy.heal();
+    eventually("the hub holds every write again", || {
+        (prefix..written).all(|i| get(&mut h, &format!("k{i:06}")).is_some())
+    });
+    hub.signal("-TERM");
+    assert!(hub.wait().success());
+    rt.block_on(leaf.shutdown());
+    drop(proxy);
     std::fs::remove_dir_all(dir).ok();
 }
