@@ -352,16 +352,10 @@ impl Cache {
         let version = core.new_version();
         let seq = core.next_seq();
         let flush = core.journal().map(|j| {
+            let index = self.inner.index;
             (
                 j,
-                j.append(&Entry::Live {
-                    cache: self.inner.index,
-                    seq,
-                    key: key.as_slice(),
-                    value: &value,
-                    version,
-                    expires_at,
-                }),
+                j.append_live(index, seq, key.as_slice(), &value, version, expires_at),
             )
         });
         shard.set(key, value, version, expires_at, seq, now);

@@ -53,7 +53,7 @@ pub const DEFAULT_FLUSH: Flush = Flush::Every(Duration::from_millis(100));
 const LEASE_BLOCK: u64 = 1 << 20;
 
 /// Buffered op-log bytes that make the writer flush at once whatever the setting.
-const PENDING_LIMIT: usize = 4 << 20;
+const PENDING_LIMIT: usize = 256 << 10;
 
 /// An op-log segment this long asks for a snapshot before the interval is over.
 const SEGMENT_LIMIT: u64 = 256 << 20;
@@ -83,7 +83,7 @@ pub enum Flush {
     /// Changes are written out every this long: a crash loses at most the last interval, which
     /// peers that had it send back.
     Every(Duration),
-    /// Changes are written out only when 4 MiB of them are waiting, at a snapshot, and at
+    /// Changes are written out only when 256 KiB of them are waiting, at a snapshot, and at
     /// shutdown.
     Never,
 }
@@ -270,10 +270,9 @@ impl Store {
             "listing the op log in {}",
             root.display()
         )))?;
-        for &(n, ref path) in segments.iter().filter(|(n, _)| *n < first_segment) {
+        for (_, path) in segments.iter().filter(|(n, _)| *n < first_segment) {
             // Folded into the snapshot already: a crash came between its rename and this delete.
             let _ = std::fs::remove_file(path);
-            let _ = n;
         }
         segments.retain(|(n, _)| *n >= first_segment);
         let last = segments.len().checked_sub(1);
@@ -797,6 +796,23 @@ impl Journal {
         if let Err(e) = frame(&mut pending, entry) {
             error!("an op-log entry could not be encoded and was not logged: {e}");
         }
+        self.flush == Flush::Always || pending.len() > PENDING_LIMIT
+    }
+
+    /// [`append`](Self::append) for a live write, encoded without serde (the hot path).
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub fn append_live(
+        &self,
+        cache: u32,
+        seq: u64,
+        key: &[u8],
+        value: &[u8],
+        version: Version,
+        expires_at: u64,
+    ) -> bool {
+        let mut pending = self.pending.lock();
+        format::frame_live(&mut pending, cache, seq, key, value, version, expires_at);
         self.flush == Flush::Always || pending.len() > PENDING_LIMIT
     }
 
