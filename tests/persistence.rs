@@ -29,7 +29,14 @@ fn crash_image(root: &Path, tag: &str) -> PathBuf {
     for entry in std::fs::read_dir(root).unwrap() {
         let entry = entry.unwrap();
         if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+            // A file can vanish between the listing and the copy: an op-log segment a finished
+            // snapshot covers, or a temp file renamed. Restore ignores both, so the image without
+            // it is still one a crash could leave.
+            match std::fs::copy(entry.path(), copy.join(entry.file_name())) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("copying {}: {e}", entry.path().display()),
+            }
         }
     }
     copy
