@@ -88,10 +88,17 @@ pub(crate) fn frame<B: Serialize>(out: &mut Vec<u8>, entry: &Entry<B>) -> Result
             "entry of {len} bytes over the {MAX_ENTRY}-byte limit"
         ));
     }
+    seal(out, start);
+    Ok(())
+}
+
+/// Fills in the length and checksum of the entry whose 8-byte header starts at `start`.
+#[inline]
+fn seal(out: &mut [u8], start: usize) {
+    let len = out.len() - start - 8;
     let crc = crc32fast::hash(&out[start + 8..]);
     out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-    Ok(())
 }
 
 /// [`frame`] for the hot entry, a live write, encoded by hand: the same bytes postcard writes for
@@ -120,10 +127,7 @@ pub(crate) fn frame_live(
     varint(out, u128::from(version.ts.0));
     varint(out, version.node.0);
     varint(out, u128::from(expires_at));
-    let len = out.len() - start - 8;
-    let crc = crc32fast::hash(&out[start + 8..]);
-    out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    seal(out, start);
 }
 
 /// `Entry::Live`'s variant index (its place in the enum).
