@@ -69,7 +69,7 @@ pub(crate) struct Resolved {
 }
 
 impl CacheConfig {
-    /// The defaults: [`DEFAULT_CAPACITY`] entries, no byte limit, no expiry, tombstones kept a day.
+    /// The defaults: 100,000 entries, no byte limit, no expiry, tombstones kept a day.
     pub fn new() -> Self {
         Self::default()
     }
