@@ -34,7 +34,7 @@ use crate::persist::format::Entry;
 use crate::persist::{Journal, dead_entry};
 pub use shard::ENTRY_OVERHEAD;
 pub(crate) use shard::{DeadKind, LOCAL, Restored, entry_size};
-use shard::{Exported, KeyArg, Limits, NEVER, Shard, skipped};
+use shard::{KeyArg, Limits, NEVER, Shard, skipped};
 
 /// When an entry expires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -565,7 +565,7 @@ impl Cache {
             return false;
         }
         let seq = self.inner.core.next_seq();
-        *mark = Some((version, seq, source));
+        self.install_purge(&mut mark, version, seq, source);
         let journal = self.inner.core.journal();
         let flush = journal.map(|j| {
             let entry = Entry::Purge {
@@ -575,9 +575,6 @@ impl Cache {
             };
             (j, j.append(&entry))
         });
-        for shard in self.inner.shards.iter() {
-            shard.0.lock().purge(version);
-        }
         drop(mark);
         flushed(flush);
         if let Some(j) = journal {
@@ -606,10 +603,20 @@ impl Cache {
     pub(crate) fn restore_purge(&self, version: Version, seq: u64) {
         self.inner.core.hlc.observe(version.ts);
         let mut mark = self.inner.purge.lock();
-        if mark.is_some_and(|(v, _, _)| v >= version) {
-            return;
+        if mark.is_none_or(|(v, _, _)| v < version) {
+            self.install_purge(&mut mark, version, seq, LOCAL);
         }
-        *mark = Some((version, seq, LOCAL));
+    }
+
+    /// Sets the purge mark (whose lock the caller holds) and purges every shard.
+    fn install_purge(
+        &self,
+        mark: &mut Option<(Version, u64, u32)>,
+        version: Version,
+        seq: u64,
+        source: u32,
+    ) {
+        *mark = Some((version, seq, source));
         for shard in self.inner.shards.iter() {
             shard.0.lock().purge(version);
         }
@@ -640,38 +647,7 @@ impl Cache {
             seq: self.floor(),
         })?;
         for shard in self.inner.shards.iter() {
-            shard.0.lock().export(|e| {
-                f(match e {
-                    Exported::Live {
-                        key,
-                        value,
-                        version,
-                        expires_at,
-                        seq,
-                    } => Entry::Live {
-                        cache,
-                        seq,
-                        key,
-                        value,
-                        version,
-                        expires_at,
-                    },
-                    Exported::Dead {
-                        key,
-                        version,
-                        seq,
-                        kind,
-                        since_ms,
-                    } => dead_entry(
-                        cache,
-                        seq,
-                        key,
-                        version,
-                        kind == DeadKind::Tombstone,
-                        since_ms,
-                    ),
-                })
-            })?;
+            shard.0.lock().export(cache, &mut f)?;
         }
         Ok(())
     }
@@ -747,9 +723,8 @@ impl Cache {
                     seq = core.next_seq();
                     seq
                 });
-                let flush = (applied)
-                    .then(|| core.journal())
-                    .flatten()
+                let flush = (core.journal())
+                    .filter(|_| applied)
                     .map(|j| (j, j.append(&self.logged(change, seq, now))));
                 drop(shard);
                 flushed(flush);

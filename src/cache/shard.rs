@@ -15,6 +15,7 @@ use lru::LruCache;
 
 use super::change::{Change, Stamped};
 use crate::clock::{Clock, Version};
+use crate::persist::format::Entry as Logged;
 
 /// `expires_at` of an entry that never expires.
 pub(crate) const NEVER: u64 = u64::MAX;
@@ -103,24 +104,6 @@ pub(crate) enum DeadKind {
 pub(crate) enum Restored {
     Live { value: Bytes, expires_at: u64 },
     Dead { kind: DeadKind, since_ms: u64 },
-}
-
-/// One record of a shard as [`Shard::export`] hands it out, borrowed under the shard lock.
-pub(crate) enum Exported<'a> {
-    Live {
-        key: &'a [u8],
-        value: &'a [u8],
-        version: Version,
-        expires_at: u64,
-        seq: u64,
-    },
-    Dead {
-        key: &'a [u8],
-        version: Version,
-        seq: u64,
-        kind: DeadKind,
-        since_ms: u64,
-    },
 }
 
 /// A key this node no longer serves but must remember the version of.
@@ -496,23 +479,30 @@ impl Shard {
     }
 
     /// Calls `f` on every live entry, least recently used first, then on every dead record, oldest
-    /// first: the order that [`restore`](Self::restore) rebuilds the same LRU order from.
-    pub fn export<E>(&self, mut f: impl FnMut(Exported<'_>) -> Result<(), E>) -> Result<(), E> {
+    /// first, as op-log entries of cache `cache`: the order that [`restore`](Self::restore)
+    /// rebuilds the same LRU order from.
+    pub fn export<E>(
+        &self,
+        cache: u32,
+        mut f: impl FnMut(Logged<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
         for (key, e) in self.live.iter().rev() {
-            f(Exported::Live {
+            f(Logged::Live {
+                cache,
+                seq: e.seq,
                 key,
                 value: &e.value,
                 version: e.version,
                 expires_at: e.expires_at,
-                seq: e.seq,
             })?;
         }
         for (key, d) in self.dead.iter().rev() {
-            f(Exported::Dead {
+            f(Logged::Dead {
+                cache,
+                seq: d.seq,
                 key,
                 version: d.version,
-                seq: d.seq,
-                kind: d.kind,
+                tombstone: d.kind == DeadKind::Tombstone,
                 since_ms: d.since_ms,
             })?;
         }

@@ -1020,11 +1020,8 @@ pub(crate) async fn run(node: Node, journal: Arc<Journal>) {
             if matches!(journal.flush, Flush::Every(_)) {
                 journal.flush();
             }
-            // Move the seq lease ahead here rather than in the middle of a write.
-            let seq = node.current_seq();
-            if seq.saturating_add(LEASE_BLOCK / 2) > journal.lease.load(Ordering::Relaxed) {
-                journal.extend_lease(seq.saturating_add(LEASE_BLOCK / 2));
-            }
+            // Move the seq lease ahead here, half a block early, rather than in a write.
+            journal.check_lease(node.current_seq().saturating_add(LEASE_BLOCK / 2));
             continue;
         }
         let (n, j) = (node.clone(), journal.clone());
