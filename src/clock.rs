@@ -146,6 +146,11 @@ impl Hlc {
         self.last.fetch_max(ts.0, Ordering::AcqRel);
     }
 
+    /// The latest timestamp this clock returned or observed, raw (0 before any).
+    pub fn last(&self) -> u64 {
+        self.last.load(Ordering::Acquire)
+    }
+
     /// The wall clock this HLC reads.
     pub fn clock(&self) -> &Clock {
         &self.clock
@@ -183,7 +188,7 @@ impl fmt::Debug for NodeId {
 pub struct Version {
     /// When the change was made, by the writer's HLC.
     pub ts: Timestamp,
-    /// Which node made it.
+    /// Which node made it: its writer id (see [`Cache::writer_id`](crate::Cache::writer_id)).
     pub node: NodeId,
 }
 

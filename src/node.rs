@@ -30,8 +30,11 @@ pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every cache of a node shares: identity, clocks and the change counter.
 pub(crate) struct NodeCore {
-    /// This node's id: the tie-break in its versions.
+    /// This node's id: who it is to its peers.
     pub id: NodeId,
+    /// The id its versions carry as their tie-break: the node id, unless that id may have written
+    /// before without leaving a trace (see [`writer_id`]).
+    pub writer: NodeId,
     /// A human name for logs and status.
     pub name: String,
     /// Changes with every start of the node without persisted state; a peer that sees a new
@@ -53,6 +56,7 @@ pub(crate) struct NodeCore {
 impl NodeCore {
     pub fn new(
         id: NodeId,
+        writer: NodeId,
         name: String,
         incarnation: uuid::Uuid,
         clock: Clock,
@@ -60,6 +64,7 @@ impl NodeCore {
     ) -> Self {
         NodeCore {
             id,
+            writer,
             name,
             incarnation,
             journal: OnceLock::new(),
@@ -116,9 +121,13 @@ impl NodeCore {
 
     #[inline]
     pub fn new_version(&self) -> Version {
+        let ts = self.hlc.now();
+        if let Some(j) = self.journal.get() {
+            j.check_clock(ts.0);
+        }
         Version {
-            ts: self.hlc.now(),
-            node: self.id,
+            ts,
+            node: self.writer,
         }
     }
 
@@ -422,6 +431,20 @@ impl Node {
             }
         }
         (all.into_iter().map(|(_, i, c)| (i, c)).collect(), reached)
+    }
+}
+
+/// The id a node's versions carry. A version names one write, so a node must never issue one
+/// twice, across restarts too. A node with a root keeps a clock lease on disk and starts past
+/// everything it issued; a node whose id was drawn at build has never written before. A node given
+/// a fixed id without a root may have run under that id already, its clock ahead of this one's
+/// (it had seen a peer whose clock runs fast): it writes under an id drawn from its incarnation,
+/// so its versions cannot collide with those of an earlier run.
+fn writer_id(id: NodeId, may_have_written: bool, incarnation: uuid::Uuid) -> NodeId {
+    if may_have_written {
+        NodeId(incarnation.as_u128())
+    } else {
+        id
     }
 }
 
@@ -742,7 +765,15 @@ impl NodeBuilder {
             self.links.fetch_on_miss,
             self.links.connection_timeout,
         );
-        let core = Arc::new(NodeCore::new(id, name, incarnation, self.clock, upstream));
+        let writer = writer_id(id, self.id.is_some() && store.is_none(), incarnation);
+        let core = Arc::new(NodeCore::new(
+            id,
+            writer,
+            name,
+            incarnation,
+            self.clock,
+            upstream,
+        ));
         let mut caches = vec![Cache::new(DEFAULT_CACHE, 0, &self.default, core.clone())?];
         let mut by_name = HashMap::from([(DEFAULT_CACHE.to_string(), 0)]);
         for (name, config) in &self.caches {
@@ -753,8 +784,9 @@ impl NodeBuilder {
         let marks = match store {
             Some(store) => {
                 let now = core.now_ms();
-                let (journal, marks) =
-                    store.restore(&caches, now, |seq| core.seq.store(seq, Ordering::SeqCst))?;
+                let (journal, marks) = store.restore(&caches, now, &core.hlc, |seq| {
+                    core.seq.store(seq, Ordering::SeqCst)
+                })?;
                 let _ = core.journal.set(journal);
                 marks
             }

@@ -258,6 +258,59 @@ async fn a_crash_image_with_flush_always_holds_every_write() {
     std::fs::remove_dir_all(&image).unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_never_reissues_a_version_even_after_losing_the_log_tail() {
+    // The clock stands still and the op log is never written: after the crash, nothing of the
+    // writes is on disk, yet the versions the node hands out next are above all it issued before
+    // (a peer may hold them), thanks to the clock lease in the identity file.
+    let clock = ManualClock::new(1_700_000_000_000);
+    let root = temp_root("clock-lease");
+    let build = |root: &Path| {
+        Node::builder()
+            .root(root)
+            .snapshot_interval("1h")
+            .flush(Flush::Never)
+            .clock(clock.clone())
+            .build()
+            .unwrap()
+    };
+    let node = build(&root);
+    let cache = node.default_cache();
+    let mut last = cache.set("x", "0").unwrap();
+    for i in 1..1000 {
+        last = cache.set("x", i.to_string()).unwrap();
+    }
+    let image = crash_image(&root, "clock-lease-image");
+    node.shutdown().await;
+    drop((node, cache));
+
+    let crashed = build(&image);
+    assert!(
+        !crashed.default_cache().contains("x"),
+        "the writes were lost"
+    );
+    let next = crashed.default_cache().set("x", "after the crash").unwrap();
+    assert!(next > last, "{next:?} is not above {last:?}");
+    assert_eq!(
+        next.node, last.node,
+        "a node with a root keeps its writer id"
+    );
+    crashed.shutdown().await;
+    drop(crashed);
+
+    // After a graceful stop the clock resumes exactly where it stopped.
+    let again = build(&root);
+    let resumed = again
+        .default_cache()
+        .set("x", "after a clean stop")
+        .unwrap();
+    assert!(resumed > last);
+    assert_eq!(resumed.ts.physical_ms(), last.ts.physical_ms());
+    again.shutdown().await;
+    std::fs::remove_dir_all(&root).unwrap();
+    std::fs::remove_dir_all(&image).unwrap();
+}
+
 /// The op log cut at byte offsets spread over the whole segment: each restart loads exactly a
 /// prefix of the writes (they were logged in order), then takes the rest back from the hub.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -234,6 +234,76 @@ fn changes_are_not_echoed_back_to_where_they_came_from() {
     );
 }
 
+#[test]
+fn a_restart_without_a_root_never_reissues_a_version() {
+    // Found at seeds 8042 and 191016: a node given a fixed id restarts without persistence at the
+    // same instant (its clock reading no further than before) and writes again. Its first version
+    // of the new run must not be one it already issued for different content.
+    let mut sim = Sim::new(8, &[None, Some(0)]);
+    let before = sim.nodes[1].default_cache().set("x", "first run").unwrap();
+    sim.settle();
+    sim.restart(1);
+    let after = sim.nodes[1].default_cache().set("x", "second run").unwrap();
+    assert_ne!(before, after, "one version named two writes");
+    assert_eq!(
+        before.ts, after.ts,
+        "the clock really was read at the same instant"
+    );
+    assert_eq!(
+        sim.nodes[1].id(),
+        leafcache::NodeId(2),
+        "the node id itself stays"
+    );
+    sim.settle();
+    converged_at(&all(&sim), sim.clock.now_ms()).unwrap();
+    let (hub, leaf) = (
+        sim.nodes[0].default_cache().peek("x").unwrap(),
+        sim.nodes[1].default_cache().peek("x").unwrap(),
+    );
+    assert_eq!((hub.value, hub.version), (leaf.value, leaf.version));
+}
+
+#[test]
+fn two_contents_under_one_version_converge_to_one_winner() {
+    // Belt and braces: should a version ever name two contents, every node keeps the same one,
+    // whatever order they arrive in.
+    let mut sim = Sim::new(9, &[None, Some(0), Some(0)]);
+    sim.cut(0);
+    sim.cut(1);
+    let version = leafcache::Version {
+        ts: leafcache::Timestamp::new(sim.clock.now_ms(), 0),
+        node: leafcache::NodeId(99),
+    };
+    let set = |value: &str| leafcache::Change::Set {
+        key: "k".into(),
+        value: bytes::Bytes::copy_from_slice(value.as_bytes()),
+        version,
+        expires_at: None,
+    };
+    assert!(sim.nodes[1].default_cache().apply_remote(set("apple")));
+    assert!(sim.nodes[2].default_cache().apply_remote(set("pear")));
+    sim.settle();
+    converged_at(&all(&sim), sim.clock.now_ms()).unwrap();
+    for n in &sim.nodes {
+        assert_eq!(
+            n.default_cache().get("k").unwrap(),
+            "pear",
+            "on {}",
+            n.name()
+        );
+    }
+}
+
+#[test]
+fn regression_seed_8042() {
+    run_schedule(8042);
+}
+
+#[test]
+fn regression_seed_191016() {
+    run_schedule(191_016);
+}
+
 fn run_schedule(seed: u64) {
     let mut sim = Sim::new(seed, &TREE);
     sim.run_random(400, true);

@@ -215,9 +215,16 @@ impl Cache {
         &self.inner.name
     }
 
-    /// The id of the node this cache lives on; it is the tie-break in every version it writes.
+    /// The id of the node this cache lives on.
     pub fn node_id(&self) -> NodeId {
         self.inner.core.id
+    }
+
+    /// The id this cache's writes carry in their [`Version`]s, the tie-break between writes of
+    /// one instant: the node id, except on a node given a fixed id without a root, which may have
+    /// written under that id in an earlier run and so writes under an id of this run.
+    pub fn writer_id(&self) -> NodeId {
+        self.inner.core.writer
     }
 
     /// The number of shards (a power of two).

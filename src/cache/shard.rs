@@ -100,6 +100,14 @@ pub(crate) enum DeadKind {
     Gone,
 }
 
+/// What a remote change would leave a key holding, for ordering two contents under one version.
+enum Content<'a> {
+    Value(&'a Bytes, u64),
+    Tombstone,
+    /// An invalidation: no content, only "the copy of this version is gone".
+    Gone,
+}
+
 /// What [`Shard::restore`] installs for a key.
 pub(crate) enum Restored {
     Live { value: Bytes, expires_at: u64 },
@@ -244,6 +252,30 @@ impl Shard {
         self.held(key).max(self.purged_before)
     }
 
+    /// Whether a change of `key` at `version` carrying `content` wins over what this shard knows
+    /// of the key: the newer version wins. Nodes never issue a version twice, but should two
+    /// different contents ever meet under one version, every node keeps the same one: a tombstone
+    /// over a value, and between values the greater `(expires_at, value)`. A dropped-version record
+    /// or a purge mark at that version keeps what it has (it has no content to compare).
+    fn newer(&self, key: &[u8], version: Version, content: Content<'_>) -> bool {
+        let Some(newest) = self.newest(key) else {
+            return true;
+        };
+        if version != newest {
+            return version > newest;
+        }
+        let Some(held) = self.live.peek(key).filter(|e| e.version == version) else {
+            return false;
+        };
+        match content {
+            Content::Tombstone => true,
+            Content::Value(value, expires_at) => {
+                (expires_at, &value[..]) > (held.expires_at, &held.value[..])
+            }
+            Content::Gone => false,
+        }
+    }
+
     /// Writes an entry unconditionally (the caller's version is the newest: a local write).
     pub fn set(
         &mut self,
@@ -298,11 +330,11 @@ impl Shard {
                 version,
                 expires_at,
             } => {
-                if self.newest(key).is_some_and(|n| *version <= n) {
+                let expires_at = expires_at.unwrap_or(NEVER);
+                if !self.newer(key, *version, Content::Value(value, expires_at)) {
                     return false;
                 }
                 let seq = (stamp(), source);
-                let expires_at = expires_at.unwrap_or(NEVER);
                 let fits = entry_size(key.len(), value.len()) <= self.limits.max_bytes;
                 if expires_at > now
                     && fits
@@ -322,7 +354,7 @@ impl Shard {
                 true
             }
             Change::Delete { key, version } => {
-                if self.newest(key).is_some_and(|n| *version <= n) {
+                if !self.newer(key, *version, Content::Tombstone) {
                     return false;
                 }
                 let seq = (stamp(), source);
@@ -333,7 +365,7 @@ impl Shard {
             Change::Invalidate { key, version } => {
                 // Recorded even when nothing is held here: an older write of the key may still be
                 // on its way through another link, and this record is what refuses it.
-                if self.newest(key).is_some_and(|n| *version <= n) {
+                if !self.newer(key, *version, Content::Gone) {
                     return false;
                 }
                 let seq = (stamp(), source);
@@ -764,7 +796,7 @@ mod tests {
             "older loses"
         );
         assert!(
-            !s.apply(&set("k", "same", v(10, 1)), 1, 0, &mut stamp),
+            !s.apply(&set("k", "new", v(10, 1)), 1, 0, &mut stamp),
             "echo is a no-op"
         );
         assert!(
@@ -783,6 +815,49 @@ mod tests {
         );
         assert!(s.peek(b"k", 0).is_none());
         check(&s);
+    }
+
+    #[test]
+    fn two_contents_under_one_version_meet_in_one_winner() {
+        // Whatever order two nodes receive them in, both end with the same content.
+        let contents = [
+            set("k", "apple", v(10, 1)),
+            set("k", "pear", v(10, 1)),
+            Change::Delete {
+                key: "k".into(),
+                version: v(10, 1),
+            },
+        ];
+        let mut ends = Vec::new();
+        for order in [[0, 1, 2], [2, 1, 0], [1, 0, 2], [1, 2, 0]] {
+            let mut s = shard(10);
+            let mut seq = 0;
+            for i in order {
+                s.apply(&contents[i], 1, 0, || {
+                    seq += 1;
+                    seq
+                });
+            }
+            check(&s);
+            ends.push((s.peek(b"k", 0).map(|p| p.value), s.held(b"k")));
+        }
+        assert!(
+            ends.iter().all(|e| *e == (None, Some(v(10, 1)))),
+            "{ends:?}"
+        );
+        let mut ends = Vec::new();
+        for order in [[0, 1], [1, 0]] {
+            let mut s = shard(10);
+            let mut seq = 0;
+            for i in order {
+                s.apply(&contents[i], 1, 0, || {
+                    seq += 1;
+                    seq
+                });
+            }
+            ends.push(s.peek(b"k", 0).unwrap().value);
+        }
+        assert_eq!(ends, ["pear", "pear"], "the greater value, in either order");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! | file | holds |
 //! |---|---|
 //! | `lock` | locked while a node runs on this root: a second node on it is refused |
-//! | `identity` | node id, incarnation, and the seq lease: no seq above it was handed out |
+//! | `identity` | node id, incarnation, and the leases: no seq and no version timestamp above them was handed out |
 //! | `snapshot` | every entry, dead record, purge mark, floor and peer watermark at one point |
 //! | `oplog-N` | every change applied after snapshot `N` began, in order; `Close` ends a rotated one |
 //! | `leafcache.log.*` | the node's log, written by the `leafcache node` command, rolled daily |
@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use crate::cache::{Cache, DeadKind, Restored};
-use crate::clock::{NodeId, Version};
+use crate::clock::{Hlc, NodeId, Timestamp, Version};
 use crate::error::Error;
 use crate::node::Node;
 use crate::replication::message::Resume;
@@ -51,6 +51,11 @@ pub const DEFAULT_FLUSH: Flush = Flush::Every(Duration::from_millis(100));
 
 /// Seqs reserved per write of the identity file.
 const LEASE_BLOCK: u64 = 1 << 20;
+
+/// How far ahead of the clock's reading the clock lease is moved, in raw [`Timestamp`] units
+/// (five seconds of physical time): after a crash, the node's first versions are at most this far
+/// ahead of the last one it issued.
+const CLOCK_BLOCK: u64 = 5_000 << 16;
 
 /// Buffered op-log bytes that make the writer flush at once whatever the setting.
 const PENDING_LIMIT: usize = 256 << 10;
@@ -134,6 +139,10 @@ struct Identity {
     incarnation: String,
     /// No seq above this was handed out.
     seq_lease: u64,
+    /// No version timestamp above this (raw [`Timestamp`]) was issued. Absent in roots written
+    /// before it existed: read as 0.
+    #[serde(default)]
+    clock_lease: u64,
 }
 
 /// A root opened and locked, its identity read; the caches are not restored yet.
@@ -143,6 +152,7 @@ pub(crate) struct Store {
     pub id: NodeId,
     pub incarnation: uuid::Uuid,
     lease: u64,
+    clock_lease: u64,
 }
 
 /// Creates `path` (and its parents) as a directory only its owner can enter; tightens an existing
@@ -220,8 +230,8 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_error(format!("reading {shown}/{IDENTITY}"))(e)),
         };
-        let (id, incarnation, lease) = match stored {
-            Some((id, _, _)) if explicit.is_some_and(|e| e != id) => {
+        let (id, incarnation, lease, clock_lease) = match stored {
+            Some((id, _, _, _)) if explicit.is_some_and(|e| e != id) => {
                 return Err(Error::InvalidConfig {
                     what: "root",
                     reason: format!(
@@ -235,6 +245,7 @@ impl Store {
                 explicit.unwrap_or_else(NodeId::random),
                 uuid::Uuid::new_v4(),
                 0,
+                0,
             ),
         };
         Ok(Store {
@@ -243,15 +254,18 @@ impl Store {
             id,
             incarnation,
             lease,
+            clock_lease,
         })
     }
 
-    /// Loads the snapshot and the op log into `caches`, sets the node's seq counter, and opens a
-    /// new op-log segment. Returns the journal and the peer watermarks to resume from.
+    /// Loads the snapshot and the op log into `caches`, sets the node's seq counter, moves `hlc`
+    /// past every timestamp the node may have issued, and opens a new op-log segment. Returns the
+    /// journal and the peer watermarks to resume from.
     pub fn restore(
         self,
         caches: &[Cache],
         now_ms: u64,
+        hlc: &Hlc,
         set_seq: impl FnOnce(u64),
     ) -> Result<(Arc<Journal>, HashMap<NodeId, Resume>), Error> {
         let started = Instant::now();
@@ -295,8 +309,10 @@ impl Store {
         }
         let start_seq = max_seq.max(self.lease);
         set_seq(start_seq);
+        // Versions issued after the last write that reached the disk are covered by the lease.
+        hlc.observe(Timestamp(self.clock_lease));
         let next_segment = segments.last().map_or(first_segment.max(1), |(n, _)| n + 1);
-        let journal = Journal::create(self, caches, next_segment, start_seq)?;
+        let journal = Journal::create(self, caches, next_segment, start_seq, hlc.last())?;
         info!(
             root = %root.display(),
             entries = counts.live,
@@ -318,12 +334,17 @@ impl Store {
     }
 }
 
-fn parse_identity(text: &str) -> Result<(NodeId, uuid::Uuid, u64), String> {
+fn parse_identity(text: &str) -> Result<(NodeId, uuid::Uuid, u64, u64), String> {
     let id: Identity = toml::from_str(text).map_err(|e| e.message().to_string())?;
     let node = uuid::Uuid::parse_str(&id.node_id).map_err(|e| format!("node_id: {e}"))?;
     let incarnation =
         uuid::Uuid::parse_str(&id.incarnation).map_err(|e| format!("incarnation: {e}"))?;
-    Ok((NodeId(node.as_u128()), incarnation, id.seq_lease))
+    Ok((
+        NodeId(node.as_u128()),
+        incarnation,
+        id.seq_lease,
+        id.clock_lease,
+    ))
 }
 
 /// The op-log segments under `root`, by number.
@@ -641,6 +662,8 @@ pub(crate) struct Journal {
     out: Mutex<Out>,
     /// No seq above this was handed out; moved ahead in blocks, written to `identity` first.
     lease: AtomicU64,
+    /// No version timestamp above this was issued; moved ahead in blocks like `lease`.
+    clock_lease: AtomicU64,
     identity: Mutex<()>,
     /// One snapshot at a time.
     snapshotting: Mutex<()>,
@@ -666,6 +689,7 @@ impl Journal {
         caches: &[Cache],
         segment: u64,
         seq: u64,
+        clock: u64,
     ) -> Result<Arc<Journal>, Error> {
         let Store {
             settings,
@@ -689,6 +713,7 @@ impl Journal {
                 spare: Vec::with_capacity(64 << 10),
             }),
             lease: AtomicU64::new(seq),
+            clock_lease: AtomicU64::new(clock),
             identity: Mutex::new(()),
             snapshotting: Mutex::new(()),
             wanted: tokio::sync::Notify::new(),
@@ -696,7 +721,10 @@ impl Journal {
             _lock: lock,
         };
         journal
-            .write_identity(seq.saturating_add(LEASE_BLOCK))
+            .write_identity(
+                seq.saturating_add(LEASE_BLOCK),
+                clock.saturating_add(CLOCK_BLOCK),
+            )
             .map_err(io_error(format!(
                 "writing {}",
                 journal.root.join(IDENTITY).display()
@@ -744,7 +772,7 @@ impl Journal {
         Ok((f, head.len() as u64))
     }
 
-    fn write_identity(&self, lease: u64) -> io::Result<()> {
+    fn write_identity(&self, lease: u64, clock_lease: u64) -> io::Result<()> {
         let _one = self.identity.lock();
         let text = format!(
             "# This node's identity; written by leafcache. Do not copy it to another node's root.\n{}",
@@ -752,11 +780,13 @@ impl Journal {
                 node_id: self.node.to_string(),
                 incarnation: self.incarnation.to_string(),
                 seq_lease: lease,
+                clock_lease,
             })
             .map_err(io::Error::other)?
         );
         write_atomic(&self.root, IDENTITY, text.as_bytes())?;
         self.lease.store(lease, Ordering::SeqCst);
+        self.clock_lease.store(clock_lease, Ordering::SeqCst);
         Ok(())
     }
 
@@ -773,7 +803,8 @@ impl Journal {
         if seq <= self.lease.load(Ordering::SeqCst) {
             return;
         }
-        if let Err(e) = self.write_identity(seq.saturating_add(LEASE_BLOCK)) {
+        let clock = self.clock_lease.load(Ordering::SeqCst);
+        if let Err(e) = self.write_identity(seq.saturating_add(LEASE_BLOCK), clock) {
             // Keep going: the counter only risks reusing seqs if the node also crashes now.
             error!(root = %self.root.display(), "cannot extend the seq lease in the identity file: {e}");
             self.lease
@@ -781,9 +812,35 @@ impl Journal {
         }
     }
 
-    /// Records the exact last seq as the lease: after a graceful stop the node resumes there.
-    fn settle_lease(&self, seq: u64) {
-        if let Err(e) = self.write_identity(seq) {
+    /// Called with every version timestamp issued: moves the clock lease ahead before one passes
+    /// it.
+    #[inline]
+    pub fn check_clock(&self, ts: u64) {
+        if ts > self.clock_lease.load(Ordering::Relaxed) {
+            self.extend_clock(ts);
+        }
+    }
+
+    #[cold]
+    fn extend_clock(&self, ts: u64) {
+        if ts <= self.clock_lease.load(Ordering::SeqCst) {
+            return;
+        }
+        let (seq, clock) = (
+            self.lease.load(Ordering::SeqCst),
+            ts.saturating_add(CLOCK_BLOCK),
+        );
+        if let Err(e) = self.write_identity(seq, clock) {
+            // Keep going: versions are only at risk if the node also crashes now.
+            error!(root = %self.root.display(), "cannot extend the clock lease in the identity file: {e}");
+            self.clock_lease.store(clock, Ordering::SeqCst);
+        }
+    }
+
+    /// Records the exact last seq and clock reading as the leases: after a graceful stop the
+    /// node resumes there.
+    fn settle_lease(&self, seq: u64, clock: u64) {
+        if let Err(e) = self.write_identity(seq, clock) {
             error!(root = %self.root.display(), "cannot write the identity file: {e}");
         }
     }
@@ -953,7 +1010,7 @@ impl Journal {
             self.flush();
             return;
         }
-        self.settle_lease(seq.max(node.current_seq()));
+        self.settle_lease(seq.max(node.current_seq()), node.core().hlc.last());
     }
 }
 
@@ -1022,6 +1079,7 @@ pub(crate) async fn run(node: Node, journal: Arc<Journal>) {
             }
             // Move the seq lease ahead here, half a block early, rather than in a write.
             journal.check_lease(node.current_seq().saturating_add(LEASE_BLOCK / 2));
+            journal.check_clock(node.core().hlc.last().saturating_add(CLOCK_BLOCK / 2));
             continue;
         }
         let (n, j) = (node.clone(), journal.clone());
