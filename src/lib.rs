@@ -31,6 +31,7 @@
 mod cache;
 pub mod clock;
 mod error;
+pub mod net;
 mod node;
 mod persist;
 pub mod replication;
@@ -38,14 +39,14 @@ mod server;
 pub mod topology;
 
 pub use cache::{
-    Cache, CacheConfig, CacheStats, Change, ENTRY_OVERHEAD, EntryInfo, Expiry, Loader,
+    Cache, CacheConfig, CacheStats, Caches, Change, ENTRY_OVERHEAD, EntryInfo, Expiry, Loader,
     SetCondition, SetOutcome, Stamped,
 };
 pub use clock::{Clock, ManualClock, NodeId, Timestamp, Version};
 pub use error::{BoxError, Error, parse_duration};
 pub use node::{
-    CacheBuilder, DEFAULT_CACHE, DEFAULT_CLUSTER, DEFAULT_CONNECTION_TIMEOUT, IntoDuration,
-    LinkSettings, Node, NodeBuilder,
+    CacheBuilder, DEFAULT_CACHE, DEFAULT_CLUSTER, DEFAULT_CONNECTION_TIMEOUT, IntoDuration, Node,
+    NodeBuilder, ReplicationConfig,
 };
 pub use persist::{DEFAULT_FLUSH, DEFAULT_SNAPSHOT_INTERVAL, Flush, SnapshotReport};
 pub use replication::{Direction, LinkError, LinkState, LinkStatus, Role, SyncKind, SyncReport};

@@ -13,7 +13,7 @@ pub fn describe(node: &Node) -> String {
     let mut line = format!("{:<12} {:<6}", node.name(), node.role().to_string());
     let addresses = [
         ("listen", node.local_addr().map(str::to_string)),
-        ("hub", node.link_settings().remote_address.clone()),
+        ("hub", node.replication_config().remote_address.clone()),
         ("resp", node.resp_addr().map(str::to_string)),
         ("http", node.http_addr().map(str::to_string)),
         ("unix", node.unix_socket().map(|p| p.display().to_string())),

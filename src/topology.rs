@@ -44,8 +44,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
+use crate::net::Endpoint;
 use crate::replication::Role;
-use crate::replication::transport::Endpoint;
 use crate::{CacheConfig, DEFAULT_CACHE, Error, Flush, Node, NodeBuilder};
 
 // ----------------------------------------------------------------------------------------------

@@ -281,7 +281,7 @@ listen = "127.0.0.1:0"
     let [leaf2, relay, leaf1, top] = [&nodes[0], &nodes[1], &nodes[2], &nodes[3]];
     assert_eq!(relay.role(), Role::Relay);
     assert_eq!(
-        relay.link_settings().remote_address.as_deref(),
+        relay.replication_config().remote_address.as_deref(),
         top.local_addr(),
         "the relay dials the port its hub bound"
     );
@@ -404,7 +404,7 @@ async fn a_leaf_dials_its_hubs_advertised_address() {
     );
     let leaf = t.start("leaf").unwrap();
     assert_eq!(
-        leaf.link_settings().remote_address.as_deref(),
+        leaf.replication_config().remote_address.as_deref(),
         Some("hub.internal:7400")
     );
     leaf.shutdown().await;

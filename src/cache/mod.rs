@@ -7,7 +7,10 @@
 
 mod change;
 pub(crate) mod config;
+pub(crate) mod core;
 mod loader;
+pub(crate) mod ports;
+mod set;
 mod shard;
 mod stats;
 
@@ -29,9 +32,10 @@ pub use stats::CacheStats;
 
 use crate::clock::{NodeId, Version};
 use crate::error::Error;
-use crate::node::NodeCore;
-use crate::persist::format::Entry;
-use crate::persist::{Journal, dead_entry};
+use core::Core;
+use ports::{Recorder, Stored};
+pub use set::Caches;
+pub use set::DEFAULT_CACHE;
 pub use shard::ENTRY_OVERHEAD;
 pub(crate) use shard::{DeadKind, LOCAL, Restored, entry_size};
 use shard::{KeyArg, Limits, NEVER, Shard, skipped};
@@ -86,11 +90,12 @@ pub struct EntryInfo {
     pub seq: u64,
 }
 
-/// Flushes the op log if an append asked for it, once the caller's locks are released.
+/// Writes out what the recorder buffered, if [`Cache::record`] asked for it; called once the
+/// caller's locks are released.
 #[inline]
-fn flushed(flush: Option<(&Arc<Journal>, bool)>) {
-    if let Some((journal, true)) = flush {
-        journal.flush();
+fn write_out(pending: Option<&dyn Recorder>) {
+    if let Some(recorder) = pending {
+        recorder.write_out();
     }
 }
 
@@ -110,7 +115,7 @@ struct CacheInner {
     /// Picks a key's shard; fixed seed so that a key's shard is stable for the process.
     hasher: foldhash::fast::FixedState,
     /// The node's identity, clocks and seq counter, shared by all its caches.
-    core: Arc<NodeCore>,
+    core: Arc<Core>,
     /// Default time-to-live of a write.
     ttl: Option<Duration>,
     /// The largest accounted entry one shard can hold.
@@ -165,7 +170,7 @@ impl Cache {
         name: &str,
         index: u32,
         config: &CacheConfig,
-        core: Arc<NodeCore>,
+        core: Arc<Core>,
     ) -> Result<Self, Error> {
         let resolved = config.resolve()?;
         let n = resolved.shards;
@@ -225,6 +230,11 @@ impl Cache {
     /// written under that id in an earlier run and so writes under an id of this run.
     pub fn writer_id(&self) -> NodeId {
         self.inner.core.writer
+    }
+
+    /// The cache's place among its node's caches: how records name it.
+    pub(crate) fn index(&self) -> u32 {
+        self.inner.index
     }
 
     /// The number of shards (a power of two).
@@ -358,16 +368,18 @@ impl Cache {
         let core = &self.inner.core;
         let version = core.new_version();
         let seq = core.next_seq();
-        let flush = core.journal().map(|j| {
-            let index = self.inner.index;
-            (
-                j,
-                j.append_live(index, seq, key.as_slice(), &value, version, expires_at),
-            )
-        });
+        let pending = self.record(
+            seq,
+            Stored::Live {
+                key: key.as_slice(),
+                value: &value,
+                version,
+                expires_at,
+            },
+        );
         shard.set(key, value, version, expires_at, seq, now);
         drop(shard);
-        flushed(flush);
+        write_out(pending);
         core.changed();
         version
     }
@@ -517,13 +529,18 @@ impl Cache {
         let mut shard = self.shard(key).lock();
         let version = core.new_version();
         let seq = core.next_seq();
-        let flush = core.journal().map(|j| {
-            let entry = dead_entry(self.inner.index, seq, key, version, true, now);
-            (j, j.append(&entry))
-        });
+        let pending = self.record(
+            seq,
+            Stored::Dead {
+                key,
+                version,
+                tombstone: true,
+                since_ms: now,
+            },
+        );
         let old = shard.delete(Bytes::copy_from_slice(key), version, seq, now);
         drop(shard);
-        flushed(flush);
+        write_out(pending);
         core.changed();
         old
     }
@@ -542,7 +559,7 @@ impl Cache {
     ) -> Result<Version, Error> {
         let version = self.set(key, value)?;
         let seq = self.inner.core.current_seq();
-        self.inner.core.upstream.wait_acked(seq).await?;
+        self.inner.core.uplink.wait_acked(seq).await?;
         Ok(version)
     }
 
@@ -553,7 +570,7 @@ impl Cache {
     pub async fn delete_acked(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>, Error> {
         let old = self.delete(key);
         let seq = self.inner.core.current_seq();
-        self.inner.core.upstream.wait_acked(seq).await?;
+        self.inner.core.uplink.wait_acked(seq).await?;
         Ok(old)
     }
 
@@ -573,20 +590,12 @@ impl Cache {
         }
         let seq = self.inner.core.next_seq();
         self.install_purge(&mut mark, version, seq, source);
-        let journal = self.inner.core.journal();
-        let flush = journal.map(|j| {
-            let entry = Entry::Purge {
-                cache: self.inner.index,
-                seq,
-                version,
-            };
-            (j, j.append(&entry))
-        });
+        let pending = self.record(seq, Stored::Purge { version });
         drop(mark);
-        flushed(flush);
-        if let Some(j) = journal {
-            // A snapshot now takes the purged entries off the disk too.
-            j.wanted.notify_one();
+        write_out(pending);
+        if let Some(recorder) = self.inner.core.recorder() {
+            // The purged entries go off the disk too.
+            recorder.purged();
         }
         true
     }
@@ -634,27 +643,20 @@ impl Cache {
         self.inner.shards[0].0.lock().restore_floor(floor);
     }
 
-    /// Hands `f` this cache's state as op-log entries: purge mark and floor, then each shard's
-    /// entries (least recently used first) and dead records, one shard under its lock at a time.
+    /// Hands `f` this cache's state with the seqs it was recorded at: purge mark and floor, then
+    /// each shard's entries (least recently used first) and dead records, one shard under its lock
+    /// at a time.
     pub(crate) fn export<E>(
         &self,
-        mut f: impl FnMut(Entry<&[u8]>) -> Result<(), E>,
+        mut f: impl FnMut(u64, Stored<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let cache = self.inner.index;
         let purge = *self.inner.purge.lock();
         if let Some((version, seq, _)) = purge {
-            f(Entry::Purge {
-                cache,
-                seq,
-                version,
-            })?;
+            f(seq, Stored::Purge { version })?;
         }
-        f(Entry::Floor {
-            cache,
-            seq: self.floor(),
-        })?;
+        f(self.floor(), Stored::Floor)?;
         for shard in self.inner.shards.iter() {
-            shard.0.lock().export(cache, &mut f)?;
+            shard.0.lock().export(&mut f)?;
         }
         Ok(())
     }
@@ -730,11 +732,13 @@ impl Cache {
                     seq = core.next_seq();
                     seq
                 });
-                let flush = (core.journal())
-                    .filter(|_| applied)
-                    .map(|j| (j, j.append(&self.logged(change, seq, now))));
+                let pending = if applied {
+                    self.record(seq, stored(change, now))
+                } else {
+                    None
+                };
                 drop(shard);
-                flushed(flush);
+                write_out(pending);
                 applied
             }
         };
@@ -744,33 +748,14 @@ impl Cache {
         applied
     }
 
-    /// A change from a peer as the op log records it.
-    fn logged<'c>(&self, change: &'c Change, seq: u64, now: u64) -> Entry<&'c [u8]> {
-        let cache = self.inner.index;
-        match change {
-            Change::Set {
-                key,
-                value,
-                version,
-                expires_at,
-            } => Entry::Live {
-                cache,
-                seq,
-                key,
-                value,
-                version: *version,
-                expires_at: expires_at.unwrap_or(NEVER),
-            },
-            Change::Delete { key, version } => dead_entry(cache, seq, key, *version, true, now),
-            Change::Invalidate { key, version } => {
-                dead_entry(cache, seq, key, *version, false, now)
-            }
-            Change::Purge { version } => Entry::Purge {
-                cache,
-                seq,
-                version: *version,
-            },
-        }
+    /// Hands an applied change to the node's recorder, if it has one: the one place persistence
+    /// is entered. Returns the recorder to write out through once the caller's locks are released.
+    #[inline]
+    fn record(&self, seq: u64, stored: Stored<'_>) -> Option<&dyn Recorder> {
+        let recorder = self.inner.core.recorder()?;
+        recorder
+            .record(self.inner.index, seq, stored)
+            .then_some(recorder)
     }
 
     /// The changes this cache applied after local seq `after`, in seq order, at most `max` of them.
@@ -921,7 +906,7 @@ impl Cache {
             return Ok(v);
         }
         let core = &self.inner.core;
-        let fetches = core.upstream.fetch_timeout.is_some();
+        let fetches = core.uplink.fetch_timeout.is_some();
         let loader = self.inner.loader.clone();
         if loader.is_none() && !fetches {
             return Err(Error::NoLoader(self.inner.name.to_string()));
@@ -940,7 +925,7 @@ impl Cache {
                 if let Some(p) = self.shard(&key).lock().peek(&key, now) {
                     return Ok(p.value);
                 }
-                if let Some(change) = core.upstream.fetch(&self.inner.name, &key).await {
+                if let Some(change) = core.uplink.fetch(&self.inner.name, &key).await {
                     self.apply_remote(change);
                     if let Some(p) = self.shard(&key).lock().peek(&key, self.now_ms()) {
                         return Ok(p.value);
@@ -968,5 +953,29 @@ impl Cache {
             inflight.remove(&key);
         }
         result
+    }
+}
+
+/// A change from a peer as the cache stores it once applied.
+fn stored(change: &Change, now: u64) -> Stored<'_> {
+    match change {
+        Change::Set {
+            key,
+            value,
+            version,
+            expires_at,
+        } => Stored::Live {
+            key,
+            value,
+            version: *version,
+            expires_at: expires_at.unwrap_or(NEVER),
+        },
+        Change::Delete { key, version } | Change::Invalidate { key, version } => Stored::Dead {
+            key,
+            version: *version,
+            tombstone: matches!(change, Change::Delete { .. }),
+            since_ms: now,
+        },
+        Change::Purge { version } => Stored::Purge { version: *version },
     }
 }

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use lru::LruCache;
 
 use super::change::{Change, Stamped};
+use super::ports::Stored;
 use crate::clock::{Clock, Version};
-use crate::persist::format::Entry as Logged;
 
 /// `expires_at` of an entry that never expires.
 pub(crate) const NEVER: u64 = u64::MAX;
@@ -45,7 +45,7 @@ pub(crate) fn entry_size(key_len: usize, value_len: usize) -> usize {
 }
 
 /// A live entry.
-pub(crate) struct Entry {
+pub(crate) struct Live {
     pub value: Bytes,
     pub version: Version,
     /// Absolute expiry in wall-clock ms, or [`NEVER`].
@@ -152,7 +152,7 @@ pub(crate) struct Peeked {
 }
 
 pub(crate) struct Shard {
-    live: LruCache<Bytes, Entry>,
+    live: LruCache<Bytes, Live>,
     /// Dead records in the order they were made (oldest at the LRU end); never promoted.
     dead: LruCache<Bytes, Dead>,
     /// seq → (key, source): the link a change came in on ([`LOCAL`] for this node's own writes), so
@@ -511,32 +511,30 @@ impl Shard {
     }
 
     /// Calls `f` on every live entry, least recently used first, then on every dead record, oldest
-    /// first, as op-log entries of cache `cache`: the order that [`restore`](Self::restore)
-    /// rebuilds the same LRU order from.
-    pub fn export<E>(
-        &self,
-        cache: u32,
-        mut f: impl FnMut(Logged<&[u8]>) -> Result<(), E>,
-    ) -> Result<(), E> {
+    /// first, with their seqs: the order that [`restore`](Self::restore) rebuilds the same LRU
+    /// order from.
+    pub fn export<E>(&self, mut f: impl FnMut(u64, Stored<'_>) -> Result<(), E>) -> Result<(), E> {
         for (key, e) in self.live.iter().rev() {
-            f(Logged::Live {
-                cache,
-                seq: e.seq,
-                key,
-                value: &e.value,
-                version: e.version,
-                expires_at: e.expires_at,
-            })?;
+            f(
+                e.seq,
+                Stored::Live {
+                    key,
+                    value: &e.value,
+                    version: e.version,
+                    expires_at: e.expires_at,
+                },
+            )?;
         }
         for (key, d) in self.dead.iter().rev() {
-            f(Logged::Dead {
-                cache,
-                seq: d.seq,
-                key,
-                version: d.version,
-                tombstone: d.kind == DeadKind::Tombstone,
-                since_ms: d.since_ms,
-            })?;
+            f(
+                d.seq,
+                Stored::Dead {
+                    key,
+                    version: d.version,
+                    tombstone: d.kind == DeadKind::Tombstone,
+                    since_ms: d.since_ms,
+                },
+            )?;
         }
         Ok(())
     }
@@ -552,7 +550,7 @@ impl Shard {
 
     /// Removes every record of `key` (entry or dead record, with their log and expiry records) and
     /// returns the entry it held.
-    fn clear_key(&mut self, key: &[u8]) -> Option<Entry> {
+    fn clear_key(&mut self, key: &[u8]) -> Option<Live> {
         if let Some(e) = self.live.pop(key) {
             self.unaccount(key, &e);
             self.log.remove(&e.seq);
@@ -564,7 +562,7 @@ impl Shard {
         None
     }
 
-    fn unaccount(&mut self, key: &[u8], e: &Entry) {
+    fn unaccount(&mut self, key: &[u8], e: &Live) {
         self.bytes -= entry_size(key.len(), e.value.len());
         if e.expires_at != NEVER {
             self.expiry.remove(&(e.expires_at, e.seq));
@@ -597,7 +595,7 @@ impl Shard {
             self.expiry.insert((expires_at, seq));
         }
         let old_seq = e.seq;
-        *e = Entry {
+        *e = Live {
             value,
             version,
             expires_at,
@@ -634,7 +632,7 @@ impl Shard {
         self.log.insert(seq, (key.clone(), source));
         self.live.put(
             key,
-            Entry {
+            Live {
                 value,
                 version,
                 expires_at,

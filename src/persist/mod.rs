@@ -36,10 +36,10 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use crate::cache::{Cache, DeadKind, Restored};
+use crate::cache::ports::{Recorder, Stored};
+use crate::cache::{Cache, Caches, DeadKind, Restored};
 use crate::clock::{Hlc, NodeId, Timestamp, Version};
 use crate::error::Error;
-use crate::node::Node;
 use crate::replication::message::Resume;
 use format::{Bad, Entry, LOG_MAGIC, Next, Reader, SNAPSHOT_MAGIC, frame};
 
@@ -126,7 +126,7 @@ impl std::fmt::Display for Flush {
 
 /// Where and how a node keeps its data on disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct PersistSettings {
+pub(crate) struct PersistConfig {
     pub root: PathBuf,
     pub snapshot_every: Duration,
     pub flush: Flush,
@@ -147,7 +147,7 @@ struct Identity {
 
 /// A root opened and locked, its identity read; the caches are not restored yet.
 pub(crate) struct Store {
-    settings: PersistSettings,
+    settings: PersistConfig,
     lock: File,
     pub id: NodeId,
     pub incarnation: uuid::Uuid,
@@ -201,7 +201,7 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
 impl Store {
     /// Creates and locks the root and reads (or creates) its identity. `explicit` is a node id
     /// the builder was given: it must match the root's.
-    pub fn open(settings: PersistSettings, explicit: Option<NodeId>) -> Result<Store, Error> {
+    pub fn open(settings: PersistConfig, explicit: Option<NodeId>) -> Result<Store, Error> {
         let root = &settings.root;
         let shown = root.display().to_string();
         create_private_dir(root).map_err(io_error(format!("creating the root {shown}")))?;
@@ -873,6 +873,18 @@ impl Journal {
         self.flush == Flush::Always || pending.len() > PENDING_LIMIT
     }
 
+    /// Records a watermark on `peer`, after the changes it covers, and writes it out.
+    pub fn record_mark(&self, peer: NodeId, mark: Resume) {
+        let entry = Entry::Mark {
+            peer,
+            incarnation: mark.incarnation,
+            seq: mark.seq,
+        };
+        if self.append(&entry) {
+            self.flush();
+        }
+    }
+
     /// Writes every appended entry to the open segment.
     pub fn flush(&self) {
         let mut out = self.out.lock();
@@ -934,7 +946,11 @@ impl Journal {
     /// The op log is rotated first, so every change in the dropped segments was applied before the
     /// snapshot began and is in it. Each shard is written under its lock, streamed through a
     /// buffer: no copy of the cache is made.
-    pub fn snapshot(&self, node: &Node, caches: &[Cache]) -> io::Result<SnapshotReport> {
+    pub fn snapshot(
+        &self,
+        caches: &Caches,
+        marks: &[(NodeId, Resume)],
+    ) -> io::Result<SnapshotReport> {
         let _one = self.snapshotting.lock();
         let started = Instant::now();
         let segment = self.rotate()?;
@@ -945,7 +961,7 @@ impl Journal {
         let mut buf = self.header(segment);
         let mut entries = 0u64;
         // Watermarks first: everything they cover was applied before the shards are read.
-        for (peer, mark) in node.shared().marks() {
+        for &(peer, mark) in marks {
             frame(
                 &mut buf,
                 &Entry::<&[u8]>::Mark {
@@ -958,15 +974,15 @@ impl Journal {
             entries += 1;
         }
         let (mut live, mut dead) = (0u64, 0u64);
-        for cache in caches {
-            cache.export(|entry| {
-                match entry {
-                    Entry::Live { .. } => live += 1,
-                    Entry::Dead { .. } => dead += 1,
+        for cache in caches.all() {
+            cache.export(|seq, stored| {
+                match stored {
+                    Stored::Live { .. } => live += 1,
+                    Stored::Dead { .. } => dead += 1,
                     _ => {}
                 }
                 entries += 1;
-                frame(&mut buf, &entry).map_err(io::Error::other)?;
+                frame(&mut buf, &record(cache.index(), seq, stored)).map_err(io::Error::other)?;
                 if buf.len() >= 256 << 10 {
                     w.write_all(&buf)?;
                     buf.clear();
@@ -1003,14 +1019,15 @@ impl Journal {
         Ok(report)
     }
 
-    /// The final snapshot of a graceful stop, then the exact seq as the lease.
-    pub fn close(&self, node: &Node, caches: &[Cache], seq: u64) {
-        if let Err(e) = self.snapshot(node, caches) {
+    /// The final snapshot of a graceful stop, then the exact seq and clock reading as the leases.
+    pub fn close(&self, caches: &Caches, marks: &[(NodeId, Resume)]) {
+        if let Err(e) = self.snapshot(caches, marks) {
             error!(root = %self.root.display(), "final snapshot failed, the op log keeps the changes: {e}");
             self.flush();
             return;
         }
-        self.settle_lease(seq.max(node.current_seq()), node.core().hlc.last());
+        let core = caches.core();
+        self.settle_lease(core.current_seq(), core.hlc.last());
     }
 }
 
@@ -1033,31 +1050,89 @@ pub struct SnapshotReport {
     pub elapsed: Duration,
 }
 
-/// A change a cache applied, as the op log records it.
-#[inline]
-pub(crate) fn dead_entry(
-    cache: u32,
-    seq: u64,
-    key: &[u8],
-    version: Version,
-    tombstone: bool,
-    since_ms: u64,
-) -> Entry<&[u8]> {
-    Entry::Dead {
-        cache,
-        seq,
-        key,
-        version,
-        tombstone,
-        since_ms,
+/// What a cache stored under seq `seq`, as the op log and snapshots record it: the one place
+/// such records are built.
+fn record(cache: u32, seq: u64, stored: Stored<'_>) -> Entry<&[u8]> {
+    match stored {
+        Stored::Live {
+            key,
+            value,
+            version,
+            expires_at,
+        } => Entry::Live {
+            cache,
+            seq,
+            key,
+            value,
+            version,
+            expires_at,
+        },
+        Stored::Dead {
+            key,
+            version,
+            tombstone,
+            since_ms,
+        } => Entry::Dead {
+            cache,
+            seq,
+            key,
+            version,
+            tombstone,
+            since_ms,
+        },
+        Stored::Purge { version } => Entry::Purge {
+            cache,
+            seq,
+            version,
+        },
+        Stored::Floor => Entry::Floor { cache, seq },
+    }
+}
+
+impl Recorder for Journal {
+    #[inline]
+    fn record(&self, cache: u32, seq: u64, stored: Stored<'_>) -> bool {
+        match stored {
+            // The hot path: framed by hand, without the serde encoder.
+            Stored::Live {
+                key,
+                value,
+                version,
+                expires_at,
+            } => self.append_live(cache, seq, key, value, version, expires_at),
+            other => self.append(&record(cache, seq, other)),
+        }
+    }
+
+    fn write_out(&self) {
+        self.flush();
+    }
+
+    #[inline]
+    fn seq_issued(&self, seq: u64) {
+        self.check_lease(seq);
+    }
+
+    #[inline]
+    fn version_issued(&self, ts: Timestamp) {
+        self.check_clock(ts.0);
+    }
+
+    fn purged(&self) {
+        self.wanted.notify_one();
     }
 }
 
 /// The node's persistence task: writes a snapshot every interval or when one is asked for, and
 /// with [`Flush::Every`] writes the op log out on its period. Ends at shutdown, which writes the
 /// final snapshot itself.
-pub(crate) async fn run(node: Node, journal: Arc<Journal>) {
-    let shutdown = node.shared().shutdown.clone();
+pub(crate) async fn run(
+    caches: Caches,
+    marks: impl Fn() -> Vec<(NodeId, Resume)> + Send + 'static,
+    journal: Arc<Journal>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let core = caches.core().clone();
     let mut snapshot_at = tokio::time::Instant::now() + journal.snapshot_every;
     let flush_every = match journal.flush {
         Flush::Every(d) => d,
@@ -1078,12 +1153,12 @@ pub(crate) async fn run(node: Node, journal: Arc<Journal>) {
                 journal.flush();
             }
             // Move the seq lease ahead here, half a block early, rather than in a write.
-            journal.check_lease(node.current_seq().saturating_add(LEASE_BLOCK / 2));
-            journal.check_clock(node.core().hlc.last().saturating_add(CLOCK_BLOCK / 2));
+            journal.check_lease(core.current_seq().saturating_add(LEASE_BLOCK / 2));
+            journal.check_clock(core.hlc.last().saturating_add(CLOCK_BLOCK / 2));
             continue;
         }
-        let (n, j) = (node.clone(), journal.clone());
-        let written = tokio::task::spawn_blocking(move || j.snapshot(&n, n.caches())).await;
+        let (c, j, m) = (caches.clone(), journal.clone(), marks());
+        let written = tokio::task::spawn_blocking(move || j.snapshot(&c, &m)).await;
         match written {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {

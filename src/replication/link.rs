@@ -14,13 +14,17 @@ use bytes::Bytes;
 use hmac::Mac;
 use tracing::{info, warn};
 
+use std::sync::Arc;
+
 use super::codec::{decode, encode};
-use super::message::{CacheChanges, Hello, MAGIC, Message, PROTOCOL_VERSION, Refusal, Resume};
+use super::message::{
+    CacheChanges, Hello, MAGIC, Message, PROTOCOL_VERSION, Refusal, Resume, Role,
+};
+use super::replica::{Marks, Replica};
 use super::status::{Direction, LinkState, LinkStatus, SyncKind, SyncReport};
-use super::{HmacSha256, LinkError};
+use super::{HmacSha256, LinkError, Secret};
 use crate::cache::Change;
 use crate::clock::NodeId;
-use crate::node::Node;
 
 /// Batches sent and not yet acknowledged, at most. With [`BATCH_BYTES`] this bounds what a link
 /// has in flight, whatever the peer's speed.
@@ -29,6 +33,49 @@ pub const WINDOW: usize = 8;
 pub const BATCH_RECORDS: usize = 1024;
 /// Approximate payload bytes per batch, at most (a single larger record still goes alone).
 pub const BATCH_BYTES: usize = 256 << 10;
+
+/// What every link of a node is configured with.
+#[derive(Clone, Debug)]
+pub struct LinkConfig {
+    /// Links only form within one cluster.
+    pub cluster: String,
+    /// The key of the handshake proof.
+    pub secret: Secret,
+    /// A peer silent this long is declared gone; heartbeats go out at a quarter of it.
+    pub timeout_ms: u64,
+    /// The largest frame sent or accepted.
+    pub max_frame: usize,
+    /// This node's place in the tree, as told to peers.
+    pub role: Role,
+}
+
+/// What a link reports to its driver, which hands it on: watermarks to persistence and the node's
+/// [`Marks`], acknowledgements to the waiting writers, fetch answers to the waiting readers.
+/// Watermarks and acknowledgements are coalesced (only the latest is kept), so a driver that
+/// drains them after each frame sees every one in order and an undrained link holds no queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// The peer's changes up to `resume.seq` of its incarnation are applied here; reported after
+    /// the changes it covers were applied (and recorded).
+    Watermark {
+        /// The peer.
+        peer: NodeId,
+        /// Where to resume from.
+        resume: Resume,
+    },
+    /// The peer applied this node's changes up to this seq.
+    Acked {
+        /// This node's seq.
+        upto: u64,
+    },
+    /// The answer to [`Link::fetch`] `id`.
+    Fetched {
+        /// The question's id.
+        id: u64,
+        /// The entry as a `Set`, or `None`.
+        change: Option<Change>,
+    },
+}
 
 /// Where the handshake stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,17 +101,17 @@ struct Peer {
     challenge: [u8; 32],
 }
 
-/// The protocol state of one connection to one peer. Feed it the peer's frames with
-/// [`handle`](Self::handle), send what [`poll_transmit`](Self::poll_transmit) yields, call
-/// [`tick`](Self::tick) as time passes. Two links joined by hand:
+/// The protocol state of one connection to one peer, over any [`Replica`]. Feed it the peer's
+/// frames with [`handle`](Self::handle), send what [`poll_transmit`](Self::poll_transmit) yields,
+/// call [`tick`](Self::tick) as time passes, and hand what [`poll_event`](Self::poll_event) reports
+/// to whoever needs it. Two links joined by hand:
 ///
 /// ```
-/// use leafcache::replication::Link;
 /// use leafcache::{Direction, Node};
 ///
 /// let (hub, leaf) = (Node::builder().build()?, Node::builder().build()?);
-/// let mut down = Link::new(&hub, Direction::Downstream, "in-memory");
-/// let mut up = Link::new(&leaf, Direction::Upstream, "in-memory");
+/// let mut down = hub.new_link(Direction::Downstream, "in-memory");
+/// let mut up = leaf.new_link(Direction::Upstream, "in-memory");
 /// leaf.default_cache().set("k", "v")?;
 /// // Shuttle frames until neither side has anything to say.
 /// loop {
@@ -83,8 +130,11 @@ struct Peer {
 /// assert_eq!(hub.default_cache().get("k").unwrap(), "v");
 /// # Ok::<(), leafcache::Error>(())
 /// ```
-pub struct Link {
-    node: Node,
+pub struct Link<R: Replica> {
+    replica: R,
+    config: Arc<LinkConfig>,
+    /// Where the resume point for the peer is read, once the peer is known.
+    marks: Arc<Marks>,
     /// Unique per connection on this node; changes that came in here are tagged with it so they
     /// are never sent back.
     id: u32,
@@ -104,7 +154,11 @@ pub struct Link {
     /// Control messages waiting to go out ahead of batches.
     outbox: VecDeque<Message>,
     /// Answers to our fetches, for the driver to hand to the waiting callers.
-    fetched: Vec<(u64, Option<Change>)>,
+    fetched: VecDeque<(u64, Option<Change>)>,
+    /// The newest watermark not yet reported.
+    watermark: Option<(NodeId, Resume)>,
+    /// The newest acknowledgement not yet reported.
+    acked_event: Option<u64>,
     last_recv_ms: u64,
     last_sent_ms: u64,
     /// Heartbeat period: a quarter of the shorter of both sides' connection timeouts.
@@ -112,29 +166,36 @@ pub struct Link {
     status: LinkStatus,
 }
 
-impl Link {
-    /// A new link on `node`, with its hello queued. `address` is for status and logs.
-    pub fn new(node: &Node, direction: Direction, address: &str) -> Link {
-        let now = node.core().now_ms();
-        let id = node.shared().next_link_id();
-        let mut challenge = [0u8; 32];
-        challenge[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        challenge[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        let shared = node.shared();
+impl<R: Replica> Link<R> {
+    /// A new link `id` over `replica`, with its hello queued; `challenge` is the random bytes the
+    /// peer must prove the secret over, `address` is for status and logs.
+    pub fn new(
+        replica: R,
+        config: Arc<LinkConfig>,
+        marks: Arc<Marks>,
+        id: u32,
+        challenge: [u8; 32],
+        direction: Direction,
+        address: &str,
+    ) -> Self {
+        let now = replica.now_ms();
         let hello = Message::Hello(Hello {
             magic: MAGIC,
             protocol: PROTOCOL_VERSION,
-            cluster: shared.cluster.clone(),
-            node: node.id(),
-            name: node.name().to_string(),
-            role: shared.role(),
-            incarnation: node.incarnation().as_u128(),
+            cluster: config.cluster.clone(),
+            node: replica.node_id(),
+            name: replica.node_name().to_string(),
+            role: config.role,
+            incarnation: replica.incarnation(),
             challenge,
-            timeout_ms: shared.timeout_ms,
+            timeout_ms: config.timeout_ms,
         });
         let status = LinkStatus::new(id, direction, address);
+        let ping_every_ms = (config.timeout_ms / 4).max(1);
         Link {
-            node: node.clone(),
+            replica,
+            config,
+            marks,
             id,
             direction,
             phase: Phase::AwaitHello,
@@ -145,10 +206,12 @@ impl Link {
             inflight: VecDeque::new(),
             sync: None,
             outbox: VecDeque::from([hello]),
-            fetched: Vec::new(),
+            fetched: VecDeque::new(),
+            watermark: None,
+            acked_event: None,
             last_recv_ms: now,
             last_sent_ms: now,
-            ping_every_ms: (node.shared().timeout_ms / 4).max(1),
+            ping_every_ms,
             status: LinkStatus {
                 state: LinkState::Handshaking,
                 ..status
@@ -161,6 +224,16 @@ impl Link {
         self.id
     }
 
+    /// What the link runs over.
+    pub fn replica(&self) -> &R {
+        &self.replica
+    }
+
+    /// Which way the link points: toward the hub (upstream) or a leaf (downstream).
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+
     /// Whether the handshake is done and the link is not closed.
     pub fn is_up(&self) -> bool {
         self.phase == Phase::Up
@@ -169,8 +242,8 @@ impl Link {
     /// The link's status, with lag computed at `now`.
     pub fn status(&self) -> LinkStatus {
         let mut st = self.status.clone();
-        let now = self.node.core().now_ms();
-        st.lag_changes = self.node.current_seq().saturating_sub(self.acked());
+        let now = self.replica.now_ms();
+        st.lag_changes = self.replica.current_seq().saturating_sub(self.acked());
         st.lag_ms = self
             .inflight
             .front()
@@ -200,7 +273,7 @@ impl Link {
     /// Anything that ends the link: a malformed frame, a refusal (ours — the `Reject` is then
     /// queued — or the peer's), a protocol violation, or the peer's `Bye` ([`LinkError::Closed`]).
     pub fn handle(&mut self, payload: &[u8]) -> Result<(), LinkError> {
-        let now = self.node.core().now_ms();
+        let now = self.replica.now_ms();
         self.last_recv_ms = now;
         self.status.frames_in += 1;
         self.status.bytes_in += payload.len() as u64 + 4;
@@ -261,14 +334,7 @@ impl Link {
                 Ok(())
             }
             (Phase::Up, Message::Fetch { id, cache, key }) => {
-                let change = self.node.cache(&cache).ok().and_then(|c| {
-                    c.peek(&key).map(|e| Change::Set {
-                        key: key.clone(),
-                        value: e.value,
-                        version: e.version,
-                        expires_at: e.expires_at,
-                    })
-                });
+                let change = self.replica.peek(&cache, &key);
                 self.outbox.push_back(Message::Fetched { id, change });
                 Ok(())
             }
@@ -280,7 +346,7 @@ impl Link {
                         "a fetch answered with a non-set".into(),
                     ));
                 }
-                self.fetched.push((id, change));
+                self.fetched.push_back((id, change));
                 Ok(())
             }
             (_, Message::Bye) => Err(LinkError::Closed),
@@ -301,7 +367,6 @@ impl Link {
         self.status.peer_name = Some(hello.name.clone());
         self.status.peer_id = Some(hello.node);
         self.status.peer_role = Some(hello.role);
-        let shared = self.node.shared();
         if hello.magic != MAGIC {
             return self.refuse(Refusal::NotLeafcache);
         }
@@ -311,13 +376,13 @@ impl Link {
                 theirs: hello.protocol,
             });
         }
-        if hello.cluster != shared.cluster {
+        if hello.cluster != self.config.cluster {
             return self.refuse(Refusal::Cluster {
-                ours: shared.cluster.clone(),
+                ours: self.config.cluster.clone(),
                 theirs: hello.cluster,
             });
         }
-        if hello.node == self.node.id() {
+        if hello.node == self.replica.node_id() {
             return self.refuse(Refusal::SelfLink);
         }
         let peer = Peer {
@@ -326,10 +391,10 @@ impl Link {
             incarnation: hello.incarnation,
             challenge: hello.challenge,
         };
-        let ours = self.node.shared().timeout_ms;
+        let ours = self.config.timeout_ms;
         self.ping_every_ms = (ours.min(hello.timeout_ms) / 4).max(1);
-        let proof = self.proof(&peer.challenge, self.node.id(), peer.id);
-        let resume = shared.mark(peer.id);
+        let proof = self.proof(&peer.challenge, self.replica.node_id(), peer.id);
+        let resume = self.marks.get(peer.id);
         self.outbox.push_back(Message::Auth { proof, resume });
         self.peer = Some(peer);
         self.phase = Phase::AwaitAuth;
@@ -340,13 +405,12 @@ impl Link {
     /// by the cluster secret: binding the ids stops a proof being reflected back or replayed to
     /// another node.
     fn proof_mac(&self, challenge: &[u8; 32], prover: NodeId, verifier: NodeId) -> HmacSha256 {
-        let shared = self.node.shared();
-        let mut mac = shared.secret.mac();
+        let mut mac = self.config.secret.mac();
         mac.update(b"leafcache-auth-v1");
         mac.update(challenge);
         mac.update(&prover.0.to_be_bytes());
         mac.update(&verifier.0.to_be_bytes());
-        mac.update(shared.cluster.as_bytes());
+        mac.update(self.config.cluster.as_bytes());
         mac
     }
 
@@ -365,15 +429,15 @@ impl Link {
     ) -> Result<(), LinkError> {
         let peer_id = self.peer.as_ref().map_or(NodeId(0), |p| p.id);
         // `verify_slice` compares in constant time.
-        let expected = self.proof_mac(&self.challenge, peer_id, self.node.id());
+        let expected = self.proof_mac(&self.challenge, peer_id, self.replica.node_id());
         if expected.verify_slice(&proof).is_err() {
             return self.refuse(Refusal::Secret);
         }
-        let current = self.node.current_seq();
-        let floor = self.node.floor();
+        let current = self.replica.current_seq();
+        let floor = self.replica.floor();
         let kind = match resume {
             Some(r)
-                if r.incarnation == self.node.incarnation().as_u128()
+                if r.incarnation == self.replica.incarnation()
                     && r.seq >= floor
                     && r.seq <= current =>
             {
@@ -412,15 +476,17 @@ impl Link {
 
     fn on_batch(&mut self, upto: u64, caches: Vec<CacheChanges>) {
         for group in caches {
-            let Ok(cache) = self.node.cache(&group.cache) else {
-                self.status.unknown_cache_changes += group.changes.len() as u64;
-                warn!(link = self.id, cache = %group.cache, "changes for a cache this node lacks skipped");
-                continue;
-            };
             for change in &group.changes {
-                self.status.changes_in += 1;
-                if cache.apply_from(change, self.id) {
-                    self.status.changes_applied += 1;
+                match self.replica.apply(&group.cache, change, self.id) {
+                    None => {
+                        self.status.unknown_cache_changes += group.changes.len() as u64;
+                        warn!(link = self.id, cache = %group.cache, "changes for a cache this node lacks skipped");
+                        break;
+                    }
+                    Some(applied) => {
+                        self.status.changes_in += 1;
+                        self.status.changes_applied += u64::from(applied);
+                    }
                 }
             }
         }
@@ -432,13 +498,11 @@ impl Link {
         if upto > self.recv_upto {
             self.recv_upto = upto;
             if let Some(peer) = &self.peer {
-                self.node.shared().remember(
-                    peer.id,
-                    Resume {
-                        incarnation: peer.incarnation,
-                        seq: upto,
-                    },
-                );
+                let resume = Resume {
+                    incarnation: peer.incarnation,
+                    seq: upto,
+                };
+                self.watermark = Some((peer.id, resume));
             }
         }
     }
@@ -449,21 +513,27 @@ impl Link {
         }
         if upto > self.status.acked {
             self.status.acked = upto;
-            if self.direction == Direction::Upstream {
-                self.node.core().upstream.acked(upto);
-            }
+            self.acked_event = Some(upto);
         }
     }
 
-    /// Queues a question to the peer for `key` of `cache`; the answer comes back through
-    /// [`take_fetched`](Self::take_fetched) under `id`.
+    /// Queues a question to the peer for `key` of `cache`; the answer comes back as a
+    /// [`LinkEvent::Fetched`] with `id`.
     pub fn fetch(&mut self, id: u64, cache: String, key: Bytes) {
         self.outbox.push_back(Message::Fetch { id, cache, key });
     }
 
-    /// Answers to fetches received since the last call.
-    pub fn take_fetched(&mut self) -> Vec<(u64, Option<Change>)> {
-        std::mem::take(&mut self.fetched)
+    /// The next thing the driver must hand on, if any: the watermark first (the changes it covers
+    /// are applied already), then the acknowledgement, then fetch answers.
+    pub fn poll_event(&mut self) -> Option<LinkEvent> {
+        if let Some((peer, resume)) = self.watermark.take() {
+            return Some(LinkEvent::Watermark { peer, resume });
+        }
+        if let Some(upto) = self.acked_event.take() {
+            return Some(LinkEvent::Acked { upto });
+        }
+        let (id, change) = self.fetched.pop_front()?;
+        Some(LinkEvent::Fetched { id, change })
     }
 
     /// Whether the link would send changes now if there were any: up, and its window not full.
@@ -473,7 +543,8 @@ impl Link {
 
     /// Whether anything is ready to go out: a queued message or unsent changes within the window.
     pub fn has_output(&self) -> bool {
-        !self.outbox.is_empty() || (self.wants_changes() && self.cursor < self.node.current_seq())
+        !self.outbox.is_empty()
+            || (self.wants_changes() && self.cursor < self.replica.current_seq())
     }
 
     /// The next frame payload to send, if any: queued control messages first, then a batch of
@@ -485,7 +556,7 @@ impl Link {
         };
         match encode(&message) {
             Ok(payload) => {
-                let now = self.node.core().now_ms();
+                let now = self.replica.now_ms();
                 self.last_sent_ms = now;
                 self.status.frames_out += 1;
                 self.status.bytes_out += payload.len() as u64 + 4;
@@ -531,15 +602,15 @@ impl Link {
         if !self.wants_changes() {
             return None;
         }
-        let max_frame = self.node.shared().max_frame;
+        let max_frame = self.config.max_frame;
         loop {
-            let upto = self.node.current_seq();
+            let upto = self.replica.current_seq();
             if self.cursor >= upto {
                 return None;
             }
             let (records, reached) =
-                self.node
-                    .collect_changes(self.cursor, upto, BATCH_RECORDS, BATCH_BYTES, self.id);
+                self.replica
+                    .changes(self.cursor, upto, BATCH_RECORDS, BATCH_BYTES, self.id);
             self.cursor = reached;
             if records.is_empty() {
                 // Everything in the window came from the peer: nothing to send, but the next
@@ -557,7 +628,7 @@ impl Link {
                 if index != last {
                     last = index;
                     caches.push(CacheChanges {
-                        cache: self.node.caches()[index].name().to_string(),
+                        cache: self.replica.cache_name(index).to_string(),
                         changes: Vec::new(),
                     });
                 }
@@ -578,8 +649,8 @@ impl Link {
     /// # Errors
     /// [`LinkError::Timeout`] once the peer is silent for `connection_timeout`.
     pub fn tick(&mut self) -> Result<(), LinkError> {
-        let now = self.node.core().now_ms();
-        let timeout = self.node.shared().timeout_ms;
+        let now = self.replica.now_ms();
+        let timeout = self.config.timeout_ms;
         if now.saturating_sub(self.last_recv_ms) >= timeout {
             let e = LinkError::Timeout { ms: timeout };
             self.fail(&e);
@@ -596,7 +667,7 @@ impl Link {
 
     /// When [`tick`](Self::tick) next has something to do, in the node clock's ms.
     pub fn next_tick_ms(&self) -> u64 {
-        let timeout = self.node.shared().timeout_ms;
+        let timeout = self.config.timeout_ms;
         (self.last_recv_ms + timeout).min(self.last_sent_ms + self.ping_every_ms)
     }
 
@@ -645,7 +716,7 @@ impl Link {
     }
 }
 
-impl std::fmt::Debug for Link {
+impl<R: Replica> std::fmt::Debug for Link<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Link")
             .field("id", &self.id)

@@ -25,7 +25,7 @@ use crate::replication::LinkState;
 
 /// Serves the HTTP door until the node shuts down.
 pub(crate) async fn serve(node: Node, listener: TcpListener) {
-    let shutdown = node.shared().shutdown.clone();
+    let shutdown = node.registry().shutdown.clone();
     let app = router(node);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -381,7 +381,7 @@ async fn list_caches(State(node): State<Node>) -> Json<Vec<CacheReport>> {
 }
 
 fn node_summary(node: &Node) -> serde_json::Value {
-    let settings = node.link_settings();
+    let settings = node.replication_config();
     json!({
         "name": node.name(),
         "id": node.id().to_string(),

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::error::Error;
+use crate::net::{Endpoint, Listener, Sockets, Transport};
 use crate::node::Node;
-use crate::replication::transport::{Endpoint, Listener};
 use protocol::ParseLimits;
 
 /// The bounds every front-door connection works within. The defaults suit a cache of small
@@ -99,7 +99,7 @@ impl ServerLimits {
 
 /// The front doors asked of a node builder.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct DoorSettings {
+pub(crate) struct DoorConfig {
     pub resp: Option<String>,
     pub http: Option<String>,
     pub unix: Option<PathBuf>,
@@ -107,7 +107,7 @@ pub(crate) struct DoorSettings {
     pub limits: ServerLimits,
 }
 
-impl DoorSettings {
+impl DoorConfig {
     /// Whether any door is asked for.
     pub fn any(&self) -> bool {
         self.resp.is_some() || self.http.is_some() || self.unix.is_some()
@@ -127,18 +127,22 @@ pub(crate) fn door_address(what: &'static str, addr: &str) -> Result<String, Err
             what,
             reason: format!("{addr:?} is a Unix socket; use unix_socket(path) for that"),
         }),
+        Endpoint::Mem(_) => Err(Error::InvalidConfig {
+            what,
+            reason: format!("{addr:?} is an in-memory address; front doors take host:port"),
+        }),
     }
 }
 
 /// The listeners `build()` bound, before the node exists to serve them.
 pub(crate) struct BoundDoors {
-    resp: Option<Listener>,
+    resp: Option<Box<dyn Listener>>,
     http: Option<std::net::TcpListener>,
-    unix: Option<Listener>,
+    unix: Option<Box<dyn Listener>>,
 }
 
 /// Binds every door asked for; synchronous so that a taken port fails `build()`.
-pub(crate) fn bind(settings: &DoorSettings) -> Result<BoundDoors, Error> {
+pub(crate) fn bind(settings: &DoorConfig) -> Result<BoundDoors, Error> {
     let io = |what: String| {
         move |e: std::io::Error| Error::Io {
             what,
@@ -146,11 +150,7 @@ pub(crate) fn bind(settings: &DoorSettings) -> Result<BoundDoors, Error> {
         }
     };
     let resp = (settings.resp.as_deref())
-        .map(|a| {
-            Endpoint::Tcp(a.to_string())
-                .bind()
-                .map_err(io(format!("binding resp {a:?}")))
-        })
+        .map(|a| Sockets.bind(a).map_err(io(format!("binding resp {a:?}"))))
         .transpose()?;
     let http = (settings.http.as_deref())
         .map(|a| {
@@ -180,9 +180,9 @@ pub(crate) fn bind(settings: &DoorSettings) -> Result<BoundDoors, Error> {
 
 /// Binds a Unix socket readable and writable by this user only: several processes of one user
 /// share the node, other users cannot reach it.
-fn bind_unix(path: &Path) -> std::io::Result<Listener> {
+fn bind_unix(path: &Path) -> std::io::Result<Box<dyn Listener>> {
     use std::os::unix::fs::PermissionsExt;
-    let listener = Endpoint::Unix(path.to_path_buf()).bind()?;
+    let listener = Sockets.bind(&format!("unix:{}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
 }
@@ -232,14 +232,14 @@ impl Doors {
 
 impl BoundDoors {
     /// The shared state the doors will run with, naming the addresses as bound.
-    pub fn doors(&self, settings: &DoorSettings) -> Doors {
+    pub fn doors(&self, settings: &DoorConfig) -> Doors {
         Doors {
             password: settings
                 .password
                 .as_deref()
                 .map(|p| Arc::from(p.as_bytes())),
             limits: settings.limits,
-            resp_addr: self.resp.as_ref().map(Listener::local_addr),
+            resp_addr: self.resp.as_ref().map(|l| l.local_addr()),
             http_addr: (self.http.as_ref())
                 .and_then(|l| l.local_addr().ok())
                 .map(|a| a.to_string()),
@@ -251,7 +251,7 @@ impl BoundDoors {
 
     /// Starts serving on every bound door, on the node's task tracker.
     pub fn spawn(self, node: &Node) -> Result<(), Error> {
-        let tasks = &node.shared().tasks;
+        let tasks = &node.registry().tasks;
         let connections = Arc::new(tokio::sync::Semaphore::new(
             node.doors().limits.max_connections,
         ));

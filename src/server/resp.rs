@@ -20,8 +20,8 @@ use super::protocol::{Parsed, Reply, parse, parse_int};
 use super::{count, metrics};
 use crate::cache::{Cache, Expiry, SetCondition};
 use crate::error::Error;
+use crate::net::{Listener, Stream};
 use crate::node::Node;
-use crate::replication::transport::{Listener, Stream};
 
 /// Output above this is written before the next request is executed, so that a long pipeline of
 /// large replies does not pile up in memory.
@@ -34,8 +34,8 @@ const READ_AHEAD: usize = 1 << 20;
 const KEYS_BATCH: usize = 4096;
 
 /// Accepts RESP connections until the node shuts down.
-pub(crate) async fn accept_loop(node: Node, listener: Listener, permits: Arc<Semaphore>) {
-    let shutdown = node.shared().shutdown.clone();
+pub(crate) async fn accept_loop(node: Node, listener: Box<dyn Listener>, permits: Arc<Semaphore>) {
+    let shutdown = node.registry().shutdown.clone();
     let stats = &node.doors().stats;
     loop {
         let accepted = tokio::select! {
@@ -60,7 +60,7 @@ pub(crate) async fn accept_loop(node: Node, listener: Listener, permits: Arc<Sem
             continue;
         };
         let node = node.clone();
-        node.shared().tasks.clone().spawn(async move {
+        node.registry().tasks.clone().spawn(async move {
             let stats = &node.doors().stats;
             stats.connections_open.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = serve(&node, stream).await {
@@ -75,7 +75,7 @@ pub(crate) async fn accept_loop(node: Node, listener: Listener, permits: Arc<Sem
 /// Serves one connection until the client leaves, sends `QUIT`, breaks the protocol, or the node
 /// shuts down.
 async fn serve(node: &Node, mut stream: Stream) -> std::io::Result<()> {
-    let shutdown = node.shared().shutdown.clone();
+    let shutdown = node.registry().shutdown.clone();
     let doors = node.doors();
     let limits = doors.limits.parse_limits();
     let mut session = Session::new(node);
@@ -490,7 +490,7 @@ impl<'n> Session<'n> {
             Some(e) => match e.expires_at {
                 None => -1,
                 Some(at) => {
-                    let left = at.saturating_sub(self.node.core().now_ms());
+                    let left = at.saturating_sub(self.node.now_ms());
                     // Rounded to the nearest unit, as Redis does.
                     ((left + unit_ms / 2) / unit_ms) as i64
                 }

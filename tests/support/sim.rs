@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use leafcache::replication::Link;
 use leafcache::replication::codec::{DEFAULT_MAX_FRAME, FrameCodec};
-use leafcache::{CacheConfig, Direction, Expiry, LinkError, ManualClock, Node, NodeId};
+use leafcache::{CacheConfig, Caches, Direction, Expiry, LinkError, ManualClock, Node, NodeId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::codec::{Decoder, Encoder};
@@ -21,8 +21,8 @@ struct Pipe {
 
 struct Connection {
     /// The leaf's end (upstream) and the hub's end (downstream).
-    leaf: Link,
-    hub: Link,
+    leaf: Link<Caches>,
+    hub: Link<Caches>,
     to_hub: Pipe,
     to_leaf: Pipe,
 }
@@ -96,8 +96,8 @@ impl Sim {
         if link.conn.is_some() {
             return;
         }
-        let leaf = Link::new(&self.nodes[link.leaf], Direction::Upstream, "sim");
-        let hub = Link::new(&self.nodes[link.hub], Direction::Downstream, "sim");
+        let leaf = self.nodes[link.leaf].new_link(Direction::Upstream, "sim");
+        let hub = self.nodes[link.hub].new_link(Direction::Downstream, "sim");
         link.conn = Some(Connection {
             leaf,
             hub,
@@ -154,22 +154,36 @@ impl Sim {
     /// Hands up to `n` frames of one direction of link `l` to the receiving end; the error that
     /// ended the link, if any.
     fn pump(&mut self, l: usize, to_hub: bool, n: usize) -> Option<LinkError> {
+        let (leaf, hub) = (self.links[l].leaf, self.links[l].hub);
         let c = self.links[l].conn.as_mut()?;
-        let (pipe, end) = if to_hub {
-            (&mut c.to_hub, &mut c.hub)
+        let (pipe, end, node, direction) = if to_hub {
+            (
+                &mut c.to_hub,
+                &mut c.hub,
+                &self.nodes[hub],
+                Direction::Downstream,
+            )
         } else {
-            (&mut c.to_leaf, &mut c.leaf)
+            (
+                &mut c.to_leaf,
+                &mut c.leaf,
+                &self.nodes[leaf],
+                Direction::Upstream,
+            )
         };
         for _ in 0..n {
-            match self.codec.decode(&mut pipe.wire) {
-                Ok(Some(frame)) => {
-                    if let Err(e) = end.handle(&frame) {
-                        return Some(e);
-                    }
-                }
+            let result = match self.codec.decode(&mut pipe.wire) {
+                Ok(Some(frame)) => end.handle(&frame),
                 Ok(None) => return None,
-                Err(e) => return Some(e),
+                Err(e) => Err(e),
             };
+            // What the driver does: watermarks and acknowledgements go to the node.
+            while let Some(event) = end.poll_event() {
+                node.hand_on(direction, event);
+            }
+            if let Err(e) = result {
+                return Some(e);
+            }
         }
         None
     }

@@ -1,5 +1,7 @@
 //! The tokio side of replication: accept leaves, dial the hub with backoff, and move frames between
-//! a socket and a [`Link`]. No replication decision is made here.
+//! a connection of any [`Transport`] and a [`Link`], handing the link's events on (watermarks to
+//! the registry and the op log, acknowledgements and fetch answers to the caches' [`Uplink`]).
+//! No replication decision is made here.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,11 +14,12 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::codec::Framed;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::codec::FrameCodec;
-use super::transport::{Endpoint, Listener, Stream};
-use super::{Direction, FetchRequest, Link, LinkError, LinkState, LinkStatus};
-use crate::cache::Change;
-use crate::node::Node;
+use super::links::LinkRegistry;
+use super::{Listener, Stream, Transport};
+use crate::cache::ports::{FetchRequest, Uplink};
+use crate::cache::{Caches, Change};
+use crate::replication::codec::FrameCodec;
+use crate::replication::{Direction, Link, LinkError, LinkEvent, LinkState, LinkStatus};
 
 /// Links accepted at once, at most; more connections wait for a slot.
 const MAX_INBOUND: usize = 1024;
@@ -25,31 +28,54 @@ const UPSTREAM_SLOT: u32 = 0;
 /// How often a running link republishes its status.
 const PUBLISH_EVERY_MS: u64 = 10;
 
+/// A new link of the node's caches, registered with its registry.
+pub(crate) fn new_link(
+    caches: &Caches,
+    registry: &LinkRegistry,
+    direction: Direction,
+    address: &str,
+) -> Link<Caches> {
+    Link::new(
+        caches.clone(),
+        registry.config.clone(),
+        registry.marks.clone(),
+        registry.next_link_id(),
+        registry.challenge(),
+        direction,
+        address,
+    )
+}
+
 /// Accepts leaves on `listener` until the node shuts down.
-pub(crate) async fn accept_loop(node: Node, listener: Listener) {
-    let shared = node.shared();
+pub(crate) async fn accept_loop(
+    caches: Caches,
+    registry: Arc<LinkRegistry>,
+    listener: Box<dyn Listener>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_INBOUND));
     loop {
         let permit = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            biased;
+            _ = registry.shutdown.cancelled() => return,
             p = slots.clone().acquire_owned() => p.expect("never closed"),
         };
         let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            biased;
+            _ = registry.shutdown.cancelled() => return,
             a = listener.accept() => a,
         };
         match accepted {
             Ok((stream, peer_addr)) => {
-                let node = node.clone();
-                let span = info_span!("link", node = %node.name(), peer = %peer_addr);
-                shared.tasks.spawn(
+                let (caches, reg) = (caches.clone(), registry.clone());
+                let span = info_span!("link", node = %caches.core().name, peer = %peer_addr);
+                registry.tasks.spawn(
                     async move {
-                        let mut link = Link::new(&node, Direction::Downstream, &peer_addr);
+                        let mut link = new_link(&caches, &reg, Direction::Downstream, &peer_addr);
                         let slot = link.id();
                         let fresh = LinkStatus::new(slot, Direction::Downstream, &peer_addr);
-                        let result = run(&node, &mut link, stream, slot, &fresh, None).await;
+                        let result = run(&reg, &mut link, stream, slot, &fresh, None).await;
                         report(&link, &result);
-                        node.shared().retire(slot, link.status());
+                        reg.retire(slot, link.status());
                         drop(permit);
                     }
                     .instrument(span),
@@ -64,39 +90,57 @@ pub(crate) async fn accept_loop(node: Node, listener: Listener) {
     }
 }
 
-/// Keeps a link to the hub at `endpoint` up until the node shuts down: dial, run, and on failure
+/// How the delay between two dials grows: exponentially from 20 ms to a cap, each delay spread by
+/// ±50 % with the node's [`Entropy`](super::links::Entropy) (so a simulated run replays).
+const BACKOFF_SPREAD: f64 = 0.5;
+
+/// Keeps a link to the hub at `address` up until the node shuts down: dial, run, and on failure
 /// wait an exponentially growing, jittered, capped delay (the cap at once after a refusal).
-pub(crate) async fn dial_loop(node: Node, endpoint: Endpoint, address: String) {
-    let shared = node.shared();
-    let timeout = Duration::from_millis(shared.timeout_ms);
+pub(crate) async fn dial_loop(
+    caches: Caches,
+    registry: Arc<LinkRegistry>,
+    transport: Arc<dyn Transport>,
+    address: String,
+) {
+    let timeout = Duration::from_millis(registry.config.timeout_ms);
     let cap = timeout.clamp(Duration::from_millis(500), Duration::from_secs(30));
+    // The backoff crate grows the delay; the jitter is applied here, from the node's entropy.
     let mut backoff = backoff::ExponentialBackoff {
         initial_interval: Duration::from_millis(20),
-        randomization_factor: 0.5,
+        randomization_factor: 0.0,
         multiplier: 2.0,
         max_interval: cap,
         max_elapsed_time: None,
         ..Default::default()
     };
+    let uplink: &Uplink = &caches.core().uplink;
     let mut totals = LinkStatus::new(0, Direction::Upstream, &address);
     let (fetch_tx, mut fetch_rx) = mpsc::channel::<FetchRequest>(256);
     loop {
         let mut status = totals.clone();
         status.state = LinkState::Connecting;
-        shared.publish(UPSTREAM_SLOT, status);
+        registry.publish(UPSTREAM_SLOT, status);
         let connected = tokio::select! {
-            _ = shared.shutdown.cancelled() => break,
-            c = tokio::time::timeout(timeout, endpoint.connect()) => c,
+            biased;
+            _ = registry.shutdown.cancelled() => break,
+            c = tokio::time::timeout(timeout, transport.connect(&address)) => c,
         };
         let mut delay = None;
         match connected {
             Ok(Ok(stream)) => {
-                let mut link = Link::new(&node, Direction::Upstream, &address);
-                node.core().upstream.set_fetcher(Some(fetch_tx.clone()));
+                let mut link = new_link(&caches, &registry, Direction::Upstream, &address);
+                uplink.set_fetcher(Some(fetch_tx.clone()));
                 let slot = UPSTREAM_SLOT;
-                let result =
-                    run(&node, &mut link, stream, slot, &totals, Some(&mut fetch_rx)).await;
-                node.core().upstream.set_fetcher(None);
+                let result = run(
+                    &registry,
+                    &mut link,
+                    stream,
+                    slot,
+                    &totals,
+                    Some(&mut fetch_rx),
+                )
+                .await;
+                uplink.set_fetcher(None);
                 report(&link, &result);
                 let mut st = link.status();
                 st.carry(&totals);
@@ -118,16 +162,22 @@ pub(crate) async fn dial_loop(node: Node, endpoint: Endpoint, address: String) {
                 totals.state = LinkState::Down;
             }
         }
-        shared.publish(UPSTREAM_SLOT, totals.clone());
-        let wait = delay.unwrap_or_else(|| backoff.next_backoff().unwrap_or(cap));
+        registry.publish(UPSTREAM_SLOT, totals.clone());
+        let wait = delay.unwrap_or_else(|| {
+            let grown = backoff.next_backoff().unwrap_or(cap);
+            grown
+                .mul_f64(registry.entropy.jitter(BACKOFF_SPREAD))
+                .min(cap)
+        });
         tokio::select! {
-            _ = shared.shutdown.cancelled() => break,
+            biased;
+            _ = registry.shutdown.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
         }
     }
 }
 
-fn report(link: &Link, result: &Result<(), LinkError>) {
+fn report(link: &Link<Caches>, result: &Result<(), LinkError>) {
     match result {
         Ok(()) => info!(link = link.id(), "link closed on shutdown"),
         Err(LinkError::Closed) => info!(link = link.id(), "link closed by the peer"),
@@ -142,37 +192,32 @@ fn report(link: &Link, result: &Result<(), LinkError>) {
 /// with the counters of `before` (earlier connections of the same link) added. `Ok` only for a
 /// clean close on shutdown.
 async fn run(
-    node: &Node,
-    link: &mut Link,
+    registry: &LinkRegistry,
+    link: &mut Link<Caches>,
     stream: Stream,
     slot: u32,
     before: &LinkStatus,
     mut fetches: Option<&mut mpsc::Receiver<FetchRequest>>,
 ) -> Result<(), LinkError> {
-    let shared = node.shared();
-    let core = node.core();
-    let timeout = Duration::from_millis(shared.timeout_ms);
-    let mut framed = Framed::new(stream, FrameCodec::new(shared.max_frame));
+    let core = link.replica().core().clone();
+    let timeout = Duration::from_millis(registry.config.timeout_ms);
+    let mut framed = Framed::new(stream, FrameCodec::new(registry.config.max_frame));
     let mut waiting: HashMap<u64, oneshot::Sender<Option<Change>>> = HashMap::new();
     let mut next_fetch = 0u64;
     let mut last_publish = 0u64;
     let mut published_state = None;
     let mut published_activity = 0;
-    let publish = |link: &Link| {
+    let publish = |link: &Link<Caches>| {
         let mut st = link.status();
         st.carry(before);
-        shared.publish(slot, st);
+        registry.publish(slot, st);
     };
     core.watch();
     let _unwatch = scopeguard(|| core.unwatch());
     let result = async {
         loop {
-            flush(link, &mut framed, timeout).await?;
-            for (id, change) in link.take_fetched() {
-                if let Some(tx) = waiting.remove(&id) {
-                    let _ = tx.send(change);
-                }
-            }
+            send_ready(link, &mut framed, timeout).await?;
+            hand_on(link, registry, &core.uplink, &mut waiting);
             let now = core.now_ms();
             let (state, activity) = (link.state(), link.frames());
             let stale = activity != published_activity;
@@ -195,8 +240,9 @@ async fn run(
             }
             let tick_in = Duration::from_millis(wake_at.saturating_sub(now).max(1));
             tokio::select! {
-                _ = shared.shutdown.cancelled() => {
-                    return close(link, &mut framed, timeout).await;
+                biased;
+                _ = registry.shutdown.cancelled() => {
+                    return close(link, &mut framed, timeout, registry).await;
                 }
                 frame = framed.next() => match frame {
                     Some(Ok(frame)) => link.handle(&frame)?,
@@ -219,30 +265,64 @@ async fn run(
         // A refusal queued a Reject: try to get it to the peer so it knows why.
         let _ = tokio::time::timeout(
             Duration::from_millis(200),
-            flush(link, &mut framed, timeout),
+            send_ready(link, &mut framed, timeout),
         )
         .await;
     }
+    hand_on(link, registry, &core.uplink, &mut waiting);
     publish(link);
     result
+}
+
+/// Hands the link's events on: watermarks to the registry (and so the op log), acknowledgements of
+/// an upstream link to the waiting writers, fetch answers to the waiting readers.
+fn hand_on(
+    link: &mut Link<Caches>,
+    registry: &LinkRegistry,
+    uplink: &Uplink,
+    waiting: &mut HashMap<u64, oneshot::Sender<Option<Change>>>,
+) {
+    while let Some(event) = link.poll_event() {
+        match event {
+            LinkEvent::Watermark { peer, resume } => registry.remember(peer, resume),
+            LinkEvent::Acked { upto } if link.direction() == Direction::Upstream => {
+                uplink.acked(upto);
+            }
+            LinkEvent::Acked { .. } => {}
+            LinkEvent::Fetched { id, change } => {
+                if let Some(tx) = waiting.remove(&id) {
+                    let _ = tx.send(change);
+                }
+            }
+        }
+    }
 }
 
 /// Sends what is left and a goodbye, then reads until the peer's goodbye (or the timeout), so that
 /// frames in flight either way are not cut off by closing the socket.
 async fn close(
-    link: &mut Link,
+    link: &mut Link<Caches>,
     framed: &mut Framed<Stream, FrameCodec>,
     timeout: Duration,
+    registry: &LinkRegistry,
 ) -> Result<(), LinkError> {
     link.close();
-    flush(link, framed, timeout).await?;
+    send_ready(link, framed, timeout).await?;
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     while link.is_closing() {
         tokio::select! {
+            biased;
             frame = framed.next() => match frame {
                 Some(Ok(frame)) => match link.handle(&frame) {
-                    Ok(()) => flush(link, framed, timeout).await?,
+                    Ok(()) => {
+                        while let Some(event) = link.poll_event() {
+                            if let LinkEvent::Watermark { peer, resume } = event {
+                                registry.remember(peer, resume);
+                            }
+                        }
+                        send_ready(link, framed, timeout).await?
+                    }
                     Err(LinkError::Closed) => break,
                     Err(e) => return Err(e),
                 },
@@ -264,8 +344,8 @@ async fn recv(rx: &mut Option<&mut mpsc::Receiver<FetchRequest>>) -> Option<Fetc
 /// Writes everything the link has ready. A peer that does not take it within the timeout is
 /// treated as gone: the link closes and resumes from its watermark after reconnecting, so a stuck
 /// peer costs a bounded window, not a growing buffer.
-async fn flush(
-    link: &mut Link,
+async fn send_ready(
+    link: &mut Link<Caches>,
     framed: &mut Framed<Stream, FrameCodec>,
     timeout: Duration,
 ) -> Result<(), LinkError> {

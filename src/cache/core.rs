@@ -1,0 +1,132 @@
+//! What every cache of one node shares: identity, the hybrid logical clock, the seq counter, the
+//! notification that wakes links when a change is applied, and the ports to the layers above.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use super::ports::{Recorder, Uplink};
+use crate::clock::{Clock, Hlc, NodeId, Version};
+
+/// The node-wide state behind every [`Cache`](super::Cache) of a node.
+pub(crate) struct Core {
+    /// This node's id: who it is to its peers.
+    pub id: NodeId,
+    /// The id its versions carry as their tie-break: the node id, unless that id may have written
+    /// before without leaving a trace (the node decides; see `Cache::writer_id`).
+    pub writer: NodeId,
+    /// A human name for logs and status.
+    pub name: String,
+    /// Changes with every start of the node without persisted state; a peer that sees a new
+    /// incarnation knows this node's seqs started over.
+    pub incarnation: uuid::Uuid,
+    pub hlc: Hlc,
+    /// The last seq handed out; seqs are unique across all caches of the node.
+    seq: AtomicU64,
+    /// Wakes the links waiting for new changes to send.
+    changes: tokio::sync::Notify,
+    /// How many links are waiting on `changes`: with none, a write skips the notification.
+    watchers: AtomicUsize,
+    /// The link to a hub as caches see it: acknowledgements and fetches.
+    pub uplink: Uplink,
+    /// Where applied changes are recorded, on a node that persists; set once its caches are
+    /// restored.
+    recorder: OnceLock<Arc<dyn Recorder>>,
+}
+
+impl Core {
+    pub fn new(
+        id: NodeId,
+        writer: NodeId,
+        name: String,
+        incarnation: uuid::Uuid,
+        clock: Clock,
+        uplink: Uplink,
+    ) -> Self {
+        Core {
+            id,
+            writer,
+            name,
+            incarnation,
+            hlc: Hlc::new(clock),
+            seq: AtomicU64::new(0),
+            changes: tokio::sync::Notify::new(),
+            watchers: AtomicUsize::new(0),
+            uplink,
+            recorder: OnceLock::new(),
+        }
+    }
+
+    /// Installs the recorder (once, after a restore, before anything else is applied).
+    pub fn set_recorder(&self, recorder: Arc<dyn Recorder>) {
+        let _ = self.recorder.set(recorder);
+    }
+
+    /// The recorder, on a node that persists.
+    #[inline]
+    pub fn recorder(&self) -> Option<&dyn Recorder> {
+        self.recorder.get().map(|r| &**r)
+    }
+
+    /// Tells waiting links that a change was applied (after its shard lock is released).
+    #[inline]
+    pub fn changed(&self) {
+        if self.watchers.load(Ordering::SeqCst) > 0 {
+            self.changes.notify_waiters();
+        }
+    }
+
+    /// Registers a link that waits for changes; every write notifies from then on.
+    pub fn watch(&self) {
+        self.watchers.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Undoes [`watch`](Self::watch).
+    pub fn unwatch(&self) {
+        self.watchers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Resolves after the next [`changed`](Self::changed); create it, enable it, then check the
+    /// seq, so that no change falls between the check and the wait.
+    pub fn changes(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changes.notified()
+    }
+
+    /// Hands out the next seq.
+    #[inline]
+    pub fn next_seq(&self) -> u64 {
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(r) = self.recorder() {
+            r.seq_issued(seq);
+        }
+        seq
+    }
+
+    /// Sets the counter to a seq read back from disk (before anything is handed out).
+    pub fn resume_seq(&self, seq: u64) {
+        self.seq.store(seq, Ordering::SeqCst);
+    }
+
+    /// The last seq handed out.
+    pub fn current_seq(&self) -> u64 {
+        self.seq.load(Ordering::SeqCst)
+    }
+
+    /// A version for a local write: a fresh HLC timestamp and the writer id.
+    #[inline]
+    pub fn new_version(&self) -> Version {
+        let ts = self.hlc.now();
+        if let Some(r) = self.recorder() {
+            r.version_issued(ts);
+        }
+        Version {
+            ts,
+            node: self.writer,
+        }
+    }
+
+    /// The wall clock, in ms since the Unix epoch.
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        self.hlc.clock().now_ms()
+    }
+}

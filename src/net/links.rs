@@ -1,0 +1,152 @@
+//! The node's link registry: what all its links share — their configuration, the watermarks it
+//! holds on its peers, link ids, the published link statuses, randomness, and the shutdown signal
+//! and task tracker of everything the node runs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use parking_lot::Mutex;
+use rand::{Rng, SeedableRng};
+
+use crate::clock::NodeId;
+use crate::persist::Journal;
+use crate::replication::{LinkConfig, LinkState, LinkStatus, Marks, Resume, Role};
+
+/// Closed downstream links whose last status a node keeps, so their errors can be read.
+pub const CLOSED_KEPT: usize = 16;
+
+/// Where a node's random numbers come from: the operating system, or a seed (the simulator's, so
+/// that a run replays).
+pub(crate) enum Entropy {
+    Os,
+    Seeded(Box<Mutex<rand::rngs::StdRng>>),
+}
+
+impl Entropy {
+    pub fn new(seed: Option<u64>) -> Self {
+        match seed {
+            None => Entropy::Os,
+            Some(s) => Entropy::Seeded(Box::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(s)))),
+        }
+    }
+
+    /// Fills `out` with random bytes.
+    pub fn fill(&self, out: &mut [u8]) {
+        match self {
+            Entropy::Os => rand::rng().fill(out),
+            Entropy::Seeded(rng) => rng.lock().fill(out),
+        }
+    }
+
+    /// A random factor in `[1 - spread, 1 + spread]`.
+    pub fn jitter(&self, spread: f64) -> f64 {
+        let r: f64 = match self {
+            Entropy::Os => rand::rng().random(),
+            Entropy::Seeded(rng) => rng.lock().random(),
+        };
+        1.0 - spread + 2.0 * spread * r
+    }
+
+    /// A random 128-bit value (incarnations, writer ids).
+    pub fn u128(&self) -> u128 {
+        let mut b = [0u8; 16];
+        self.fill(&mut b);
+        u128::from_le_bytes(b)
+    }
+}
+
+/// What all links of a node share.
+pub(crate) struct LinkRegistry {
+    pub config: Arc<LinkConfig>,
+    /// Whether the node accepts leaves and has a hub.
+    pub accepts: bool,
+    pub has_hub: bool,
+    next_link: AtomicU32,
+    /// The watermarks this node holds on its peers.
+    pub marks: Arc<Marks>,
+    /// The latest status of every link, by slot (0 is the upstream link).
+    statuses: Mutex<BTreeMap<u32, LinkStatus>>,
+    /// Where watermarks are persisted, on a node with a root.
+    journal: Option<Arc<Journal>>,
+    pub entropy: Entropy,
+    /// Cancelled when the node shuts down.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Every task the node spawned, for shutdown to wait on.
+    pub tasks: tokio_util::task::TaskTracker,
+}
+
+impl LinkRegistry {
+    pub fn new(
+        config: LinkConfig,
+        accepts: bool,
+        has_hub: bool,
+        journal: Option<Arc<Journal>>,
+        entropy: Entropy,
+    ) -> Self {
+        LinkRegistry {
+            config: Arc::new(config),
+            accepts,
+            has_hub,
+            next_link: AtomicU32::new(1),
+            marks: Arc::new(Marks::default()),
+            statuses: Mutex::new(BTreeMap::new()),
+            journal,
+            entropy,
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            tasks: tokio_util::task::TaskTracker::new(),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        Role::of(self.accepts, self.has_hub)
+    }
+
+    pub fn next_link_id(&self) -> u32 {
+        self.next_link.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A fresh challenge for a link's handshake.
+    pub fn challenge(&self) -> [u8; 32] {
+        let mut challenge = [0u8; 32];
+        self.entropy.fill(&mut challenge);
+        challenge
+    }
+
+    /// Records a watermark a link reported; on a node with a root, also in the op log, after the
+    /// changes it covers (the link applied them before it reported the watermark).
+    pub fn remember(&self, peer: NodeId, mark: Resume) {
+        self.marks.set(peer, mark);
+        if let Some(j) = &self.journal {
+            j.record_mark(peer, mark);
+        }
+    }
+
+    /// Watermarks read back from disk at start.
+    pub fn restore_marks(&self, marks: HashMap<NodeId, Resume>) {
+        self.marks.extend(marks);
+    }
+
+    pub fn publish(&self, slot: u32, status: LinkStatus) {
+        self.statuses.lock().insert(slot, status);
+    }
+
+    /// Keeps a closed downstream link's last status (for its error) among the latest
+    /// [`CLOSED_KEPT`] closed ones.
+    pub fn retire(&self, slot: u32, status: LinkStatus) {
+        let mut statuses = self.statuses.lock();
+        statuses.insert(slot, status);
+        let closed: Vec<u32> = statuses
+            .iter()
+            .filter(|(s, st)| **s != 0 && matches!(st.state, LinkState::Down | LinkState::Refused))
+            .map(|(&s, _)| s)
+            .collect();
+        for s in closed.iter().take(closed.len().saturating_sub(CLOSED_KEPT)) {
+            statuses.remove(s);
+        }
+    }
+
+    pub fn statuses(&self) -> Vec<LinkStatus> {
+        self.statuses.lock().values().cloned().collect()
+    }
+}

@@ -1,0 +1,480 @@
+//! [`NodeBuilder`]: every setting of a node, checked as it is given and reported by `build()`,
+//! and the wiring `build()` does — root, caches, ports, links, doors, tasks.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Node, NodeInner, ReplicationConfig};
+use crate::cache::core::Core;
+use crate::cache::ports::Uplink;
+use crate::cache::{CacheConfig, Caches, DEFAULT_CACHE};
+use crate::clock::{Clock, NodeId};
+use crate::error::{Error, parse_duration};
+use crate::net::driver;
+use crate::net::links::{Entropy, LinkRegistry};
+use crate::net::{Endpoint, Sockets, Transport};
+use crate::persist::{DEFAULT_FLUSH, DEFAULT_SNAPSHOT_INTERVAL, Flush, PersistConfig, Store};
+use crate::replication::{LinkConfig, Role, Secret};
+use crate::server::{self, DoorConfig, ServerLimits};
+
+/// A value accepted where a duration is expected: a [`Duration`], a human string (`"120s"`,
+/// `"30m"`, `"1d"`), or a whole number of seconds as the original Python API took.
+pub trait IntoDuration {
+    /// The duration, or a clear error naming the setting `what`.
+    fn into_duration(self, what: &'static str) -> Result<Duration, Error>;
+}
+
+impl IntoDuration for Duration {
+    fn into_duration(self, _: &'static str) -> Result<Duration, Error> {
+        Ok(self)
+    }
+}
+
+impl IntoDuration for &str {
+    fn into_duration(self, what: &'static str) -> Result<Duration, Error> {
+        parse_duration(what, self)
+    }
+}
+
+impl IntoDuration for String {
+    fn into_duration(self, what: &'static str) -> Result<Duration, Error> {
+        parse_duration(what, &self)
+    }
+}
+
+impl IntoDuration for u64 {
+    fn into_duration(self, _: &'static str) -> Result<Duration, Error> {
+        Ok(Duration::from_secs(self))
+    }
+}
+
+/// The id a node's versions carry. A version names one write, so a node must never issue one
+/// twice, across restarts too. A node with a root keeps a clock lease on disk and starts past
+/// everything it issued; a node whose id was drawn at build has never written before. A node given
+/// a fixed id without a root may have run under that id already, its clock ahead of this one's
+/// (it had seen a peer whose clock runs fast): it writes under an id drawn from its incarnation,
+/// so its versions cannot collide with those of an earlier run.
+fn writer_id(id: NodeId, may_have_written: bool, incarnation: uuid::Uuid) -> NodeId {
+    if may_have_written {
+        NodeId(incarnation.as_u128())
+    } else {
+        id
+    }
+}
+
+fn needs_root(what: &'static str) -> Error {
+    Error::InvalidConfig {
+        what,
+        reason: "needs a root: call .root(..) first".into(),
+    }
+}
+
+/// Builds a [`Node`]. Consuming: every setter returns the builder.
+///
+/// ```
+/// use leafcache::{CacheConfig, Node};
+/// let node = Node::builder()
+///     .name("edge-1")
+///     .default_cache(CacheConfig::new().max_entries(50_000))
+///     .cache("pages", CacheConfig::new().max_bytes(64 << 20))
+///     .build()?;
+/// assert_eq!(node.caches().len(), 2);
+/// assert!(node.cache("nope").is_err());
+/// # Ok::<(), leafcache::Error>(())
+/// ```
+#[derive(Default)]
+#[must_use]
+pub struct NodeBuilder {
+    name: Option<String>,
+    id: Option<NodeId>,
+    clock: Clock,
+    default: CacheConfig,
+    caches: Vec<(String, CacheConfig)>,
+    links: ReplicationConfig,
+    secret: Secret,
+    doors: DoorConfig,
+    persist: Option<PersistConfig>,
+    /// Where links run (default: the OS's sockets).
+    transport: Option<Arc<dyn Transport>>,
+    /// Draws the node's random numbers from this seed instead of the OS.
+    seed: Option<u64>,
+    /// The first invalid setting seen; `build` reports it.
+    error: Option<Error>,
+}
+
+impl NodeBuilder {
+    /// Keeps the node's data under `root` (created `0700`, files `0600`): it restarts with its
+    /// entries, identity and peer watermarks, and catches up with its peers by delta. See
+    /// [`snapshot_interval`](Self::snapshot_interval) and [`flush`](Self::flush).
+    pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.persist = Some(PersistConfig {
+            root: root.into(),
+            snapshot_every: DEFAULT_SNAPSHOT_INTERVAL,
+            flush: DEFAULT_FLUSH,
+        });
+        self
+    }
+
+    /// How often a snapshot is written (default 5 minutes; also at shutdown, after a purge, and
+    /// when the op log passes 256 MiB). Needs a [`root`](Self::root).
+    pub fn snapshot_interval(mut self, every: impl IntoDuration) -> Self {
+        match (every.into_duration("snapshot"), self.persist.as_mut()) {
+            (Ok(d), _) if d.is_zero() => self.fail(Error::ZeroDuration { what: "snapshot" }),
+            (Ok(d), Some(p)) => p.snapshot_every = d,
+            (Ok(_), None) => self.fail(needs_root("snapshot")),
+            (Err(e), _) => self.fail(e),
+        }
+        self
+    }
+
+    /// When the op log is written out (default every 100 ms; see [`Flush`]). Needs a
+    /// [`root`](Self::root).
+    pub fn flush(mut self, flush: Flush) -> Self {
+        match (flush, self.persist.as_mut()) {
+            (Flush::Every(d), _) if d.is_zero() => self.fail(Error::ZeroDuration { what: "flush" }),
+            (f, Some(p)) => p.flush = f,
+            (_, None) => self.fail(needs_root("flush")),
+        }
+        self
+    }
+
+    /// The node's name (default: `node-` and the start of its id).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// A fixed node id (default: random).
+    pub fn node_id(mut self, id: NodeId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// The wall clock (default: the system's). Tests pass a [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: impl Into<Clock>) -> Self {
+        self.clock = clock.into();
+        self
+    }
+
+    /// The configuration of the `default` cache.
+    pub fn default_cache(mut self, config: CacheConfig) -> Self {
+        self.default = config;
+        self
+    }
+
+    /// Adds a named cache. Naming `default` configures the default cache.
+    pub fn cache(mut self, name: impl Into<String>, config: CacheConfig) -> Self {
+        let name = name.into();
+        if name == DEFAULT_CACHE {
+            self.default = config;
+        } else if name.is_empty() {
+            self.fail(Error::InvalidConfig {
+                what: "cache name",
+                reason: "must not be empty".into(),
+            });
+        } else if self.caches.iter().any(|(n, _)| *n == name) {
+            self.fail(Error::InvalidConfig {
+                what: "cache name",
+                reason: format!("{name:?} is declared twice"),
+            });
+        } else {
+            self.caches.push((name, config));
+        }
+        self
+    }
+
+    /// How long a silent link waits before it is declared down (default 5 s).
+    pub fn connection_timeout(mut self, timeout: impl IntoDuration) -> Self {
+        match timeout.into_duration("connection_timeout") {
+            Ok(d) if d.is_zero() => self.fail(Error::ZeroDuration {
+                what: "connection_timeout",
+            }),
+            Ok(d) => self.links.connection_timeout = d,
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    /// The cluster this node belongs to (default `leafcache`); links only form within one cluster.
+    pub fn cluster(mut self, name: impl Into<String>) -> Self {
+        self.links.cluster = name.into();
+        self
+    }
+
+    /// The shared cluster secret. Peers prove they know it (HMAC challenge/response); it is never
+    /// sent. Without one, any process that can reach the port can join.
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.secret = Secret::new(secret.as_ref());
+        self
+    }
+
+    /// The largest replication frame sent or accepted (default 16 MiB).
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        if bytes < 1024 {
+            self.fail(Error::InvalidConfig {
+                what: "max_frame",
+                reason: format!("{bytes} bytes is too small; at least 1024"),
+            });
+        } else {
+            self.links.max_frame = bytes;
+        }
+        self
+    }
+
+    /// On a miss in [`Cache::get_or_load`], ask the hub first, waiting at most `timeout`; a value
+    /// found there is cached here. Off by default.
+    pub fn fetch_on_miss(mut self, timeout: impl IntoDuration) -> Self {
+        match timeout.into_duration("fetch_on_miss") {
+            Ok(d) if d.is_zero() => self.fail(Error::ZeroDuration {
+                what: "fetch_on_miss",
+            }),
+            Ok(d) => self.links.fetch_on_miss = Some(d),
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    /// The hub this node is a leaf of, as `host:port`, `unix:/path`, or `mem:name` with a
+    /// [`MemoryNet`](crate::net::MemoryNet) [`transport`](Self::transport).
+    pub fn remote_address(mut self, addr: impl Into<String>) -> Self {
+        let addr = addr.into();
+        match Endpoint::parse("remote_address", &addr) {
+            Ok(_) => self.links.remote_address = Some(addr),
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    /// The address to accept leaves on, as `host:port`, `unix:/path` or `mem:name`; it makes this
+    /// node a hub.
+    pub fn local_address(mut self, addr: impl Into<String>) -> Self {
+        let addr = addr.into();
+        match Endpoint::parse("local_address", &addr) {
+            Ok(_) => self.links.local_address = Some(addr),
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    /// Opens a RESP (Redis protocol) door on `host:port` (a bare port means `127.0.0.1:port`;
+    /// port 0 lets the OS choose, see [`Node::resp_addr`]).
+    pub fn resp_address(mut self, addr: impl Into<String>) -> Self {
+        match server::door_address("resp_address", &addr.into()) {
+            Ok(a) => self.doors.resp = Some(a),
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    /// Opens the HTTP door on `host:port` (a bare port means `127.0.0.1:port`).
+    pub fn http_address(mut self, addr: impl Into<String>) -> Self {
+        match server::door_address("http_address", &addr.into()) {
+            Ok(a) => self.doors.http = Some(a),
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    /// Opens a Unix socket speaking RESP at `path`, created `0600`: processes of this user on
+    /// this host share the node through it. A stale socket file nobody answers on is replaced.
+    pub fn unix_socket(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.doors.unix = Some(path.into());
+        self
+    }
+
+    /// A password for the front doors: RESP clients send `AUTH <password>`, HTTP clients
+    /// `Authorization: Bearer <password>` (`/health` stays open). Without one, a door bound to a
+    /// non-loopback address logs a warning at start.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        let password = password.into();
+        if password.is_empty() {
+            self.fail(Error::InvalidConfig {
+                what: "password",
+                reason: "must not be empty; leave it unset for no password".into(),
+            });
+        } else {
+            self.doors.password = Some(password);
+        }
+        self
+    }
+
+    /// The bounds of front-door connections (default [`ServerLimits::default`]).
+    pub fn server_limits(mut self, limits: ServerLimits) -> Self {
+        match limits.check() {
+            Ok(()) => self.doors.limits = limits,
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    /// Where the node's links run: by default the OS's sockets ([`Sockets`]); a
+    /// [`MemoryNet`](crate::net::MemoryNet) host runs them in memory, with faults a test can
+    /// inject, for `mem:` addresses.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use leafcache::net::MemoryNet;
+    /// use leafcache::Node;
+    /// let net = MemoryNet::new();
+    /// let hub = Node::builder().transport(net.host("hub")).local_address("mem:hub").build()?;
+    /// let leaf = Node::builder().transport(net.host("leaf")).remote_address("mem:hub").build()?;
+    /// leaf.default_cache().set("k", "v")?;
+    /// # while hub.default_cache().get("k").is_none() {
+    /// #     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    /// # }
+    /// assert_eq!(hub.default_cache().get("k").unwrap(), "v");
+    /// # leaf.shutdown().await;
+    /// # hub.shutdown().await;
+    /// # Ok::<(), leafcache::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Draws the node's random numbers — incarnation, a random node id, handshake challenges,
+    /// reconnect jitter — from `seed` instead of the operating system, so that a simulated run
+    /// replays exactly. For simulations and tests only: a seeded node's challenges are
+    /// predictable.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    fn fail(&mut self, e: Error) {
+        self.error.get_or_insert(e);
+    }
+
+    /// Builds the node. With a `local_address` it binds it at once (a taken port is an error
+    /// here, not later) and accepts leaves; with a `remote_address` it starts dialing its hub in
+    /// the background, retrying with backoff, while the caches already serve locally. Either needs
+    /// to run inside a tokio runtime. The link tasks hold the node: it runs until
+    /// [`Node::shutdown`], even when every handle is dropped.
+    ///
+    /// # Errors
+    /// The first invalid setting: a zero capacity or duration ([`Error::ZeroCapacity`],
+    /// [`Error::ZeroDuration`]), an unreadable duration ([`Error::InvalidDuration`]), a malformed
+    /// address, an empty or duplicate cache name ([`Error::InvalidConfig`]); links configured
+    /// outside a tokio runtime ([`Error::InvalidConfig`]); a listen address that cannot be bound
+    /// ([`Error::Io`]).
+    pub fn build(self) -> Result<Node, Error> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let (local, remote) = (
+            self.links.local_address.clone(),
+            self.links.remote_address.clone(),
+        );
+        if (local.is_some() || remote.is_some() || self.doors.any() || self.persist.is_some())
+            && tokio::runtime::Handle::try_current().is_err()
+        {
+            return Err(Error::InvalidConfig {
+                what: "local_address/remote_address/front doors/root",
+                reason:
+                    "a node with links, front doors or a root must be built inside a tokio runtime"
+                        .into(),
+            });
+        }
+        let transport = self.transport.unwrap_or_else(|| Arc::new(Sockets));
+        // The root first: a Unix socket may live in it, and a root in use stops the start here.
+        let store = self
+            .persist
+            .clone()
+            .map(|p| Store::open(p, self.id))
+            .transpose()?;
+        let bound_doors = server::bind(&self.doors)?;
+        let listener = local
+            .as_deref()
+            .map(|address| {
+                transport.bind(address).map_err(|e| Error::Io {
+                    what: format!("binding {address:?}"),
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()?;
+        let entropy = Entropy::new(self.seed);
+        let id = (store.as_ref().map(|s| s.id))
+            .or(self.id)
+            .unwrap_or_else(|| NodeId(entropy.u128()));
+        let incarnation = store
+            .as_ref()
+            .map_or_else(|| uuid::Uuid::from_u128(entropy.u128()), |s| s.incarnation);
+        let name = self
+            .name
+            .unwrap_or_else(|| format!("node-{}", &id.to_string()[..8]));
+        let uplink = Uplink::new(
+            remote.is_some(),
+            self.links.fetch_on_miss,
+            self.links.connection_timeout,
+        );
+        let writer = writer_id(id, self.id.is_some() && store.is_none(), incarnation);
+        let core = Arc::new(Core::new(id, writer, name, incarnation, self.clock, uplink));
+        let caches = Caches::new(core.clone(), &self.default, &self.caches)?;
+        let (journal, marks) = match store {
+            Some(store) => {
+                let now = core.now_ms();
+                let (journal, marks) =
+                    store.restore(caches.all(), now, &core.hlc, |seq| core.resume_seq(seq))?;
+                core.set_recorder(journal.clone());
+                (Some(journal), marks)
+            }
+            None => (None, HashMap::new()),
+        };
+        let config = LinkConfig {
+            cluster: self.links.cluster.clone(),
+            secret: self.secret,
+            timeout_ms: u64::try_from(self.links.connection_timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+            max_frame: self.links.max_frame,
+            role: Role::of(local.is_some(), remote.is_some()),
+        };
+        let registry = Arc::new(LinkRegistry::new(
+            config,
+            local.is_some(),
+            remote.is_some(),
+            journal.clone(),
+            entropy,
+        ));
+        registry.restore_marks(marks);
+        let node = Node {
+            inner: Arc::new(NodeInner {
+                caches: caches.clone(),
+                bound: listener.as_ref().map(|l| l.local_addr()),
+                config: self.links,
+                registry: registry.clone(),
+                doors: bound_doors.doors(&self.doors),
+                journal: journal.clone(),
+            }),
+        };
+        let tasks = &registry.tasks;
+        if let Some(journal) = journal {
+            let reg = registry.clone();
+            tasks.spawn(crate::persist::run(
+                caches.clone(),
+                move || reg.marks.all(),
+                journal,
+                registry.shutdown.clone(),
+            ));
+        }
+        bound_doors.spawn(&node)?;
+        if let Some(listener) = listener {
+            tasks.spawn(driver::accept_loop(
+                caches.clone(),
+                registry.clone(),
+                listener,
+            ));
+        }
+        if let Some(address) = remote {
+            let span = tracing::info_span!("link", node = %node.name(), hub = %address);
+            tasks.spawn(tracing::Instrument::instrument(
+                driver::dial_loop(caches, registry.clone(), transport, address),
+                span,
+            ));
+        }
+        Ok(node)
+    }
+}

@@ -1,0 +1,269 @@
+//! A node: the named caches one process (or one embedded value) holds, its links and front doors,
+//! wired together. [`Node`] is the running handle; [`NodeBuilder`] builds one with any number of
+//! caches, and [`CacheBuilder`] one cache in the style of the original `LRUCacheDistributed(...)`.
+
+mod builder;
+mod cache_builder;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use builder::{IntoDuration, NodeBuilder};
+pub use cache_builder::CacheBuilder;
+
+use crate::cache::core::Core;
+use crate::cache::{Cache, Caches};
+use crate::clock::NodeId;
+use crate::error::Error;
+use crate::net::driver;
+use crate::net::links::LinkRegistry;
+use crate::persist::{Journal, SnapshotReport};
+use crate::replication::codec::DEFAULT_MAX_FRAME;
+use crate::replication::{Direction, Link, LinkEvent, LinkStatus, Role};
+use crate::server::Doors;
+
+pub use crate::cache::DEFAULT_CACHE;
+
+/// How long a silent link waits before it is declared down, when not configured.
+pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The cluster name a node uses when none is configured.
+pub const DEFAULT_CLUSTER: &str = "leafcache";
+
+/// Where and how a node links to its peers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// A silent link is declared down after this long; also how long an acknowledged write waits.
+    pub connection_timeout: Duration,
+    /// The hub this node is a leaf of (`host:port`, `unix:/path` or `mem:name`), if any.
+    pub remote_address: Option<String>,
+    /// The address this node accepts leaves on (`host:port`, `unix:/path` or `mem:name`): having
+    /// one makes it a hub.
+    pub local_address: Option<String>,
+    /// Links only form between nodes of the same cluster.
+    pub cluster: String,
+    /// The largest frame sent or accepted, in bytes; an entry too large for it replicates as an
+    /// invalidation.
+    pub max_frame: usize,
+    /// If set, a miss in [`Cache::get_or_load`] asks the hub (waiting at most this long) before
+    /// calling the loader.
+    pub fetch_on_miss: Option<Duration>,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
+            remote_address: None,
+            local_address: None,
+            cluster: DEFAULT_CLUSTER.to_string(),
+            max_frame: DEFAULT_MAX_FRAME,
+            fetch_on_miss: None,
+        }
+    }
+}
+
+/// A running node: its caches by name, in declaration order (`default` first), its links and its
+/// front doors. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+struct NodeInner {
+    caches: Caches,
+    config: ReplicationConfig,
+    registry: Arc<LinkRegistry>,
+    /// The address leaves can dial, as bound (the OS's port for `:0`).
+    bound: Option<String>,
+    /// The front doors' settings, addresses and counters.
+    doors: Doors,
+    /// The op log and snapshots, on a node with a root.
+    journal: Option<Arc<Journal>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.name())
+            .field("id", &self.id())
+            .field("caches", &self.caches())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A builder for a node with any number of named caches.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    fn core(&self) -> &Arc<Core> {
+        self.inner.caches.core()
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.core().id
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.core().name
+    }
+
+    /// The id of this run of the node; seqs are meaningful only within one incarnation.
+    pub fn incarnation(&self) -> uuid::Uuid {
+        self.core().incarnation
+    }
+
+    /// The last seq this node stamped on a change, across all its caches.
+    pub fn current_seq(&self) -> u64 {
+        self.core().current_seq()
+    }
+
+    /// The wall clock the node reads, in ms since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.core().now_ms()
+    }
+
+    /// The cache every node has.
+    pub fn default_cache(&self) -> Cache {
+        self.inner.caches.all()[0].clone()
+    }
+
+    /// The cache named `name`, or [`Error::UnknownCache`].
+    pub fn cache(&self, name: &str) -> Result<Cache, Error> {
+        self.inner
+            .caches
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownCache(name.to_string()))
+    }
+
+    /// Every cache, `default` first, then in the order they were declared.
+    pub fn caches(&self) -> &[Cache] {
+        self.inner.caches.all()
+    }
+
+    /// Where this node links to its peers.
+    pub fn replication_config(&self) -> &ReplicationConfig {
+        &self.inner.config
+    }
+
+    /// The address this node accepts leaves on, as bound: with port 0 configured, the port the OS
+    /// chose. `None` for a node that is not a hub.
+    pub fn local_addr(&self) -> Option<&str> {
+        self.inner.bound.as_deref()
+    }
+
+    /// The node's place in the tree: hub (accepts leaves), leaf (has a hub), relay (both) or
+    /// standalone.
+    pub fn role(&self) -> Role {
+        self.inner.registry.role()
+    }
+
+    /// The RESP door's address as bound (the OS's port for `:0`), if it has one.
+    pub fn resp_addr(&self) -> Option<&str> {
+        self.inner.doors.resp_addr.as_deref()
+    }
+
+    /// The HTTP door's address as bound, if it has one.
+    pub fn http_addr(&self) -> Option<&str> {
+        self.inner.doors.http_addr.as_deref()
+    }
+
+    /// The Unix socket speaking RESP, if the node has one.
+    pub fn unix_socket(&self) -> Option<&std::path::Path> {
+        self.inner.doors.unix_path.as_deref()
+    }
+
+    /// The status of every link: the upstream one (if this node has a hub) and one per connected
+    /// leaf.
+    pub fn links(&self) -> Vec<LinkStatus> {
+        self.inner.registry.statuses()
+    }
+
+    /// A link state machine over this node's caches, for a driver of one's own (the tokio driver
+    /// makes them itself): it shares the node's settings, secret and watermarks. Its
+    /// [`LinkEvent`](crate::replication::LinkEvent)s are the caller's to hand on.
+    pub fn new_link(&self, direction: Direction, address: &str) -> Link<Caches> {
+        driver::new_link(&self.inner.caches, &self.inner.registry, direction, address)
+    }
+
+    /// Does what the tokio driver does with an event of a link made by
+    /// [`new_link`](Self::new_link) pointing `direction`: a watermark is remembered (and
+    /// persisted), an upstream acknowledgement releases acknowledged writes. Fetch answers are the
+    /// caller's own.
+    pub fn hand_on(&self, direction: Direction, event: LinkEvent) {
+        match event {
+            LinkEvent::Watermark { peer, resume } => self.inner.registry.remember(peer, resume),
+            LinkEvent::Acked { upto } if direction == Direction::Upstream => {
+                self.core().uplink.acked(upto);
+            }
+            LinkEvent::Acked { .. } | LinkEvent::Fetched { .. } => {}
+        }
+    }
+
+    /// Stops the node's links: stops accepting, sends every change applied so far and a goodbye on
+    /// each link, closes them, and waits for their tasks to end. The caches stay usable locally.
+    ///
+    /// A node with a root then writes its final snapshot, so that it restarts where it stopped.
+    pub async fn shutdown(&self) {
+        let registry = &self.inner.registry;
+        registry.shutdown.cancel();
+        registry.tasks.close();
+        registry.tasks.wait().await;
+        if let Some(journal) = self.inner.journal.clone() {
+            let (caches, marks) = (self.inner.caches.clone(), registry.marks.all());
+            let closing = tokio::task::spawn_blocking(move || journal.close(&caches, &marks));
+            if let Err(e) = closing.await {
+                tracing::error!("final snapshot task failed: {e}");
+            }
+        }
+    }
+
+    /// The directory the node keeps its data in, if it persists.
+    pub fn root(&self) -> Option<&std::path::Path> {
+        self.inner.journal.as_ref().map(|j| j.root())
+    }
+
+    /// Writes a snapshot now (a node with a root also writes one every snapshot interval and at
+    /// shutdown) and truncates the op log it covers. Blocks while it writes: from async code, call
+    /// it through `spawn_blocking`.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("leafcache-doc-{}", std::process::id()));
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let node = leafcache::Node::builder().root(&dir).build()?;
+    /// node.default_cache().set("k", "v")?;
+    /// let report = node.snapshot()?;
+    /// assert_eq!(report.entries, 1);
+    /// # node.shutdown().await;
+    /// # Ok::<(), leafcache::Error>(())
+    /// # }).unwrap();
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::NoRoot`] on a node without a root; [`Error::Io`] if the files cannot be written
+    /// (the op log still holds every change).
+    pub fn snapshot(&self) -> Result<SnapshotReport, Error> {
+        let journal = self.inner.journal.as_ref().ok_or(Error::NoRoot)?;
+        let marks = self.inner.registry.marks.all();
+        journal
+            .snapshot(&self.inner.caches, &marks)
+            .map_err(|e| Error::Io {
+                what: format!("writing a snapshot under {}", journal.root().display()),
+                reason: e.to_string(),
+            })
+    }
+
+    pub(crate) fn registry(&self) -> &LinkRegistry {
+        &self.inner.registry
+    }
+
+    pub(crate) fn doors(&self) -> &Doors {
+        &self.inner.doors
+    }
+}

@@ -1,0 +1,130 @@
+//! What a [`Link`](super::Link) needs of the node it runs on — the narrow [`Replica`] trait, and
+//! [`Marks`], the watermarks the node holds on its peers — so the protocol is built and tested
+//! without a node, and the node's caches implement it.
+
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+
+use super::message::Resume;
+use crate::cache::{Caches, Change};
+use crate::clock::NodeId;
+
+/// The node as one link sees it: its change log to read from, its caches to apply to.
+pub trait Replica {
+    /// The node's id.
+    fn node_id(&self) -> NodeId;
+    /// The node's name, for the peer's logs and status.
+    fn node_name(&self) -> &str;
+    /// The node's incarnation: its seqs are meaningful only within it.
+    fn incarnation(&self) -> u128;
+    /// The wall clock in ms, for timeouts and heartbeats.
+    fn now_ms(&self) -> u64;
+    /// The last seq the node handed out.
+    fn current_seq(&self) -> u64;
+    /// The highest seq of a record the node forgot: a resume point below it needs a full sync.
+    fn floor(&self) -> u64;
+    /// The records with `after < seq <= upto` not from link `skip`, in seq order, as (cache index,
+    /// change), at most `max_records` and about `max_bytes`; and the seq the answer is complete up
+    /// to.
+    fn changes(
+        &self,
+        after: u64,
+        upto: u64,
+        max_records: usize,
+        max_bytes: usize,
+        skip: u32,
+    ) -> (Vec<(usize, Change)>, u64);
+    /// The name of the cache at `index` (as [`changes`](Self::changes) numbers them).
+    fn cache_name(&self, index: usize) -> &str;
+    /// Applies a change that came in on link `source` to cache `cache`: `None` if the node has no
+    /// such cache, else whether it applied (it was newer).
+    fn apply(&self, cache: &str, change: &Change, source: u32) -> Option<bool>;
+    /// The live entry of `key` in `cache`, as a `Set`.
+    fn peek(&self, cache: &str, key: &[u8]) -> Option<Change>;
+}
+
+impl Replica for Caches {
+    fn node_id(&self) -> NodeId {
+        self.core().id
+    }
+
+    fn node_name(&self) -> &str {
+        &self.core().name
+    }
+
+    fn incarnation(&self) -> u128 {
+        self.core().incarnation.as_u128()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.core().now_ms()
+    }
+
+    fn current_seq(&self) -> u64 {
+        self.core().current_seq()
+    }
+
+    fn floor(&self) -> u64 {
+        Caches::floor(self)
+    }
+
+    fn changes(
+        &self,
+        after: u64,
+        upto: u64,
+        max_records: usize,
+        max_bytes: usize,
+        skip: u32,
+    ) -> (Vec<(usize, Change)>, u64) {
+        self.collect_changes(after, upto, max_records, max_bytes, skip)
+    }
+
+    fn cache_name(&self, index: usize) -> &str {
+        self.all()[index].name()
+    }
+
+    fn apply(&self, cache: &str, change: &Change, source: u32) -> Option<bool> {
+        Some(self.get(cache)?.apply_from(change, source))
+    }
+
+    fn peek(&self, cache: &str, key: &[u8]) -> Option<Change> {
+        let entry = self.get(cache)?.peek(key)?;
+        Some(Change::Set {
+            key: bytes::Bytes::copy_from_slice(key),
+            value: entry.value,
+            version: entry.version,
+            expires_at: entry.expires_at,
+        })
+    }
+}
+
+/// The watermarks a node holds on its peers: per peer, the seq of its incarnation up to which this
+/// node applied its changes — what it asks to resume from when a link comes back. Links read it;
+/// their drivers write it from [`LinkEvent::Watermark`](super::LinkEvent::Watermark)s.
+#[derive(Debug, Default)]
+pub struct Marks(Mutex<HashMap<NodeId, Resume>>);
+
+impl Marks {
+    /// The watermark on `peer`, if any.
+    pub fn get(&self, peer: NodeId) -> Option<Resume> {
+        self.0.lock().get(&peer).copied()
+    }
+
+    /// Sets the watermark on `peer`.
+    pub fn set(&self, peer: NodeId, mark: Resume) {
+        self.0.lock().insert(peer, mark);
+    }
+
+    /// Every watermark, ordered by peer.
+    pub fn all(&self) -> Vec<(NodeId, Resume)> {
+        let mut all: Vec<_> = self.0.lock().iter().map(|(&p, &m)| (p, m)).collect();
+        all.sort_unstable_by_key(|(p, _)| *p);
+        all
+    }
+
+    /// Adds watermarks read back from disk.
+    pub fn extend(&self, marks: HashMap<NodeId, Resume>) {
+        self.0.lock().extend(marks);
+    }
+}
