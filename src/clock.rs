@@ -22,6 +22,8 @@ pub enum Clock {
     System,
     /// A clock that only moves when told to.
     Manual(ManualClock),
+    /// Tokio's clock, with an offset and a drift: under paused time, a simulated node's clock.
+    Runtime(RuntimeClock),
 }
 
 impl Clock {
@@ -34,7 +36,69 @@ impl Clock {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             Clock::Manual(m) => m.now_ms(),
+            Clock::Runtime(r) => r.now_ms(),
         }
+    }
+}
+
+/// A wall clock that reads tokio's clock: `epoch_ms` at the moment it is made, moving with
+/// `tokio::time` from then on, shifted by an offset and running fast or slow by a drift. Under
+/// paused time (`tokio::time::pause`) it moves only as the runtime's clock does, so several
+/// simulated nodes can each have a clock of their own — skewed and drifting — and a run still
+/// replays exactly.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+/// use std::time::Duration;
+/// use leafcache::clock::RuntimeClock;
+/// let fast = RuntimeClock::new(1_000_000).offset_ms(250).drift_ppm(1_000);
+/// assert_eq!(fast.now_ms(), 1_000_250);
+/// tokio::time::sleep(Duration::from_secs(10)).await;
+/// assert_eq!(fast.now_ms(), 1_010_260, "10 s plus 0.1 %");
+/// # });
+/// ```
+#[derive(Clone, Debug)]
+pub struct RuntimeClock {
+    epoch_ms: u64,
+    origin: tokio::time::Instant,
+    offset_ms: i64,
+    drift_ppm: i64,
+}
+
+impl RuntimeClock {
+    /// A clock reading `epoch_ms` now, in tokio's time. Must be made inside a tokio runtime.
+    pub fn new(epoch_ms: u64) -> Self {
+        RuntimeClock {
+            epoch_ms,
+            origin: tokio::time::Instant::now(),
+            offset_ms: 0,
+            drift_ppm: 0,
+        }
+    }
+
+    /// Shifts the reading by `ms` (negative: behind).
+    pub fn offset_ms(mut self, ms: i64) -> Self {
+        self.offset_ms = ms;
+        self
+    }
+
+    /// Runs fast (positive) or slow (negative) by this many parts per million; above -1,000,000.
+    pub fn drift_ppm(mut self, ppm: i64) -> Self {
+        self.drift_ppm = ppm.max(-999_999);
+        self
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        let elapsed = self.origin.elapsed().as_micros() as i128;
+        let drifted = elapsed * (1_000_000 + self.drift_ppm as i128) / 1_000_000_000;
+        (self.epoch_ms as i128 + self.offset_ms as i128 + drifted).max(0) as u64
+    }
+}
+
+impl From<RuntimeClock> for Clock {
+    fn from(r: RuntimeClock) -> Self {
+        Clock::Runtime(r)
     }
 }
 

@@ -1,8 +1,10 @@
 //! Replication under a deterministic simulator: scenario stories, then many seeded random
 //! schedules of writes, deletes, TTLs and purges with cuts, heals, clock jumps and restarts.
 //!
-//! `LEAFCACHE_SIM_SCHEDULES=N` runs N random schedules (default 1000);
-//! `LEAFCACHE_SIM_SEED=S` replays one.
+//! `LEAFCACHE_SIM_SCHEDULES=N` runs N seeds (default 5,000), each as two schedules: one on the
+//! fixed five-node tree, one wide (a random tree of up to 12 nodes, skewed clocks, persistence);
+//! `LEAFCACHE_SIM_FIRST=F` starts at seed F (to split a long run);
+//! `LEAFCACHE_SIM_SEED=S` replays one seed with its whole trace.
 
 mod support;
 
@@ -313,6 +315,17 @@ fn run_schedule(seed: u64) {
     }
 }
 
+/// A wider schedule: a random tree of up to 12 nodes with relays, skewed and drifting clocks,
+/// held links, duplicated batches, and restarts with and without persistence.
+fn run_wide_schedule(seed: u64) {
+    let mut sim = Sim::random(seed, 12);
+    sim.run_random(400, true);
+    sim.settle();
+    if let Err(why) = converged_at(&all(&sim), sim.now_ms()) {
+        panic!("not converged: {why}\n{}", sim.trace_tail());
+    }
+}
+
 #[test]
 fn random_schedules_converge() {
     let seeds: Vec<u64> = match std::env::var("LEAFCACHE_SIM_SEED") {
@@ -321,12 +334,19 @@ fn random_schedules_converge() {
             let n = std::env::var("LEAFCACHE_SIM_SCHEDULES")
                 .ok()
                 .and_then(|s| s.parse().ok())
-                .unwrap_or(1000u64);
-            (0..n).collect()
+                .unwrap_or(5_000u64);
+            let first = std::env::var("LEAFCACHE_SIM_FIRST")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0u64);
+            (first..first + n).collect()
         }
     };
     for seed in seeds {
-        let result = std::panic::catch_unwind(|| run_schedule(seed));
+        let result = std::panic::catch_unwind(|| {
+            run_schedule(seed);
+            run_wide_schedule(seed);
+        });
         if let Err(panic) = result {
             eprintln!("failing schedule: seed {seed}; replay with LEAFCACHE_SIM_SEED={seed}");
             std::panic::resume_unwind(panic);

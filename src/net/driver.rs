@@ -219,7 +219,7 @@ async fn run(
             send_ready(link, &mut framed, timeout).await?;
             hand_on(link, registry, &core.uplink, &mut waiting);
             let now = core.now_ms();
-            let (state, activity) = (link.state(), link.frames());
+            let (state, activity) = (link.state(), link.progress());
             let stale = activity != published_activity;
             if published_state != Some(state) || (stale && now >= last_publish + PUBLISH_EVERY_MS) {
                 published_state = Some(state);

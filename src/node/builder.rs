@@ -50,12 +50,13 @@ impl IntoDuration for u64 {
     }
 }
 
-/// The id a node's versions carry. A version names one write, so a node must never issue one
-/// twice, across restarts too. A node with a root keeps a clock lease on disk and starts past
-/// everything it issued; a node whose id was drawn at build has never written before. A node given
-/// a fixed id without a root may have run under that id already, its clock ahead of this one's
-/// (it had seen a peer whose clock runs fast): it writes under an id drawn from its incarnation,
-/// so its versions cannot collide with those of an earlier run.
+/// The id the versions of a node without a root carry. A version names one write, so a node must
+/// never issue one twice, across restarts too. A node with a root keeps its writer id and a clock
+/// lease on disk and starts past everything it issued; a node whose id was drawn at build has
+/// never written before. A node given a fixed id without a root may have run under that id
+/// already, its clock ahead of this one's (it had seen a peer whose clock runs fast): it writes
+/// under an id drawn from its incarnation, so its versions cannot collide with those of an
+/// earlier run.
 fn writer_id(id: NodeId, may_have_written: bool, incarnation: uuid::Uuid) -> NodeId {
     if may_have_written {
         NodeId(incarnation.as_u128())
@@ -379,11 +380,12 @@ impl NodeBuilder {
             });
         }
         let transport = self.transport.unwrap_or_else(|| Arc::new(Sockets));
+        let entropy = Entropy::new(self.seed);
         // The root first: a Unix socket may live in it, and a root in use stops the start here.
         let store = self
             .persist
             .clone()
-            .map(|p| Store::open(p, self.id))
+            .map(|p| Store::open(p, self.id, || entropy.u128()))
             .transpose()?;
         let bound_doors = server::bind(&self.doors)?;
         let listener = local
@@ -395,7 +397,6 @@ impl NodeBuilder {
                 })
             })
             .transpose()?;
-        let entropy = Entropy::new(self.seed);
         let id = (store.as_ref().map(|s| s.id))
             .or(self.id)
             .unwrap_or_else(|| NodeId(entropy.u128()));
@@ -410,7 +411,8 @@ impl NodeBuilder {
             self.links.fetch_on_miss,
             self.links.connection_timeout,
         );
-        let writer = writer_id(id, self.id.is_some() && store.is_none(), incarnation);
+        let writer = (store.as_ref().map(|s| s.writer))
+            .unwrap_or_else(|| writer_id(id, self.id.is_some(), incarnation));
         let core = Arc::new(Core::new(id, writer, name, incarnation, self.clock, uplink));
         let caches = Caches::new(core.clone(), &self.default, &self.caches)?;
         let (journal, marks) = match store {

@@ -143,6 +143,19 @@ struct Identity {
     /// before it existed: read as 0.
     #[serde(default)]
     clock_lease: u64,
+    /// The id the node's versions carry (see `Cache::writer_id`). Absent in roots written before
+    /// it existed: the node id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    writer_id: Option<String>,
+}
+
+/// What an identity file says.
+struct Known {
+    id: NodeId,
+    incarnation: uuid::Uuid,
+    lease: u64,
+    clock_lease: u64,
+    writer: Option<NodeId>,
 }
 
 /// A root opened and locked, its identity read; the caches are not restored yet.
@@ -151,6 +164,8 @@ pub(crate) struct Store {
     lock: File,
     pub id: NodeId,
     pub incarnation: uuid::Uuid,
+    /// The id the node's versions carry.
+    pub writer: NodeId,
     lease: u64,
     clock_lease: u64,
 }
@@ -200,8 +215,17 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
 
 impl Store {
     /// Creates and locks the root and reads (or creates) its identity. `explicit` is a node id
-    /// the builder was given: it must match the root's.
-    pub fn open(settings: PersistConfig, explicit: Option<NodeId>) -> Result<Store, Error> {
+    /// the builder was given: it must match the root's. A new identity draws its incarnation (and
+    /// node id, if none is given) from `draw`.
+    ///
+    /// A new root under a given node id may belong to a node that ran before without it (or lost
+    /// its disk): its writes then carry a writer id drawn for this root, so that no version of an
+    /// earlier run is issued again. The writer id is kept in the identity.
+    pub fn open(
+        settings: PersistConfig,
+        explicit: Option<NodeId>,
+        draw: impl Fn() -> u128,
+    ) -> Result<Store, Error> {
         let root = &settings.root;
         let shown = root.display().to_string();
         create_private_dir(root).map_err(io_error(format!("creating the root {shown}")))?;
@@ -230,31 +254,37 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_error(format!("reading {shown}/{IDENTITY}"))(e)),
         };
-        let (id, incarnation, lease, clock_lease) = match stored {
-            Some((id, _, _, _)) if explicit.is_some_and(|e| e != id) => {
+        let known = match stored {
+            Some(known) if explicit.is_some_and(|e| e != known.id) => {
                 return Err(Error::InvalidConfig {
                     what: "root",
                     reason: format!(
-                        "{shown} holds the data of node {id}, not of node {}",
+                        "{shown} holds the data of node {}, not of node {}",
+                        known.id,
                         explicit.expect("checked")
                     ),
                 });
             }
-            Some(found) => found,
-            None => (
-                explicit.unwrap_or_else(NodeId::random),
-                uuid::Uuid::new_v4(),
-                0,
-                0,
-            ),
+            Some(known) => known,
+            None => {
+                let incarnation = uuid::Uuid::from_u128(draw());
+                Known {
+                    id: explicit.unwrap_or_else(|| NodeId(draw())),
+                    incarnation,
+                    lease: 0,
+                    clock_lease: 0,
+                    writer: explicit.map(|_| NodeId(incarnation.as_u128())),
+                }
+            }
         };
         Ok(Store {
             settings,
             lock,
-            id,
-            incarnation,
-            lease,
-            clock_lease,
+            id: known.id,
+            incarnation: known.incarnation,
+            writer: known.writer.unwrap_or(known.id),
+            lease: known.lease,
+            clock_lease: known.clock_lease,
         })
     }
 
@@ -334,17 +364,19 @@ impl Store {
     }
 }
 
-fn parse_identity(text: &str) -> Result<(NodeId, uuid::Uuid, u64, u64), String> {
+fn parse_identity(text: &str) -> Result<Known, String> {
     let id: Identity = toml::from_str(text).map_err(|e| e.message().to_string())?;
-    let node = uuid::Uuid::parse_str(&id.node_id).map_err(|e| format!("node_id: {e}"))?;
-    let incarnation =
-        uuid::Uuid::parse_str(&id.incarnation).map_err(|e| format!("incarnation: {e}"))?;
-    Ok((
-        NodeId(node.as_u128()),
-        incarnation,
-        id.seq_lease,
-        id.clock_lease,
-    ))
+    let uuid =
+        |what: &str, text: &str| uuid::Uuid::parse_str(text).map_err(|e| format!("{what}: {e}"));
+    Ok(Known {
+        id: NodeId(uuid("node_id", &id.node_id)?.as_u128()),
+        incarnation: uuid("incarnation", &id.incarnation)?,
+        lease: id.seq_lease,
+        clock_lease: id.clock_lease,
+        writer: (id.writer_id.as_deref())
+            .map(|w| uuid("writer_id", w).map(|u| NodeId(u.as_u128())))
+            .transpose()?,
+    })
 }
 
 /// The op-log segments under `root`, by number.
@@ -656,6 +688,7 @@ pub(crate) struct Journal {
     pub snapshot_every: Duration,
     node: NodeId,
     incarnation: uuid::Uuid,
+    writer: NodeId,
     caches: Vec<String>,
     /// Framed entries not yet written.
     pending: Mutex<Vec<u8>>,
@@ -696,6 +729,7 @@ impl Journal {
             lock,
             id,
             incarnation,
+            writer,
             ..
         } = store;
         let journal = Journal {
@@ -704,6 +738,7 @@ impl Journal {
             snapshot_every: settings.snapshot_every,
             node: id,
             incarnation,
+            writer,
             caches: caches.iter().map(|c| c.name().to_string()).collect(),
             pending: Mutex::new(Vec::with_capacity(64 << 10)),
             out: Mutex::new(Out {
@@ -781,6 +816,7 @@ impl Journal {
                 incarnation: self.incarnation.to_string(),
                 seq_lease: lease,
                 clock_lease,
+                writer_id: Some(self.writer.to_string()),
             })
             .map_err(io::Error::other)?
         );

@@ -262,6 +262,12 @@ impl<R: Replica> Link<R> {
         self.status.frames_in + self.status.frames_out
     }
 
+    /// Grows whenever the link's status does (a frame, or the peer covered further): a cheap way
+    /// for a driver to tell that the status is worth publishing again.
+    pub fn progress(&self) -> u64 {
+        self.frames() + self.acked()
+    }
+
     /// The highest seq of ours the peer acknowledged.
     fn acked(&self) -> u64 {
         self.status.acked
@@ -511,6 +517,18 @@ impl<R: Replica> Link<R> {
         while self.inflight.front().is_some_and(|&(u, _)| u <= upto) {
             self.inflight.pop_front();
         }
+        // With nothing left in flight, the peer has everything up to the cursor: what lies
+        // between the last batch and the cursor came from the peer itself.
+        let covered = if self.inflight.is_empty() {
+            upto.max(self.cursor)
+        } else {
+            upto
+        };
+        self.covered(covered);
+    }
+
+    /// The peer holds every change of ours up to `upto`.
+    fn covered(&mut self, upto: u64) {
         if upto > self.status.acked {
             self.status.acked = upto;
             self.acked_event = Some(upto);
@@ -617,7 +635,7 @@ impl<R: Replica> Link<R> {
                 // ping tells the peer how far it is covered. With nothing in flight, the peer has
                 // everything up to the cursor, so it no longer counts as lag.
                 if self.inflight.is_empty() {
-                    self.status.acked = self.status.acked.max(self.cursor);
+                    self.covered(self.cursor);
                 }
                 self.finish_sync_if_done();
                 continue;

@@ -2,6 +2,7 @@
 //! a fault-injecting TCP proxy and the deterministic simulator.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod proxy;
 pub mod sim;
 

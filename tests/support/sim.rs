@@ -1,14 +1,21 @@
-//! A deterministic simulator of a leafcache tree: nodes are in-process [`Node`]s on one manual
-//! clock, links are pairs of [`Link`] state machines joined by in-memory queues of frames (every
-//! frame goes through the real codec), and a seeded scheduler decides what happens next. The same
-//! seed replays the same run.
+//! A deterministic simulator of a leafcache tree at the level of the link state machines: nodes
+//! are in-process [`Node`]s on manual clocks (one shared clock, or with [`Sim::random`] one per
+//! node, offset and drifting), links are pairs of [`Link`] state machines joined by in-memory
+//! queues of frames (every frame goes through the real codec), and a seeded scheduler decides what
+//! happens next: operations, delivery in any interleaving across links, held links, duplicated
+//! batches, cuts, heals, clock jumps and restarts — with or without persistence (a crash image
+//! of the root, or a lost disk). The same seed replays the same run.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use leafcache::replication::Link;
-use leafcache::replication::codec::{DEFAULT_MAX_FRAME, FrameCodec};
-use leafcache::{CacheConfig, Caches, Direction, Expiry, LinkError, ManualClock, Node, NodeId};
+use leafcache::replication::Message;
+use leafcache::replication::codec::{DEFAULT_MAX_FRAME, FrameCodec, decode};
+use leafcache::{
+    CacheConfig, Caches, Direction, Expiry, Flush, LinkError, ManualClock, Node, NodeId,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::codec::{Decoder, Encoder};
@@ -25,35 +32,103 @@ struct Connection {
     hub: Link<Caches>,
     to_hub: Pipe,
     to_leaf: Pipe,
+    /// The last batch frame each way was delivered as (to the hub, to the leaf), to duplicate.
+    last_batch: [Option<Bytes>; 2],
 }
 
 struct SimLink {
     leaf: usize,
     hub: usize,
     conn: Option<Connection>,
+    /// Held: nothing moves on this link while others go on.
+    held: bool,
+}
+
+/// A node's clock: the shared one, or its own with an offset and a drift.
+struct NodeClock {
+    clock: ManualClock,
+    offset_ms: i64,
+    drift_ppm: i64,
+}
+
+/// A node's disk, when the run persists.
+struct Disk {
+    root: PathBuf,
+    flush: Flush,
 }
 
 /// The simulated cluster.
 pub struct Sim {
+    /// The reference clock; with skew, each node's clock follows it with its offset and drift.
     pub clock: ManualClock,
+    start_ms: u64,
+    clocks: Vec<NodeClock>,
     pub nodes: Vec<Node>,
     links: Vec<SimLink>,
+    seed: u64,
     rng: StdRng,
     codec: FrameCodec,
     /// Every step taken, for the failure report.
     pub trace: Vec<String>,
     pub config: CacheConfig,
     timeout: Duration,
+    /// Restarts of each node, so each run of a node draws its own randomness.
+    generations: Vec<u64>,
+    /// Each node's disk, in a persisting run.
+    disks: Vec<Option<Disk>>,
+    /// A runtime the persisting nodes are built in (never driven: their op logs are written by
+    /// the writes themselves, with `Flush::Always`, or not at all).
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        for disk in self.disks.iter().flatten() {
+            let _ = std::fs::remove_dir_all(&disk.root);
+        }
+    }
 }
 
 impl Sim {
-    /// `parents[i]` is the hub of node `i` (node 0 is the root and has none).
+    /// `parents[i]` is the hub of node `i` (node 0 is the root and has none); one shared clock,
+    /// no persistence.
     pub fn new(seed: u64, parents: &[Option<usize>]) -> Sim {
-        let clock = ManualClock::new(1_700_000_000_000);
-        let config = CacheConfig::new().max_entries(10_000);
-        let timeout = Duration::from_secs(5);
-        let nodes = (0..parents.len())
-            .map(|i| build(i, &clock, &config, timeout))
+        Sim::with(seed, parents, false, false)
+    }
+
+    /// A random tree of 2 to `max` nodes (relays included), each node with a clock of its own —
+    /// offset up to ±400 ms, drifting up to ±2,000 ppm — and, in a quarter of the runs, a root.
+    pub fn random(seed: u64, max: usize) -> Sim {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+        let n = rng.random_range(2..=max);
+        let parents: Vec<Option<usize>> = (0..n)
+            .map(|i| (i > 0).then(|| rng.random_range(0..i)))
+            .collect();
+        let persist = rng.random_bool(0.25);
+        Sim::with(seed, &parents, true, persist)
+    }
+
+    fn with(seed: u64, parents: &[Option<usize>], skew: bool, persist: bool) -> Sim {
+        let start_ms = 1_700_000_000_000;
+        let clock = ManualClock::new(start_ms);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let clocks = (0..parents.len())
+            .map(|_| {
+                if skew {
+                    let offset_ms = rng.random_range(-400..=400);
+                    NodeClock {
+                        clock: ManualClock::new(start_ms.saturating_add_signed(offset_ms)),
+                        offset_ms,
+                        drift_ppm: rng.random_range(-2_000..=2_000),
+                    }
+                } else {
+                    NodeClock {
+                        clock: clock.clone(),
+                        offset_ms: 0,
+                        drift_ppm: 0,
+                    }
+                }
+            })
             .collect();
         let links = parents
             .iter()
@@ -63,23 +138,95 @@ impl Sim {
                     leaf: i,
                     hub,
                     conn: None,
+                    held: false,
                 })
             })
             .collect();
         let mut sim = Sim {
             clock,
-            nodes,
+            start_ms,
+            clocks,
+            nodes: Vec::new(),
             links,
-            rng: StdRng::seed_from_u64(seed),
+            seed,
+            rng,
             codec: FrameCodec::new(DEFAULT_MAX_FRAME),
-            trace: Vec::new(),
-            config,
-            timeout,
+            trace: vec![format!(
+                "seed {seed}, parents {parents:?}, persist {persist}"
+            )],
+            config: CacheConfig::new().max_entries(10_000),
+            timeout: Duration::from_secs(5),
+            generations: vec![0; parents.len()],
+            disks: (0..parents.len()).map(|_| None).collect(),
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap(),
         };
+        for i in 0..parents.len() {
+            if persist {
+                sim.disks[i] = Some(sim.new_disk(i));
+            }
+            let node = sim.build(i);
+            sim.nodes.push(node);
+        }
         for l in 0..sim.links.len() {
             sim.heal(l);
         }
         sim
+    }
+
+    /// An empty root for node `i`, written with `Flush::Always` or never written at all.
+    fn new_disk(&mut self, i: usize) -> Disk {
+        let root = std::env::temp_dir().join(format!(
+            "leafcache-sim-{}-{}-n{i}-g{}",
+            std::process::id(),
+            self.seed,
+            self.generations[i]
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        let flush = if self.rng.random_bool(0.5) {
+            Flush::Always
+        } else {
+            Flush::Never
+        };
+        Disk { root, flush }
+    }
+
+    fn build(&self, i: usize) -> Node {
+        let mut b = Node::builder()
+            .name(format!("n{i}"))
+            .node_id(NodeId(i as u128 + 1))
+            .seed(self.seed.wrapping_mul(31) ^ ((i as u64) << 40) ^ self.generations[i])
+            .clock(self.clocks[i].clock.clone())
+            .default_cache(self.config.clone())
+            .connection_timeout(self.timeout);
+        let _runtime = self.runtime.enter();
+        if let Some(disk) = &self.disks[i] {
+            b = b.root(&disk.root).snapshot_interval("1h").flush(disk.flush);
+        }
+        b.build().unwrap()
+    }
+
+    /// Moves the reference clock, and every node's own clock with its drift.
+    pub fn advance(&mut self, by: Duration) {
+        self.clock.advance(by);
+        let elapsed = (self.clock.now_ms() - self.start_ms) as i128;
+        for c in &self.clocks {
+            if c.offset_ms != 0 || c.drift_ppm != 0 {
+                let drifted = elapsed * (1_000_000 + c.drift_ppm as i128) / 1_000_000;
+                let now = self.start_ms as i128 + c.offset_ms as i128 + drifted;
+                c.clock.set(now as u64);
+            }
+        }
+    }
+
+    /// The latest reading of any node's clock: what the convergence check counts as now.
+    pub fn now_ms(&self) -> u64 {
+        self.clocks
+            .iter()
+            .map(|c| c.clock.now_ms())
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn link_count(&self) -> usize {
@@ -103,7 +250,9 @@ impl Sim {
             hub,
             to_hub: Pipe::default(),
             to_leaf: Pipe::default(),
+            last_batch: [None, None],
         });
+        link.held = false;
         self.trace.push(format!("heal {l}"));
     }
 
@@ -114,20 +263,44 @@ impl Sim {
         }
     }
 
-    /// Replaces node `i` by a fresh one with the same id and nothing in it (a restart without
-    /// persistence); its links drop.
+    /// Restarts node `i` as a crash would; its links drop. Without persistence it comes back
+    /// empty under the same id. With a root it comes back from what the crash left on disk (a
+    /// copy of the root taken now: with `Flush::Never`, the op log never written), or, one time in
+    /// four, from a lost disk (an empty root).
     pub fn restart(&mut self, i: usize) {
         for l in 0..self.links.len() {
             if self.links[l].leaf == i || self.links[l].hub == i {
                 self.cut(l);
             }
         }
-        self.nodes[i] = build(i, &self.clock, &self.config, self.timeout);
-        self.trace.push(format!("restart {i}"));
+        self.generations[i] += 1;
+        let how = match self.disks[i].take() {
+            None => "without a root",
+            Some(old) => {
+                let lose = self.rng.random_bool(0.25);
+                let mut disk = self.new_disk(i);
+                if !lose {
+                    copy_dir(&old.root, &disk.root);
+                    disk.flush = old.flush;
+                }
+                let _ = std::fs::remove_dir_all(&old.root);
+                self.disks[i] = Some(disk);
+                if lose {
+                    "from a lost disk"
+                } else {
+                    "from its crash image"
+                }
+            }
+        };
+        self.nodes[i] = self.build(i);
+        self.trace.push(format!("restart {i} {how}"));
     }
 
     /// Moves every frame each end of link `l` has ready onto the wire.
     fn transmit(&mut self, l: usize) {
+        if self.links[l].held {
+            return;
+        }
         let Some(c) = &mut self.links[l].conn else {
             return;
         };
@@ -156,24 +329,23 @@ impl Sim {
     fn pump(&mut self, l: usize, to_hub: bool, n: usize) -> Option<LinkError> {
         let (leaf, hub) = (self.links[l].leaf, self.links[l].hub);
         let c = self.links[l].conn.as_mut()?;
-        let (pipe, end, node, direction) = if to_hub {
-            (
-                &mut c.to_hub,
-                &mut c.hub,
-                &self.nodes[hub],
-                Direction::Downstream,
-            )
+        let (pipe, end, node, direction, last) = if to_hub {
+            let node = &self.nodes[hub];
+            let last = &mut c.last_batch[0];
+            (&mut c.to_hub, &mut c.hub, node, Direction::Downstream, last)
         } else {
-            (
-                &mut c.to_leaf,
-                &mut c.leaf,
-                &self.nodes[leaf],
-                Direction::Upstream,
-            )
+            let node = &self.nodes[leaf];
+            let last = &mut c.last_batch[1];
+            (&mut c.to_leaf, &mut c.leaf, node, Direction::Upstream, last)
         };
         for _ in 0..n {
             let result = match self.codec.decode(&mut pipe.wire) {
-                Ok(Some(frame)) => end.handle(&frame),
+                Ok(Some(frame)) => {
+                    if matches!(decode(&frame), Ok(Message::Batch { .. })) {
+                        *last = Some(frame.clone().freeze());
+                    }
+                    end.handle(&frame)
+                }
                 Ok(None) => return None,
                 Err(e) => Err(e),
             };
@@ -198,6 +370,42 @@ impl Sim {
                 "link {l} failed with {other} — not a fault the scheduler injects\n{}",
                 self.trace_tail()
             ),
+        }
+    }
+
+    /// Hands the last batch delivered on link `l` to its receiver again, as a duplicated frame
+    /// would: every change in it must be a no-op the second time.
+    fn duplicate(&mut self, l: usize, to_hub: bool) {
+        let (leaf, hub) = (self.links[l].leaf, self.links[l].hub);
+        let Some(c) = self.links[l].conn.as_mut() else {
+            return;
+        };
+        let (end, node, direction, last) = if to_hub {
+            let node = &self.nodes[hub];
+            (&mut c.hub, node, Direction::Downstream, &c.last_batch[0])
+        } else {
+            let node = &self.nodes[leaf];
+            (&mut c.leaf, node, Direction::Upstream, &c.last_batch[1])
+        };
+        let Some(frame) = last.clone() else {
+            return;
+        };
+        let applied_before = end.status().changes_applied;
+        let result = end.handle(&frame);
+        while let Some(event) = end.poll_event() {
+            node.hand_on(direction, event);
+        }
+        let applied = end.status().changes_applied - applied_before;
+        self.trace
+            .push(format!("duplicate batch on {l} (to hub: {to_hub})"));
+        match result {
+            Ok(()) => assert_eq!(
+                applied,
+                0,
+                "a duplicated batch applied {applied} changes\n{}",
+                self.trace_tail()
+            ),
+            Err(e) => self.link_error(l, e),
         }
     }
 
@@ -274,10 +482,18 @@ impl Sim {
                     let n = self.rng.random_range(1..4);
                     self.deliver(l, to_hub, n);
                 }
-                850..930 => {
+                850..920 => {
                     let ms = self.rng.random_range(0..120);
-                    self.clock.advance(Duration::from_millis(ms));
+                    self.advance(Duration::from_millis(ms));
                     self.tick(l);
+                }
+                920..925 => {
+                    let to_hub = self.rng.random_bool(0.5);
+                    self.duplicate(l, to_hub);
+                }
+                925..930 => {
+                    self.links[l].held = !self.links[l].held;
+                    self.trace.push(format!("hold {l}: {}", self.links[l].held));
                 }
                 930..965 if faults => self.cut(l),
                 965..995 if faults => self.heal(l),
@@ -305,6 +521,7 @@ impl Sim {
             if Some(l) != cut {
                 self.heal(l);
             }
+            self.links[l].held = false;
         }
         for round in 0..10_000 {
             let mut moved = false;
@@ -357,13 +574,13 @@ impl Sim {
     }
 }
 
-fn build(i: usize, clock: &ManualClock, config: &CacheConfig, timeout: Duration) -> Node {
-    Node::builder()
-        .name(format!("n{i}"))
-        .node_id(NodeId(i as u128 + 1))
-        .clock(clock.clone())
-        .default_cache(config.clone())
-        .connection_timeout(timeout)
-        .build()
-        .unwrap()
+/// Copies the files of a root, as a crash leaves them (a file vanishing meanwhile is skipped).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() && entry.file_name() != "lock" {
+            let _ = std::fs::copy(entry.path(), to.join(entry.file_name()));
+        }
+    }
 }
