@@ -252,7 +252,7 @@ impl fmt::Debug for NodeId {
 pub struct Version {
     /// When the change was made, by the writer's HLC.
     pub ts: Timestamp,
-    /// Which node made it: its writer id (see [`Cache::writer_id`](crate::Cache::writer_id)).
+    /// Which node made it: its writer id (see `Cache::writer_id`).
     pub node: NodeId,
 }
 

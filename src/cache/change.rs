@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Version;
 
-/// One change to a cache, as a peer sends it and [`Cache::apply_remote`](crate::Cache::apply_remote)
+/// One change to a cache, as a peer sends it and [`Cache::apply_remote`](super::Cache::apply_remote)
 /// takes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {

@@ -160,12 +160,6 @@ impl std::fmt::Debug for Cache {
 }
 
 impl Cache {
-    /// A builder for a standalone cache on a node of its own, in the style of the original
-    /// `LRUCacheDistributed(...)`. See [`CacheBuilder`](crate::CacheBuilder).
-    pub fn builder() -> crate::CacheBuilder {
-        crate::CacheBuilder::default()
-    }
-
     pub(crate) fn new(
         name: &str,
         index: u32,

@@ -11,9 +11,9 @@ use crate::error::Error;
 /// The name of the cache every node has.
 pub const DEFAULT_CACHE: &str = "default";
 
-/// A node's caches, `default` first, then in the order they were declared, as one
-/// [`Replica`](crate::replication::Replica): what a node's links run over (see
-/// [`Node::new_link`](crate::Node::new_link)). Cheap to clone.
+/// A node's caches, `default` first, then in the order they were declared: the replica a node's
+/// links run over (replication implements its `Replica` trait for this type; see
+/// `Node::new_link`). Cheap to clone.
 #[derive(Clone)]
 pub struct Caches {
     core: Arc<Core>,

@@ -8,6 +8,14 @@ use crate::cache::{Cache, CacheConfig, Loader};
 use crate::clock::{Clock, NodeId};
 use crate::error::{BoxError, Error};
 
+impl Cache {
+    /// A builder for a standalone cache on a node of its own, in the style of the original
+    /// `LRUCacheDistributed(...)`. See [`CacheBuilder`].
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+}
+
 /// Builds a standalone [`Cache`] (the `default` cache of a node of its own), with the parameters
 /// of the original Python `LRUCacheDistributed`:
 ///

@@ -23,7 +23,7 @@ const MAX_ENTRY: usize = 1 << 30;
 /// One entry. `B` is the byte type: borrowed slices when writing (no copy of keys and values),
 /// [`Bytes`] when reading. Both encode alike (a length, then the bytes).
 #[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
-pub(crate) enum Entry<B> {
+pub(crate) enum Record<B> {
     /// The first entry of every file: whose it is, and the caches that `cache` indexes refer to.
     /// In a snapshot, `segment` is the first op-log segment to replay after it; in a segment, its
     /// own number.
@@ -74,7 +74,7 @@ pub(crate) enum Entry<B> {
 }
 
 /// Appends `entry`, framed, to `out`. On an encoding failure `out` is left as it was.
-pub(crate) fn frame<B: Serialize>(out: &mut Vec<u8>, entry: &Entry<B>) -> Result<(), String> {
+pub(crate) fn frame<B: Serialize>(out: &mut Vec<u8>, entry: &Record<B>) -> Result<(), String> {
     let start = out.len();
     out.extend_from_slice(&[0; 8]);
     if let Err(e) = postcard::to_extend(entry, Append(out)) {
@@ -102,7 +102,7 @@ fn seal(out: &mut [u8], start: usize) {
 }
 
 /// [`frame`] for the hot entry, a live write, encoded by hand: the same bytes postcard writes for
-/// `Entry::Live` (variant index, then each field; integers as varints, bytes length-prefixed),
+/// `Record::Live` (variant index, then each field; integers as varints, bytes length-prefixed),
 /// without going through serde. A test holds the two encodings equal.
 #[inline]
 pub(crate) fn frame_live(
@@ -130,7 +130,7 @@ pub(crate) fn frame_live(
     seal(out, start);
 }
 
-/// `Entry::Live`'s variant index (its place in the enum).
+/// `Record::Live`'s variant index (its place in the enum).
 const LIVE_VARIANT: u8 = 1;
 
 /// A LEB128 varint, as postcard writes every integer wider than a byte.
@@ -155,7 +155,7 @@ impl Extend<u8> for Append<'_> {
 /// What a [`Reader`] found next.
 #[derive(Debug)]
 pub(crate) enum Next {
-    Entry(Entry<Bytes>),
+    Record(Record<Bytes>),
     /// The file ended cleanly, between entries.
     End,
     /// The entry at `offset` cannot be trusted; nothing from there on is read.
@@ -246,10 +246,10 @@ impl<R: BufRead> Reader<R> {
             let last = self.inner.fill_buf().map(|b| b.is_empty()).unwrap_or(false);
             return bad(last, "checksum mismatch".to_string());
         }
-        match postcard::from_bytes::<Entry<Bytes>>(&self.buf) {
+        match postcard::from_bytes::<Record<Bytes>>(&self.buf) {
             Ok(entry) => {
                 self.offset += 8 + len as u64;
-                Next::Entry(entry)
+                Next::Record(entry)
             }
             Err(e) => bad(false, format!("undecodable entry: {e}")),
         }
@@ -282,7 +282,7 @@ mod tests {
         }
     }
 
-    fn file(entries: &[Entry<&[u8]>]) -> Vec<u8> {
+    fn file(entries: &[Record<&[u8]>]) -> Vec<u8> {
         let mut out = LOG_MAGIC.to_vec();
         for e in entries {
             frame(&mut out, e).unwrap();
@@ -290,21 +290,21 @@ mod tests {
         out
     }
 
-    fn read_all(bytes: &[u8]) -> (Vec<Entry<Bytes>>, Option<Bad>) {
+    fn read_all(bytes: &[u8]) -> (Vec<Record<Bytes>>, Option<Bad>) {
         let mut r = Reader::open(bytes, LOG_MAGIC).unwrap();
         let mut out = Vec::new();
         loop {
             match r.next() {
-                Next::Entry(e) => out.push(e),
+                Next::Record(e) => out.push(e),
                 Next::End => return (out, None),
                 Next::Bad(b) => return (out, Some(b)),
             }
         }
     }
 
-    fn sample() -> Vec<Entry<&'static [u8]>> {
+    fn sample() -> Vec<Record<&'static [u8]>> {
         vec![
-            Entry::Live {
+            Record::Live {
                 cache: 0,
                 seq: 1,
                 key: b"k1",
@@ -312,7 +312,7 @@ mod tests {
                 version: v(1),
                 expires_at: u64::MAX,
             },
-            Entry::Dead {
+            Record::Dead {
                 cache: 1,
                 seq: 2,
                 key: b"k2",
@@ -320,7 +320,7 @@ mod tests {
                 tombstone: true,
                 since_ms: 5,
             },
-            Entry::Mark {
+            Record::Mark {
                 peer: NodeId(9),
                 incarnation: 3,
                 seq: 40,
@@ -333,9 +333,9 @@ mod tests {
         let (read, bad) = read_all(&file(&sample()));
         assert_eq!(bad, None);
         assert_eq!(read.len(), 3);
-        assert!(matches!(&read[0], Entry::Live { key, value, seq: 1, .. }
+        assert!(matches!(&read[0], Record::Live { key, value, seq: 1, .. }
             if key == &b"k1"[..] && value == &b"value one"[..]));
-        assert!(matches!(&read[2], Entry::Mark { seq: 40, .. }));
+        assert!(matches!(&read[2], Record::Mark { seq: 40, .. }));
     }
 
     #[test]
@@ -361,7 +361,7 @@ mod tests {
             let mut by_serde = Vec::new();
             frame(
                 &mut by_serde,
-                &Entry::Live {
+                &Record::Live {
                     cache: 3,
                     seq,
                     key,
@@ -381,7 +381,7 @@ mod tests {
         let boundaries: Vec<usize> = {
             let mut r = Reader::open(&bytes[..], LOG_MAGIC).unwrap();
             let mut b = vec![8];
-            while let Next::Entry(_) = r.next() {
+            while let Next::Record(_) = r.next() {
                 b.push(r.offset as usize);
             }
             b

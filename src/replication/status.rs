@@ -1,5 +1,5 @@
 //! What a node reports about each of its links: [`LinkStatus`], read with
-//! [`Node::links`](crate::Node::links).
+//! `Node::links`.
 
 use serde::Serialize;
 

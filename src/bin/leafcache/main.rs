@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
-use leafcache::topology::{CacheSettings, Topology, TopologyError};
+use leafcache::topology::{CacheTableConfig, Topology, TopologyError};
 use leafcache::{Cache, Error, Node};
 
 #[derive(Parser)]
@@ -373,7 +373,7 @@ fn first_line(d: &impl std::fmt::Display) -> String {
 fn serve(args: ServeArgs) -> CliResult {
     init_logging(&args.loglevel)?;
     runtime()?.block_on(async move {
-        let settings = CacheSettings {
+        let settings = CacheTableConfig {
             capacity: Some(args.capacity),
             max_bytes: args.max_bytes,
             ttl: (args.ttl.as_deref())

@@ -1,0 +1,556 @@
+//! The checker: from the raw file to a [`Topology`], every problem reported at its position.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::diagnostics::{Diagnostic, Severity, Source, TopologyError};
+use super::model::*;
+use super::raw::*;
+use crate::net::Endpoint;
+use crate::{DEFAULT_CACHE, Error, Flush};
+
+pub(super) struct Checker<'a> {
+    pub(super) source: &'a Source<'a>,
+    pub(super) dir: PathBuf,
+    pub(super) errors: Vec<Diagnostic>,
+    pub(super) warnings: Vec<Diagnostic>,
+}
+
+/// A node as read, with the spans the cross-node checks point at.
+pub(super) struct Placed {
+    pub(super) spec: NodeSpec,
+    pub(super) name: Range<usize>,
+    pub(super) hub: Option<Range<usize>>,
+    pub(super) listen: Option<Range<usize>>,
+    pub(super) resp: Option<Range<usize>>,
+    pub(super) http: Option<Range<usize>>,
+    pub(super) unix: Option<Range<usize>>,
+}
+
+impl<'a> Checker<'a> {
+    pub(super) fn new(source: &'a Source<'a>) -> Self {
+        let dir = source
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        Checker {
+            source,
+            dir,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    pub(super) fn error(
+        &mut self,
+        span: Range<usize>,
+        message: String,
+        help: impl Into<Option<String>>,
+    ) {
+        let d = Diagnostic::at(self.source, span, message, help.into());
+        self.errors.push(d);
+    }
+
+    pub(super) fn warn(
+        &mut self,
+        span: Range<usize>,
+        message: String,
+        help: impl Into<Option<String>>,
+    ) {
+        let mut d = Diagnostic::at(self.source, span, message, help.into());
+        d.severity = Severity::Warning;
+        self.warnings.push(d);
+    }
+
+    pub(super) fn check(mut self, raw: RawFile) -> Result<Topology, TopologyError> {
+        let (cluster, secret, secret_span) = self.cluster(raw.cluster);
+        let defaults = raw.defaults.unwrap_or_default();
+        let connection_timeout = defaults.connection_timeout.as_ref().map(|t| t.get_ref().0);
+        let defaults = self.cache_settings(&defaults);
+        let mut caches = vec![(DEFAULT_CACHE.to_string(), defaults.clone())];
+        for (name, raw_cache) in &raw.caches {
+            if let Some(t) = &raw_cache.connection_timeout {
+                self.error(
+                    t.span(),
+                    "connection_timeout is a node setting, not a cache's".into(),
+                    "set it under [defaults]".to_string(),
+                );
+            }
+            let settings = self.cache_settings(raw_cache).over(&defaults);
+            if name.get_ref().trim().is_empty() {
+                self.error(
+                    name.span(),
+                    "a cache name cannot be empty".into(),
+                    "name it: [caches.sessions]".to_string(),
+                );
+            } else if name.get_ref() == DEFAULT_CACHE {
+                caches[0].1 = settings;
+            } else {
+                caches.push((name.get_ref().clone(), settings));
+            }
+        }
+        if raw.node.is_empty() {
+            self.error(
+                self.source.text.len()..self.source.text.len(),
+                "the topology has no nodes".into(),
+                "add at least one [[node]] table with a name".to_string(),
+            );
+        }
+        let placed: Vec<Placed> = raw.node.into_iter().map(|n| self.node(n)).collect();
+        self.cross_check(&placed);
+        if !self.errors.is_empty() {
+            self.errors.sort_by_key(|d| (d.line, d.column));
+            return Err(TopologyError::Invalid(self.errors));
+        }
+        Ok(Topology {
+            path: self.source.path.to_path_buf(),
+            source: self.source.text.to_string(),
+            cluster,
+            secret,
+            secret_span,
+            connection_timeout,
+            caches,
+            name_spans: placed.iter().map(|p| p.name.clone()).collect(),
+            nodes: placed.into_iter().map(|p| p.spec).collect(),
+            warnings: self.warnings,
+            password: None,
+        })
+    }
+
+    pub(super) fn cluster(
+        &mut self,
+        raw: Option<Spanned<RawCluster>>,
+    ) -> (String, SecretSource, Range<usize>) {
+        let missing_help = "add to [cluster] one of: secret_env = \"LEAFCACHE_SECRET\", \
+                            secret_file = \"secret.txt\", or (development only) secret = \"...\"";
+        let Some(raw) = raw else {
+            self.error(
+                0..0,
+                "the topology has no [cluster] table, so no cluster secret".into(),
+                missing_help.to_string(),
+            );
+            return (
+                crate::DEFAULT_CLUSTER.into(),
+                SecretSource::Env(String::new()),
+                0..0,
+            );
+        };
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let name = match raw.name {
+            Some(n) if n.get_ref().trim().is_empty() => {
+                self.error(n.span(), "the cluster name cannot be empty".into(), None);
+                String::new()
+            }
+            Some(n) => n.into_inner(),
+            None => crate::DEFAULT_CLUSTER.into(),
+        };
+        let mut given: Vec<(SecretSource, Range<usize>)> = Vec::new();
+        if let Some(s) = raw.secret {
+            if s.get_ref().is_empty() {
+                self.error(s.span(), "the cluster secret is empty".into(), None);
+            }
+            self.warn(
+                s.span(),
+                "the cluster secret is written in the topology file: fine for development only"
+                    .into(),
+                "in production use secret_env or secret_file".to_string(),
+            );
+            given.push((SecretSource::Inline(s.get_ref().clone()), s.span()));
+        }
+        if let Some(v) = raw.secret_env {
+            if v.get_ref().is_empty() || v.get_ref().contains('=') {
+                self.error(
+                    v.span(),
+                    format!("{:?} is not an environment variable name", v.get_ref()),
+                    None,
+                );
+            }
+            if std::env::var_os(v.get_ref()).is_none() {
+                self.warn(
+                    v.span(),
+                    format!("{} is not set here", v.get_ref()),
+                    "a node started from this environment would refuse to start".to_string(),
+                );
+            }
+            given.push((SecretSource::Env(v.get_ref().clone()), v.span()));
+        }
+        if let Some(f) = raw.secret_file {
+            let path = self.dir.join(f.get_ref());
+            self.check_secret_file(&path, f.span());
+            given.push((SecretSource::File(path), f.span()));
+        }
+        match given.len() {
+            0 => {
+                self.error(
+                    span.clone(),
+                    "the cluster has no secret".into(),
+                    missing_help.to_string(),
+                );
+                (name, SecretSource::Env(String::new()), span)
+            }
+            1 => {
+                let (s, span) = given.pop().expect("one");
+                (name, s, span)
+            }
+            _ => {
+                self.error(
+                    given[1].1.clone(),
+                    "the cluster secret is given more than once".into(),
+                    "keep one of secret, secret_env, secret_file".to_string(),
+                );
+                let (s, span) = given.swap_remove(0);
+                (name, s, span)
+            }
+        }
+    }
+
+    /// Warns about a secret file that is missing or that other users can read.
+    pub(super) fn check_secret_file(&mut self, path: &Path, span: Range<usize>) {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(path) {
+            Err(e) => self.warn(
+                span,
+                format!("cannot read {} here: {e}", path.display()),
+                "a node started on this machine would refuse to start".to_string(),
+            ),
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => self.warn(
+                span,
+                format!(
+                    "{} is readable by other users (mode {:o})",
+                    path.display(),
+                    m.permissions().mode() & 0o777
+                ),
+                format!("chmod 600 {}", path.display()),
+            ),
+            Ok(_) => {}
+        }
+    }
+
+    pub(super) fn cache_settings(&mut self, raw: &RawCache) -> CacheTableConfig {
+        if let Some(c) = &raw.capacity
+            && *c.get_ref() == 0
+        {
+            self.error(c.span(), "capacity must be at least 1 entry".into(), None);
+        }
+        CacheTableConfig {
+            capacity: raw.capacity.as_ref().map(|c| *c.get_ref()),
+            max_bytes: raw.max_bytes.as_ref().map(|s| s.0),
+            ttl: raw.ttl.as_ref().map(|t| t.0),
+            tombstone_ttl: raw.tombstone_ttl.as_ref().map(|t| t.0),
+        }
+    }
+
+    pub(super) fn node(&mut self, raw: Spanned<RawNode>) -> Placed {
+        let raw = raw.into_inner();
+        let name = raw.name.get_ref().trim().to_string();
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            self.error(
+                raw.name.span(),
+                format!("{:?} is not a node name", raw.name.get_ref()),
+                "a node name is a non-empty word, e.g. \"leaf-a\"".to_string(),
+            );
+        }
+        // `join` keeps an absolute path as it is and puts a relative one under the base.
+        let root = raw.root.as_ref().map(|r| self.dir.join(r.get_ref()));
+        let socket_base = root.clone().unwrap_or_else(|| self.dir.clone());
+        let listen = raw.listen.as_ref().and_then(|l| {
+            let value = l.get_ref().trim();
+            let value = match value.strip_prefix("unix:") {
+                Some(p) if !p.is_empty() => {
+                    format!("unix:{}", socket_base.join(p).display())
+                }
+                _ => value.to_string(),
+            };
+            match Endpoint::parse("listen", &value) {
+                Ok(_) => Some(value),
+                Err(e) => {
+                    self.error(l.span(), reason(&e), None);
+                    None
+                }
+            }
+        });
+        let advertise = raw.advertise.as_ref().and_then(|a| {
+            let value = a.get_ref().trim();
+            if raw.listen.is_none() {
+                self.error(
+                    a.span(),
+                    "advertise without listen: only a hub has an address to advertise".into(),
+                    "add listen = \"0.0.0.0:PORT\", or remove advertise".to_string(),
+                );
+            }
+            match Endpoint::parse("advertise", value) {
+                Ok(_) => Some(value.to_string()),
+                Err(e) => {
+                    self.error(a.span(), reason(&e), None);
+                    None
+                }
+            }
+        });
+        let hub = raw.hub.as_ref().and_then(|h| {
+            let value = h.get_ref().trim();
+            if value.contains(':') {
+                match Endpoint::parse("hub", value) {
+                    Ok(_) => Some(HubRef::Address(value.to_string())),
+                    Err(e) => {
+                        self.error(h.span(), reason(&e), None);
+                        None
+                    }
+                }
+            } else {
+                Some(HubRef::Node(value.to_string()))
+            }
+        });
+        let door = |checker: &mut Self, what: &'static str, d: &Option<Spanned<String>>| {
+            d.as_ref().and_then(
+                |d| match crate::server::door_address(what, d.get_ref().trim()) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        checker.error(
+                            d.span(),
+                            reason(&e),
+                            "a door is host:port, or a bare port for 127.0.0.1".to_string(),
+                        );
+                        None
+                    }
+                },
+            )
+        };
+        let resp = door(self, "resp", &raw.resp);
+        let http = door(self, "http", &raw.http);
+        let unix = raw.unix.as_ref().map(|u| socket_base.join(u.get_ref()));
+        if let Some(l) = &raw.loglevel
+            && let Err(e) = check_loglevel(l.get_ref())
+        {
+            self.error(
+                l.span(),
+                format!("invalid loglevel {:?}: {e}", l.get_ref()),
+                "use error, warn, info, debug or trace, or a filter like \"leafcache=debug\""
+                    .to_string(),
+            );
+        }
+        let flush = raw
+            .flush
+            .as_ref()
+            .and_then(|f| match f.get_ref().parse::<Flush>() {
+                Ok(flush) => Some(flush),
+                Err(e) => {
+                    self.error(
+                        f.span(),
+                        e.to_string(),
+                        "use \"always\", \"never\", or a period such as \"100ms\"".to_string(),
+                    );
+                    None
+                }
+            });
+        if raw.root.is_none() {
+            for (key, span) in [
+                ("snapshot", raw.snapshot.as_ref().map(Spanned::span)),
+                ("flush", raw.flush.as_ref().map(Spanned::span)),
+            ] {
+                if let Some(span) = span {
+                    self.error(
+                        span,
+                        format!("{key} without root: this node keeps no data on disk"),
+                        "add root = \"data/NODE\", or remove it".to_string(),
+                    );
+                }
+            }
+        }
+        Placed {
+            spec: NodeSpec {
+                name,
+                listen,
+                hub,
+                resp,
+                http,
+                unix,
+                root,
+                snapshot: raw.snapshot.as_ref().map(|s| s.get_ref().0),
+                flush,
+                loglevel: raw.loglevel.map(Spanned::into_inner),
+                advertise,
+            },
+            name: raw.name.span(),
+            hub: raw.hub.as_ref().map(Spanned::span),
+            listen: raw.listen.as_ref().map(Spanned::span),
+            resp: raw.resp.as_ref().map(Spanned::span),
+            http: raw.http.as_ref().map(Spanned::span),
+            unix: raw.unix.as_ref().map(Spanned::span),
+        }
+    }
+
+    pub(super) fn cross_check(&mut self, nodes: &[Placed]) {
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            if let Some(&first) = names.get(n.spec.name.as_str()) {
+                let line =
+                    Diagnostic::at(self.source, nodes[first].name.clone(), String::new(), None)
+                        .line;
+                self.error(
+                    n.name.clone(),
+                    format!(
+                        "a second node is named {:?} (the first is on line {line})",
+                        n.spec.name
+                    ),
+                    "node names must be unique".to_string(),
+                );
+            } else {
+                names.insert(&n.spec.name, i);
+            }
+        }
+        let known = nodes
+            .iter()
+            .map(|n| n.spec.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut warned = std::collections::HashSet::new();
+        for n in nodes {
+            let (Some(HubRef::Node(hub)), Some(span)) = (&n.spec.hub, &n.hub) else {
+                continue;
+            };
+            if *hub == n.spec.name {
+                self.error(
+                    span.clone(),
+                    format!("node {:?} is its own hub", n.spec.name),
+                    "name another node, or remove `hub` to make this node a root".to_string(),
+                );
+                continue;
+            }
+            match names.get(hub.as_str()) {
+                None => self.error(
+                    span.clone(),
+                    format!("unknown hub {hub:?}"),
+                    format!(
+                        "hub is the name of a node in this file ({known}) or the host:port of a hub elsewhere"
+                    ),
+                ),
+                Some(&h) if nodes[h].spec.listen.is_none() && nodes[h].listen.is_none() => self
+                    .error(
+                        span.clone(),
+                        format!("hub {hub:?} has no listen address, so {:?} cannot link to it", n.spec.name),
+                        format!("add listen = \"127.0.0.1:PORT\" to the node {hub:?}"),
+                    ),
+                Some(&h) => {
+                    let target = &nodes[h];
+                    if target.spec.advertise.is_none()
+                        && let (Some(listen), Some(at)) = (&target.spec.listen, &target.listen)
+                        && is_unspecified(listen)
+                        && warned.insert(h)
+                    {
+                        self.warn(
+                            at.clone(),
+                            format!(
+                                "{listen} accepts on every interface, but leaves dial it as written, which reaches only this host"
+                            ),
+                            "add advertise = \"HOST:PORT\": the address the leaves should dial".to_string(),
+                        );
+                    }
+                }
+            }
+        }
+        // Cycles: follow each chain of hubs; a chain that comes back to a node already on it is
+        // a cycle, reported once, at the first of its nodes in the file.
+        let mut reported = vec![false; nodes.len()];
+        for start in 0..nodes.len() {
+            let mut path = vec![start];
+            let mut at = start;
+            while let Some(HubRef::Node(h)) = &nodes[at].spec.hub {
+                let Some(&next) = names.get(h.as_str()) else {
+                    break;
+                };
+                if next == at {
+                    break; // its own hub: reported above
+                }
+                if let Some(pos) = path.iter().position(|&p| p == next) {
+                    let cycle = &path[pos..];
+                    if cycle.iter().all(|&c| !reported[c]) {
+                        let first = *cycle.iter().min().expect("non-empty");
+                        let mut names_in: Vec<&str> =
+                            cycle.iter().map(|&c| nodes[c].spec.name.as_str()).collect();
+                        names_in.push(names_in[0]);
+                        self.error(
+                            nodes[first].hub.clone().unwrap_or(0..0),
+                            format!("hubs form a cycle: {}", names_in.join(" -> ")),
+                            "a tree needs a root: remove `hub` from one of these nodes".to_string(),
+                        );
+                        for &c in cycle {
+                            reported[c] = true;
+                        }
+                    }
+                    break;
+                }
+                path.push(next);
+                at = next;
+            }
+        }
+        // Addresses: every bound address once across the file (port 0 is the OS's choice).
+        let mut seen: HashMap<String, (String, &'static str)> = HashMap::new();
+        for n in nodes {
+            let spans = [
+                ("listen", n.spec.listen.clone(), n.listen.clone()),
+                ("resp", n.spec.resp.clone(), n.resp.clone()),
+                ("http", n.spec.http.clone(), n.http.clone()),
+                (
+                    "unix",
+                    n.spec
+                        .unix
+                        .as_ref()
+                        .map(|p| format!("unix:{}", p.display())),
+                    n.unix.clone(),
+                ),
+            ];
+            for (what, addr, span) in spans {
+                let Some(addr) = addr else { continue };
+                if addr.ends_with(":0") {
+                    continue;
+                }
+                if let Some((other, other_what)) = seen.get(&addr) {
+                    self.error(
+                        span.unwrap_or_else(|| n.name.clone()),
+                        format!("{addr} is already used by node {other:?} ({other_what})"),
+                        "every listen, resp, http and unix address must be unique".to_string(),
+                    );
+                } else {
+                    seen.insert(addr, (n.spec.name.clone(), what));
+                }
+            }
+        }
+    }
+}
+
+/// A log filter: a level, or `target=level` directives. A bare word that is not a level would be
+/// read by `EnvFilter` as a target name (so `"verbose"` would silence everything): refused.
+pub(super) fn check_loglevel(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    for directive in filter.split(',').map(str::trim) {
+        if !directive.contains('=') && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(format!("{directive:?} is not a level"));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// `0.0.0.0:port` or `[::]:port`: bound on every interface, reachable by that name from nowhere
+/// but this host.
+pub(super) fn is_unspecified(addr: &str) -> bool {
+    addr.trim()
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_unspecified())
+}
+
+/// The reason of a config error, without the `invalid <what>:` its Display puts first.
+pub(super) fn reason(e: &Error) -> String {
+    match e {
+        Error::InvalidConfig { what, reason } => format!("invalid {what}: {reason}"),
+        other => other.to_string(),
+    }
+}
