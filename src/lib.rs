@@ -16,17 +16,19 @@
 //! ```
 //!
 //! # Layout
-//! | module | owns |
+//! Layers, bottom to top; each names only the layers below it (`tests/layers.rs` checks). What a
+//! lower layer needs from above reaches it as a port it defines itself, implemented above.
+//!
+//! | layer | owns |
 //! |---|---|
-//! | [`clock`] | wall clock (system or manual), hybrid logical clock, [`Version`] |
-//! | `cache` | [`Cache`]: sharded LRU store, TTL and sweep, tombstones, change log, loaders, stats |
-//! | `cache::shard` | one shard under its lock: the invariants between LRU, log and expiry index |
-//! | `node` | [`Node`]: named caches sharing one identity and seq counter; the builders; starting links |
-//! | [`replication`] | the wire ([`replication::message`], [`replication::codec`]), [`replication::Link`] (one link's protocol, no I/O), link status, the tokio driver and TCP/Unix transports |
-//! | `server` | front doors configured on the [`NodeBuilder`]: the RESP door (TCP and Unix socket; its own parser with limits checked on headers), the HTTP door (axum), `INFO` and Prometheus text, [`ServerLimits`] |
-//! | `persist` | the cache root: identity and seq lease, the op log ([`Flush`]), snapshots, restore at start, damage handling |
-//! | [`topology`] | topology TOML files: parsing, checks with `file:line:column` diagnostics, starting one node or all of them |
-//! | `error` | [`Error`], the library's one error type |
+//! | [`clock`], `error` | wall clocks (system, manual, [`clock::RuntimeClock`]), the hybrid logical clock, [`Version`]; [`Error`] |
+//! | `cache` | [`Cache`]: sharded LRU store, TTL and sweep, tombstones, change log, loaders, stats; the caches' shared core and its ports — a recorder of applied changes (persistence implements it) and the uplink toward a hub (the driver feeds it) |
+//! | [`replication`] | the wire ([`replication::message`], [`replication::codec`]) and [`replication::Link`]: one link's protocol as a state machine without I/O over the [`replication::Replica`] trait, reporting [`replication::LinkEvent`]s |
+//! | `persist` | the cache root: identity, writer id and leases, the op log ([`Flush`]), snapshots, restore, damage handling |
+//! | [`net`] | the [`net::Transport`] trait ([`net::Sockets`] for TCP and Unix sockets, [`net::MemoryNet`] in memory with faults), the link registry, and the tokio driver: accept, dial with backoff, frames between a connection and a link |
+//! | `node` | the [`Node`] handle; then, above the doors, [`NodeBuilder`] and [`CacheBuilder`] (`LRUCacheDistributed`-style), which wire everything up |
+//! | `server` | front doors over the node handle: RESP (TCP and Unix socket; its own parser with limits checked on headers), HTTP (axum), `INFO` and Prometheus text, [`ServerLimits`] |
+//! | [`topology`] | topology TOML files: the raw file, diagnostics at `file:line:column`, the checked model, starting one node or all of them |
 
 mod cache;
 pub mod clock;

@@ -224,7 +224,7 @@ impl NodeBuilder {
         self
     }
 
-    /// On a miss in [`Cache::get_or_load`], ask the hub first, waiting at most `timeout`; a value
+    /// On a miss in [`Cache::get_or_load`](crate::Cache::get_or_load), ask the hub first, waiting at most `timeout`; a value
     /// found there is cached here. Off by default.
     pub fn fetch_on_miss(mut self, timeout: impl IntoDuration) -> Self {
         match timeout.into_duration("fetch_on_miss") {

@@ -1,5 +1,5 @@
 //! Topology files: one TOML file describing a deployment (its cluster, cache settings and
-//! nodes), parsed and checked with `file:line:column` diagnostics, then started as [`Node`]s.
+//! nodes), parsed and checked with `file:line:column` diagnostics, then started as [`Node`](crate::Node)s.
 //!
 //! ```toml
 //! [cluster]
