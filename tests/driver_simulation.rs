@@ -233,25 +233,8 @@ fn run_schedule(seed: u64) {
 
 #[test]
 fn random_schedules_through_the_driver_converge() {
-    let seeds: Vec<u64> = match std::env::var("LEAFCACHE_SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("LEAFCACHE_SIM_SEED is a number")],
-        Err(_) => {
-            let n = std::env::var("LEAFCACHE_SIM_DRIVER_SCHEDULES")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(300u64);
-            let first = std::env::var("LEAFCACHE_SIM_FIRST")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0u64);
-            (first..first + n).collect()
-        }
-    };
-    for seed in seeds {
-        let result = std::panic::catch_unwind(|| run_schedule(seed));
-        if let Err(panic) = result {
-            eprintln!("failing schedule: seed {seed}; replay with LEAFCACHE_SIM_SEED={seed}");
-            std::panic::resume_unwind(panic);
-        }
-    }
+    support::run_seeds(
+        support::seeds("LEAFCACHE_SIM_DRIVER_SCHEDULES", 300),
+        run_schedule,
+    );
 }

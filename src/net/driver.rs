@@ -216,8 +216,9 @@ async fn run(
     let _unwatch = scopeguard(|| core.unwatch());
     let result = async {
         loop {
-            send_ready(link, &mut framed, timeout).await?;
+            // Events first: a watermark reaches the op log before the ack that follows it.
             hand_on(link, registry, &core.uplink, &mut waiting);
+            send_ready(link, &mut framed, timeout).await?;
             let now = core.now_ms();
             let (state, activity) = (link.state(), link.progress());
             let stale = activity != published_activity;

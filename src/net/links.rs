@@ -48,11 +48,11 @@ impl Entropy {
         1.0 - spread + 2.0 * spread * r
     }
 
-    /// A random 128-bit value (incarnations, writer ids).
-    pub fn u128(&self) -> u128 {
+    /// A random (version 4) UUID: incarnations, node ids drawn at build.
+    pub fn uuid(&self) -> uuid::Uuid {
         let mut b = [0u8; 16];
         self.fill(&mut b);
-        u128::from_le_bytes(b)
+        uuid::Builder::from_random_bytes(b).into_uuid()
     }
 }
 

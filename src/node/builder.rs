@@ -385,7 +385,7 @@ impl NodeBuilder {
         let store = self
             .persist
             .clone()
-            .map(|p| Store::open(p, self.id, || entropy.u128()))
+            .map(|p| Store::open(p, self.id, || entropy.uuid()))
             .transpose()?;
         let bound_doors = server::bind(&self.doors)?;
         let listener = local
@@ -399,10 +399,10 @@ impl NodeBuilder {
             .transpose()?;
         let id = (store.as_ref().map(|s| s.id))
             .or(self.id)
-            .unwrap_or_else(|| NodeId(entropy.u128()));
+            .unwrap_or_else(|| NodeId(entropy.uuid().as_u128()));
         let incarnation = store
             .as_ref()
-            .map_or_else(|| uuid::Uuid::from_u128(entropy.u128()), |s| s.incarnation);
+            .map_or_else(|| entropy.uuid(), |s| s.incarnation);
         let name = self
             .name
             .unwrap_or_else(|| format!("node-{}", &id.to_string()[..8]));

@@ -22,6 +22,15 @@ use crate::clock::{NodeId, Timestamp, Version};
 use crate::error::Error;
 use crate::replication::message::Resume;
 
+/// The two leases kept in the identity file.
+#[derive(Clone, Copy, Debug)]
+enum Lease {
+    /// No seq above it was handed out.
+    Seq,
+    /// No version timestamp above it was issued.
+    Clock,
+}
+
 /// The open segment of the op log.
 pub(super) struct Out {
     pub(super) file: Option<File>,
@@ -181,21 +190,7 @@ impl Journal {
     #[inline]
     pub fn check_lease(&self, seq: u64) {
         if seq > self.lease.load(Ordering::Relaxed) {
-            self.extend_lease(seq);
-        }
-    }
-
-    #[cold]
-    pub(super) fn extend_lease(&self, seq: u64) {
-        if seq <= self.lease.load(Ordering::SeqCst) {
-            return;
-        }
-        let clock = self.clock_lease.load(Ordering::SeqCst);
-        if let Err(e) = self.write_identity(seq.saturating_add(LEASE_BLOCK), clock) {
-            // Keep going: the counter only risks reusing seqs if the node also crashes now.
-            error!(root = %self.root.display(), "cannot extend the seq lease in the identity file: {e}");
-            self.lease
-                .store(seq.saturating_add(LEASE_BLOCK), Ordering::SeqCst);
+            self.extend(Lease::Seq, seq);
         }
     }
 
@@ -204,22 +199,28 @@ impl Journal {
     #[inline]
     pub fn check_clock(&self, ts: u64) {
         if ts > self.clock_lease.load(Ordering::Relaxed) {
-            self.extend_clock(ts);
+            self.extend(Lease::Clock, ts);
         }
     }
 
+    /// Moves one lease a block past `needed`, writing the identity first.
     #[cold]
-    pub(super) fn extend_clock(&self, ts: u64) {
-        if ts <= self.clock_lease.load(Ordering::SeqCst) {
-            return;
-        }
+    fn extend(&self, which: Lease, needed: u64) {
         let (seq, clock) = (
             self.lease.load(Ordering::SeqCst),
-            ts.saturating_add(CLOCK_BLOCK),
+            self.clock_lease.load(Ordering::SeqCst),
         );
+        let (current, seq, clock) = match which {
+            Lease::Seq => (seq, needed.saturating_add(LEASE_BLOCK), clock),
+            Lease::Clock => (clock, seq, needed.saturating_add(CLOCK_BLOCK)),
+        };
+        if needed <= current {
+            return;
+        }
         if let Err(e) = self.write_identity(seq, clock) {
-            // Keep going: versions are only at risk if the node also crashes now.
-            error!(root = %self.root.display(), "cannot extend the clock lease in the identity file: {e}");
+            // Keep going: seqs or versions are only at risk if the node also crashes now.
+            error!(root = %self.root.display(), lease = ?which, "cannot extend a lease in the identity file: {e}");
+            self.lease.store(seq, Ordering::SeqCst);
             self.clock_lease.store(clock, Ordering::SeqCst);
         }
     }

@@ -105,7 +105,7 @@ impl Store {
     pub fn open(
         settings: PersistConfig,
         explicit: Option<NodeId>,
-        draw: impl Fn() -> u128,
+        draw: impl Fn() -> uuid::Uuid,
     ) -> Result<Store, Error> {
         let root = &settings.root;
         let shown = root.display().to_string();
@@ -148,9 +148,9 @@ impl Store {
             }
             Some(known) => known,
             None => {
-                let incarnation = uuid::Uuid::from_u128(draw());
+                let incarnation = draw();
                 Known {
-                    id: explicit.unwrap_or_else(|| NodeId(draw())),
+                    id: explicit.unwrap_or_else(|| NodeId(draw().as_u128())),
                     incarnation,
                     lease: 0,
                     clock_lease: 0,

@@ -12,6 +12,41 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use leafcache::{Change, Node, Version};
 
+/// The seeds a random-schedule test runs: `LEAFCACHE_SIM_SEED` alone if set (a replay), else
+/// `count` of them (`LEAFCACHE_SIM_*` variable `var` overrides it) from `LEAFCACHE_SIM_FIRST`.
+pub fn seeds(var: &str, default: u64) -> Vec<u64> {
+    let number = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .map(|s| s.parse::<u64>().expect(name))
+    };
+    if let Some(seed) = number("LEAFCACHE_SIM_SEED") {
+        return vec![seed];
+    }
+    let first = number("LEAFCACHE_SIM_FIRST").unwrap_or(0);
+    (first..first + number(var).unwrap_or(default)).collect()
+}
+
+/// Runs `schedule` for every seed, naming the one that fails and how to replay it.
+pub fn run_seeds(seeds: Vec<u64>, schedule: impl Fn(u64) + std::panic::RefUnwindSafe) {
+    for seed in seeds {
+        if let Err(panic) = std::panic::catch_unwind(|| schedule(seed)) {
+            eprintln!("failing schedule: seed {seed}; replay with LEAFCACHE_SIM_SEED={seed}");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// The end of a simulation's trace for a failure report: all of it when replaying one seed.
+pub fn trace_tail(trace: &[String]) -> String {
+    let keep = if std::env::var("LEAFCACHE_SIM_SEED").is_ok() {
+        usize::MAX
+    } else {
+        40
+    };
+    trace[trace.len().saturating_sub(keep)..].join("\n")
+}
+
 /// Polls `check` until it returns `Ok`, or panics with its last complaint after `timeout`.
 pub async fn eventually<F>(timeout: Duration, what: &str, mut check: F)
 where

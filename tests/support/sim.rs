@@ -420,13 +420,7 @@ impl Sim {
     }
 
     pub fn trace_tail(&self) -> String {
-        let keep = if std::env::var("LEAFCACHE_SIM_SEED").is_ok() {
-            usize::MAX
-        } else {
-            40
-        };
-        let from = self.trace.len().saturating_sub(keep);
-        self.trace[from..].join("\n")
+        super::trace_tail(&self.trace)
     }
 
     /// One random client operation at a random node, on a small key space so writes conflict.
