@@ -26,8 +26,9 @@
 //! | [`replication`] | the wire ([`replication::message`], [`replication::codec`]) and [`replication::Link`]: one link's protocol as a state machine without I/O over the [`replication::Replica`] trait, reporting [`replication::LinkEvent`]s |
 //! | `persist` | the cache root: identity, writer id and leases, the op log ([`Flush`]), snapshots, restore, damage handling |
 //! | [`net`] | the [`net::Transport`] trait ([`net::Sockets`] for TCP and Unix sockets, [`net::MemoryNet`] in memory with faults), the link registry, and the tokio driver: accept, dial with backoff, frames between a connection and a link |
-//! | `node` | the [`Node`] handle; then, above the doors, [`NodeBuilder`] and [`CacheBuilder`] (`LRUCacheDistributed`-style), which wire everything up |
-//! | `server` | front doors over the node handle: RESP (TCP and Unix socket; its own parser with limits checked on headers), HTTP (axum), `INFO` and Prometheus text, [`ServerLimits`] |
+//! | `node` (handle) | the [`Node`] handle, and what its front doors share ([`ServerLimits`], addresses, counters) |
+//! | `server` | front doors over the node handle: RESP (TCP and Unix socket; its own parser with limits checked on headers), HTTP (axum), `INFO` and Prometheus text |
+//! | `node` (builders) | [`NodeBuilder`] and [`CacheBuilder`] (`LRUCacheDistributed`-style), which bind the doors and wire everything up |
 //! | [`topology`] | topology TOML files: the raw file, diagnostics at `file:line:column`, the checked model, starting one node or all of them |
 
 mod cache;
@@ -48,11 +49,10 @@ pub use clock::{Clock, ManualClock, NodeId, Timestamp, Version};
 pub use error::{BoxError, Error, parse_duration};
 pub use node::{
     CacheBuilder, DEFAULT_CACHE, DEFAULT_CLUSTER, DEFAULT_CONNECTION_TIMEOUT, IntoDuration, Node,
-    NodeBuilder, ReplicationConfig,
+    NodeBuilder, ReplicationConfig, ServerLimits,
 };
 pub use persist::{DEFAULT_FLUSH, DEFAULT_SNAPSHOT_INTERVAL, Flush, SnapshotReport};
 pub use replication::{Direction, LinkError, LinkState, LinkStatus, Role, SyncKind, SyncReport};
-pub use server::ServerLimits;
 
 /// The README's code blocks, compiled and run as doc tests so that they stay true.
 #[doc = include_str!("../README.md")]

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 /// Bottom to top: each layer and the crate modules it may name. `clock` and `error` are the
-/// floor; `cache` knows nothing of who persists, replicates or serves it.
+/// floor; `cache` knows nothing of who persists, replicates or serves it. (`topology` and the
+/// binary are the top: they may name anything.)
 const LAYERS: &[(&str, &[&str])] = &[
     ("clock.rs", &[]),
     ("error.rs", &[]),
@@ -15,6 +16,25 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "net",
         &["cache", "clock", "error", "persist", "replication"],
+    ),
+    // The node handle, then the front doors over it; the builders (node/builder.rs,
+    // node/cache_builder.rs) sit above both and wire them together.
+    (
+        "node/mod.rs",
+        &["cache", "clock", "error", "net", "persist", "replication"],
+    ),
+    ("node/doors.rs", &["error"]),
+    (
+        "server",
+        &[
+            "cache",
+            "clock",
+            "error",
+            "net",
+            "node",
+            "persist",
+            "replication",
+        ],
     ),
 ];
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::ServerLimits;
 use super::{Node, NodeInner, ReplicationConfig};
 use crate::cache::core::Core;
 use crate::cache::ports::Uplink;
@@ -17,7 +18,7 @@ use crate::net::links::{Entropy, LinkRegistry};
 use crate::net::{Endpoint, Sockets, Transport};
 use crate::persist::{DEFAULT_FLUSH, DEFAULT_SNAPSHOT_INTERVAL, Flush, PersistConfig, Store};
 use crate::replication::{LinkConfig, Role, Secret};
-use crate::server::{self, DoorConfig, ServerLimits};
+use crate::server::{self, DoorConfig};
 
 /// A value accepted where a duration is expected: a [`Duration`], a human string (`"120s"`,
 /// `"30m"`, `"1d"`), or a whole number of seconds as the original Python API took.

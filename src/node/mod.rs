@@ -4,12 +4,15 @@
 
 mod builder;
 mod cache_builder;
+mod doors;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use builder::{IntoDuration, NodeBuilder};
 pub use cache_builder::CacheBuilder;
+pub use doors::ServerLimits;
+pub(crate) use doors::{DoorStats, Doors};
 
 use crate::cache::core::Core;
 use crate::cache::{Cache, Caches};
@@ -20,7 +23,6 @@ use crate::net::links::LinkRegistry;
 use crate::persist::{Journal, SnapshotReport};
 use crate::replication::codec::DEFAULT_MAX_FRAME;
 use crate::replication::{Direction, Link, LinkEvent, LinkStatus, Role};
-use crate::server::Doors;
 
 pub use crate::cache::DEFAULT_CACHE;
 

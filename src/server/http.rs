@@ -167,7 +167,7 @@ impl From<BytesRejection> for ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 
 fn cache_of(node: &Node, name: Option<&str>) -> ApiResult<Cache> {
-    Ok(node.cache(name.unwrap_or(crate::DEFAULT_CACHE))?)
+    Ok(node.cache(name.unwrap_or(crate::cache::DEFAULT_CACHE))?)
 }
 
 fn check_key(node: &Node, key: &str) -> ApiResult<()> {
@@ -358,7 +358,7 @@ async fn purge_cache(
 struct CacheReport {
     name: String,
     #[serde(flatten)]
-    stats: crate::CacheStats,
+    stats: crate::cache::CacheStats,
     hit_ratio: f64,
 }
 
@@ -418,7 +418,7 @@ async fn stats(State(node): State<Node>) -> Json<serde_json::Value> {
 #[derive(Serialize)]
 struct Topology {
     node: serde_json::Value,
-    links: Vec<crate::LinkStatus>,
+    links: Vec<crate::replication::LinkStatus>,
 }
 
 /// Serialized by `Json`, which answers 500 rather than panicking if a value cannot be.

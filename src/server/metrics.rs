@@ -68,7 +68,7 @@ pub(crate) fn info(node: &Node, db: usize, sections: &[String]) -> String {
         );
     }
     if wants("stats") {
-        let mut total = crate::CacheStats::default();
+        let mut total = crate::cache::CacheStats::default();
         for c in node.caches() {
             let s = c.stats();
             total.hits += s.hits;
@@ -176,9 +176,9 @@ impl Family<'_> {
 pub(crate) fn prometheus(node: &Node) -> String {
     let mut out = String::new();
     let mut f = Family { out: &mut out };
-    let caches: Vec<(&Cache, crate::CacheStats)> =
+    let caches: Vec<(&Cache, crate::cache::CacheStats)> =
         node.caches().iter().map(|c| (c, c.stats())).collect();
-    let cache_metrics: [Metric<crate::CacheStats>; 9] = [
+    let cache_metrics: [Metric<crate::cache::CacheStats>; 9] = [
         ("hits_total", "counter", "Reads that found a value.", |s| {
             s.hits
         }),

@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use bytes::{BufMut, BytesMut};
 
-/// How far one request may go; see [`ServerLimits`](crate::ServerLimits) for the settings.
+/// How far one request may go; see [`ServerLimits`](crate::node::ServerLimits) for the settings.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ParseLimits {
     /// The longest bulk string (argument) accepted, in bytes.

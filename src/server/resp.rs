@@ -77,7 +77,7 @@ pub(crate) async fn accept_loop(node: Node, listener: Box<dyn Listener>, permits
 async fn serve(node: &Node, mut stream: Stream) -> std::io::Result<()> {
     let shutdown = node.registry().shutdown.clone();
     let doors = node.doors();
-    let limits = doors.limits.parse_limits();
+    let limits = super::parse_limits(&doors.limits);
     let mut session = Session::new(node);
     let mut input = BytesMut::with_capacity(16 << 10);
     let mut output = BytesMut::with_capacity(16 << 10);
