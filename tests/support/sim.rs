@@ -76,6 +76,8 @@ pub struct Sim {
     generations: Vec<u64>,
     /// Each node's disk, in a persisting run.
     disks: Vec<Option<Disk>>,
+    /// A wide run: held links and duplicated batches join the steps.
+    wide: bool,
     /// A runtime the persisting nodes are built in (never driven: their op logs are written by
     /// the writes themselves, with `Flush::Always`, or not at all).
     runtime: tokio::runtime::Runtime,
@@ -158,6 +160,7 @@ impl Sim {
             timeout: Duration::from_secs(5),
             generations: vec![0; parents.len()],
             disks: (0..parents.len()).map(|_| None).collect(),
+            wide: skew,
             runtime: tokio::runtime::Builder::new_current_thread()
                 .build()
                 .unwrap(),
@@ -476,7 +479,9 @@ impl Sim {
                     let n = self.rng.random_range(1..4);
                     self.deliver(l, to_hub, n);
                 }
-                850..920 => {
+                // The fixed-tree schedules keep the steps they had when seeds 8042 and 191016
+                // failed, so those seeds still replay the same schedule.
+                850..930 if !self.wide || roll < 920 => {
                     let ms = self.rng.random_range(0..120);
                     self.advance(Duration::from_millis(ms));
                     self.tick(l);
