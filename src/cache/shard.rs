@@ -826,35 +826,33 @@ mod tests {
                 version: v(10, 1),
             },
         ];
-        let mut ends = Vec::new();
-        for order in [[0, 1, 2], [2, 1, 0], [1, 0, 2], [1, 2, 0]] {
+        let applied_in = |order: &[usize]| {
             let mut s = shard(10);
             let mut seq = 0;
-            for i in order {
+            for &i in order {
                 s.apply(&contents[i], 1, 0, || {
                     seq += 1;
                     seq
                 });
             }
             check(&s);
-            ends.push((s.peek(b"k", 0).map(|p| p.value), s.held(b"k")));
-        }
+            s
+        };
+        let ends: Vec<_> = [[0, 1, 2], [2, 1, 0], [1, 0, 2], [1, 2, 0]]
+            .iter()
+            .map(|order| {
+                let s = applied_in(order);
+                (s.peek(b"k", 0).map(|p| p.value), s.held(b"k"))
+            })
+            .collect();
         assert!(
             ends.iter().all(|e| *e == (None, Some(v(10, 1)))),
             "{ends:?}"
         );
-        let mut ends = Vec::new();
-        for order in [[0, 1], [1, 0]] {
-            let mut s = shard(10);
-            let mut seq = 0;
-            for i in order {
-                s.apply(&contents[i], 1, 0, || {
-                    seq += 1;
-                    seq
-                });
-            }
-            ends.push(s.peek(b"k", 0).unwrap().value);
-        }
+        let ends: Vec<_> = [[0, 1], [1, 0]]
+            .iter()
+            .map(|order| applied_in(order).peek(b"k", 0).unwrap().value)
+            .collect();
         assert_eq!(ends, ["pear", "pear"], "the greater value, in either order");
     }
 

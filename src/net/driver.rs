@@ -284,19 +284,30 @@ fn hand_on(
     waiting: &mut HashMap<u64, oneshot::Sender<Option<Change>>>,
 ) {
     while let Some(event) = link.poll_event() {
-        match event {
-            LinkEvent::Watermark { peer, resume } => registry.remember(peer, resume),
-            LinkEvent::Acked { upto } if link.direction() == Direction::Upstream => {
-                uplink.acked(upto);
-            }
-            LinkEvent::Acked { .. } => {}
-            LinkEvent::Fetched { id, change } => {
-                if let Some(tx) = waiting.remove(&id) {
-                    let _ = tx.send(change);
-                }
-            }
+        if let Some((id, change)) = hand_on_event(registry, uplink, link.direction(), event)
+            && let Some(tx) = waiting.remove(&id)
+        {
+            let _ = tx.send(change);
         }
     }
+}
+
+/// Hands one event of a link pointing `direction` on: a watermark to the registry (and the op
+/// log), an upstream acknowledgement to the waiting writers. A fetch answer is returned, for
+/// whoever asked.
+pub(crate) fn hand_on_event(
+    registry: &LinkRegistry,
+    uplink: &Uplink,
+    direction: Direction,
+    event: LinkEvent,
+) -> Option<(u64, Option<Change>)> {
+    match event {
+        LinkEvent::Watermark { peer, resume } => registry.remember(peer, resume),
+        LinkEvent::Acked { upto } if direction == Direction::Upstream => uplink.acked(upto),
+        LinkEvent::Acked { .. } => {}
+        LinkEvent::Fetched { id, change } => return Some((id, change)),
+    }
+    None
 }
 
 /// Sends what is left and a goodbye, then reads until the peer's goodbye (or the timeout), so that
@@ -317,10 +328,10 @@ async fn close(
             frame = framed.next() => match frame {
                 Some(Ok(frame)) => match link.handle(&frame) {
                     Ok(()) => {
+                        // Closing: fetch answers have no one waiting any more.
+                        let uplink = &link.replica().core().clone().uplink;
                         while let Some(event) = link.poll_event() {
-                            if let LinkEvent::Watermark { peer, resume } = event {
-                                registry.remember(peer, resume);
-                            }
+                            hand_on_event(registry, uplink, link.direction(), event);
                         }
                         send_ready(link, framed, timeout).await?
                     }

@@ -198,13 +198,7 @@ impl Node {
     /// persisted), an upstream acknowledgement releases acknowledged writes. Fetch answers are the
     /// caller's own.
     pub fn hand_on(&self, direction: Direction, event: LinkEvent) {
-        match event {
-            LinkEvent::Watermark { peer, resume } => self.inner.registry.remember(peer, resume),
-            LinkEvent::Acked { upto } if direction == Direction::Upstream => {
-                self.core().uplink.acked(upto);
-            }
-            LinkEvent::Acked { .. } | LinkEvent::Fetched { .. } => {}
-        }
+        driver::hand_on_event(&self.inner.registry, &self.core().uplink, direction, event);
     }
 
     /// Stops the node's links: stops accepting, sends every change applied so far and a goodbye on
