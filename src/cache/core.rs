@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use super::ports::{Recorder, Uplink};
+use super::ports::{Recorder, Uplink, Watcher};
 use crate::clock::{Clock, Hlc, NodeId, Version};
 
 /// The node-wide state behind every [`Cache`](super::Cache) of a node.
@@ -31,6 +31,12 @@ pub(crate) struct Core {
     /// Where applied changes are recorded, on a node that persists; set once its caches are
     /// restored.
     recorder: OnceLock<Arc<dyn Recorder>>,
+    /// Who is told of every changed key, on a node with front doors; set once at start.
+    watcher: OnceLock<Arc<dyn Watcher>>,
+    /// Shared by every front-door command and every batch a link applies, taken alone by a
+    /// transaction (`EXEC`) and the multi-key writes (`RENAME`, `MSET`...): what makes those
+    /// atomic on the node. Single calls of the embedded API do not take it.
+    pub gate: parking_lot::RwLock<()>,
 }
 
 impl Core {
@@ -53,6 +59,8 @@ impl Core {
             watchers: AtomicUsize::new(0),
             uplink,
             recorder: OnceLock::new(),
+            watcher: OnceLock::new(),
+            gate: parking_lot::RwLock::new(()),
         }
     }
 
@@ -65,6 +73,17 @@ impl Core {
     #[inline]
     pub fn recorder(&self) -> Option<&dyn Recorder> {
         self.recorder.get().map(|r| &**r)
+    }
+
+    /// Installs the watcher (once); see `Caches::set_watcher`.
+    pub fn set_watcher(&self, watcher: Arc<dyn Watcher>) -> bool {
+        self.watcher.set(watcher).is_ok()
+    }
+
+    /// The watcher, on a node that has one.
+    #[inline]
+    pub fn watcher(&self) -> Option<&dyn Watcher> {
+        self.watcher.get().map(|w| &**w)
     }
 
     /// Tells waiting links that a change was applied (after its shard lock is released).

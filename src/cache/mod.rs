@@ -10,6 +10,7 @@ pub(crate) mod config;
 pub(crate) mod core;
 mod loader;
 pub(crate) mod ports;
+mod rmw;
 mod set;
 mod shard;
 mod stats;
@@ -28,6 +29,7 @@ use tokio::sync::OnceCell;
 pub use change::{Change, Stamped};
 pub use config::CacheConfig;
 pub use loader::Loader;
+pub(crate) use rmw::{Probe, Write};
 pub use stats::CacheStats;
 
 use crate::clock::{NodeId, Version};
@@ -37,8 +39,8 @@ use ports::{Recorder, Stored};
 pub use set::Caches;
 pub use set::DEFAULT_CACHE;
 pub use shard::ENTRY_OVERHEAD;
-pub(crate) use shard::{DeadKind, LOCAL, Restored, entry_size};
-use shard::{KeyArg, Limits, NEVER, Shard, skipped};
+pub(crate) use shard::{DeadKind, LOCAL, NEVER, Peeked, Restored, entry_size};
+use shard::{KeyArg, Limits, Shard, skipped};
 
 /// When an entry expires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,6 +238,18 @@ impl Cache {
         self.inner.shards.len()
     }
 
+    /// The time to live a write gets with [`Expiry::Default`], if the cache has one.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let cache = leafcache::Cache::builder().expiration_time("10m").build()?;
+    /// assert_eq!(cache.default_ttl(), Some(Duration::from_secs(600)));
+    /// # Ok::<(), leafcache::Error>(())
+    /// ```
+    pub fn default_ttl(&self) -> Option<Duration> {
+        self.inner.ttl
+    }
+
     /// The largest entry (key + value + per-entry overhead) a write may carry.
     pub fn max_entry_bytes(&self) -> usize {
         self.inner.max_entry_bytes
@@ -265,7 +279,35 @@ impl Cache {
     #[inline]
     pub fn get(&self, key: impl AsRef<[u8]>) -> Option<Bytes> {
         let key = key.as_ref();
-        self.shard(key).lock().get(key, self.inner.core.hlc.clock())
+        let mut shard = self.shard(key).lock();
+        let value = shard.get(key, self.inner.core.hlc.clock());
+        if !shard.dropped.is_empty() {
+            self.tell(&mut shard, None);
+        }
+        value
+    }
+
+    /// Tells the watcher, if the node has one, that `key` changed, and of the keys the shard
+    /// dropped by itself (expired, evicted); called under the shard's lock, so that a reader who
+    /// registered interest before reading is told of every change after its read.
+    #[inline]
+    fn tell(&self, shard: &mut Shard, key: Option<&[u8]>) {
+        let Some(watcher) = self.inner.core.watcher() else {
+            return;
+        };
+        if let Some(key) = key {
+            watcher.changed(self.inner.index, key);
+        }
+        for key in shard.dropped.drain(..) {
+            watcher.changed(self.inner.index, &key);
+        }
+    }
+
+    /// Makes the shards list the keys they drop by themselves, for the watcher.
+    pub(crate) fn report_drops(&self) {
+        for shard in self.inner.shards.iter() {
+            shard.0.lock().report_drops = true;
+        }
     }
 
     /// The entry of `key` with its version and expiry, without changing LRU order or counters.
@@ -371,7 +413,11 @@ impl Cache {
                 expires_at,
             },
         );
+        self.tell(&mut shard, Some(key.as_slice()));
         shard.set(key, value, version, expires_at, seq, now);
+        if !shard.dropped.is_empty() {
+            self.tell(&mut shard, None);
+        }
         drop(shard);
         write_out(pending);
         core.changed();
@@ -533,6 +579,7 @@ impl Cache {
             },
         );
         let old = shard.delete(Bytes::copy_from_slice(key), version, seq, now);
+        self.tell(&mut shard, Some(key));
         drop(shard);
         write_out(pending);
         core.changed();
@@ -585,6 +632,9 @@ impl Cache {
         let seq = self.inner.core.next_seq();
         self.install_purge(&mut mark, version, seq, source);
         let pending = self.record(seq, Stored::Purge { version });
+        if let Some(watcher) = self.inner.core.watcher() {
+            watcher.cleared(self.inner.index);
+        }
         drop(mark);
         write_out(pending);
         if let Some(recorder) = self.inner.core.recorder() {
@@ -664,6 +714,7 @@ impl Cache {
             .map(|s| {
                 let mut s = s.0.lock();
                 s.sweep(now, usize::MAX);
+                self.tell(&mut s, None);
                 s.len()
             })
             .sum()
@@ -685,7 +736,9 @@ impl Cache {
             if done >= budget {
                 break;
             }
-            done += shard.0.lock().sweep(now, per_shard.min(budget - done));
+            let mut shard = shard.0.lock();
+            done += shard.sweep(now, per_shard.min(budget - done));
+            self.tell(&mut shard, None);
         }
         done
     }
@@ -727,8 +780,10 @@ impl Cache {
                     seq
                 });
                 let pending = if applied {
+                    self.tell(&mut shard, Some(key));
                     self.record(seq, stored(change, now))
                 } else {
+                    self.tell(&mut shard, None);
                     None
                 };
                 drop(shard);

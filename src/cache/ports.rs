@@ -58,6 +58,20 @@ pub(crate) trait Recorder: Send + Sync {
     fn purged(&self);
 }
 
+/// Who hears of every key that changes in a node's caches, whatever changed it: a local write, a
+/// change replicated from a peer, an eviction, an expiry, a purge, a resync. Client-side caching
+/// (`CLIENT TRACKING`) is built on it: a near cache is told of each change, so it never stays
+/// stale.
+///
+/// Called after the change is applied and its shard lock released, on the thread that applied
+/// it; an implementation must not block.
+pub(crate) trait Watcher: Send + Sync {
+    /// `key` of cache `cache` changed or left the cache.
+    fn changed(&self, cache: u32, key: &[u8]);
+    /// Cache `cache` was purged: every key may have changed.
+    fn cleared(&self, cache: u32);
+}
+
 /// A question for the hub on a local miss.
 pub(crate) struct FetchRequest {
     pub cache: String,
@@ -114,6 +128,30 @@ impl Uplink {
                 what: "acknowledgement from the hub",
                 after: self.ack_timeout,
             }),
+        }
+    }
+
+    /// How far the hub acknowledged this node's changes.
+    pub fn acked_upto(&self) -> u64 {
+        *self.acked.borrow()
+    }
+
+    /// Whether this node has a hub.
+    pub fn configured(&self) -> bool {
+        self.configured
+    }
+
+    /// Waits until the hub acknowledged applying this node's changes up to `seq`, at most
+    /// `timeout` (`None`: as long as it takes). Returns whether it did.
+    pub async fn wait_acked_within(&self, seq: u64, timeout: Option<Duration>) -> bool {
+        if !self.configured {
+            return false;
+        }
+        let mut rx = self.acked.subscribe();
+        let acked = rx.wait_for(|&a| a >= seq);
+        match timeout {
+            Some(t) => matches!(tokio::time::timeout(t, acked).await, Ok(Ok(_))),
+            None => acked.await.is_ok(),
         }
     }
 

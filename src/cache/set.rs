@@ -42,6 +42,16 @@ impl Caches {
         })
     }
 
+    /// Installs the watcher told of every changed key (once, before the doors open); the
+    /// shards start listing the keys they drop by themselves.
+    pub(crate) fn set_watcher(&self, watcher: Arc<dyn super::ports::Watcher>) {
+        if self.core.set_watcher(watcher) {
+            for cache in self.list.iter() {
+                cache.report_drops();
+            }
+        }
+    }
+
     pub(crate) fn core(&self) -> &Arc<Core> {
         &self.core
     }

@@ -5,7 +5,8 @@
 //! - a key is in at most one of `live` and `dead`;
 //! - `log` maps the `seq` of every live entry and dead record to its key (and the link it came
 //!   from), and nothing else;
-//! - `expiry` holds `(expires_at, seq)` for exactly the live entries that have an expiry;
+//! - `expiry` holds `(expires_at, seq)` for exactly the live entries that have an expiry, and
+//!   `expiry_sum` is the sum of their `expires_at`;
 //! - `bytes` is the sum of [`entry_size`] over `live`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -159,6 +160,8 @@ pub(crate) struct Shard {
     /// that replication never sends a change back where it came from.
     log: BTreeMap<u64, (Bytes, u32)>,
     expiry: BTreeSet<(u64, u64)>,
+    /// The sum of `expires_at` over `expiry`, for the mean time to live `INFO` reports.
+    expiry_sum: u128,
     bytes: usize,
     /// Anything at or below this version was purged.
     purged_before: Option<Version>,
@@ -166,6 +169,11 @@ pub(crate) struct Shard {
     floor: u64,
     limits: Limits,
     pub counters: Counters,
+    /// Whether keys this shard drops by itself (expiry, eviction, purge) are listed in `dropped`,
+    /// for the caches' watcher (client-side caching must hear of every change).
+    pub report_drops: bool,
+    /// The keys dropped since the cache last took them; filled only with `report_drops`.
+    pub dropped: Vec<Bytes>,
 }
 
 /// Expired entries and old dead records removed, at most, per write.
@@ -178,11 +186,54 @@ impl Shard {
             dead: LruCache::unbounded(),
             log: BTreeMap::new(),
             expiry: BTreeSet::new(),
+            expiry_sum: 0,
             bytes: 0,
             purged_before: None,
             floor: 0,
             limits,
             counters: Counters::default(),
+            report_drops: false,
+            dropped: Vec::new(),
+        }
+    }
+
+    /// How many live entries have an expiry, and the sum of their expiry instants (ms): with the
+    /// count, the mean time to live.
+    pub fn expiring(&self) -> (usize, u128) {
+        (self.expiry.len(), self.expiry_sum)
+    }
+
+    /// The key of the first live entry in log order at or after `seq`, wrapping to the start: a
+    /// key picked without bias towards any shard's LRU order, for `RANDOMKEY`.
+    pub fn live_key_from(&self, seq: u64) -> Option<Bytes> {
+        let after = self.log.range(seq..).chain(self.log.range(..seq));
+        after
+            .map(|(_, (k, _))| k)
+            .find(|k| self.live.contains(k.as_ref()))
+            .cloned()
+    }
+
+    /// The newest version this shard knows for `key` (entry, dead record or purge mark) and
+    /// whether the key is live: what `WATCH` compares to see whether a key changed.
+    pub fn probe(&self, key: &[u8], now: u64) -> (Option<Version>, bool) {
+        (self.newest(key), self.peek(key, now).is_some())
+    }
+
+    fn index_expiry(&mut self, at: u64, seq: u64) {
+        if at != NEVER && self.expiry.insert((at, seq)) {
+            self.expiry_sum += u128::from(at);
+        }
+    }
+
+    fn unindex_expiry(&mut self, at: u64, seq: u64) {
+        if at != NEVER && self.expiry.remove(&(at, seq)) {
+            self.expiry_sum -= u128::from(at);
+        }
+    }
+
+    fn report(&mut self, key: &Bytes) {
+        if self.report_drops {
+            self.dropped.push(key.clone());
         }
     }
 
@@ -404,8 +455,8 @@ impl Shard {
         while done < budget {
             match self.expiry.first() {
                 Some(&(at, seq)) if at <= now => {
-                    // Pop first, so that a broken index can never make this loop spin.
-                    self.expiry.pop_first();
+                    // Unindex first, so that a broken index can never make this loop spin.
+                    self.unindex_expiry(at, seq);
                     if let Some((key, _)) = self.log.get(&seq).cloned() {
                         self.expire(&key, now);
                     }
@@ -544,6 +595,7 @@ impl Shard {
         if let Some((key, e)) = self.live.pop_entry(key) {
             self.unaccount(&key, &e);
             self.counters.expirations += 1;
+            self.report(&key);
             self.bury(key, e.version, e.seq, DeadKind::Gone, now);
         }
     }
@@ -564,9 +616,7 @@ impl Shard {
 
     fn unaccount(&mut self, key: &[u8], e: &Live) {
         self.bytes -= entry_size(key.len(), e.value.len());
-        if e.expires_at != NEVER {
-            self.expiry.remove(&(e.expires_at, e.seq));
-        }
+        self.unindex_expiry(e.expires_at, e.seq);
     }
 
     /// Rewrites a live entry in place — promoted, re-indexed, its log record moved to `seq` —
@@ -588,19 +638,15 @@ impl Shard {
             entry_size(key.len(), e.value.len()),
             entry_size(key.len(), value.len()),
         );
-        if e.expires_at != NEVER {
-            self.expiry.remove(&(e.expires_at, e.seq));
-        }
-        if expires_at != NEVER {
-            self.expiry.insert((expires_at, seq));
-        }
-        let old_seq = e.seq;
+        let (old_at, old_seq) = (e.expires_at, e.seq);
         *e = Live {
             value,
             version,
             expires_at,
             seq,
         };
+        self.unindex_expiry(old_at, old_seq);
+        self.index_expiry(expires_at, seq);
         let logged = match self.log.remove(&old_seq) {
             Some((k, _)) => k,
             None => {
@@ -626,9 +672,7 @@ impl Shard {
         now: u64,
     ) {
         self.bytes += entry_size(key.len(), value.len());
-        if expires_at != NEVER {
-            self.expiry.insert((expires_at, seq));
-        }
+        self.index_expiry(expires_at, seq);
         self.log.insert(seq, (key.clone(), source));
         self.live.put(
             key,
@@ -687,6 +731,7 @@ impl Shard {
                 break;
             };
             self.unaccount(&key, &e);
+            self.report(&key);
             if e.expires_at <= now {
                 self.counters.expirations += 1;
             } else {
@@ -739,6 +784,8 @@ mod tests {
         assert_eq!(s.log.len(), s.live.len() + s.dead.len());
         let with_expiry = s.live.iter().filter(|(_, e)| e.expires_at != NEVER).count();
         assert_eq!(s.expiry.len(), with_expiry);
+        let sum: u128 = s.expiry.iter().map(|&(at, _)| u128::from(at)).sum();
+        assert_eq!(s.expiry_sum, sum);
         let bytes: usize = s
             .live
             .iter()

@@ -10,7 +10,7 @@ use std::time::Duration;
 use backoff::backoff::Backoff;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio_util::codec::Framed;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -212,6 +212,7 @@ async fn run(
         st.carry(before);
         registry.publish(slot, st);
     };
+    let mut bus = registry.bus.subscribe();
     core.watch();
     let _unwatch = scopeguard(|| core.unwatch());
     let result = async {
@@ -252,6 +253,14 @@ async fn run(
                 },
                 _ = &mut notified, if link.wants_changes() => {}
                 _ = tokio::time::sleep(tick_in) => link.tick()?,
+                published = bus.recv(), if link.is_up() => match published {
+                    Ok(p) if p.from_link != link.id() => link.publish(p.channel, p.message),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        warn!(link = link.id(), missed, "link fell behind on pub/sub messages; skipped some");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {}
+                },
                 Some(req) = recv(&mut fetches), if link.is_up() => {
                     next_fetch += 1;
                     waiting.insert(next_fetch, req.reply);
@@ -284,7 +293,8 @@ fn hand_on(
     waiting: &mut HashMap<u64, oneshot::Sender<Option<Change>>>,
 ) {
     while let Some(event) = link.poll_event() {
-        if let Some((id, change)) = hand_on_event(registry, uplink, link.direction(), event)
+        if let Some((id, change)) =
+            hand_on_event(registry, uplink, link.id(), link.direction(), event)
             && let Some(tx) = waiting.remove(&id)
         {
             let _ = tx.send(change);
@@ -292,16 +302,18 @@ fn hand_on(
     }
 }
 
-/// Hands one event of a link pointing `direction` on: a watermark to the registry (and the op
-/// log), an upstream acknowledgement to the waiting writers. A fetch answer is returned, for
-/// whoever asked.
+/// Hands one event of link `link_id` pointing `direction` on: a watermark to the registry (and
+/// the op log), an upstream acknowledgement to the waiting writers, a pub/sub message to this
+/// node's subscribers and its other links. A fetch answer is returned, for whoever asked.
 pub(crate) fn hand_on_event(
     registry: &LinkRegistry,
     uplink: &Uplink,
+    link_id: u32,
     direction: Direction,
     event: LinkEvent,
 ) -> Option<(u64, Option<Change>)> {
     match event {
+        LinkEvent::Published { channel, message } => registry.arrived(link_id, channel, message),
         LinkEvent::Watermark { peer, resume } => registry.remember(peer, resume),
         LinkEvent::Acked { upto } if direction == Direction::Upstream => uplink.acked(upto),
         LinkEvent::Acked { .. } => {}
@@ -331,7 +343,7 @@ async fn close(
                         // Closing: fetch answers have no one waiting any more.
                         let uplink = &link.replica().core().clone().uplink;
                         while let Some(event) = link.poll_event() {
-                            hand_on_event(registry, uplink, link.direction(), event);
+                            hand_on_event(registry, uplink, link.id(), link.direction(), event);
                         }
                         send_ready(link, framed, timeout).await?
                     }

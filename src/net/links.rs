@@ -74,7 +74,28 @@ pub(crate) struct LinkRegistry {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Every task the node spawned, for shutdown to wait on.
     pub tasks: tokio_util::task::TaskTracker,
+    /// Pub/sub messages for the links to carry: each link sends on those that did not come in
+    /// on it.
+    pub bus: tokio::sync::broadcast::Sender<Publication>,
+    /// Where a message that came in on a link is delivered at this node (the RESP door's
+    /// subscribers), once a door is open.
+    pub deliver: std::sync::OnceLock<Deliver>,
 }
+
+/// Delivers a pub/sub message (channel, message) to this node's subscribers.
+pub(crate) type Deliver = Arc<dyn Fn(&[u8], &[u8]) + Send + Sync>;
+
+/// A pub/sub message on its way through the tree.
+#[derive(Clone, Debug)]
+pub(crate) struct Publication {
+    /// The link it came in on, or 0 if it was published at this node.
+    pub from_link: u32,
+    pub channel: bytes::Bytes,
+    pub message: bytes::Bytes,
+}
+
+/// Messages a link may fall behind by before it skips some: pub/sub is best effort.
+const BUS_CAPACITY: usize = 4096;
 
 impl LinkRegistry {
     pub fn new(
@@ -95,7 +116,21 @@ impl LinkRegistry {
             entropy,
             shutdown: tokio_util::sync::CancellationToken::new(),
             tasks: tokio_util::task::TaskTracker::new(),
+            bus: tokio::sync::broadcast::Sender::new(BUS_CAPACITY),
+            deliver: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Delivers a message that came in on link `from_link` here and hands it to the other links.
+    pub fn arrived(&self, from_link: u32, channel: bytes::Bytes, message: bytes::Bytes) {
+        if let Some(deliver) = self.deliver.get() {
+            deliver(&channel, &message);
+        }
+        let _ = self.bus.send(Publication {
+            from_link,
+            channel,
+            message,
+        });
     }
 
     pub fn role(&self) -> Role {

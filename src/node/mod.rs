@@ -100,7 +100,8 @@ impl Node {
         NodeBuilder::default()
     }
 
-    fn core(&self) -> &Arc<Core> {
+    /// What the node's caches share: clock, seq, gate, uplink, ports.
+    pub(crate) fn core(&self) -> &Arc<Core> {
         self.inner.caches.core()
     }
 
@@ -195,10 +196,17 @@ impl Node {
 
     /// Does what the tokio driver does with an event of a link made by
     /// [`new_link`](Self::new_link) pointing `direction`: a watermark is remembered (and
-    /// persisted), an upstream acknowledgement releases acknowledged writes. Fetch answers are the
-    /// caller's own.
+    /// persisted), an upstream acknowledgement releases acknowledged writes, a pub/sub message is
+    /// delivered to this node's subscribers and passed on to the tokio driver's links. Fetch
+    /// answers are the caller's own.
     pub fn hand_on(&self, direction: Direction, event: LinkEvent) {
-        driver::hand_on_event(&self.inner.registry, &self.core().uplink, direction, event);
+        driver::hand_on_event(
+            &self.inner.registry,
+            &self.core().uplink,
+            0,
+            direction,
+            event,
+        );
     }
 
     /// Stops the node's links: stops accepting, sends every change applied so far and a goodbye on
@@ -257,6 +265,22 @@ impl Node {
 
     pub(crate) fn registry(&self) -> &LinkRegistry {
         &self.inner.registry
+    }
+
+    /// Sends a pub/sub message published at this node to every other node of the tree (best
+    /// effort: a link that is down, or far behind, misses it). This node's own subscribers are
+    /// the RESP door's to deliver to.
+    pub(crate) fn publish(&self, channel: bytes::Bytes, message: bytes::Bytes) {
+        let _ = self.registry().bus.send(crate::net::links::Publication {
+            from_link: 0,
+            channel,
+            message,
+        });
+    }
+
+    /// The node's caches as one set.
+    pub(crate) fn cache_set(&self) -> &Caches {
+        &self.inner.caches
     }
 
     pub(crate) fn doors(&self) -> &Doors {

@@ -75,6 +75,13 @@ pub enum LinkEvent {
         /// The entry as a `Set`, or `None`.
         change: Option<Change>,
     },
+    /// The peer passed on a pub/sub message: deliver it here and pass it on to the other links.
+    Published {
+        /// The channel.
+        channel: Bytes,
+        /// The message.
+        message: Bytes,
+    },
 }
 
 /// Where the handshake stands.
@@ -155,6 +162,8 @@ pub struct Link<R: Replica> {
     outbox: VecDeque<Message>,
     /// Answers to our fetches, for the driver to hand to the waiting callers.
     fetched: VecDeque<(u64, Option<Change>)>,
+    /// Pub/sub messages from the peer, for the driver to hand on.
+    published: VecDeque<(Bytes, Bytes)>,
     /// The newest watermark not yet reported.
     watermark: Option<(NodeId, Resume)>,
     /// The newest acknowledgement not yet reported.
@@ -207,6 +216,7 @@ impl<R: Replica> Link<R> {
             sync: None,
             outbox: VecDeque::from([hello]),
             fetched: VecDeque::new(),
+            published: VecDeque::new(),
             watermark: None,
             acked_event: None,
             last_recv_ms: now,
@@ -353,6 +363,10 @@ impl<R: Replica> Link<R> {
                     ));
                 }
                 self.fetched.push_back((id, change));
+                Ok(())
+            }
+            (Phase::Up, Message::Publish { channel, message }) => {
+                self.published.push_back((channel, message));
                 Ok(())
             }
             (_, Message::Bye) => Err(LinkError::Closed),
@@ -541,6 +555,14 @@ impl<R: Replica> Link<R> {
         self.outbox.push_back(Message::Fetch { id, cache, key });
     }
 
+    /// Queues a pub/sub message for the peer, if the link is up (best effort: a link that is
+    /// down or closing drops it).
+    pub fn publish(&mut self, channel: Bytes, message: Bytes) {
+        if self.phase == Phase::Up {
+            self.outbox.push_back(Message::Publish { channel, message });
+        }
+    }
+
     /// The next thing the driver must hand on, if any: the watermark first (the changes it covers
     /// are applied already), then the acknowledgement, then fetch answers.
     pub fn poll_event(&mut self) -> Option<LinkEvent> {
@@ -550,8 +572,11 @@ impl<R: Replica> Link<R> {
         if let Some(upto) = self.acked_event.take() {
             return Some(LinkEvent::Acked { upto });
         }
-        let (id, change) = self.fetched.pop_front()?;
-        Some(LinkEvent::Fetched { id, change })
+        if let Some((id, change)) = self.fetched.pop_front() {
+            return Some(LinkEvent::Fetched { id, change });
+        }
+        let (channel, message) = self.published.pop_front()?;
+        Some(LinkEvent::Published { channel, message })
     }
 
     /// Whether the link would send changes now if there were any: up, and its window not full.
@@ -771,5 +796,6 @@ fn name_of(m: &Message) -> &'static str {
         Message::Fetch { .. } => "fetch",
         Message::Fetched { .. } => "fetched",
         Message::Bye => "bye",
+        Message::Publish { .. } => "publish",
     }
 }

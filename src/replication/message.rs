@@ -15,7 +15,9 @@ use crate::clock::NodeId;
 pub const MAGIC: u32 = 0x1EAF_CA5E;
 
 /// The version of this wire protocol. Peers must speak the same one.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// 2: adds [`Message::Publish`] (pub/sub across the tree).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Every frame on a link carries one of these.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +70,15 @@ pub enum Message {
     },
     /// The sender is shutting down cleanly: everything it had to send was sent.
     Bye,
+    /// A pub/sub message published at the sender or passed on by it: the receiver delivers it
+    /// to its subscribers and passes it on to its other links. Best effort: not acknowledged,
+    /// not resent after a reconnect.
+    Publish {
+        /// The channel.
+        channel: Bytes,
+        /// The message.
+        message: Bytes,
+    },
 }
 
 /// Who a node is, as it introduces itself on a new link.

@@ -85,6 +85,9 @@ impl Replica for Caches {
     }
 
     fn apply(&self, cache: &str, change: &Change, source: u32) -> Option<bool> {
+        // Under the node's gate, so that a transaction running here (EXEC holds the gate alone)
+        // never has a replicated change land between its commands.
+        let _shared = self.core().gate.read();
         Some(self.get(cache)?.apply_from(change, source))
     }
 

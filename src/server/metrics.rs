@@ -31,7 +31,10 @@ fn direction_name(d: Direction) -> &'static str {
 
 /// The `INFO` reply: sections `server`, `clients`, `stats`, `replication`, `keyspace` (all by
 /// default, or those named).
-pub(crate) fn info(node: &Node, db: usize, sections: &[String]) -> String {
+///
+/// `clients` are the `# Clients` fields the RESP door counts (tracking and pub/sub clients...),
+/// after `connected_clients`.
+pub(crate) fn info(node: &Node, db: usize, sections: &[String], clients: &[(&str, u64)]) -> String {
     let wants = |s: &str| {
         sections.is_empty()
             || sections
@@ -44,8 +47,8 @@ pub(crate) fn info(node: &Node, db: usize, sections: &[String]) -> String {
     if wants("server") {
         let _ = write!(
             out,
-            "# Server\r\nredis_version:7.2.0\r\nleafcache_version:{}\r\nredis_mode:standalone\r\n\
-             node_name:{}\r\nnode_id:{}\r\nrole:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\n\
+            "# Server\r\nredis_version:7.4.0\r\nleafcache_version:{}\r\nredis_mode:standalone\r\n\
+             node_name:{}\r\nnode_id:{}\r\nrole:master\r\nleafcache_role:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\n\
              uptime_in_seconds:{}\r\nselected_db:{}\r\nselected_cache:{}\r\n\r\n",
             env!("CARGO_PKG_VERSION"),
             node.name(),
@@ -63,9 +66,14 @@ pub(crate) fn info(node: &Node, db: usize, sections: &[String]) -> String {
     if wants("clients") {
         let _ = write!(
             out,
-            "# Clients\r\nconnected_clients:{}\r\n\r\n",
-            stats.connections_open.load(Ordering::Relaxed)
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n",
+            stats.connections_open.load(Ordering::Relaxed),
+            doors.limits.max_connections,
         );
+        for (name, n) in clients {
+            let _ = write!(out, "{name}:{n}\r\n");
+        }
+        out.push_str("\r\n");
     }
     if wants("stats") {
         let mut total = crate::cache::CacheStats::default();
@@ -95,7 +103,7 @@ pub(crate) fn info(node: &Node, db: usize, sections: &[String]) -> String {
         let links = node.links();
         let _ = write!(
             out,
-            "# Replication\r\nrole:{}\r\nseq:{}\r\nconnected_links:{}\r\n",
+            "# Replication\r\nrole:master\r\nleafcache_role:{}\r\nconnected_slaves:0\r\nseq:{}\r\nconnected_links:{}\r\n",
             node.role(),
             node.current_seq(),
             links.iter().filter(|l| l.state == LinkState::Up).count()
@@ -121,13 +129,19 @@ pub(crate) fn info(node: &Node, db: usize, sections: &[String]) -> String {
     }
     if wants("keyspace") {
         out.push_str("# Keyspace\r\n");
+        // As Redis: only the databases that hold keys; avg_ttl in ms.
         for (i, c) in node.caches().iter().enumerate() {
-            let _ = write!(
-                out,
-                "db{i}:keys={},expires=0,avg_ttl=0,name={}\r\n",
-                c.len(),
-                c.name()
-            );
+            let ks = c.keyspace();
+            if ks.keys > 0 {
+                let _ = write!(
+                    out,
+                    "db{i}:keys={},expires={},avg_ttl={},name={}\r\n",
+                    ks.keys,
+                    ks.expires,
+                    ks.avg_ttl_ms,
+                    c.name()
+                );
+            }
         }
     }
     out

@@ -154,12 +154,24 @@ impl BoundDoors {
         let connections = Arc::new(tokio::sync::Semaphore::new(
             node.doors().limits.max_connections,
         ));
-        for listener in [self.resp, self.unix].into_iter().flatten() {
-            tasks.spawn(resp::accept_loop(
-                node.clone(),
-                listener,
-                connections.clone(),
-            ));
+        if self.resp.is_some() || self.unix.is_some() {
+            let shared = resp::Shared::new();
+            node.cache_set().set_watcher(shared.clone());
+            let subscribers = shared.clone();
+            let _ = node
+                .registry()
+                .deliver
+                .set(Arc::new(move |channel, message| {
+                    subscribers.deliver(channel, message);
+                }));
+            for listener in [self.resp, self.unix].into_iter().flatten() {
+                tasks.spawn(resp::accept_loop(
+                    node.clone(),
+                    shared.clone(),
+                    listener,
+                    connections.clone(),
+                ));
+            }
         }
         if let Some(l) = self.http {
             let listener = tokio::net::TcpListener::from_std(l).map_err(|e| Error::Io {

@@ -1,4 +1,5 @@
-//! RESP2 without I/O: the request parser (bytes in, argument ranges out) and the reply writer.
+//! RESP without I/O: the request parser (bytes in, argument ranges out) and the reply writer for
+//! RESP2 and RESP3.
 //!
 //! Requests are what Redis clients send: an array of bulk strings (`*2\r\n$3\r\nGET\r\n$1\r\na\r\n`),
 //! or an inline line (`PING\r\n`) as typed into `nc`. The parser never copies: it reports where each
@@ -167,14 +168,15 @@ pub(crate) fn parse_int(digits: &[u8]) -> Option<i64> {
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }
+    // Accumulated negatively, so that i64::MIN, which has no positive twin, parses too.
     let mut n: i64 = 0;
     for &d in digits {
         if !d.is_ascii_digit() {
             return None;
         }
-        n = n.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+        n = n.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
     }
-    Some(if neg { -n } else { n })
+    if neg { Some(n) } else { n.checked_neg() }
 }
 
 fn parse_inline(
@@ -218,52 +220,63 @@ fn parse_inline(
     Ok(Parsed::Request { consumed: nl + 1 })
 }
 
-/// Writes replies into a connection's output buffer.
-pub(crate) struct Reply<'a>(pub &'a mut BytesMut);
+/// Writes replies into a connection's output buffer, in the protocol the connection speaks:
+/// RESP2 by default, RESP3 after `HELLO 3`. Each RESP3 type has its RESP2 fallback, as Redis
+/// writes it: a map is a flat array of pairs, a double a bulk string, a boolean an integer.
+pub(crate) struct Reply<'a> {
+    pub buf: &'a mut BytesMut,
+    pub resp3: bool,
+}
 
-impl Reply<'_> {
+impl<'a> Reply<'a> {
+    /// A writer for a connection speaking RESP3 (`resp3`) or RESP2.
+    pub fn new(buf: &'a mut BytesMut, resp3: bool) -> Self {
+        Reply { buf, resp3 }
+    }
+
+    fn line(&mut self, kind: u8, n: impl itoa::Integer) {
+        self.buf.put_u8(kind);
+        self.buf.put_slice(itoa::Buffer::new().format(n).as_bytes());
+        self.buf.put_slice(b"\r\n");
+    }
+
     /// `+OK`-style status.
     pub fn simple(&mut self, s: &str) {
-        self.0.put_u8(b'+');
-        self.0.put_slice(s.as_bytes());
-        self.0.put_slice(b"\r\n");
+        self.buf.put_u8(b'+');
+        self.buf.put_slice(s.as_bytes());
+        self.buf.put_slice(b"\r\n");
     }
 
     /// `+OK`.
     pub fn ok(&mut self) {
-        self.0.put_slice(b"+OK\r\n");
+        self.buf.put_slice(b"+OK\r\n");
     }
 
     /// An error line; `msg` starts with its code (`ERR`, `WRONGPASS`...). Line breaks in it are
     /// replaced so that it stays one line.
     pub fn error(&mut self, msg: &str) {
-        self.0.put_u8(b'-');
+        self.buf.put_u8(b'-');
         for b in msg.bytes() {
-            self.0
+            self.buf
                 .put_u8(if b == b'\r' || b == b'\n' { b' ' } else { b });
         }
-        self.0.put_slice(b"\r\n");
+        self.buf.put_slice(b"\r\n");
     }
 
     /// `:n`.
     pub fn int(&mut self, n: i64) {
-        self.0.put_u8(b':');
-        self.0.put_slice(itoa::Buffer::new().format(n).as_bytes());
-        self.0.put_slice(b"\r\n");
+        self.line(b':', n);
     }
 
     /// A bulk string.
     pub fn bulk(&mut self, data: &[u8]) {
-        self.0.reserve(data.len() + 16);
-        self.0.put_u8(b'$');
-        self.0
-            .put_slice(itoa::Buffer::new().format(data.len()).as_bytes());
-        self.0.put_slice(b"\r\n");
-        self.0.put_slice(data);
-        self.0.put_slice(b"\r\n");
+        self.buf.reserve(data.len() + 16);
+        self.line(b'$', data.len());
+        self.buf.put_slice(data);
+        self.buf.put_slice(b"\r\n");
     }
 
-    /// A bulk string or the null bulk string.
+    /// A bulk string or null.
     pub fn bulk_or_null(&mut self, data: Option<&[u8]>) {
         match data {
             Some(d) => self.bulk(d),
@@ -271,16 +284,108 @@ impl Reply<'_> {
         }
     }
 
-    /// The null bulk string (`$-1`): "no value".
+    /// "No value": RESP3 `_`, RESP2 the null bulk string `$-1`.
     pub fn null(&mut self) {
-        self.0.put_slice(b"$-1\r\n");
+        self.buf
+            .put_slice(if self.resp3 { b"_\r\n" } else { b"$-1\r\n" });
+    }
+
+    /// "No array" (an aborted `EXEC`, a timed-out wait): RESP3 `_`, RESP2 `*-1`.
+    pub fn null_array(&mut self) {
+        self.buf
+            .put_slice(if self.resp3 { b"_\r\n" } else { b"*-1\r\n" });
     }
 
     /// The header of an array of `n` elements, which the caller writes next.
     pub fn array(&mut self, n: usize) {
-        self.0.put_u8(b'*');
-        self.0.put_slice(itoa::Buffer::new().format(n).as_bytes());
-        self.0.put_slice(b"\r\n");
+        self.line(b'*', n);
+    }
+
+    /// The header of a map of `n` pairs (key, value, key, value... follow); in RESP2 an array
+    /// of `2n`.
+    pub fn map(&mut self, n: usize) {
+        if self.resp3 {
+            self.line(b'%', n);
+        } else {
+            self.line(b'*', 2 * n);
+        }
+    }
+
+    /// The header of a set of `n` elements; in RESP2 an array.
+    pub fn set(&mut self, n: usize) {
+        self.line(if self.resp3 { b'~' } else { b'*' }, n);
+    }
+
+    /// The header of a push frame of `n` elements (pub/sub messages, invalidations); in RESP2
+    /// an array.
+    pub fn push(&mut self, n: usize) {
+        self.line(if self.resp3 { b'>' } else { b'*' }, n);
+    }
+
+    // No string or key command answers this type; the data-type commands will.
+    #[allow(dead_code)]
+    /// A double; in RESP2 a bulk string, as Redis formats it (`inf`, `-inf`, `nan`, or the
+    /// shortest decimal that reads back to the same value).
+    pub fn double(&mut self, x: f64) {
+        let text = format_double(x);
+        if self.resp3 {
+            self.buf.put_u8(b',');
+            self.buf.put_slice(text.as_bytes());
+            self.buf.put_slice(b"\r\n");
+        } else {
+            self.bulk(text.as_bytes());
+        }
+    }
+
+    // No string or key command answers this type; the data-type commands will.
+    #[allow(dead_code)]
+    /// A boolean; in RESP2 the integer 1 or 0.
+    pub fn boolean(&mut self, b: bool) {
+        if self.resp3 {
+            self.buf.put_slice(if b { b"#t\r\n" } else { b"#f\r\n" });
+        } else {
+            self.int(i64::from(b));
+        }
+    }
+
+    // No string or key command answers this type; the data-type commands will.
+    #[allow(dead_code)]
+    /// A big number, given as its decimal digits; in RESP2 a bulk string.
+    pub fn big_number(&mut self, digits: &str) {
+        if self.resp3 {
+            self.buf.put_u8(b'(');
+            self.buf.put_slice(digits.as_bytes());
+            self.buf.put_slice(b"\r\n");
+        } else {
+            self.bulk(digits.as_bytes());
+        }
+    }
+
+    /// Text meant for a person (`INFO`, `CLIENT LIST`): a RESP3 verbatim string of format
+    /// `txt`; in RESP2 a bulk string.
+    pub fn verbatim(&mut self, text: &[u8]) {
+        if self.resp3 {
+            self.line(b'=', text.len() + 4);
+            self.buf.put_slice(b"txt:");
+            self.buf.put_slice(text);
+            self.buf.put_slice(b"\r\n");
+        } else {
+            self.bulk(text);
+        }
+    }
+}
+
+/// A double as Redis writes it in replies.
+#[allow(dead_code)]
+pub(crate) fn format_double(x: f64) -> String {
+    if x.is_nan() {
+        "nan".into()
+    } else if x.is_infinite() {
+        if x > 0.0 { "inf".into() } else { "-inf".into() }
+    } else if x == x.trunc() && x.abs() < 1e17 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
     }
 }
 
@@ -402,6 +507,7 @@ mod tests {
         assert_eq!(parse_int(b"0"), Some(0));
         assert_eq!(parse_int(b"-42"), Some(-42));
         assert_eq!(parse_int(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_int(b"-9223372036854775808"), Some(i64::MIN));
         for bad in [&b""[..], b"-", b"+1", b"1a", b" 1", b"9223372036854775808"] {
             assert_eq!(parse_int(bad), None, "{bad:?}");
         }
@@ -410,7 +516,7 @@ mod tests {
     #[test]
     fn replies_are_well_formed() {
         let mut out = BytesMut::new();
-        let mut r = Reply(&mut out);
+        let mut r = Reply::new(&mut out, false);
         r.ok();
         r.int(-7);
         r.bulk(b"a\r\nb");
@@ -420,6 +526,36 @@ mod tests {
         assert_eq!(
             &out[..],
             b"+OK\r\n:-7\r\n$4\r\na\r\nb\r\n$-1\r\n*2\r\n-ERR bad  thing\r\n"
+        );
+    }
+
+    /// Every RESP3 type, and what the same calls write on a RESP2 connection.
+    #[test]
+    fn resp3_types_and_their_resp2_fallbacks() {
+        let write = |resp3: bool| {
+            let mut out = BytesMut::new();
+            let mut r = Reply::new(&mut out, resp3);
+            r.map(1);
+            r.bulk(b"k");
+            r.set(1);
+            r.double(1.5);
+            r.boolean(true);
+            r.null();
+            r.null_array();
+            r.push(1);
+            r.big_number("123");
+            r.verbatim(b"hi");
+            r.double(f64::INFINITY);
+            r.double(3.0);
+            out
+        };
+        assert_eq!(
+            &write(true)[..],
+            &b"%1\r\n$1\r\nk\r\n~1\r\n,1.5\r\n#t\r\n_\r\n_\r\n>1\r\n(123\r\n=6\r\ntxt:hi\r\n,inf\r\n,3\r\n"[..]
+        );
+        assert_eq!(
+            &write(false)[..],
+            &b"*2\r\n$1\r\nk\r\n*1\r\n$3\r\n1.5\r\n:1\r\n$-1\r\n*-1\r\n*1\r\n$3\r\n123\r\n$2\r\nhi\r\n$3\r\ninf\r\n$1\r\n3\r\n"[..]
         );
     }
 

@@ -1,0 +1,310 @@
+//! The RESP door: one task per connection (TCP or Unix socket) that reads what the client sent,
+//! executes every whole request in it in order, writes all their replies at once, and writes the
+//! push frames (pub/sub messages, invalidations) other connections and the caches queue for it.
+//!
+//! Pipelined requests cost no task or allocation each: arguments are slices of the read buffer,
+//! replies go into one output buffer that is written when the input holds no further whole
+//! request. A protocol error is answered and closes that connection only.
+//!
+//! Commands run under the node's gate (`Core::gate`): shared by ordinary commands, held alone by
+//! `EXEC` and the multi-key writes, so those are atomic on the node. The shared hold is taken once
+//! for a run of pipelined commands, and never across an `.await`.
+
+mod admin;
+mod clients;
+mod keys;
+mod pubsub;
+mod session;
+mod strings;
+mod table;
+mod tracking;
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+use super::count;
+use super::protocol::{ParseLimits, Parsed, Reply, parse};
+use crate::net::{Listener, Stream};
+use crate::node::Node;
+use clients::Clients;
+use pubsub::PubSub;
+use session::{Args, Pending, Session};
+use tracking::Tracking;
+
+/// Output above this is written before the next request is executed, so that a long pipeline of
+/// large replies does not pile up in memory.
+const FLUSH_AT: usize = 64 << 10;
+
+/// The most buffer reserved at once for a request still arriving.
+const READ_AHEAD: usize = 1 << 20;
+
+/// What every RESP connection of a node shares: the client registry, the tracking table and the
+/// pub/sub subscriptions. It is the caches' watcher, so it hears of every changed key.
+pub(crate) struct Shared {
+    clients: Clients,
+    tracking: Tracking,
+    pubsub: PubSub,
+}
+
+impl Shared {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Shared {
+            clients: Clients::default(),
+            tracking: Tracking::new(tracking::DEFAULT_MAX_KEYS),
+            pubsub: PubSub::default(),
+        })
+    }
+}
+
+/// Accepts RESP connections until the node shuts down.
+pub(crate) async fn accept_loop(
+    node: Node,
+    shared: Arc<Shared>,
+    listener: Box<dyn Listener>,
+    permits: Arc<Semaphore>,
+) {
+    let shutdown = node.registry().shutdown.clone();
+    let stats = &node.doors().stats;
+    let local = listener.local_addr();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (mut stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a moment rather than spin.
+                warn!(error = %e, "resp accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        count(&stats.connections_received, 1);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            count(&stats.connections_rejected, 1);
+            let _ = stream
+                .write_all(b"-ERR max number of clients reached\r\n")
+                .await;
+            continue;
+        };
+        let node = node.clone();
+        let shared = shared.clone();
+        let local = local.clone();
+        node.registry().tasks.clone().spawn(async move {
+            let stats = &node.doors().stats;
+            stats.connections_open.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = serve(&node, &shared, stream, peer.clone(), local).await {
+                debug!(peer = %peer, error = %e, "resp connection closed");
+            }
+            stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+/// Why a run of requests stopped.
+enum Stop {
+    /// The input holds no further whole request.
+    NeedInput,
+    /// The output is large: write it, then go on.
+    Flush,
+    /// A command waits before its reply.
+    Wait(Pending),
+    /// Write what there is and close.
+    Close,
+    /// The input broke the protocol (or a limit): write the error, then take in and drop what
+    /// the client is still sending for a moment, so that closing does not reset the connection
+    /// before the client has read why.
+    Refuse,
+}
+
+/// How long a refused connection's input is drained before it is closed.
+const DRAIN_FOR: Duration = Duration::from_millis(500);
+
+/// Serves one connection until the client leaves, sends `QUIT`, breaks the protocol, is killed,
+/// or the node shuts down.
+async fn serve(
+    node: &Node,
+    shared: &Arc<Shared>,
+    mut stream: Stream,
+    peer: String,
+    local: String,
+) -> std::io::Result<()> {
+    let unix = local.starts_with("unix:");
+    let (client, mut pushes) = shared.clients.register(peer, local, unix);
+    let mut session = Session::new(node, shared, client.clone());
+    let result = serve_session(node, &mut session, &mut stream, &mut pushes).await;
+    session.leave();
+    shared.clients.remove(client.id);
+    result
+}
+
+async fn serve_session(
+    node: &Node,
+    session: &mut Session<'_>,
+    stream: &mut Stream,
+    pushes: &mut tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>,
+) -> std::io::Result<()> {
+    let shutdown = node.registry().shutdown.clone();
+    let killed = session.client.killed.clone();
+    let doors = node.doors();
+    let limits = super::parse_limits(&doors.limits);
+    let mut input = BytesMut::with_capacity(16 << 10);
+    let mut output = BytesMut::with_capacity(16 << 10);
+    let mut args: Vec<Range<usize>> = Vec::with_capacity(8);
+    loop {
+        if input.capacity() - input.len() < 4096 {
+            input.reserve(16 << 10);
+        }
+        let read = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = killed.cancelled() => return Ok(()),
+            Some(frame) = pushes.recv() => {
+                write_pushes(session, frame, pushes, &mut output);
+                stream.write_all(&output).await?;
+                output.clear();
+                continue;
+            }
+            r = stream.read_buf(&mut input) => r?,
+        };
+        if read == 0 {
+            return Ok(());
+        }
+        loop {
+            let (stop, commands) = run(session, &mut input, &mut output, &mut args, &limits);
+            count(&doors.stats.commands, commands);
+            match stop {
+                Stop::NeedInput => break,
+                Stop::Flush => {
+                    stream.write_all(&output).await?;
+                    output.clear();
+                }
+                Stop::Wait(pending) => {
+                    stream.write_all(&output).await?;
+                    output.clear();
+                    let reply = wait(node, pending).await;
+                    Reply::new(&mut output, session.resp3).int(reply);
+                }
+                Stop::Close => {
+                    stream.write_all(&output).await?;
+                    stream.flush().await?;
+                    return Ok(());
+                }
+                Stop::Refuse => {
+                    stream.write_all(&output).await?;
+                    stream.shutdown().await?;
+                    let mut sink = vec![0u8; 64 << 10];
+                    let drain =
+                        async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+                    let _ = tokio::time::timeout(DRAIN_FOR, drain).await;
+                    return Ok(());
+                }
+            }
+        }
+        if !output.is_empty() {
+            stream.write_all(&output).await?;
+            output.clear();
+        }
+    }
+}
+
+/// Moves the push frames queued for this connection into the output.
+fn write_pushes(
+    session: &Session<'_>,
+    first: bytes::Bytes,
+    pushes: &mut tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>,
+    output: &mut BytesMut,
+) {
+    let mut frame = Some(first);
+    while let Some(f) = frame {
+        session.client.queued.fetch_sub(f.len(), Ordering::Relaxed);
+        output.extend_from_slice(&f);
+        if output.len() >= FLUSH_AT {
+            break;
+        }
+        frame = pushes.try_recv().ok();
+    }
+}
+
+/// What `WAIT` answers once its wait is over.
+async fn wait(node: &Node, pending: Pending) -> i64 {
+    match pending {
+        Pending::Acked { seq, timeout } => {
+            i64::from(node.core().uplink.wait_acked_within(seq, timeout).await)
+        }
+    }
+}
+
+/// Executes the whole requests at the start of `input`, under the node's gate, until one of the
+/// reasons in [`Stop`]; returns it and how many commands ran.
+fn run(
+    session: &mut Session<'_>,
+    input: &mut BytesMut,
+    output: &mut BytesMut,
+    args: &mut Vec<Range<usize>>,
+    limits: &ParseLimits,
+) -> (Stop, u64) {
+    let gate = &session.node.core().gate;
+    let mut shared_hold = None;
+    let mut commands = 0;
+    loop {
+        match parse(input, limits, args) {
+            Ok(Parsed::Request { consumed }) => {
+                if !args.is_empty() {
+                    commands += 1;
+                    let request = Args {
+                        buf: input,
+                        ranges: args,
+                    };
+                    let mut out = Reply::new(output, session.resp3);
+                    match session.gate_for(request) {
+                        Some(true) => {
+                            shared_hold = None;
+                            let _alone = gate.write();
+                            session.execute(request, &mut out);
+                        }
+                        Some(false) => {
+                            if shared_hold.is_none() {
+                                shared_hold = Some(gate.read());
+                            }
+                            session.execute(request, &mut out);
+                        }
+                        None => session.execute(request, &mut out),
+                    }
+                }
+                input.advance(consumed);
+                if session.close {
+                    return (Stop::Close, commands);
+                }
+                if let Some(p) = session.pending.take() {
+                    return (Stop::Wait(p), commands);
+                }
+                if output.len() >= FLUSH_AT {
+                    return (Stop::Flush, commands);
+                }
+            }
+            Ok(Parsed::Incomplete { total }) => {
+                // Room for what the request announced, 1 MiB at a time: an announcement
+                // costs memory only as its bytes arrive.
+                if total > input.capacity() {
+                    input.reserve((total - input.len()).min(READ_AHEAD));
+                }
+                return (Stop::NeedInput, commands);
+            }
+            Err(e) => {
+                count(&session.node.doors().stats.protocol_errors, 1);
+                Reply::new(output, session.resp3).error(&e.to_string());
+                return (Stop::Refuse, commands);
+            }
+        }
+    }
+}
