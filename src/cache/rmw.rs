@@ -121,6 +121,8 @@ mod tests {
         Cache::builder()
             .clock(clock.clone())
             .maximum_capacity(1000)
+            .max_bytes(1 << 20)
+            .shards(1)
             .build()
             .unwrap()
     }
@@ -149,7 +151,7 @@ mod tests {
         let too_big: Result<(), Error> = c.update(b"k", |_| {
             Ok((
                 Some(Write {
-                    value: vec![0; 1 << 30].into(),
+                    value: vec![0; 2 << 20].into(),
                     expires_at: NEVER,
                 }),
                 (),

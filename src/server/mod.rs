@@ -156,6 +156,7 @@ impl BoundDoors {
         ));
         if self.resp.is_some() || self.unix.is_some() {
             let shared = resp::Shared::new();
+            tasks.spawn(resp::expire_loop(node.clone()));
             node.cache_set().set_watcher(shared.clone());
             let subscribers = shared.clone();
             let _ = node

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod proxy;
+pub mod resp;
 pub mod sim;
 
 use std::collections::BTreeMap;

@@ -125,7 +125,7 @@ pub(super) fn memory(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
 
 fn unknown_subcommand(args: Args<'_>, container: &str, out: &mut Reply<'_>) {
     out.error(&format!(
-        "ERR unknown subcommand or wrong number of arguments for '{}'. Try {container} HELP.",
+        "ERR unknown subcommand '{}'. Try {container} HELP.",
         String::from_utf8_lossy(args.get(1))
     ));
 }
@@ -515,7 +515,7 @@ fn client_kill(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
         }
         return;
     }
-    if args.len().is_multiple_of(2) {
+    if !args.len().is_multiple_of(2) {
         out.error(SYNTAX);
         return;
     }

@@ -63,6 +63,30 @@ impl Shared {
     }
 }
 
+/// How often expired entries are looked for and removed without a read or write touching them:
+/// what lets a client-side cache hear of an expiry on time (Redis's active expiry, 10 per second).
+const EXPIRE_EVERY: Duration = Duration::from_millis(100);
+
+/// Expired entries removed per cache per pass, at most.
+const EXPIRE_BUDGET: usize = 4096;
+
+/// Removes expired entries in the background until the node shuts down.
+pub(crate) async fn expire_loop(node: Node) {
+    let shutdown = node.registry().shutdown.clone();
+    let mut every = tokio::time::interval(EXPIRE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = every.tick() => {
+                for cache in node.caches() {
+                    cache.sweep(EXPIRE_BUDGET);
+                }
+            }
+        }
+    }
+}
+
 /// Accepts RESP connections until the node shuts down.
 pub(crate) async fn accept_loop(
     node: Node,

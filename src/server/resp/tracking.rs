@@ -296,7 +296,7 @@ pub(super) fn client_tracking(s: &mut Session<'_>, args: Args<'_>, out: &mut Rep
         return;
     }
     if mode.optin && mode.optout {
-        out.error("ERR You can't use both OPTIN and OPTOUT");
+        out.error("ERR You can't specify both OPTIN mode and OPTOUT mode");
         return;
     }
     if mode.bcast && (mode.optin || mode.optout) {
