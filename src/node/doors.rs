@@ -41,6 +41,9 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// The largest HTTP request body, in bytes (default 16 MiB).
     pub max_http_body: usize,
+    /// The most keys client-side caching tracks for the RESP clients (default 1,000,000, Redis's
+    /// `tracking-table-max-keys`); past it the oldest are invalidated and forgotten.
+    pub max_tracked_keys: usize,
 }
 
 impl Default for ServerLimits {
@@ -52,6 +55,7 @@ impl Default for ServerLimits {
             max_request: 64 << 20,
             max_connections: 10_000,
             max_http_body: 16 << 20,
+            max_tracked_keys: 1_000_000,
         }
     }
 }
@@ -65,6 +69,7 @@ impl ServerLimits {
             ("server_limits.max_request", self.max_request),
             ("server_limits.max_connections", self.max_connections),
             ("server_limits.max_http_body", self.max_http_body),
+            ("server_limits.max_tracked_keys", self.max_tracked_keys),
         ];
         for (what, n) in fields {
             if n == 0 {

@@ -155,7 +155,7 @@ impl BoundDoors {
             node.doors().limits.max_connections,
         ));
         if self.resp.is_some() || self.unix.is_some() {
-            let shared = resp::Shared::new();
+            let shared = resp::Shared::new(node.doors().limits.max_tracked_keys);
             tasks.spawn(resp::expire_loop(node.clone()));
             node.cache_set().set_watcher(shared.clone());
             let subscribers = shared.clone();

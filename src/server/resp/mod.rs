@@ -54,10 +54,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new() -> Arc<Self> {
+    pub fn new(max_tracked_keys: usize) -> Arc<Self> {
         Arc::new(Shared {
             clients: Clients::default(),
-            tracking: Tracking::new(tracking::DEFAULT_MAX_KEYS),
+            tracking: Tracking::new(max_tracked_keys),
             pubsub: PubSub::default(),
         })
     }

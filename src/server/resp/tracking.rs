@@ -26,9 +26,6 @@ use crate::server::protocol::Reply;
 /// The channel RESP2 clients subscribe to for invalidations.
 pub(crate) const INVALIDATE_CHANNEL: &[u8] = b"__redis__:invalidate";
 
-/// The default bound on tracked keys (Redis's `tracking-table-max-keys` default).
-pub(crate) const DEFAULT_MAX_KEYS: usize = 1_000_000;
-
 thread_local! {
     /// The client whose command is running on this thread (0: none), for `NOLOOP`.
     pub(super) static CURRENT_CLIENT: Cell<u64> = const { Cell::new(0) };
