@@ -522,17 +522,44 @@ async fn transactions_queue_watch_and_abort_as_redis() {
 
 /// Writers set two keys to the same value in one transaction, over and over; readers read both
 /// with MGET and in a transaction of their own. A reader that ever sees them differ has seen half
-/// of an EXEC.
+/// of an EXEC. Run on one node, and with the writers at one leaf and the readers at another, so
+/// that the transactions reach the readers through the hub, batch by batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_client_ever_sees_half_of_an_exec() {
     let node = Node::builder().resp_address("127.0.0.1:0").build().unwrap();
     let addr = node.resp_addr().unwrap().to_string();
-    let mut setup = Client::connect(&addr);
+    half_exec_checker(&addr, &addr);
+    node.shutdown().await;
+
+    let hub = Node::builder()
+        .local_address("127.0.0.1:0")
+        .batch_records(3)
+        .build()
+        .unwrap();
+    let leaf = |name: &str| {
+        Node::builder()
+            .name(name)
+            .remote_address(hub.local_addr().unwrap())
+            .batch_records(3)
+            .resp_address("127.0.0.1:0")
+            .build()
+            .unwrap()
+    };
+    let (writer, reader) = (leaf("writer"), leaf("reader"));
+    let (w, r) = (writer.resp_addr().unwrap(), reader.resp_addr().unwrap());
+    half_exec_checker(w, r);
+    for n in [&writer, &reader, &hub] {
+        n.shutdown().await;
+    }
+}
+
+fn half_exec_checker(addr: &str, read_addr: &str) {
+    let mut setup = Client::connect(addr);
     setup.cmd("MSET x 0 y 0");
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for w in 0..2 {
-        let addr = addr.clone();
+        let addr = addr.to_string();
         let stop = stop.clone();
         writers.push(std::thread::spawn(move || {
             let mut c = Client::connect(&addr);
@@ -551,7 +578,7 @@ async fn no_client_ever_sees_half_of_an_exec() {
     }
     let mut readers = Vec::new();
     for r in 0..2 {
-        let addr = addr.clone();
+        let addr = read_addr.to_string();
         readers.push(std::thread::spawn(move || {
             let mut c = Client::connect(&addr);
             let deadline = Instant::now() + Duration::from_millis(1500);
@@ -579,7 +606,6 @@ async fn no_client_ever_sees_half_of_an_exec() {
         reads > 100 && writes > 100,
         "reads {reads}, transactions {writes}"
     );
-    node.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -409,7 +409,7 @@ async fn hostile_bytes_close_only_their_own_link() {
     assert!(
         frames.iter().any(|f| decode(f).ok()
             == Some(Message::Reject(Refusal::Protocol {
-                ours: 1,
+                ours: leafcache::replication::message::PROTOCOL_VERSION,
                 theirs: 99
             }))),
         "the hub says why: {frames:?}"

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use super::groups::Groups;
 use super::ports::{Recorder, Uplink, Watcher};
 use crate::clock::{Clock, Hlc, NodeId, Version};
 
@@ -37,6 +38,8 @@ pub(crate) struct Core {
     /// transaction (`EXEC`) and the multi-key writes (`RENAME`, `MSET`...): what makes those
     /// atomic on the node. Single calls of the embedded API do not take it.
     pub gate: parking_lot::RwLock<()>,
+    /// The seq ranges of changes made together, which replication keeps together.
+    pub groups: Groups,
 }
 
 impl Core {
@@ -61,6 +64,7 @@ impl Core {
             recorder: OnceLock::new(),
             watcher: OnceLock::new(),
             gate: parking_lot::RwLock::new(()),
+            groups: Groups::default(),
         }
     }
 
@@ -84,6 +88,19 @@ impl Core {
     #[inline]
     pub fn watcher(&self) -> Option<&dyn Watcher> {
         self.watcher.get().map(|w| &**w)
+    }
+
+    /// Runs `f` with the gate held alone, and remembers the changes it made as one group. Must
+    /// not be called with the gate held.
+    pub fn atomically<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _alone = self.gate.write();
+        let before = self.current_seq();
+        let result = f();
+        let after = self.current_seq();
+        if after > before + 1 {
+            self.groups.add(before + 1, after);
+        }
+        result
     }
 
     /// Tells waiting links that a change was applied (after its shard lock is released).

@@ -8,6 +8,7 @@
 mod change;
 pub(crate) mod config;
 pub(crate) mod core;
+pub(crate) mod groups;
 mod loader;
 pub(crate) mod ports;
 mod rmw;
@@ -303,6 +304,18 @@ impl Cache {
         }
     }
 
+    /// A write of `key` at `seq` moves its log record: a group holding the old record grows to
+    /// reach it. Called under the shard lock, before the write.
+    #[inline]
+    fn regroup(&self, shard: &Shard, key: &[u8], seq: u64) {
+        let groups = &self.inner.core.groups;
+        if groups.any()
+            && let Some(old) = shard.record_seq(key)
+        {
+            groups.moved(old, seq);
+        }
+    }
+
     /// Makes the shards list the keys they drop by themselves, for the watcher.
     pub(crate) fn report_drops(&self) {
         for shard in self.inner.shards.iter() {
@@ -414,6 +427,7 @@ impl Cache {
             },
         );
         self.tell(&mut shard, Some(key.as_slice()));
+        self.regroup(&shard, key.as_slice(), seq);
         shard.set(key, value, version, expires_at, seq, now);
         if !shard.dropped.is_empty() {
             self.tell(&mut shard, None);
@@ -569,6 +583,7 @@ impl Cache {
         let mut shard = self.shard(key).lock();
         let version = core.new_version();
         let seq = core.next_seq();
+        self.regroup(&shard, key, seq);
         let pending = self.record(
             seq,
             Stored::Dead {
@@ -775,10 +790,14 @@ impl Cache {
                 let now = self.now_ms();
                 let mut seq = 0;
                 let mut shard = self.shard(key).lock();
+                let old = core.groups.any().then(|| shard.record_seq(key)).flatten();
                 let applied = shard.apply(change, source, now, || {
                     seq = core.next_seq();
                     seq
                 });
+                if applied && let Some(old) = old {
+                    core.groups.moved(old, seq);
+                }
                 let pending = if applied {
                     self.tell(&mut shard, Some(key));
                     self.record(seq, stored(change, now))

@@ -21,6 +21,10 @@ pub struct Caches {
     by_name: Arc<HashMap<String, usize>>,
 }
 
+/// The largest batch a group is stretched to (half the default frame); a larger group is sent
+/// split.
+const MAX_GROUP_BATCH_BYTES: usize = 8 << 20;
+
 impl Caches {
     /// Builds the caches on `core`: `default` with its configuration, then the named ones.
     pub(crate) fn new(
@@ -71,8 +75,12 @@ impl Caches {
     }
 
     /// The records of all caches with `after < seq <= upto` not from link `skip`, in seq order, as
-    /// (cache index, change), at most `max_records` and about `max_bytes`; and the seq the answer
-    /// is complete up to (`upto` unless a limit cut it short).
+    /// (cache index, change), at most `max_records` and about `max_bytes`; the seq the answer is
+    /// complete up to (`upto` unless a limit cut it short); and whether it holds changes made
+    /// together, which the receiver must apply together.
+    ///
+    /// The answer never ends inside a group ([`groups`](super::groups)): it ends before one, or,
+    /// when it starts with one, reaches its end whatever the limits.
     pub(crate) fn collect_changes(
         &self,
         after: u64,
@@ -80,7 +88,47 @@ impl Caches {
         max_records: usize,
         max_bytes: usize,
         skip: u32,
-    ) -> (Vec<(usize, Change)>, u64) {
+    ) -> (Vec<(usize, Change)>, u64, bool) {
+        // Under the gate, so that no transaction is half made while its changes are read: one
+        // that is running finishes (and registers its group) first.
+        let _shared = self.core.gate.read();
+        let strip =
+            |all: Vec<(u64, usize, Change)>| all.into_iter().map(|(_, i, c)| (i, c)).collect();
+        let (mut all, mut reached) = self.collect(after, upto, max_records, max_bytes, skip);
+        let groups = &self.core.groups;
+        if !groups.any() {
+            return (strip(all), reached, false);
+        }
+        match groups.cut(after, reached) {
+            super::groups::Cut::Keep => {}
+            super::groups::Cut::Before(end) => {
+                all.retain(|r| r.0 <= end);
+                reached = end;
+            }
+            super::groups::Cut::Extend(end) => {
+                let (whole, to) = self.collect(after, end, usize::MAX, usize::MAX, skip);
+                let bytes: usize = whole.iter().map(|r| approx_size(&r.2)).sum();
+                if bytes <= MAX_GROUP_BATCH_BYTES {
+                    (all, reached) = (whole, to);
+                } else {
+                    // Too large for one frame: sent split, as if it were not a group.
+                    tracing::debug!(bytes, "a group too large for one batch is sent split");
+                    return (strip(all), reached, false);
+                }
+            }
+        }
+        let together = groups.within(after, reached);
+        (strip(all), reached, together)
+    }
+
+    fn collect(
+        &self,
+        after: u64,
+        upto: u64,
+        max_records: usize,
+        max_bytes: usize,
+        skip: u32,
+    ) -> (Vec<(u64, usize, Change)>, u64) {
         let mut reached = upto;
         let mut all: Vec<(u64, usize, Change)> = Vec::new();
         for (i, cache) in self.list.iter().enumerate() {
@@ -103,7 +151,7 @@ impl Caches {
                 break;
             }
         }
-        (all.into_iter().map(|(_, i, c)| (i, c)).collect(), reached)
+        (all, reached)
     }
 }
 

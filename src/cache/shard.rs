@@ -290,6 +290,14 @@ impl Shard {
             })
     }
 
+    /// The seq of `key`'s log record (its entry's or dead record's), if it has one.
+    pub fn record_seq(&self, key: &[u8]) -> Option<u64> {
+        self.live
+            .peek(key)
+            .map(|e| e.seq)
+            .or_else(|| self.dead.peek(key).map(|d| d.seq))
+    }
+
     /// The version of `key`'s entry or dead record, if this shard has either.
     fn held(&self, key: &[u8]) -> Option<Version> {
         self.live

@@ -225,6 +225,19 @@ impl NodeBuilder {
         self
     }
 
+    /// The most changes one replication batch carries (default 1,024). Smaller batches start a
+    /// long resync sooner on the receiving side; larger ones cost fewer frames.
+    pub fn batch_records(mut self, n: usize) -> Self {
+        if n == 0 {
+            self.fail(Error::ZeroCapacity {
+                what: "batch_records",
+            });
+        } else {
+            self.links.batch_records = n;
+        }
+        self
+    }
+
     /// On a miss in [`Cache::get_or_load`](crate::Cache::get_or_load), ask the hub first, waiting at most `timeout`; a value
     /// found there is cached here. Off by default.
     pub fn fetch_on_miss(mut self, timeout: impl IntoDuration) -> Self {
@@ -433,6 +446,7 @@ impl NodeBuilder {
                 .unwrap_or(u64::MAX)
                 .max(1),
             max_frame: self.links.max_frame,
+            batch_records: self.links.batch_records,
             role: Role::of(local.is_some(), remote.is_some()),
         };
         let registry = Arc::new(LinkRegistry::new(

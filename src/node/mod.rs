@@ -47,6 +47,9 @@ pub struct ReplicationConfig {
     /// The largest frame sent or accepted, in bytes; an entry too large for it replicates as an
     /// invalidation.
     pub max_frame: usize,
+    /// The most changes one replication batch carries (default
+    /// [`BATCH_RECORDS`](crate::replication::BATCH_RECORDS)).
+    pub batch_records: usize,
     /// If set, a miss in [`Cache::get_or_load`] asks the hub (waiting at most this long) before
     /// calling the loader.
     pub fetch_on_miss: Option<Duration>,
@@ -60,6 +63,7 @@ impl Default for ReplicationConfig {
             local_address: None,
             cluster: DEFAULT_CLUSTER.to_string(),
             max_frame: DEFAULT_MAX_FRAME,
+            batch_records: crate::replication::BATCH_RECORDS,
             fetch_on_miss: None,
         }
     }
@@ -265,6 +269,27 @@ impl Node {
 
     pub(crate) fn registry(&self) -> &LinkRegistry {
         &self.inner.registry
+    }
+
+    /// Runs `f` as one transaction: no front-door command and no replicated batch runs on this
+    /// node meanwhile, and the changes `f` makes replicate as a group that every peer applies
+    /// together, so no client anywhere sees part of them. (Other threads' calls of the embedded
+    /// API are not held back.) Against concurrent writes elsewhere each key still resolves by its
+    /// newest version. `f` must not call `atomically` itself.
+    ///
+    /// ```
+    /// let node = leafcache::Node::builder().build()?;
+    /// let cache = node.default_cache();
+    /// node.atomically(|| -> Result<(), leafcache::Error> {
+    ///     cache.set("from", "")?;
+    ///     cache.set("to", "moved")?;
+    ///     Ok(())
+    /// })?;
+    /// assert_eq!(cache.get("to").unwrap(), "moved");
+    /// # Ok::<(), leafcache::Error>(())
+    /// ```
+    pub fn atomically<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.core().atomically(f)
     }
 
     /// Sends a pub/sub message published at this node to every other node of the tree (best

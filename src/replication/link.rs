@@ -45,6 +45,8 @@ pub struct LinkConfig {
     pub timeout_ms: u64,
     /// The largest frame sent or accepted.
     pub max_frame: usize,
+    /// The most changes one batch carries (a group of changes made together may stretch it).
+    pub batch_records: usize,
     /// This node's place in the tree, as told to peers.
     pub role: Role,
 }
@@ -337,8 +339,15 @@ impl<R: Replica> Link<R> {
                 "{} before auth",
                 name_of(&other)
             ))),
-            (Phase::Up, Message::Batch { upto, caches }) => {
-                self.on_batch(upto, caches);
+            (
+                Phase::Up,
+                Message::Batch {
+                    upto,
+                    caches,
+                    together,
+                },
+            ) => {
+                self.on_batch(upto, caches, together);
                 Ok(())
             }
             (Phase::Up, Message::Ack { upto }) => {
@@ -494,22 +503,25 @@ impl<R: Replica> Link<R> {
         Ok(())
     }
 
-    fn on_batch(&mut self, upto: u64, caches: Vec<CacheChanges>) {
-        for group in caches {
-            for change in &group.changes {
-                match self.replica.apply(&group.cache, change, self.id) {
-                    None => {
-                        self.status.unknown_cache_changes += group.changes.len() as u64;
-                        warn!(link = self.id, cache = %group.cache, "changes for a cache this node lacks skipped");
-                        break;
-                    }
-                    Some(applied) => {
-                        self.status.changes_in += 1;
-                        self.status.changes_applied += u64::from(applied);
+    fn on_batch(&mut self, upto: u64, caches: Vec<CacheChanges>, together: bool) {
+        let (replica, status, id) = (&self.replica, &mut self.status, self.id);
+        replica.apply_batch(together, &mut || {
+            for group in &caches {
+                for change in &group.changes {
+                    match replica.apply(&group.cache, change, id) {
+                        None => {
+                            status.unknown_cache_changes += group.changes.len() as u64;
+                            warn!(link = id, cache = %group.cache, "changes for a cache this node lacks skipped");
+                            break;
+                        }
+                        Some(applied) => {
+                            status.changes_in += 1;
+                            status.changes_applied += u64::from(applied);
+                        }
                     }
                 }
             }
-        }
+        });
         self.advance_recv(upto);
         self.outbox.push_back(Message::Ack { upto });
     }
@@ -603,7 +615,7 @@ impl<R: Replica> Link<R> {
                 self.last_sent_ms = now;
                 self.status.frames_out += 1;
                 self.status.bytes_out += payload.len() as u64 + 4;
-                if let Message::Batch { upto, caches } = &message {
+                if let Message::Batch { upto, caches, .. } = &message {
                     let n: usize = caches.iter().map(|c| c.changes.len()).sum();
                     self.status.changes_out += n as u64;
                     self.inflight.push_back((*upto, now));
@@ -651,9 +663,13 @@ impl<R: Replica> Link<R> {
             if self.cursor >= upto {
                 return None;
             }
-            let (records, reached) =
-                self.replica
-                    .changes(self.cursor, upto, BATCH_RECORDS, BATCH_BYTES, self.id);
+            let (records, reached, together) = self.replica.changes(
+                self.cursor,
+                upto,
+                self.config.batch_records,
+                BATCH_BYTES,
+                self.id,
+            );
             self.cursor = reached;
             if records.is_empty() {
                 // Everything in the window came from the peer: nothing to send, but the next
@@ -682,6 +698,7 @@ impl<R: Replica> Link<R> {
             return Some(Message::Batch {
                 upto: reached,
                 caches,
+                together,
             });
         }
     }

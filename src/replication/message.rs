@@ -40,6 +40,9 @@ pub enum Message {
         upto: u64,
         /// The changes, grouped by cache.
         caches: Vec<CacheChanges>,
+        /// The batch holds changes made together (a transaction): the receiver applies it so that
+        /// none of its clients sees part of it.
+        together: bool,
     },
     /// The receiver applied the sender's changes up to this seq.
     Ack {

@@ -26,7 +26,8 @@ pub trait Replica {
     fn floor(&self) -> u64;
     /// The records with `after < seq <= upto` not from link `skip`, in seq order, as (cache index,
     /// change), at most `max_records` and about `max_bytes`; and the seq the answer is complete up
-    /// to.
+    /// to; and whether the receiver must apply them together (they hold changes made together,
+    /// and the answer never splits those).
     fn changes(
         &self,
         after: u64,
@@ -34,7 +35,13 @@ pub trait Replica {
         max_records: usize,
         max_bytes: usize,
         skip: u32,
-    ) -> (Vec<(usize, Change)>, u64);
+    ) -> (Vec<(usize, Change)>, u64, bool);
+    /// Runs `apply`, which applies one batch, so that no client of the node sees part of it when
+    /// `together`, and no transaction of the node has it land between its commands either way.
+    fn apply_batch(&self, together: bool, apply: &mut dyn FnMut()) {
+        let _ = together;
+        apply();
+    }
     /// The name of the cache at `index` (as [`changes`](Self::changes) numbers them).
     fn cache_name(&self, index: usize) -> &str;
     /// Applies a change that came in on link `source` to cache `cache`: `None` if the node has no
@@ -76,8 +83,20 @@ impl Replica for Caches {
         max_records: usize,
         max_bytes: usize,
         skip: u32,
-    ) -> (Vec<(usize, Change)>, u64) {
+    ) -> (Vec<(usize, Change)>, u64, bool) {
         self.collect_changes(after, upto, max_records, max_bytes, skip)
+    }
+
+    fn apply_batch(&self, together: bool, apply: &mut dyn FnMut()) {
+        let core = self.core();
+        if together {
+            // Held alone, and remembered as a group, so that this node keeps the changes
+            // together when it passes them on.
+            core.atomically(apply);
+        } else {
+            let _shared = core.gate.read();
+            apply();
+        }
     }
 
     fn cache_name(&self, index: usize) -> &str {
@@ -85,9 +104,6 @@ impl Replica for Caches {
     }
 
     fn apply(&self, cache: &str, change: &Change, source: u32) -> Option<bool> {
-        // Under the node's gate, so that a transaction running here (EXEC holds the gate alone)
-        // never has a replicated change land between its commands.
-        let _shared = self.core().gate.read();
         Some(self.get(cache)?.apply_from(change, source))
     }
 

@@ -78,6 +78,8 @@ pub struct Sim {
     disks: Vec<Option<Disk>>,
     /// A wide run: held links and duplicated batches join the steps.
     wide: bool,
+    /// The most changes a batch carries.
+    batch_records: usize,
     /// A runtime the persisting nodes are built in (never driven: their op logs are written by
     /// the writes themselves, with `Flush::Always`, or not at all).
     runtime: tokio::runtime::Runtime,
@@ -95,7 +97,13 @@ impl Sim {
     /// `parents[i]` is the hub of node `i` (node 0 is the root and has none); one shared clock,
     /// no persistence.
     pub fn new(seed: u64, parents: &[Option<usize>]) -> Sim {
-        Sim::with(seed, parents, false, false)
+        Sim::with(
+            seed,
+            parents,
+            false,
+            false,
+            leafcache::replication::BATCH_RECORDS,
+        )
     }
 
     /// A random tree of 2 to `max` nodes (relays included), each node with a clock of its own —
@@ -107,10 +115,34 @@ impl Sim {
             .map(|i| (i > 0).then(|| rng.random_range(0..i)))
             .collect();
         let persist = rng.random_bool(0.25);
-        Sim::with(seed, &parents, true, persist)
+        Sim::with(
+            seed,
+            &parents,
+            true,
+            persist,
+            leafcache::replication::BATCH_RECORDS,
+        )
     }
 
-    fn with(seed: u64, parents: &[Option<usize>], skew: bool, persist: bool) -> Sim {
+    /// [`random`](Self::random) without persistence, and with batches of 1 to 6 changes, so
+    /// that a resync takes many batches and their cuts fall everywhere.
+    pub fn random_small_batches(seed: u64, max: usize) -> Sim {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+        let n = rng.random_range(2..=max);
+        let parents: Vec<Option<usize>> = (0..n)
+            .map(|i| (i > 0).then(|| rng.random_range(0..i)))
+            .collect();
+        let batch = rng.random_range(1..=6);
+        Sim::with(seed, &parents, true, false, batch)
+    }
+
+    fn with(
+        seed: u64,
+        parents: &[Option<usize>],
+        skew: bool,
+        persist: bool,
+        batch_records: usize,
+    ) -> Sim {
         let start_ms = 1_700_000_000_000;
         let clock = ManualClock::new(start_ms);
         let mut rng = StdRng::seed_from_u64(seed);
@@ -154,13 +186,14 @@ impl Sim {
             rng,
             codec: FrameCodec::new(DEFAULT_MAX_FRAME),
             trace: vec![format!(
-                "seed {seed}, parents {parents:?}, persist {persist}"
+                "seed {seed}, parents {parents:?}, persist {persist}, batches of {batch_records}"
             )],
             config: CacheConfig::new().max_entries(10_000),
             timeout: Duration::from_secs(5),
             generations: vec![0; parents.len()],
             disks: (0..parents.len()).map(|_| None).collect(),
             wide: skew,
+            batch_records,
             runtime: tokio::runtime::Builder::new_current_thread()
                 .build()
                 .unwrap(),
@@ -202,6 +235,7 @@ impl Sim {
             .seed(self.seed.wrapping_mul(31) ^ ((i as u64) << 40) ^ self.generations[i])
             .clock(self.clocks[i].clock.clone())
             .default_cache(self.config.clone())
+            .batch_records(self.batch_records)
             .connection_timeout(self.timeout);
         let _runtime = self.runtime.enter();
         if let Some(disk) = &self.disks[i] {
@@ -463,6 +497,97 @@ impl Sim {
             }
         };
         self.trace.push(format!("node {i} {op} {key}"));
+    }
+
+    /// A transaction at a random node, on the pair `x`, `y` that only transactions touch: both
+    /// set to one value, both deleted, or both set from a staging key that is deleted in the same
+    /// transaction (a rename). Every node must hold the same in `x` as in `y` at every moment.
+    pub fn transaction(&mut self, step: usize) {
+        let i = self.rng.random_range(0..self.nodes.len());
+        let node = self.nodes[i].clone();
+        let cache = node.default_cache();
+        let value = format!("n{i}s{step}");
+        let what = match self.rng.random_range(0..10) {
+            0..6 => {
+                node.atomically(|| {
+                    cache.set("x", value.clone()).unwrap();
+                    cache.set("y", value.clone()).unwrap();
+                });
+                "set"
+            }
+            6..8 => {
+                node.atomically(|| {
+                    cache.delete("x");
+                    cache.delete("y");
+                });
+                "delete"
+            }
+            _ => {
+                cache.set("stage", value).unwrap();
+                node.atomically(|| {
+                    let staged = cache.get("stage").unwrap();
+                    cache.set("x", staged.clone()).unwrap();
+                    cache.set("y", staged).unwrap();
+                    cache.delete("stage");
+                });
+                "rename"
+            }
+        };
+        self.trace.push(format!("node {i} transaction {what} x y"));
+    }
+
+    /// Whether every node holds the same in `x` as in `y` (see [`transaction`](Self::transaction)).
+    pub fn check_pairs(&self) -> Result<(), String> {
+        for (i, node) in self.nodes.iter().enumerate() {
+            let cache = node.default_cache();
+            let (x, y) = (cache.peek("x"), cache.peek("y"));
+            let (x, y) = (x.map(|e| e.value), y.map(|e| e.value));
+            if x != y {
+                return Err(format!(
+                    "node {i} shows half a transaction: x={x:?} y={y:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `steps` steps of transactions, single-key writes of other keys, and every fault but
+    /// restarts (a node keeps its groups in memory only), checking after each step that no node
+    /// shows half of a transaction.
+    pub fn run_transactions(&mut self, steps: usize) {
+        for step in 0..steps {
+            let roll = self.rng.random_range(0..1000);
+            let l = self.rng.random_range(0..self.links.len());
+            match roll {
+                0..150 => self.transaction(step),
+                150..300 => {
+                    let i = self.rng.random_range(0..self.nodes.len());
+                    let key = format!("k{}", self.rng.random_range(0..8));
+                    self.nodes[i].default_cache().set(key.clone(), "v").unwrap();
+                    self.trace.push(format!("node {i} set {key}"));
+                }
+                300..550 => self.transmit(l),
+                550..850 => {
+                    let to_hub = self.rng.random_bool(0.5);
+                    let n = self.rng.random_range(1..4);
+                    self.deliver(l, to_hub, n);
+                }
+                850..920 => {
+                    let ms = self.rng.random_range(0..120);
+                    self.advance(Duration::from_millis(ms));
+                    self.tick(l);
+                }
+                920..930 => {
+                    let to_hub = self.rng.random_bool(0.5);
+                    self.duplicate(l, to_hub);
+                }
+                930..965 => self.cut(l),
+                _ => self.heal(l),
+            }
+            if let Err(why) = self.check_pairs() {
+                panic!("step {step}: {why}\n{}", self.trace_tail());
+            }
+        }
     }
 
     /// Runs `steps` random steps with faults (cuts, heals, restarts, clock jumps, reordered

@@ -277,7 +277,8 @@ fn run(
     args: &mut Vec<Range<usize>>,
     limits: &ParseLimits,
 ) -> (Stop, u64) {
-    let gate = &session.node.core().gate;
+    let node = session.node;
+    let core = node.core();
     let mut shared_hold = None;
     let mut commands = 0;
     loop {
@@ -293,12 +294,11 @@ fn run(
                     match session.gate_for(request) {
                         Some(true) => {
                             shared_hold = None;
-                            let _alone = gate.write();
-                            session.execute(request, &mut out);
+                            core.atomically(|| session.execute(request, &mut out));
                         }
                         Some(false) => {
                             if shared_hold.is_none() {
-                                shared_hold = Some(gate.read());
+                                shared_hold = Some(core.gate.read());
                             }
                             session.execute(request, &mut out);
                         }
