@@ -6,7 +6,8 @@
 #
 # Installs redis-server and redis-tools from Debian's packages if they are missing, builds the
 # release binary, starts both servers on free loopback ports, and runs
-#   redis-benchmark -t get,set -n 200000 -c 50 -d 64 -r 100000 -P {1,16}
+#   redis-benchmark -t ping,set,get,mset -n 200000 -c 50 -d 64 -r 100000 -P {1,16}
+# (redis-benchmark's default list without the tests of data types leafcache does not have yet)
 # against each, alternating servers every round so that machine noise hits both alike. Prints
 # the median requests/s of each and the ratio leafcache / redis.
 set -euo pipefail
@@ -52,9 +53,9 @@ for round in $(seq "$ROUNDS"); do
         for server in redis leafcache; do
             port=$REDIS_PORT
             [ "$server" = leafcache ] && port=$LEAF_PORT
-            redis-benchmark -p "$port" -t get,set -n "$REQUESTS" -c 50 -d 64 -r 100000 \
+            redis-benchmark -p "$port" -t ping,set,get,mset -n "$REQUESTS" -c 50 -d 64 -r 100000 \
                 -P "$pipeline" --csv 2>/dev/null |
-                awk -F'"' -v s="$server" -v p="$pipeline" '$2 == "SET" || $2 == "GET" { print s, p, $2, $4 }' \
+                awk -F'"' -v s="$server" -v p="$pipeline" 'NR > 1 { name = $2; gsub(/ /, "_", name); print s, p, name, $4 }' \
                     >>"$RESULTS"
         done
     done
@@ -63,12 +64,12 @@ done
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-printf '%-6s %-4s %12s %12s %8s\n' test P redis leafcache ratio
+printf '%-20s %-4s %12s %12s %8s\n' test P redis leafcache ratio
 for pipeline in 1 16; do
-    for t in SET GET; do
+    for t in PING_INLINE PING_MBULK SET GET "MSET_(10_keys)"; do
         r=$(awk -v p="$pipeline" -v t="$t" '$1 == "redis" && $2 == p && $3 == t { print $4 }' "$RESULTS" | median)
         l=$(awk -v p="$pipeline" -v t="$t" '$1 == "leafcache" && $2 == p && $3 == t { print $4 }' "$RESULTS" | median)
-        printf '%-6s %-4s %12.0f %12.0f %8.2f\n' "$t" "$pipeline" "$r" "$l" "$(awk -v a="$l" -v b="$r" 'BEGIN { print a / b }')"
+        printf '%-20s %-4s %12.0f %12.0f %8.2f\n' "$t" "$pipeline" "$r" "$l" "$(awk -v a="$l" -v b="$r" 'BEGIN { print a / b }')"
     done
 done
 rm -f "$RESULTS"

@@ -51,7 +51,10 @@ fn require() -> bool {
 }
 
 fn skip(what: &str, why: &str) {
-    assert!(!require(), "LEAFCACHE_REQUIRE_CLIENTS is set but {what} is missing: {why}");
+    assert!(
+        !require(),
+        "LEAFCACHE_REQUIRE_CLIENTS is set but {what} is missing: {why}"
+    );
     eprintln!("{what} not available ({why}); skipped — tests/run-all installs it");
 }
 
@@ -98,7 +101,10 @@ async fn redis_py_8_with_its_client_side_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_redis_6_and_ioredis_6_and_5() {
     if !clients_dir().join("node_modules/redis").exists() {
-        return skip("node-redis and ioredis", "tests/clients/node_modules is not installed");
+        return skip(
+            "node-redis and ioredis",
+            "tests/clients/node_modules is not installed",
+        );
     }
     let t = tree();
     let mut cmd = Command::new("node");
@@ -125,7 +131,8 @@ async fn redis_cli_in_resp3() {
         Err(e) => skip("redis-cli", &e.to_string()),
         Ok(out) => {
             assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "PONG");
-            let text = |args: &[&str]| String::from_utf8_lossy(&cli(args).unwrap().stdout).into_owned();
+            let text =
+                |args: &[&str]| String::from_utf8_lossy(&cli(args).unwrap().stdout).into_owned();
             assert_eq!(text(&["SET", "cli", "v", "EX", "60"]).trim(), "OK");
             assert_eq!(text(&["GET", "cli"]).trim(), "v");
             assert_eq!(text(&["TTL", "cli"]).trim(), "60");
@@ -146,7 +153,8 @@ async fn the_redis_crate_in_resp2_and_resp3() {
     let addr_b = t.b.resp_addr().unwrap().to_string();
     tokio::task::spawn_blocking(move || {
         for proto in ["resp2", "resp3"] {
-            let client = redis::Client::open(format!("redis://{addr_a}/?protocol={proto}")).unwrap();
+            let client =
+                redis::Client::open(format!("redis://{addr_a}/?protocol={proto}")).unwrap();
             let mut con = client.get_connection().unwrap();
             let _: () = con.set("rs:k", proto).unwrap();
             assert_eq!(con.get::<_, String>("rs:k").unwrap(), proto);
@@ -177,12 +185,21 @@ async fn the_redis_crate_in_resp2_and_resp3() {
         let mut con = client.get_connection().unwrap();
         let (tx, rx) = std::sync::mpsc::channel::<PushInfo>();
         con.set_push_sender(tx);
-        let _: () = redis::cmd("CLIENT").arg("TRACKING").arg("on").query(&mut con).unwrap();
+        let _: () = redis::cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("on")
+            .query(&mut con)
+            .unwrap();
         let writer = redis::Client::open(format!("redis://{addr_a}/")).unwrap();
         let mut writer = writer.get_connection().unwrap();
         let _: () = writer.set("rs:tracked", "v1").unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while con.get::<_, Option<String>>("rs:tracked").unwrap().as_deref() != Some("v1") {
+        while con
+            .get::<_, Option<String>>("rs:tracked")
+            .unwrap()
+            .as_deref()
+            != Some("v1")
+        {
             assert!(Instant::now() < deadline, "v1 never reached leaf-b");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -196,7 +213,9 @@ async fn the_redis_crate_in_resp2_and_resp3() {
                 assert_eq!(push.kind, PushKind::Invalidate, "{push:?}");
                 assert_eq!(
                     push.data,
-                    vec![Value::Array(vec![Value::BulkString(b"rs:tracked".to_vec())])]
+                    vec![Value::Array(vec![Value::BulkString(
+                        b"rs:tracked".to_vec()
+                    )])]
                 );
                 break;
             }

@@ -897,3 +897,42 @@ async fn the_same_script_answers_as_redis_server() {
     );
     node.shutdown().await;
 }
+
+/// A value over the limit, sent in full by a client that does not wait for answers, gets a
+/// readable error before the connection closes — not a reset that loses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_value_is_answered_before_the_close() {
+    use std::io::{Read, Write};
+    let node = Node::builder()
+        .resp_address("127.0.0.1:0")
+        .server_limits(leafcache::ServerLimits {
+            max_value: 1 << 20,
+            ..leafcache::ServerLimits::default()
+        })
+        .build()
+        .unwrap();
+    let addr = node.resp_addr().unwrap().to_string();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let value = vec![b'x'; 4 << 20];
+        let mut request =
+            format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n", value.len()).into_bytes();
+        request.extend_from_slice(&value);
+        request.extend_from_slice(b"\r\n");
+        // The whole request goes out (or as much as the server takes before it closes).
+        let _ = s.write_all(&request);
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(
+        answer.starts_with(
+            "-ERR Protocol error: a 4194304-byte argument, the limit is 1048576 bytes"
+        ),
+        "{answer:?}"
+    );
+    node.shutdown().await;
+}

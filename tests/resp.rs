@@ -507,7 +507,10 @@ async fn limits_refuse_before_allocating_and_close_only_that_connection() {
         let mut raw = Raw::connect(&node);
         raw.send(hostile);
         let reply = raw.read_line();
-        assert!(reply.starts_with("-Protocol error"), "{hostile:?}: {reply}");
+        assert!(
+            reply.starts_with("-ERR Protocol error"),
+            "{hostile:?}: {reply}"
+        );
         assert!(raw.closed(), "{hostile:?} leaves the connection open");
     }
 

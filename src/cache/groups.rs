@@ -84,6 +84,10 @@ impl Groups {
         }
         if new - s > MAX_SPAN {
             ranges.remove(&s);
+        } else if ranges.range(s + 1..=new).next().is_none() {
+            if let Some(end) = ranges.get_mut(&s) {
+                *end = new;
+            }
         } else {
             // Swallow the groups between, which now lie inside this one.
             let inside: Vec<u64> = ranges.range(s + 1..=new).map(|(&k, _)| k).collect();

@@ -258,9 +258,14 @@ impl Cache {
 
     #[inline]
     fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
+        &self.inner.shards[self.shard_index(key)].0
+    }
+
+    #[inline]
+    fn shard_index(&self, key: &[u8]) -> usize {
         use std::hash::BuildHasher;
         let h = self.inner.hasher.hash_one(key);
-        &self.inner.shards[(h >> 40) as usize & self.inner.mask].0
+        (h >> 40) as usize & self.inner.mask
     }
 
     #[inline]
@@ -427,8 +432,11 @@ impl Cache {
             },
         );
         self.tell(&mut shard, Some(key.as_slice()));
-        self.regroup(&shard, key.as_slice(), seq);
-        shard.set(key, value, version, expires_at, seq, now);
+        let grouped = core.groups.any();
+        let old = shard.set(key, value, version, expires_at, seq, now, grouped);
+        if grouped && let Some(old) = old {
+            core.groups.moved(old, seq);
+        }
         if !shard.dropped.is_empty() {
             self.tell(&mut shard, None);
         }

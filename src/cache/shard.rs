@@ -336,6 +336,8 @@ impl Shard {
     }
 
     /// Writes an entry unconditionally (the caller's version is the newest: a local write).
+    /// With `old_seq`, returns the seq of the log record the write replaced, if any.
+    #[allow(clippy::too_many_arguments)]
     pub fn set(
         &mut self,
         key: KeyArg<'_>,
@@ -344,7 +346,8 @@ impl Shard {
         expires_at: u64,
         seq: u64,
         now: u64,
-    ) {
+        old_seq: bool,
+    ) -> Option<u64> {
         self.sweep(now, SWEEP_PER_WRITE);
         let overwritten = self.overwrite_live(
             key.as_slice(),
@@ -354,10 +357,19 @@ impl Shard {
             (seq, LOCAL),
             now,
         );
-        if let Err(value) = overwritten {
-            let key = key.into_bytes();
-            self.clear_key(&key);
-            self.install_live(key, value, version, expires_at, (seq, LOCAL), now);
+        match overwritten {
+            Ok(old) => Some(old),
+            Err(value) => {
+                let key = key.into_bytes();
+                let old = if old_seq {
+                    self.dead.peek(key.as_ref()).map(|d| d.seq)
+                } else {
+                    None
+                };
+                self.clear_key(&key);
+                self.install_live(key, value, version, expires_at, (seq, LOCAL), now);
+                old
+            }
         }
     }
 
@@ -628,8 +640,8 @@ impl Shard {
     }
 
     /// Rewrites a live entry in place — promoted, re-indexed, its log record moved to `seq` —
-    /// without taking it out of the LRU and putting it back. Hands `value` back if `key` is not
-    /// live here.
+    /// without taking it out of the LRU and putting it back; returns the seq its record had.
+    /// Hands `value` back if `key` is not live here.
     fn overwrite_live(
         &mut self,
         key: &[u8],
@@ -638,7 +650,7 @@ impl Shard {
         expires_at: u64,
         (seq, source): (u64, u32),
         now: u64,
-    ) -> Result<(), Bytes> {
+    ) -> Result<u64, Bytes> {
         let Some(e) = self.live.get_mut(key) else {
             return Err(value);
         };
@@ -667,7 +679,7 @@ impl Shard {
         if new_size > old_size {
             self.evict_over_limits(now);
         }
-        Ok(())
+        Ok(old_seq)
     }
 
     fn install_live(
@@ -806,10 +818,10 @@ mod tests {
     fn evicts_least_recently_used_and_remembers_the_version() {
         let mut s = shard(2);
         let clock = Clock::default();
-        s.set("a".into(), "1".into(), v(1, 1), NEVER, 1, 0);
-        s.set("b".into(), "2".into(), v(2, 1), NEVER, 2, 0);
+        s.set("a".into(), "1".into(), v(1, 1), NEVER, 1, 0, false);
+        s.set("b".into(), "2".into(), v(2, 1), NEVER, 2, 0, false);
         assert!(s.get(b"a", &clock).is_some()); // b is now least recently used
-        s.set("c".into(), "3".into(), v(3, 1), NEVER, 3, 0);
+        s.set("c".into(), "3".into(), v(3, 1), NEVER, 3, 0, false);
         check(&s);
         assert!(s.get(b"b", &clock).is_none());
         assert_eq!(s.counters.evictions, 1);
@@ -823,7 +835,7 @@ mod tests {
     fn changes_from_a_link_are_not_listed_for_it() {
         let mut s = shard(1);
         assert!(s.apply(&set("a", "1", v(1, 1)), 7, 0, || 1));
-        s.set("b".into(), "2".into(), v(2, 1), NEVER, 2, 0); // evicts a: Gone, still from 7
+        s.set("b".into(), "2".into(), v(2, 1), NEVER, 2, 0, false); // evicts a: Gone, still from 7
         check(&s);
         let seqs = |skip| {
             let mut out = Vec::new();
@@ -914,8 +926,8 @@ mod tests {
     #[test]
     fn purge_removes_older_and_refuses_older_writes() {
         let mut s = shard(10);
-        s.set("a".into(), "1".into(), v(1, 1), NEVER, 1, 0);
-        s.set("b".into(), "2".into(), v(5, 1), NEVER, 2, 0);
+        s.set("a".into(), "1".into(), v(1, 1), NEVER, 1, 0, false);
+        s.set("b".into(), "2".into(), v(5, 1), NEVER, 2, 0, false);
         s.purge(v(3, 0));
         check(&s);
         assert!(s.peek(b"a", 0).is_none());
@@ -927,7 +939,7 @@ mod tests {
     #[test]
     fn invalidate_drops_only_an_older_copy() {
         let mut s = shard(10);
-        s.set("k".into(), "v".into(), v(5, 1), NEVER, 1, 0);
+        s.set("k".into(), "v".into(), v(5, 1), NEVER, 1, 0, false);
         let inv = |ts| Change::Invalidate {
             key: "k".into(),
             version: v(ts, 1),
@@ -968,9 +980,10 @@ mod tests {
                 1_000 + i,
                 i + 1,
                 0,
+                false,
             );
         }
-        s.set("forever".into(), "v".into(), v(99, 1), NEVER, 11, 0);
+        s.set("forever".into(), "v".into(), v(99, 1), NEVER, 11, 0, false);
         assert_eq!(s.sweep(2_000, 3), 3);
         assert_eq!(s.len(), 8);
         assert_eq!(s.sweep(2_000, 100), 7);

@@ -84,9 +84,8 @@ impl Client {
         self.resp.load(Ordering::Relaxed) == 3
     }
 
-    /// Marks a command run now.
-    pub fn ran(&self, command: usize) {
-        self.last_cmd.store(command, Ordering::Relaxed);
+    /// Marks the client active now (once per run of pipelined commands).
+    pub fn active_now(&self) {
         let ms = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_active_ms.store(ms, Ordering::Relaxed);
     }

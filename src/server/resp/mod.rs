@@ -184,14 +184,19 @@ async fn serve_session(
     let mut input = BytesMut::with_capacity(16 << 10);
     let mut output = BytesMut::with_capacity(16 << 10);
     let mut args: Vec<Range<usize>> = Vec::with_capacity(8);
+    // Registered once for the connection, not once per read: the node-wide token is shared by
+    // every connection, and registering with it takes its lock.
+    let shut_down = shutdown.cancelled();
+    let was_killed = killed.cancelled();
+    tokio::pin!(shut_down, was_killed);
     loop {
         if input.capacity() - input.len() < 4096 {
             input.reserve(16 << 10);
         }
         let read = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = killed.cancelled() => return Ok(()),
+            _ = &mut shut_down => return Ok(()),
+            _ = &mut was_killed => return Ok(()),
             Some(frame) = pushes.recv() => {
                 write_pushes(session, frame, pushes, &mut output);
                 stream.write_all(&output).await?;
@@ -281,6 +286,7 @@ fn run(
     let core = node.core();
     let mut shared_hold = None;
     let mut commands = 0;
+    session.client.active_now();
     loop {
         match parse(input, limits, args) {
             Ok(Parsed::Request { consumed }) => {
@@ -291,18 +297,19 @@ fn run(
                         ranges: args,
                     };
                     let mut out = Reply::new(output, session.resp3);
-                    match session.gate_for(request) {
+                    let index = table::lookup(request.get(0));
+                    match session.gate_for(index) {
                         Some(true) => {
                             shared_hold = None;
-                            core.atomically(|| session.execute(request, &mut out));
+                            core.atomically(|| session.execute(index, request, &mut out));
                         }
                         Some(false) => {
                             if shared_hold.is_none() {
                                 shared_hold = Some(core.gate.read());
                             }
-                            session.execute(request, &mut out);
+                            session.execute(index, request, &mut out);
                         }
-                        None => session.execute(request, &mut out),
+                        None => session.execute(index, request, &mut out),
                     }
                 }
                 input.advance(consumed);
@@ -326,7 +333,7 @@ fn run(
             }
             Err(e) => {
                 count(&session.node.doors().stats.protocol_errors, 1);
-                Reply::new(output, session.resp3).error(&e.to_string());
+                Reply::new(output, session.resp3).error(&format!("ERR {e}"));
                 return (Stop::Refuse, commands);
             }
         }

@@ -174,10 +174,10 @@ impl<'n> Session<'n> {
         !self.resp3 && (!self.channels.is_empty() || !self.patterns.is_empty())
     }
 
-    /// How the dispatcher must hold the node's gate for this request: `Some(true)` alone,
-    /// `Some(false)` shared, `None` not at all.
-    pub fn gate_for(&self, args: Args<'_>) -> Option<bool> {
-        let spec = &COMMANDS[table::lookup(args.get(0))?];
+    /// How the dispatcher must hold the node's gate for command `index` (from
+    /// [`table::lookup`]): `Some(true)` alone, `Some(false)` shared, `None` not at all.
+    pub fn gate_for(&self, index: Option<usize>) -> Option<bool> {
+        let spec = &COMMANDS[index?];
         if self.multi.is_some() && !spec.has(NOT_QUEUED) {
             return None;
         }
@@ -190,9 +190,10 @@ impl<'n> Session<'n> {
         }
     }
 
-    /// Runs one request, writing its reply.
-    pub fn execute(&mut self, args: Args<'_>, out: &mut Reply<'_>) {
-        let Some(index) = table::lookup(args.get(0)) else {
+    /// Runs one request, whose command `index` is the table's (from [`table::lookup`]), writing
+    /// its reply.
+    pub fn execute(&mut self, index: Option<usize>, args: Args<'_>, out: &mut Reply<'_>) {
+        let Some(index) = index else {
             self.refuse_in_multi();
             unknown(args, out);
             return;
@@ -232,8 +233,12 @@ impl<'n> Session<'n> {
     }
 
     fn run(&mut self, index: usize, spec: &Spec, args: Args<'_>, out: &mut Reply<'_>) {
-        self.client.ran(index);
-        let seq_before = self.node.current_seq();
+        self.client.last_cmd.store(index, Ordering::Relaxed);
+        let seq_before = if spec.has(table::WRITE) {
+            self.node.current_seq()
+        } else {
+            0
+        };
         self.caching_kept = false;
         super::tracking::CURRENT_CLIENT.set(self.client.id);
         (spec.run)(self, args, out);

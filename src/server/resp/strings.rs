@@ -283,7 +283,7 @@ fn write_pairs(s: &Session<'_>, args: Args<'_>) -> Result<(), Error> {
 }
 
 /// `MSET`: runs with the node's gate held alone, so no client sees some pairs written and not
-/// the others.
+/// the others, and replicates as one group.
 pub(super) fn mset(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
     if !pairs_ok(s, args, "mset", out) {
         return;

@@ -792,7 +792,8 @@ pub(super) static COMMANDS: &[Spec] = &[
 
 /// The table index of the command called `name` (any case).
 pub(super) fn lookup(name: &[u8]) -> Option<usize> {
-    static INDEX: OnceLock<HashMap<&'static [u8], usize>> = OnceLock::new();
+    static INDEX: OnceLock<HashMap<&'static [u8], usize, foldhash::fast::FixedState>> =
+        OnceLock::new();
     let index = INDEX.get_or_init(|| {
         COMMANDS
             .iter()
