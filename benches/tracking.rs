@@ -14,7 +14,6 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use leafcache::Node;
 use resp::{Client, V};
 
 fn rounds() -> usize {
@@ -69,20 +68,7 @@ fn main() {
         .build()
         .unwrap();
     let _guard = rt.enter();
-    let hub = Node::builder()
-        .name("hub")
-        .local_address("127.0.0.1:0")
-        .build()
-        .unwrap();
-    let leaf = |name: &str| {
-        Node::builder()
-            .name(name)
-            .remote_address(hub.local_addr().unwrap())
-            .resp_address("127.0.0.1:0")
-            .build()
-            .unwrap()
-    };
-    let (a, b) = (leaf("leaf-a"), leaf("leaf-b"));
+    let (_hub, a, b) = resp::two_leaves(leafcache::replication::BATCH_RECORDS);
     let (a_addr, b_addr) = (a.resp_addr().unwrap(), b.resp_addr().unwrap());
     // Let the links come up.
     let mut probe = Client::connect(a_addr);

@@ -7,6 +7,8 @@
 //! which makes a missing client a failure; under a plain `cargo test` a missing one is reported
 //! and skipped.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -21,20 +23,7 @@ struct Tree {
 }
 
 fn tree() -> Tree {
-    let hub = Node::builder()
-        .name("hub")
-        .local_address("127.0.0.1:0")
-        .build()
-        .unwrap();
-    let leaf = |name: &str| {
-        Node::builder()
-            .name(name)
-            .remote_address(hub.local_addr().unwrap())
-            .resp_address("127.0.0.1:0")
-            .build()
-            .unwrap()
-    };
-    let (a, b) = (leaf("leaf-a"), leaf("leaf-b"));
+    let (hub, a, b) = support::resp::two_leaves(leafcache::replication::BATCH_RECORDS);
     Tree { hub, a, b }
 }
 

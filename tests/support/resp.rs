@@ -8,6 +8,30 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use leafcache::Node;
+
+/// A hub and two leaves over TCP on loopback, the leaves with RESP doors; `batch_records` for
+/// every link. Call inside a tokio runtime.
+pub fn two_leaves(batch_records: usize) -> (Node, Node, Node) {
+    let hub = Node::builder()
+        .name("hub")
+        .local_address("127.0.0.1:0")
+        .batch_records(batch_records)
+        .build()
+        .unwrap();
+    let leaf = |name: &str| {
+        Node::builder()
+            .name(name)
+            .remote_address(hub.local_addr().unwrap())
+            .batch_records(batch_records)
+            .resp_address("127.0.0.1:0")
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (leaf("leaf-a"), leaf("leaf-b"));
+    (hub, a, b)
+}
+
 /// One RESP reply.
 #[derive(Clone, Debug, PartialEq)]
 pub enum V {

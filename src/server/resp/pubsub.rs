@@ -164,38 +164,40 @@ pub(super) fn psubscribe(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_
 }
 
 pub(super) fn unsubscribe(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
-    let names: Vec<Bytes> = if args.len() == 1 {
-        s.channels.clone()
-    } else {
-        args.from(1).map(Bytes::copy_from_slice).collect()
-    };
-    if names.is_empty() {
-        confirm(out, b"unsubscribe", None, count(s));
-        return;
-    }
-    for name in names {
-        s.shared.pubsub.remove_channel(s.client.id, &name);
-        s.channels.retain(|c| *c != name);
-        update_counts(s);
-        confirm(out, b"unsubscribe", Some(&name), count(s));
-    }
+    leave(s, args, out, false);
 }
 
 pub(super) fn punsubscribe(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
-    let names: Vec<Bytes> = if args.len() == 1 {
-        s.patterns.clone()
+    leave(s, args, out, true);
+}
+
+/// `UNSUBSCRIBE` (channels) or `PUNSUBSCRIBE` (`patterns`): the names given, or all; one
+/// confirmation each, or one with a null name when there were none.
+fn leave(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>, patterns: bool) {
+    let kind: &[u8] = if patterns {
+        b"punsubscribe"
     } else {
-        args.from(1).map(Bytes::copy_from_slice).collect()
+        b"unsubscribe"
+    };
+    let names: Vec<Bytes> = match (args.len(), patterns) {
+        (1, false) => s.channels.clone(),
+        (1, true) => s.patterns.clone(),
+        _ => args.from(1).map(Bytes::copy_from_slice).collect(),
     };
     if names.is_empty() {
-        confirm(out, b"punsubscribe", None, count(s));
+        confirm(out, kind, None, count(s));
         return;
     }
     for name in names {
-        s.shared.pubsub.remove_pattern(s.client.id, &name);
-        s.patterns.retain(|p| *p != name);
+        if patterns {
+            s.shared.pubsub.remove_pattern(s.client.id, &name);
+            s.patterns.retain(|p| *p != name);
+        } else {
+            s.shared.pubsub.remove_channel(s.client.id, &name);
+            s.channels.retain(|c| *c != name);
+        }
         update_counts(s);
-        confirm(out, b"punsubscribe", Some(&name), count(s));
+        confirm(out, kind, Some(&name), count(s));
     }
 }
 

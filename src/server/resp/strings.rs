@@ -313,38 +313,58 @@ pub(super) fn msetnx(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
 }
 
 pub(super) fn append(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
-    let (key, tail) = (args.get(1), args.get(2));
+    let tail = args.get(2);
+    rebuild(
+        s,
+        args.get(1),
+        out,
+        |old| Some(old + tail.len()),
+        |old, value| {
+            value.extend_from_slice(old);
+            value.extend_from_slice(tail);
+        },
+    );
+}
+
+/// `APPEND` and `SETRANGE`: rebuilds `key`'s value (empty if it holds none) under its shard
+/// lock, keeping its expiry (a new key gets the cache's default), and answers the new length.
+/// `len_of` gives the new length from the old one, `None` to write nothing (answering the old
+/// length); a length over the value limit is refused before anything is built.
+fn rebuild(
+    s: &mut Session<'_>,
+    key: &[u8],
+    out: &mut Reply<'_>,
+    len_of: impl FnOnce(usize) -> Option<usize>,
+    build: impl FnOnce(&[u8], &mut Vec<u8>),
+) {
     if !s.key_ok(key, out) {
         return;
     }
     let limit = s.node.doors().limits.max_value;
+    let default_expiry = s.cache_default_expiry();
     let result: Result<Result<usize, usize>, Error> = s.cache.update(key, |current| {
-        let (head, expires_at) = match current {
+        let (old, expires_at) = match current {
             Some(c) => (&c.value[..], c.expires_at),
-            None => (&b""[..], s.cache_default_expiry()),
+            None => (&b""[..], default_expiry),
         };
-        let len = head.len() + tail.len();
+        let Some(len) = len_of(old.len()) else {
+            return Ok((None, Ok(old.len())));
+        };
         if len > limit {
             return Ok((None, Err(len)));
         }
         let mut value = Vec::with_capacity(len);
-        value.extend_from_slice(head);
-        value.extend_from_slice(tail);
-        Ok((
-            Some(Write {
-                value: value.into(),
-                expires_at,
-            }),
-            Ok(len),
-        ))
+        build(old, &mut value);
+        let write = Write {
+            value: value.into(),
+            expires_at,
+        };
+        Ok((Some(write), Ok(len)))
     });
     match result {
         Ok(Ok(len)) => out.int(len as i64),
-        Ok(Err(len)) => {
+        Ok(Err(len)) | Err(Error::ValueTooLarge { size: len, .. }) => {
             s.built_ok(key, len, out);
-        }
-        Err(Error::ValueTooLarge { size, .. }) => {
-            s.built_ok(key, size, out);
         }
         Err(e) => out.error(&error_line(&e)),
     }
@@ -376,7 +396,7 @@ fn range(len: usize, start: i64, end: i64) -> std::ops::Range<usize> {
 
 /// `SETRANGE key offset value`: overwrites from `offset`, padding with zero bytes.
 pub(super) fn setrange(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
-    let (key, patch) = (args.get(1), args.get(3));
+    let patch = args.get(3);
     let Some(offset) = parse_int(args.get(2)) else {
         out.error(NOT_AN_INTEGER);
         return;
@@ -386,46 +406,18 @@ pub(super) fn setrange(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>)
         return;
     }
     let offset = offset as usize;
-    if !s.key_ok(key, out) {
-        return;
-    }
-    let limit = s.node.doors().limits.max_value;
-    let default_expiry = s.cache_default_expiry();
-    let result: Result<Result<usize, usize>, Error> = s.cache.update(key, |current| {
-        let (old, expires_at) = match current {
-            Some(c) => (&c.value[..], c.expires_at),
-            None => (&b""[..], default_expiry),
-        };
-        if patch.is_empty() {
-            // Nothing to write: the length as it is, and no key created.
-            return Ok((None, Ok(old.len())));
-        }
-        let len = old.len().max(offset.saturating_add(patch.len()));
-        if len > limit {
-            return Ok((None, Err(len)));
-        }
-        let mut value = Vec::with_capacity(len);
-        value.extend_from_slice(old);
-        value.resize(len, 0);
-        value[offset..offset + patch.len()].copy_from_slice(patch);
-        Ok((
-            Some(Write {
-                value: value.into(),
-                expires_at,
-            }),
-            Ok(len),
-        ))
-    });
-    match result {
-        Ok(Ok(len)) => out.int(len as i64),
-        Ok(Err(len)) => {
-            s.built_ok(key, len, out);
-        }
-        Err(Error::ValueTooLarge { size, .. }) => {
-            s.built_ok(key, size, out);
-        }
-        Err(e) => out.error(&error_line(&e)),
-    }
+    rebuild(
+        s,
+        args.get(1),
+        out,
+        // An empty patch writes nothing and creates no key.
+        |old| (!patch.is_empty()).then(|| old.max(offset.saturating_add(patch.len()))),
+        |old, value| {
+            value.extend_from_slice(old);
+            value.resize(old.len().max(offset + patch.len()), 0);
+            value[offset..offset + patch.len()].copy_from_slice(patch);
+        },
+    );
 }
 
 pub(super) fn strlen(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
