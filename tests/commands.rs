@@ -456,6 +456,8 @@ async fn introspection_lists_kills_and_counts_clients() {
         a.cmd("COMMAND GETKEYS MSET k1 v1 k2 v2"),
         V::Array(vec![V::b("k1"), V::b("k2")])
     );
+    // A key position the line lacks is not read past its end.
+    assert_eq!(a.cmd("COMMAND GETKEYS OBJECT HELP"), V::Array(vec![]));
     let strings = a.cmd("COMMAND LIST FILTERBY ACLCAT string");
     assert!(strings.items().contains(&V::b("append")));
     assert!(a.cmd("INFO clients").text().contains("connected_clients:1"));
@@ -919,6 +921,186 @@ async fn an_oversized_value_is_answered_before_the_close() {
             "-ERR Protocol error: a 4194304-byte argument, the limit is 1048576 bytes"
         ),
         "{answer:?}"
+    );
+    node.shutdown().await;
+}
+
+/// Every command of `COMMAND LIST`, over and over, with random arguments drawn from the options
+/// the commands take, numbers of every size and plain words: each gets an answer, the connection
+/// goes on (but for the commands that close it), and the node never falls over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_with_random_arguments_answers() {
+    use rand::{Rng, SeedableRng};
+    let node = Node::builder()
+        .cache("one", leafcache::CacheConfig::default())
+        .resp_address("127.0.0.1:0")
+        .build()
+        .unwrap();
+    let addr = node.resp_addr().unwrap().to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut c = Client::connect(&addr);
+        let names: Vec<String> = c.cmd("COMMAND LIST").items().iter().map(V::text).collect();
+        let words = [
+            "",
+            "0",
+            "1",
+            "-1",
+            "2",
+            "3",
+            "5",
+            "100",
+            "-100",
+            "99999999999999999999",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "k",
+            "key1",
+            "key2",
+            "*",
+            "k*",
+            "EX",
+            "PX",
+            "EXAT",
+            "PXAT",
+            "NX",
+            "XX",
+            "GT",
+            "LT",
+            "KEEPTTL",
+            "GET",
+            "PERSIST",
+            "IDX",
+            "LEN",
+            "MINMATCHLEN",
+            "WITHMATCHLEN",
+            "MATCH",
+            "COUNT",
+            "TYPE",
+            "string",
+            "DB",
+            "REPLACE",
+            "ABSTTL",
+            "IDLETIME",
+            "FREQ",
+            "ON",
+            "OFF",
+            "BCAST",
+            "PREFIX",
+            "REDIRECT",
+            "OPTIN",
+            "OPTOUT",
+            "NOLOOP",
+            "YES",
+            "NO",
+            "ID",
+            "ADDR",
+            "LADDR",
+            "SKIPME",
+            "MAXAGE",
+            "USER",
+            "LIST",
+            "INFO",
+            "KILL",
+            "TRACKING",
+            "CACHING",
+            "GETREDIR",
+            "TRACKINGINFO",
+            "SETNAME",
+            "SETINFO",
+            "LIB-NAME",
+            "LIB-VER",
+            "NO-EVICT",
+            "NO-TOUCH",
+            "GETKEYS",
+            "DOCS",
+            "USAGE",
+            "SAMPLES",
+            "ENCODING",
+            "REFCOUNT",
+            "HELP",
+            "AUTH",
+            "default",
+            "CHANNELS",
+            "NUMSUB",
+            "NUMPAT",
+            "FILTERBY",
+            "PATTERN",
+            "ACLCAT",
+            "ASYNC",
+            "normal",
+            "pubsub",
+            "v a l",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+        let mut previous: Vec<String> = Vec::new();
+        for round in 0..20_000 {
+            let name = &names[rng.random_range(0..names.len())];
+            let mut args: Vec<String> = vec![name.clone()];
+            if rng.random_bool(0.3)
+                && matches!(
+                    name.as_str(),
+                    "client" | "command" | "object" | "memory" | "config" | "pubsub"
+                )
+            {
+                args.push(
+                    [
+                        "LIST", "INFO", "TRACKING", "GETKEYS", "USAGE", "ENCODING", "GET", "NUMSUB",
+                    ][rng.random_range(0..8)]
+                    .into(),
+                );
+            }
+            for _ in 0..rng.random_range(0..6) {
+                // Now and then a command name, for COMMAND GETKEYS / INFO / DOCS.
+                let word = if rng.random_bool(0.1) {
+                    names[rng.random_range(0..names.len())].clone()
+                } else {
+                    words[rng.random_range(0..words.len())].to_string()
+                };
+                args.push(word);
+            }
+            let argv: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            if let Err(e) = c.try_send(&argv) {
+                panic!("the connection closed after {previous:?}: {e}");
+            }
+            // Leave any transaction and subscription, then PING with a marker: everything up to
+            // the marker is the command's answer (one reply or several).
+            let marker = format!("marker-{round}");
+            let closes = name == "quit"
+                || (name == "client" && args.iter().any(|a| a.eq_ignore_ascii_case("kill")));
+            for tail in [
+                &[&b"DISCARD"[..]][..],
+                &[b"RESET"],
+                &[b"PING", marker.as_bytes()],
+            ] {
+                if let Err(e) = c.try_send(tail)
+                    && !closes
+                {
+                    panic!("the connection closed after {args:?}: {e}");
+                }
+            }
+            loop {
+                if closes && c.closed() {
+                    c = Client::connect(&addr);
+                    break;
+                }
+                if c.closed() {
+                    panic!("the connection closed after {args:?}");
+                }
+                let reply = c.read();
+                if reply.text().contains(&marker) || reply == V::b(&marker) {
+                    break;
+                }
+            }
+            previous = args;
+        }
+    })
+    .await
+    .unwrap();
+    let mut c = client(&node);
+    assert_eq!(
+        c.cmd("PING"),
+        V::Simple("PONG".into()),
+        "the node still serves"
     );
     node.shutdown().await;
 }

@@ -98,13 +98,18 @@ impl Client {
     }
 
     pub fn send(&mut self, args: &[&[u8]]) {
+        self.try_send(args).expect("send");
+    }
+
+    /// Sends a command; an error if the connection is gone.
+    pub fn try_send(&mut self, args: &[&[u8]]) -> std::io::Result<()> {
         let mut out = format!("*{}\r\n", args.len()).into_bytes();
         for a in args {
             out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
             out.extend_from_slice(a);
             out.extend_from_slice(b"\r\n");
         }
-        self.stream.write_all(&out).expect("send");
+        self.stream.write_all(&out)
     }
 
     /// Sends a command (words split on spaces) and reads one reply.

@@ -293,8 +293,10 @@ pub(super) fn command(_: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) 
                 return;
             }
             let last = if last < 0 { n as i32 + last } else { last };
+            // Only positions the command line has (an optional key may be absent).
             let keys: Vec<&[u8]> = (first..=last)
                 .step_by(step.max(1) as usize)
+                .filter(|&i| (i as usize) < n)
                 .map(|i| args.get(2 + i as usize))
                 .collect();
             out.array(keys.len());
