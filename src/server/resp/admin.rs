@@ -114,10 +114,7 @@ pub(super) fn memory(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
                 "HELP",
                 "    Print this help.",
             ];
-            out.array(lines.len());
-            for l in lines {
-                out.simple(l);
-            }
+            super::session::help(out, &lines);
         }
         _ => unknown_subcommand(args, "MEMORY", out),
     }
@@ -322,10 +319,7 @@ pub(super) fn command(_: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) 
                 "HELP",
                 "    Print this help.",
             ];
-            out.array(lines.len());
-            for l in lines {
-                out.simple(l);
-            }
+            super::session::help(out, &lines);
         }
         _ => unknown_subcommand(args, "COMMAND", out),
     }
@@ -403,13 +397,8 @@ pub(super) fn client(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
         b"LIST" => client_list(s, args, out),
         b"KILL" if n >= 3 => client_kill(s, args, out),
         b"NO-EVICT" | b"NO-TOUCH" if n == 3 => {
-            let on = match args.upper(2).as_bytes() {
-                b"ON" => true,
-                b"OFF" => false,
-                _ => {
-                    out.error(SYNTAX);
-                    return;
-                }
+            let Some(on) = super::session::on_off(args.get(2), out) else {
+                return;
             };
             let flag = if sub.as_bytes() == b"NO-EVICT" {
                 &s.client.no_evict
@@ -441,10 +430,7 @@ pub(super) fn client(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
                 "TRACKINGINFO",
                 "HELP",
             ];
-            out.array(lines.len());
-            for l in lines {
-                out.simple(l);
-            }
+            super::session::help(out, &lines);
         }
         _ => unknown_subcommand(args, "CLIENT", out),
     }

@@ -438,10 +438,7 @@ pub(super) fn object(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
             "HELP",
             "    Print this help.",
         ];
-        out.array(lines.len());
-        for l in lines {
-            out.simple(l);
-        }
+        super::session::help(out, &lines);
         return;
     }
     if args.len() != 3 {

@@ -272,10 +272,7 @@ pub(super) fn introspect(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_
                 "HELP",
                 "    Print this help.",
             ];
-            out.array(lines.len());
-            for l in lines {
-                out.simple(l);
-            }
+            super::session::help(out, &lines);
         }
         _ => out.error(&format!(
             "ERR unknown subcommand or wrong number of arguments for '{}'. Try PUBSUB HELP.",

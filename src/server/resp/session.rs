@@ -345,6 +345,26 @@ pub(crate) fn error_line(e: &Error) -> String {
 pub(crate) const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
 pub(crate) const SYNTAX: &str = "ERR syntax error";
 
+/// A `HELP` subcommand's answer: one status line each.
+pub(crate) fn help(out: &mut Reply<'_>, lines: &[&str]) {
+    out.array(lines.len());
+    for line in lines {
+        out.simple(line);
+    }
+}
+
+/// `ON` or `OFF` (any case), or the syntax error.
+pub(crate) fn on_off(raw: &[u8], out: &mut Reply<'_>) -> Option<bool> {
+    match Upper::of(raw).as_bytes() {
+        b"ON" => Some(true),
+        b"OFF" => Some(false),
+        _ => {
+            out.error(SYNTAX);
+            None
+        }
+    }
+}
+
 /// An integer argument, or the error Redis gives.
 pub(crate) fn int_arg(raw: &[u8], out: &mut Reply<'_>) -> Option<i64> {
     let n = parse_int(raw);

@@ -245,13 +245,8 @@ impl Watcher for Shared {
 
 /// `CLIENT TRACKING on|off [REDIRECT id] [PREFIX p]... [BCAST] [OPTIN] [OPTOUT] [NOLOOP]`.
 pub(super) fn client_tracking(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
-    let on = match args.upper(2).as_bytes() {
-        b"ON" => true,
-        b"OFF" => false,
-        _ => {
-            out.error(SYNTAX);
-            return;
-        }
+    let Some(on) = super::session::on_off(args.get(2), out) else {
+        return;
     };
     let mut mode = TrackingMode::default();
     let mut i = 3;
