@@ -57,6 +57,17 @@ struct Disk {
     flush: Flush,
 }
 
+/// The tree of a random run — 2 to `max` nodes, each node's hub one of those before it — and
+/// the generator that drew it, for the run's other choices.
+fn random_tree(seed: u64, max: usize) -> (StdRng, Vec<Option<usize>>) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let n = rng.random_range(2..=max);
+    let parents = (0..n)
+        .map(|i| (i > 0).then(|| rng.random_range(0..i)))
+        .collect();
+    (rng, parents)
+}
+
 /// The simulated cluster.
 pub struct Sim {
     /// The reference clock; with skew, each node's clock follows it with its offset and drift.
@@ -109,11 +120,7 @@ impl Sim {
     /// A random tree of 2 to `max` nodes (relays included), each node with a clock of its own —
     /// offset up to ±400 ms, drifting up to ±2,000 ppm — and, in a quarter of the runs, a root.
     pub fn random(seed: u64, max: usize) -> Sim {
-        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
-        let n = rng.random_range(2..=max);
-        let parents: Vec<Option<usize>> = (0..n)
-            .map(|i| (i > 0).then(|| rng.random_range(0..i)))
-            .collect();
+        let (mut rng, parents) = random_tree(seed, max);
         let persist = rng.random_bool(0.25);
         Sim::with(
             seed,
@@ -127,11 +134,7 @@ impl Sim {
     /// [`random`](Self::random) without persistence, and with batches of 1 to 6 changes, so
     /// that a resync takes many batches and their cuts fall everywhere.
     pub fn random_small_batches(seed: u64, max: usize) -> Sim {
-        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
-        let n = rng.random_range(2..=max);
-        let parents: Vec<Option<usize>> = (0..n)
-            .map(|i| (i > 0).then(|| rng.random_range(0..i)))
-            .collect();
+        let (mut rng, parents) = random_tree(seed, max);
         let batch = rng.random_range(1..=6);
         Sim::with(seed, &parents, true, false, batch)
     }

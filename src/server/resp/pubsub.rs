@@ -140,26 +140,34 @@ fn update_counts(s: &Session<'_>) {
 }
 
 pub(super) fn subscribe(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
-    for channel in args.from(1) {
-        if !s.channels.iter().any(|c| c == channel) {
-            let channel = Bytes::copy_from_slice(channel);
-            s.shared.pubsub.add_channel(s.client.id, &channel);
-            s.channels.push(channel);
-        }
-        update_counts(s);
-        confirm(out, b"subscribe", Some(channel), count(s));
-    }
+    join(s, args, out, false);
 }
 
 pub(super) fn psubscribe(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
-    for pattern in args.from(1) {
-        if !s.patterns.iter().any(|p| p == pattern) {
-            let pattern = Bytes::copy_from_slice(pattern);
-            s.shared.pubsub.add_pattern(s.client.id, &pattern);
-            s.patterns.push(pattern);
+    join(s, args, out, true);
+}
+
+/// `SUBSCRIBE` (channels) or `PSUBSCRIBE` (`patterns`): one confirmation per name.
+fn join(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>, patterns: bool) {
+    let kind: &[u8] = if patterns {
+        b"psubscribe"
+    } else {
+        b"subscribe"
+    };
+    for name in args.from(1) {
+        let held = if patterns { &s.patterns } else { &s.channels };
+        if !held.iter().any(|h| h == name) {
+            let name = Bytes::copy_from_slice(name);
+            if patterns {
+                s.shared.pubsub.add_pattern(s.client.id, &name);
+                s.patterns.push(name);
+            } else {
+                s.shared.pubsub.add_channel(s.client.id, &name);
+                s.channels.push(name);
+            }
         }
         update_counts(s);
-        confirm(out, b"psubscribe", Some(pattern), count(s));
+        confirm(out, kind, Some(name), count(s));
     }
 }
 
