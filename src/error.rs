@@ -59,6 +59,16 @@ pub enum Error {
         limit: usize,
     },
 
+    /// The key holds a value of another type than the call works on (a hash read as a string, a
+    /// counter read as a hash).
+    #[error("the key holds a value of another type")]
+    WrongType,
+
+    /// An increment was refused, changing nothing: the value is no number, or the result would
+    /// overflow or be NaN or infinite.
+    #[error("increment refused: {0}")]
+    NotCounted(crate::cache::merge::NotCounted),
+
     /// The named cache does not exist on this node.
     #[error("unknown cache {0:?}")]
     UnknownCache(String),
@@ -120,4 +130,25 @@ pub fn parse_duration(what: &'static str, input: &str) -> Result<Duration, Error
         input: input.to_string(),
         reason: e.to_string(),
     })
+}
+
+impl From<crate::cache::Refused> for Error {
+    fn from(r: crate::cache::Refused) -> Self {
+        match r {
+            crate::cache::Refused::WrongKind => Error::WrongType,
+            crate::cache::Refused::TooLarge { size, limit } => Error::ValueTooLarge { size, limit },
+        }
+    }
+}
+
+impl From<crate::cache::WrongKind> for Error {
+    fn from(_: crate::cache::WrongKind) -> Self {
+        Error::WrongType
+    }
+}
+
+impl From<crate::cache::merge::NotCounted> for Error {
+    fn from(n: crate::cache::merge::NotCounted) -> Self {
+        Error::NotCounted(n)
+    }
 }

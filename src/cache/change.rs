@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::merge::Merge;
 use crate::clock::Version;
 
 /// One change to a cache, as a peer sends it and [`Cache::apply_remote`](super::Cache::apply_remote)
@@ -41,6 +42,9 @@ pub enum Change {
         /// The purge's version: entries with an older version are removed.
         version: Version,
     },
+    /// A key holding a value that merges (a counter, a hash): what changed of its state, joined
+    /// into what the receiver holds rather than replacing it.
+    Merge(Box<Merge>),
 }
 
 impl Change {
@@ -51,6 +55,7 @@ impl Change {
             | Change::Delete { version, .. }
             | Change::Invalidate { version, .. }
             | Change::Purge { version } => *version,
+            Change::Merge(m) => m.version,
         }
     }
 
@@ -60,6 +65,7 @@ impl Change {
             Change::Set { key, .. }
             | Change::Delete { key, .. }
             | Change::Invalidate { key, .. } => Some(key),
+            Change::Merge(m) => Some(&m.key),
             Change::Purge { .. } => None,
         }
     }

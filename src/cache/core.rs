@@ -20,6 +20,9 @@ pub(crate) struct Core {
     /// Changes with every start of the node without persisted state; a peer that sees a new
     /// incarnation knows this node's seqs started over.
     pub incarnation: uuid::Uuid,
+    /// Drawn at every start, persisted or not: the id of this run's parts in counters (a run
+    /// that lost its own part, in a crash, must not count on from where it stood).
+    pub run: u128,
     pub hlc: Hlc,
     /// The last seq handed out; seqs are unique across all caches of the node.
     seq: AtomicU64,
@@ -48,6 +51,7 @@ impl Core {
         writer: NodeId,
         name: String,
         incarnation: uuid::Uuid,
+        run: u128,
         clock: Clock,
         uplink: Uplink,
     ) -> Self {
@@ -56,6 +60,7 @@ impl Core {
             writer,
             name,
             incarnation,
+            run,
             hlc: Hlc::new(clock),
             seq: AtomicU64::new(0),
             changes: tokio::sync::Notify::new(),

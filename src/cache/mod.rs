@@ -10,11 +10,13 @@ pub(crate) mod config;
 pub(crate) mod core;
 pub(crate) mod groups;
 mod loader;
+pub mod merge;
 pub(crate) mod ports;
 mod rmw;
 mod set;
 mod shard;
 mod stats;
+mod typed;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,9 +41,12 @@ use core::Core;
 use ports::{Recorder, Stored};
 pub use set::Caches;
 pub use set::DEFAULT_CACHE;
+pub(crate) use set::approx_size;
 pub use shard::ENTRY_OVERHEAD;
+pub(crate) use shard::Refused;
 pub(crate) use shard::{DeadKind, LOCAL, NEVER, Peeked, Restored, entry_size};
 use shard::{KeyArg, Limits, Shard, skipped};
+pub use shard::{Kind, WrongKind};
 
 /// When an entry expires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -422,18 +427,28 @@ impl Cache {
         let core = &self.inner.core;
         let version = core.new_version();
         let seq = core.next_seq();
-        let pending = self.record(
-            seq,
-            Stored::Live {
-                key: key.as_slice(),
-                value: &value,
-                version,
-                expires_at,
-            },
-        );
         self.tell(&mut shard, Some(key.as_slice()));
         let grouped = core.groups.any();
+        let counter = core.recorder().is_some() && shard.merged(key.as_slice(), now).is_some();
+        let pending = if counter {
+            None
+        } else {
+            self.record(
+                seq,
+                Stored::Live {
+                    key: key.as_slice(),
+                    value: &value,
+                    version,
+                    expires_at,
+                },
+            )
+        };
+        let k = counter.then(|| Bytes::copy_from_slice(key.as_slice()));
         let old = shard.set(key, value, version, expires_at, seq, now, grouped);
+        let pending = match k.and_then(|k| shard.merged_at(&k, seq)) {
+            Some(m) => self.record(seq, Stored::Merged { merge: &m }),
+            None => pending,
+        };
         if grouped && let Some(old) = old {
             core.groups.moved(old, seq);
         }
@@ -520,7 +535,7 @@ impl Cache {
     pub fn scan(&self, cursor: u64, count: usize) -> (Vec<Bytes>, u64) {
         let count = count.max(1);
         let upto = self.inner.core.current_seq();
-        let records = self.changes_between(cursor, upto, count, LOCAL);
+        let records = self.changes_between(cursor, upto, cursor, count, LOCAL);
         let next = match records.last() {
             Some(last) if records.len() == count && last.seq < upto => last.seq,
             _ => 0,
@@ -578,6 +593,11 @@ impl Cache {
         } else {
             expires_at
         };
+        if current.kind != Kind::String {
+            drop(shard);
+            self.expire_merged(key, expires_at)?;
+            return Ok(true);
+        }
         self.commit(shard, KeyArg::Borrowed(key), current.value, expires_at, now);
         Ok(true)
     }
@@ -592,16 +612,25 @@ impl Cache {
         let version = core.new_version();
         let seq = core.next_seq();
         self.regroup(&shard, key, seq);
-        let pending = self.record(
-            seq,
-            Stored::Dead {
-                key,
-                version,
-                tombstone: true,
-                since_ms: now,
-            },
-        );
+        let counter = matches!(shard.merged(key, now), Some(merge::Merged::Counter(_)));
+        let pending = if counter {
+            None
+        } else {
+            self.record(
+                seq,
+                Stored::Dead {
+                    key,
+                    version,
+                    tombstone: true,
+                    since_ms: now,
+                },
+            )
+        };
         let old = shard.delete(Bytes::copy_from_slice(key), version, seq, now);
+        let pending = match counter.then(|| shard.merged_at(key, seq)).flatten() {
+            Some(m) => self.record(seq, Stored::Merged { merge: &m }),
+            None => pending,
+        };
         self.tell(&mut shard, Some(key));
         drop(shard);
         write_out(pending);
@@ -682,6 +711,12 @@ impl Cache {
             .restore(key, version, seq, what, now)
     }
 
+    /// Joins a merged change read from disk.
+    pub(crate) fn restore_merge(&self, merge: &merge::Merge, seq: u64, now: u64) -> bool {
+        self.inner.core.hlc.observe(merge.version.ts);
+        self.shard(&merge.key).lock().restore_merge(merge, seq, now)
+    }
+
     /// Restores a purge read from disk.
     pub(crate) fn restore_purge(&self, version: Version, seq: u64) {
         self.inner.core.hlc.observe(version.ts);
@@ -700,8 +735,9 @@ impl Cache {
         source: u32,
     ) {
         *mark = Some((version, seq, source));
+        let core = &self.inner.core;
         for shard in self.inner.shards.iter() {
-            shard.0.lock().purge(version);
+            shard.0.lock().purge(version, &mut || core.next_seq());
         }
     }
 
@@ -792,9 +828,13 @@ impl Cache {
         core.hlc.observe(change.version().ts);
         let applied = match change {
             Change::Purge { version } => self.apply_purge(*version, source),
-            Change::Set { key, .. }
-            | Change::Delete { key, .. }
-            | Change::Invalidate { key, .. } => {
+            Change::Set { .. }
+            | Change::Delete { .. }
+            | Change::Invalidate { .. }
+            | Change::Merge(_) => {
+                let Some(key) = change.key() else {
+                    return false;
+                };
                 let now = self.now_ms();
                 let mut seq = 0;
                 let mut shard = self.shard(key).lock();
@@ -808,7 +848,17 @@ impl Cache {
                 }
                 let pending = if applied {
                     self.tell(&mut shard, Some(key));
-                    self.record(seq, stored(change, now))
+                    match change {
+                        // A string or delete joined into a merged value is recorded as what
+                        // it did there.
+                        Change::Set { .. } | Change::Delete { .. }
+                            if shard.merged(key, now).is_some() =>
+                        {
+                            let m = shard.merged_at(key, seq);
+                            m.and_then(|m| self.record(seq, Stored::Merged { merge: &m }))
+                        }
+                        _ => self.record(seq, stored(change, now)),
+                    }
                 } else {
                     self.tell(&mut shard, None);
                     None
@@ -845,17 +895,23 @@ impl Cache {
     /// The answer is complete only when `after >= floor()`; below that, records were forgotten.
     pub fn changes_since(&self, after: u64, max: usize) -> Vec<Stamped> {
         let upto = self.inner.core.current_seq();
-        self.changes_between(after, upto, max, LOCAL)
+        self.changes_between(after, upto, after, max, LOCAL)
     }
 
     /// The records with `after < seq <= upto`, in seq order, at most `max`, leaving out those
     /// that came in on link `skip`. `upto` must have been read from the node's seq counter before
     /// the call: seqs are handed out under the shard lock that records them, so every seq up to it
     /// is then visible.
+    ///
+    /// Keys of merged types carry the part of their state changed after `since` (at most
+    /// `after`): everything the receiver may lack. A scan cut short by `max` moves a receiver's
+    /// watermark past parts of keys whose record lies further on, so `since` stays where the last
+    /// scan that reached `upto` left it.
     pub(crate) fn changes_between(
         &self,
         after: u64,
         upto: u64,
+        since: u64,
         max: usize,
         skip: u32,
     ) -> Vec<Stamped> {
@@ -867,7 +923,7 @@ impl Cache {
             let hi = lo.saturating_add((max - out.len()) as u64).min(upto);
             let start = out.len();
             for shard in self.inner.shards.iter() {
-                shard.0.lock().changes_in(lo, hi, skip, &mut out);
+                shard.0.lock().changes_in(lo, hi, since, skip, &mut out);
             }
             if let Some((version, seq, source)) = purge
                 && !skipped(source, skip)
@@ -1053,5 +1109,6 @@ fn stored(change: &Change, now: u64) -> Stored<'_> {
             since_ms: now,
         },
         Change::Purge { version } => Stored::Purge { version: *version },
+        Change::Merge(m) => Stored::Merged { merge: m },
     }
 }

@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::change::Change;
+use super::merge::Merge;
 use crate::clock::{Timestamp, Version};
 use crate::error::Error;
 
@@ -34,6 +35,9 @@ pub(crate) enum Stored<'a> {
         /// When the record was made, for its retention.
         since_ms: u64,
     },
+    /// A key holding a value that merges: its whole state (in exports), or the part a change
+    /// touched (as the change is recorded).
+    Merged { merge: &'a Merge },
     /// The cache's purge mark.
     Purge { version: Version },
     /// Records at or below this seq were forgotten (only in exports).

@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 
-use super::shard::KeyArg;
-use super::{Cache, Peeked, entry_size};
+use super::shard::{KeyArg, Kind};
+use super::{Cache, Peeked};
 use crate::clock::Version;
 use crate::error::Error;
 
@@ -52,6 +52,16 @@ impl Cache {
         let current = shard.peek(key, now);
         let (write, result) = f(current.as_ref())?;
         if let Some(w) = write {
+            match &current {
+                // The value kept, the expiry changed: a write of a merged value's expiry alone.
+                Some(c) if c.kind != Kind::String && c.value == w.value => {
+                    drop(shard);
+                    self.expire_merged(key, w.expires_at)?;
+                    return Ok(result);
+                }
+                Some(c) if c.kind == Kind::Hash => return Err(Error::WrongType.into()),
+                _ => {}
+            }
             self.check_size(key.len(), w.value.len())?;
             self.commit(shard, KeyArg::Borrowed(key), w.value, w.expires_at, now);
         }
@@ -105,7 +115,8 @@ impl Cache {
 
     /// The bytes `key`'s entry is accounted for, if it is held.
     pub(crate) fn entry_bytes(&self, key: &[u8]) -> Option<usize> {
-        self.peek(key).map(|e| entry_size(key.len(), e.value.len()))
+        let now = self.now_ms();
+        self.shard(key).lock().entry_bytes(key, now)
     }
 }
 

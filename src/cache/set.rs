@@ -81,10 +81,12 @@ impl Caches {
     ///
     /// The answer never ends inside a group ([`groups`](super::groups)): it ends before one, or,
     /// when it starts with one, reaches its end whatever the limits.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn collect_changes(
         &self,
         after: u64,
         upto: u64,
+        since: u64,
         max_records: usize,
         max_bytes: usize,
         skip: u32,
@@ -94,7 +96,7 @@ impl Caches {
         let _shared = self.core.gate.read();
         let strip =
             |all: Vec<(u64, usize, Change)>| all.into_iter().map(|(_, i, c)| (i, c)).collect();
-        let (mut all, mut reached) = self.collect(after, upto, max_records, max_bytes, skip);
+        let (mut all, mut reached) = self.collect(after, upto, since, max_records, max_bytes, skip);
         let groups = &self.core.groups;
         if !groups.any() {
             return (strip(all), reached, false);
@@ -106,7 +108,7 @@ impl Caches {
                 reached = end;
             }
             super::groups::Cut::Extend(end) => {
-                let (whole, to) = self.collect(after, end, usize::MAX, usize::MAX, skip);
+                let (whole, to) = self.collect(after, end, since, usize::MAX, usize::MAX, skip);
                 let bytes: usize = whole.iter().map(|r| approx_size(&r.2)).sum();
                 if bytes <= MAX_GROUP_BATCH_BYTES {
                     (all, reached) = (whole, to);
@@ -125,6 +127,7 @@ impl Caches {
         &self,
         after: u64,
         upto: u64,
+        since: u64,
         max_records: usize,
         max_bytes: usize,
         skip: u32,
@@ -132,7 +135,7 @@ impl Caches {
         let mut reached = upto;
         let mut all: Vec<(u64, usize, Change)> = Vec::new();
         for (i, cache) in self.list.iter().enumerate() {
-            let records = cache.changes_between(after, upto, max_records, skip);
+            let records = cache.changes_between(after, upto, since.min(after), max_records, skip);
             if records.len() >= max_records
                 && let Some(last) = records.last()
             {
@@ -156,10 +159,21 @@ impl Caches {
 }
 
 /// About what a change takes on the wire.
-fn approx_size(change: &Change) -> usize {
+pub(crate) fn approx_size(change: &Change) -> usize {
     match change {
         Change::Set { key, value, .. } => key.len() + value.len() + 48,
         Change::Delete { key, .. } | Change::Invalidate { key, .. } => key.len() + 40,
         Change::Purge { .. } => 40,
+        Change::Merge(m) => {
+            m.key.len()
+                + 96
+                + match &m.body {
+                    super::merge::Body::Counter { parts, .. } => parts.len() * 48,
+                    super::merge::Body::Hash { fields, .. } => fields
+                        .iter()
+                        .map(|(k, f)| k.len() + f.read().map_or(0, |v| v.len()) + 64)
+                        .sum(),
+                }
+        }
     }
 }

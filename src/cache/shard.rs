@@ -15,6 +15,7 @@ use bytes::Bytes;
 use lru::LruCache;
 
 use super::change::{Change, Stamped};
+use super::merge::{Body, Cell, Counter, Hash, Merge, Merged, ORIGIN, Register, Sum};
 use super::ports::Stored;
 use crate::clock::{Clock, Version};
 
@@ -45,9 +46,58 @@ pub(crate) fn entry_size(key_len: usize, value_len: usize) -> usize {
     key_len + value_len + ENTRY_OVERHEAD
 }
 
+/// What a live entry holds: a string (the common case, kept as its bytes), or the state of a
+/// value that merges.
+#[derive(Clone, Debug)]
+pub(crate) enum Value {
+    Str(Bytes),
+    Merged(Merged),
+}
+
+impl Value {
+    /// The bytes accounted for the value.
+    #[inline]
+    pub fn len(&self) -> usize {
+        match self {
+            Value::Str(b) => b.len(),
+            Value::Merged(m) => m.bytes(),
+        }
+    }
+
+    /// What it reads as with `GET`: a string, a counter's decimal text; `None` for a hash.
+    #[inline]
+    pub fn read(&self) -> Option<Bytes> {
+        match self {
+            Value::Str(b) => Some(b.clone()),
+            Value::Merged(Merged::Counter(c)) => c.cell.read(),
+            Value::Merged(Merged::Hash(_)) => None,
+        }
+    }
+
+    /// The type of value, as `TYPE` names it.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Value::Str(_) => Kind::String,
+            Value::Merged(Merged::Counter(_)) => Kind::Counter,
+            Value::Merged(Merged::Hash(_)) => Kind::Hash,
+        }
+    }
+}
+
+/// The type of a live value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Bytes, last writer wins.
+    String,
+    /// A string with increments on it: a counter that merges (Redis type `string`).
+    Counter,
+    /// A hash whose fields merge.
+    Hash,
+}
+
 /// A live entry.
 pub(crate) struct Live {
-    pub value: Bytes,
+    pub value: Value,
     pub version: Version,
     /// Absolute expiry in wall-clock ms, or [`NEVER`].
     pub expires_at: u64,
@@ -120,6 +170,9 @@ pub(crate) struct Dead {
     pub version: Version,
     pub seq: u64,
     pub kind: DeadKind,
+    /// A deleted counter keeps its parts: the delete saw them, so they are not counted again if
+    /// an older copy of them arrives, while increments the delete did not see bring it back.
+    pub state: Option<Merged>,
     /// When the record was made (wall-clock ms), for the retention limit.
     pub since_ms: u64,
 }
@@ -146,7 +199,9 @@ pub(crate) struct Counters {
 
 /// A read of an entry without touching LRU order or counters.
 pub(crate) struct Peeked {
+    /// What it reads as (a counter's decimal text; empty for a hash).
     pub value: Bytes,
+    pub kind: Kind,
     pub version: Version,
     pub expires_at: u64,
     pub seq: u64,
@@ -174,6 +229,88 @@ pub(crate) struct Shard {
     pub report_drops: bool,
     /// The keys dropped since the cache last took them; filled only with `report_drops`.
     pub dropped: Vec<Bytes>,
+}
+
+/// A key holds a value of another type than the command works on (Redis `WRONGTYPE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WrongKind;
+
+/// Why a local change to a merged value was refused, leaving it as it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The key holds another type.
+    WrongKind,
+    /// The value would outgrow what one shard may hold.
+    TooLarge { size: usize, limit: usize },
+}
+
+impl From<WrongKind> for Refused {
+    fn from(_: WrongKind) -> Self {
+        Refused::WrongKind
+    }
+}
+
+/// The type a local change to a merged value works on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A counter (`INCR` and friends).
+    Counter,
+    /// A hash (`HSET` and friends).
+    Hash,
+}
+
+/// A state of `target`'s type holding nothing: on a key whose last change was a delete at
+/// `reset`, or (`partial`) on a key this node knows nothing of.
+/// The tombstone's seq and source become the state's register's: a tombstone not yet sent goes
+/// out as the register of what replaces it.
+fn begun(
+    target: Target,
+    reset: Version,
+    partial: bool,
+    (reg_seq, reg_source): (u64, u32),
+) -> Merged {
+    match target {
+        Target::Counter => Merged::Counter(Box::new(Counter {
+            cell: Cell::written(reset, None),
+            ttl: ORIGIN,
+            partial,
+            reg_seq,
+            reg_source,
+            ttl_seq: 0,
+            ttl_source: LOCAL,
+        })),
+        Target::Hash => Merged::Hash(Box::new(Hash {
+            reset,
+            fields: std::collections::BTreeMap::new(),
+            ttl: ORIGIN,
+            partial,
+            reg_seq,
+            reg_source,
+            ttl_seq: 0,
+            ttl_source: LOCAL,
+        })),
+    }
+}
+
+/// `m`'s state changed after `since`, as a change (`None` if nothing of it is left to send).
+fn merge_change(
+    key: &Bytes,
+    m: &Merged,
+    version: Version,
+    expires_at: u64,
+    since: u64,
+    skip: u32,
+) -> Option<Change> {
+    let (body, complete) = m.delta(since, skip)?;
+    Some(Change::Merge(Box::new(Merge {
+        key: key.clone(),
+        version,
+        ttl: m.ttl_version(),
+        expires_at: (expires_at != NEVER).then_some(expires_at),
+        body,
+        complete,
+        partial: m.partial(),
+    })))
 }
 
 /// Expired entries and old dead records removed, at most, per write.
@@ -264,7 +401,10 @@ impl Shard {
             // The clock is read only for entries that can expire.
             Some(e) if e.expires_at == NEVER || e.expires_at > clock.now_ms() => {
                 self.counters.hits += 1;
-                return Some(e.value.clone());
+                return match &e.value {
+                    Value::Str(b) => Some(b.clone()),
+                    v => v.read(),
+                };
             }
             Some(_) => {}
             None => {
@@ -283,7 +423,8 @@ impl Shard {
             .peek(key)
             .filter(|e| e.expires_at > now)
             .map(|e| Peeked {
-                value: e.value.clone(),
+                value: e.value.read().unwrap_or_default(),
+                kind: e.value.kind(),
                 version: e.version,
                 expires_at: e.expires_at,
                 seq: e.seq,
@@ -328,15 +469,19 @@ impl Shard {
         };
         match content {
             Content::Tombstone => true,
-            Content::Value(value, expires_at) => {
-                (expires_at, &value[..]) > (held.expires_at, &held.value[..])
-            }
+            Content::Value(value, expires_at) => match &held.value {
+                Value::Str(b) => (expires_at, &value[..]) > (held.expires_at, &b[..]),
+                Value::Merged(_) => false,
+            },
             Content::Gone => false,
         }
     }
 
     /// Writes an entry unconditionally (the caller's version is the newest: a local write).
     /// With `old_seq`, returns the seq of the log record the write replaced, if any.
+    ///
+    /// A write over a counter is a write of its register: the increments it saw are replaced, and
+    /// increments made elsewhere that it did not see stay on top of it.
     #[allow(clippy::too_many_arguments)]
     pub fn set(
         &mut self,
@@ -349,9 +494,27 @@ impl Shard {
         old_seq: bool,
     ) -> Option<u64> {
         self.sweep(now, SWEEP_PER_WRITE);
+        if self.holds_counter(key.as_slice(), now) {
+            let old = self.record_seq(key.as_slice());
+            let written: Result<(), Refused> =
+                self.change_merged(key, Target::Counter, version, seq, now, NEVER, |m, at| {
+                    if let Merged::Counter(c) = m {
+                        c.cell.write(version, Some(value));
+                        c.ttl = version;
+                        c.reg_seq = seq;
+                        c.reg_source = LOCAL;
+                        c.ttl_seq = seq;
+                        c.ttl_source = LOCAL;
+                    }
+                    *at = expires_at;
+                    Ok(())
+                });
+            debug_assert!(written.is_ok());
+            return old;
+        }
         let overwritten = self.overwrite_live(
             key.as_slice(),
-            value,
+            Value::Str(value),
             version,
             expires_at,
             (seq, LOCAL),
@@ -373,12 +536,201 @@ impl Shard {
         }
     }
 
-    /// Deletes unconditionally, leaving a tombstone; returns the unexpired value it held.
+    /// Deletes unconditionally, leaving a tombstone; returns the unexpired value it held. A
+    /// deleted counter keeps the parts its delete saw (see [`Dead::state`]).
     pub fn delete(&mut self, key: Bytes, version: Version, seq: u64, now: u64) -> Option<Bytes> {
         self.sweep(now, SWEEP_PER_WRITE);
+        if self.holds_counter(&key, now) {
+            let old = self.peek(&key, now).map(|p| p.value);
+            let _: Result<(), Refused> = self.change_merged(
+                KeyArg::Owned(key),
+                Target::Counter,
+                version,
+                seq,
+                now,
+                NEVER,
+                |m, _| {
+                    if let Merged::Counter(c) = m {
+                        c.cell.write(version, None);
+                        c.ttl = version;
+                        c.reg_seq = seq;
+                        c.reg_source = LOCAL;
+                        c.ttl_seq = seq;
+                        c.ttl_source = LOCAL;
+                    }
+                    Ok(())
+                },
+            );
+            return old;
+        }
         let old = self.clear_key(&key);
         self.install_dead(key, version, (seq, LOCAL), DeadKind::Tombstone, now);
-        old.filter(|e| e.expires_at > now).map(|e| e.value)
+        old.filter(|e| e.expires_at > now)
+            .and_then(|e| e.value.read())
+    }
+
+    /// The hash `key` holds, promoting it and counting a hit or a miss; [`WrongKind`] if it holds
+    /// another type.
+    pub fn hash(&mut self, key: &[u8], now: u64) -> Result<Option<&Hash>, WrongKind> {
+        if self.live.peek(key).is_some_and(|e| e.expires_at <= now) {
+            self.expire(key, now);
+        }
+        match self.live.get(key) {
+            Some(e) => match &e.value {
+                Value::Merged(Merged::Hash(h)) => {
+                    self.counters.hits += 1;
+                    Ok(Some(h))
+                }
+                _ => Err(WrongKind),
+            },
+            None => {
+                self.counters.misses += 1;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The bytes `key`'s live entry is accounted for.
+    pub fn entry_bytes(&self, key: &[u8], now: u64) -> Option<usize> {
+        let e = self.live.peek(key).filter(|e| e.expires_at > now)?;
+        Some(entry_size(key.len(), e.value.len()))
+    }
+
+    /// Whether `key` holds a counter: live, or deleted with its parts kept.
+    fn holds_counter(&self, key: &[u8], now: u64) -> bool {
+        match self.live.peek(key) {
+            Some(e) if e.expires_at > now => {
+                matches!(e.value, Value::Merged(Merged::Counter(_)))
+            }
+            Some(_) => false,
+            None => self
+                .dead
+                .peek(key)
+                .is_some_and(|d| matches!(d.state, Some(Merged::Counter(_)))),
+        }
+    }
+
+    /// The merged state `key` holds — live, or a deleted counter's — if it holds one.
+    pub fn merged(&self, key: &[u8], now: u64) -> Option<&Merged> {
+        match self.live.peek(key) {
+            Some(e) if e.expires_at > now => match &e.value {
+                Value::Merged(m) => Some(m),
+                Value::Str(_) => None,
+            },
+            Some(_) => None,
+            None => self.dead.peek(key).and_then(|d| d.state.as_ref()),
+        }
+    }
+
+    /// A local change to `key` as a value of `target`'s type, made by `f` under this lock: `f`
+    /// gets the state the key holds — begun from its string for a counter, from its tombstone, or
+    /// from nothing — and the key's expiry to change. On `f`'s error nothing changes; a key of
+    /// another type is refused with [`WrongKind`]. The change takes `version` and `seq`; the key
+    /// ends live if its state holds a value, as a tombstone otherwise.
+    #[allow(clippy::too_many_arguments)]
+    pub fn change_merged<T, E: From<Refused>>(
+        &mut self,
+        key: KeyArg<'_>,
+        target: Target,
+        version: Version,
+        seq: u64,
+        now: u64,
+        fresh_expires: u64,
+        f: impl FnOnce(&mut Merged, &mut u64) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let k = key.as_slice();
+        if self.live.peek(k).is_some_and(|e| e.expires_at <= now) {
+            self.expire(k, now);
+        }
+        let (mut state, mut expires_at) = match self.live.peek(k) {
+            Some(e) => match (&e.value, target) {
+                (Value::Merged(m @ Merged::Counter(_)), Target::Counter)
+                | (Value::Merged(m @ Merged::Hash(_)), Target::Hash) => (m.clone(), e.expires_at),
+                (Value::Str(b), Target::Counter) => {
+                    let source = self.log.get(&e.seq).map_or(LOCAL, |r| r.1);
+                    (
+                        Merged::Counter(Box::new(Counter {
+                            cell: Cell::written(e.version, Some(b.clone())),
+                            ttl: e.version,
+                            partial: false,
+                            reg_seq: e.seq,
+                            reg_source: source,
+                            ttl_seq: e.seq,
+                            ttl_source: source,
+                        })),
+                        e.expires_at,
+                    )
+                }
+                _ => return Err(Refused::WrongKind.into()),
+            },
+            None => {
+                let dead = self.dead.peek(k);
+                let tombstone = dead.filter(|d| d.kind == DeadKind::Tombstone).map(|d| {
+                    (
+                        d.version,
+                        (d.seq, self.log.get(&d.seq).map_or(LOCAL, |r| r.1)),
+                    )
+                });
+                match (dead.and_then(|d| d.state.clone()), target) {
+                    (Some(m @ Merged::Counter(_)), Target::Counter) => (m, fresh_expires),
+                    (_, target) => (
+                        match tombstone {
+                            Some((version, seq)) => begun(target, version, false, seq),
+                            None => begun(target, ORIGIN, true, (0, LOCAL)),
+                        },
+                        fresh_expires,
+                    ),
+                }
+            }
+        };
+        let out = f(&mut state, &mut expires_at)?;
+        let size = entry_size(k.len(), state.bytes());
+        if size > self.limits.max_bytes {
+            let limit = self.limits.max_bytes;
+            return Err(Refused::TooLarge { size, limit }.into());
+        }
+        let key = key.into_bytes();
+        self.put_merged(key, state, version, expires_at, (seq, LOCAL), now);
+        Ok(out)
+    }
+
+    /// Stores a merged state after a change: live if it holds a value, dead otherwise (a counter
+    /// with its parts; a hash as a tombstone at its newest version).
+    fn put_merged(
+        &mut self,
+        key: Bytes,
+        state: Merged,
+        version: Version,
+        expires_at: u64,
+        seq: (u64, u32),
+        now: u64,
+    ) {
+        // The key's version is its state's newest: nodes holding one state agree on it.
+        let _ = version;
+        let version = state.newest();
+        let fits = entry_size(key.len(), state.bytes()) <= self.limits.max_bytes;
+        if state.exists() && expires_at > now && fits {
+            let state = Value::Merged(state);
+            if let Err(state) = self.overwrite_live(&key, state, version, expires_at, seq, now) {
+                self.clear_key(&key);
+                self.install_live(key, state, version, expires_at, seq, now);
+            }
+            return;
+        }
+        self.clear_key(&key);
+        if !state.exists() {
+            let (version, state) = match state {
+                Merged::Hash(h) => (h.newest().max(version), None),
+                counter => (version, Some(counter)),
+            };
+            self.install_dead(key.clone(), version, seq, DeadKind::Tombstone, now);
+            if let Some(d) = self.dead.peek_mut(&key) {
+                d.state = state;
+            }
+        } else {
+            // Expired already, or too large to hold here.
+            self.install_dead(key, version, seq, DeadKind::Gone, now);
+        }
     }
 
     /// Applies a change from a peer iff it is newer than what this shard knows of its key; `stamp`
@@ -395,6 +747,61 @@ impl Shard {
     ) -> bool {
         self.sweep(now, SWEEP_PER_WRITE);
         match change {
+            Change::Merge(m) => self.apply_merge(m, source, now, stamp, false),
+            Change::Set {
+                key,
+                value,
+                version,
+                expires_at,
+            } if self.holds_counter(key, now) => {
+                // A string written where this node holds a counter: its register, which saw none
+                // of the parts here.
+                let m = Merge {
+                    key: key.clone(),
+                    version: *version,
+                    ttl: *version,
+                    expires_at: *expires_at,
+                    body: Body::Counter {
+                        register: Register {
+                            version: *version,
+                            content: Some(value.clone()),
+                            seen: Sum::default(),
+                        },
+                        parts: Vec::new(),
+                    },
+                    complete: false,
+                    partial: false,
+                };
+                self.apply_merge(&m, source, now, stamp, true)
+            }
+            Change::Delete { key, version } if self.merged(key, now).is_some() => {
+                let counter = self.holds_counter(key, now);
+                let body = if counter {
+                    Body::Counter {
+                        register: Register {
+                            version: *version,
+                            content: None,
+                            seen: Sum::default(),
+                        },
+                        parts: Vec::new(),
+                    }
+                } else {
+                    Body::Hash {
+                        reset: *version,
+                        fields: Vec::new(),
+                    }
+                };
+                let m = Merge {
+                    key: key.clone(),
+                    version: *version,
+                    ttl: ORIGIN,
+                    expires_at: None,
+                    body,
+                    complete: false,
+                    partial: false,
+                };
+                self.apply_merge(&m, source, now, stamp, counter)
+            }
             Change::Set {
                 key,
                 value,
@@ -407,21 +814,19 @@ impl Shard {
                 }
                 let seq = (stamp(), source);
                 let fits = entry_size(key.len(), value.len()) <= self.limits.max_bytes;
-                if expires_at > now
-                    && fits
-                    && self
-                        .overwrite_live(key, value.clone(), *version, expires_at, seq, now)
-                        .is_ok()
-                {
+                let value = Value::Str(value.clone());
+                if expires_at > now && fits {
+                    if let Err(value) =
+                        self.overwrite_live(key, value, *version, expires_at, seq, now)
+                    {
+                        self.clear_key(key);
+                        self.install_live(key.clone(), value, *version, expires_at, seq, now);
+                    }
                     return true;
                 }
+                // Already expired, or too large to hold here: remember the version only.
                 self.clear_key(key);
-                if expires_at <= now || !fits {
-                    // Already expired, or too large to hold here: remember the version only.
-                    self.install_dead(key.clone(), *version, seq, DeadKind::Gone, now);
-                } else {
-                    self.install_live(key.clone(), value.clone(), *version, expires_at, seq, now);
-                }
+                self.install_dead(key.clone(), *version, seq, DeadKind::Gone, now);
                 true
             }
             Change::Delete { key, version } => {
@@ -448,8 +853,180 @@ impl Shard {
         }
     }
 
+    /// Whether a part of `key`'s merged state at `version` is not enough here: this shard holds
+    /// no merged state of the key, but a string (that the parts would join), or nothing newer.
+    pub fn wants(&self, key: &[u8], version: Version, now: u64) -> bool {
+        self.merged(key, now).is_none()
+            && (self.peek(key, now).is_some() || self.newest(key).is_none_or(|n| n <= version))
+    }
+
+    /// [`restamp`](Self::restamp) for the cache (a peer asked for the whole state).
+    pub fn restamp_key(&mut self, key: &[u8], seq: u64) -> bool {
+        self.restamp(key, seq)
+    }
+
+    /// Moves `key`'s record and every part of its merged state to `seq`, as a local change: every
+    /// link sends the whole state next. Returns whether the key had a record to move.
+    fn restamp(&mut self, key: &[u8], seq: u64) -> bool {
+        if let Some(e) = self.live.peek_mut(key) {
+            if let Value::Merged(m) = &mut e.value {
+                m.restamp(seq);
+            }
+            let old = e.seq;
+            e.seq = seq;
+            let at = e.expires_at;
+            if let Some((k, _)) = self.log.remove(&old) {
+                self.log.insert(seq, (k, LOCAL));
+            }
+            self.unindex_expiry(at, old);
+            self.index_expiry(at, seq);
+            return true;
+        }
+        if let Some(d) = self.dead.peek_mut(key) {
+            if let Some(m) = &mut d.state {
+                m.restamp(seq);
+            }
+            let old = d.seq;
+            d.seq = seq;
+            if let Some((k, _)) = self.log.remove(&old) {
+                self.log.insert(seq, (k, LOCAL));
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Joins a merged change from a peer (or from disk, with `source` [`LOCAL`]) into what this
+    /// shard holds of its key. With `restamp_live`, a key still holding a value afterwards is sent
+    /// whole again (the change came from a node that held none of its parts).
+    fn apply_merge(
+        &mut self,
+        m: &Merge,
+        source: u32,
+        now: u64,
+        stamp: impl FnOnce() -> u64,
+        restamp_live: bool,
+    ) -> bool {
+        let key = &m.key;
+        if self.purged_before.is_some_and(|p| m.version <= p) {
+            return false;
+        }
+        if self.live.peek(key).is_some_and(|e| e.expires_at <= now) {
+            self.expire(key, now);
+        }
+        let expires = m.expires_at.unwrap_or(NEVER);
+        // What the key holds, as a merged state to join into (or `None`: take the change whole).
+        let held: Option<(Merged, u64)> = match self.live.peek(key) {
+            Some(e) => match (&e.value, &m.body) {
+                (Value::Merged(s @ Merged::Counter(_)), Body::Counter { .. })
+                | (Value::Merged(s @ Merged::Hash(_)), Body::Hash { .. }) => {
+                    Some((s.clone(), e.expires_at))
+                }
+                (Value::Str(b), Body::Counter { .. }) => Some((
+                    Merged::Counter(Box::new(Counter {
+                        cell: Cell::written(e.version, Some(b.clone())),
+                        ttl: e.version,
+                        partial: false,
+                        reg_seq: e.seq,
+                        reg_source: self.log.get(&e.seq).map_or(LOCAL, |r| r.1),
+                        ttl_seq: e.seq,
+                        ttl_source: self.log.get(&e.seq).map_or(LOCAL, |r| r.1),
+                    })),
+                    e.expires_at,
+                )),
+                // Another type: the newer key wins whole.
+                _ if m.version > e.version && m.complete => None,
+                _ => return false,
+            },
+            None => match self.dead.peek(key) {
+                Some(d) => match (&d.state, &m.body) {
+                    (Some(s @ Merged::Counter(_)), Body::Counter { .. }) => {
+                        Some((s.clone(), NEVER))
+                    }
+                    _ if d.kind == DeadKind::Tombstone => {
+                        let target = match m.body {
+                            Body::Counter { .. } => Target::Counter,
+                            Body::Hash { .. } => Target::Hash,
+                        };
+                        let source = self.log.get(&d.seq).map_or(LOCAL, |r| r.1);
+                        Some((begun(target, d.version, false, (d.seq, source)), NEVER))
+                    }
+                    // A merged value dropped here comes back whole (one version may name
+                    // states that differ in older parts); a dropped string only to a newer one.
+                    _ if m.version >= d.version && m.complete => None,
+                    _ => return false,
+                },
+                None if m.complete => None,
+                // A part of a state this node does not hold: nothing to join it to.
+                None => return false,
+            },
+        };
+        let seq = stamp();
+        let (state, expires_at, changed) = match held {
+            Some((mut state, mut at)) => {
+                let changed = state.join(&m.body, seq, source).unwrap_or(false);
+                let ttl = state.join_ttl(m.ttl, seq, source);
+                if ttl {
+                    at = expires;
+                }
+                if m.complete && state.partial() && !m.partial {
+                    state.set_partial(false);
+                }
+                (state, at, changed || ttl)
+            }
+            None => {
+                let mut state = Merged::from_body(&m.body, m.ttl, seq, source);
+                state.set_partial(m.partial);
+                (state, expires, true)
+            }
+        };
+        if !changed {
+            return false;
+        }
+        let newest = state.newest();
+        let fits = entry_size(key.len(), state.bytes()) <= self.limits.max_bytes;
+        if state.exists()
+            && (expires_at <= now || !fits)
+            && self
+                .dead
+                .peek(key)
+                .is_some_and(|d| d.kind == DeadKind::Gone && d.version == newest)
+        {
+            // Dropped here already, as it would be again.
+            return false;
+        }
+        let repair = (m.partial
+            && m.complete
+            && state.fingerprint() != Merged::from_body(&m.body, m.ttl, 0, 0).fingerprint())
+            || (restamp_live && state.exists());
+        self.put_merged(key.clone(), state, newest, expires_at, (seq, source), now);
+        if repair {
+            self.restamp(key, seq);
+        }
+        true
+    }
+
     /// Removes every entry and dead record at or below `before`, and remembers the mark.
-    pub fn purge(&mut self, before: Version) {
+    ///
+    /// A counter or hash changed after the purge survives it whole, here and everywhere: it may
+    /// hold parts older than the purge that other nodes removed with their older copy, so its
+    /// whole state goes out again (with seqs from `stamp`).
+    pub fn purge(&mut self, before: Version, stamp: &mut dyn FnMut() -> u64) {
+        let survivors: Vec<Bytes> = self
+            .live
+            .iter()
+            .filter(|(_, e)| e.version > before && matches!(e.value, Value::Merged(_)))
+            .map(|(k, _)| k.clone())
+            .chain(
+                self.dead
+                    .iter()
+                    .filter(|(_, d)| d.version > before && d.state.is_some())
+                    .map(|(k, _)| k.clone()),
+            )
+            .collect();
+        for key in survivors {
+            self.restamp(&key, stamp());
+        }
         self.purged_before = self.purged_before.max(Some(before));
         let doomed: Vec<Bytes> = self
             .live
@@ -499,30 +1076,44 @@ impl Shard {
 
     /// Appends this shard's log records with `after < seq <= upto` to `out`, in seq order, except
     /// those that came from link `skip` (pass [`LOCAL`] to skip none: no link has that id).
-    pub fn changes_in(&self, after: u64, upto: u64, skip: u32, out: &mut Vec<Stamped>) {
+    ///
+    /// A key of a merged type is sent as the part of its state changed after `since` (what the
+    /// receiver is known to hold all of: see `Link`), leaving out what came from `skip`.
+    pub fn changes_in(&self, after: u64, upto: u64, since: u64, skip: u32, out: &mut Vec<Stamped>) {
         if after >= upto {
             return;
         }
         for (&seq, (key, source)) in self.log.range(after + 1..=upto) {
-            if skipped(*source, skip) {
-                continue;
-            }
             let change = if let Some(e) = self.live.peek(key.as_ref()) {
                 debug_assert_eq!(e.seq, seq);
-                Change::Set {
-                    key: key.clone(),
-                    value: e.value.clone(),
-                    version: e.version,
-                    expires_at: (e.expires_at != NEVER).then_some(e.expires_at),
+                match &e.value {
+                    Value::Str(_) if skipped(*source, skip) => continue,
+                    Value::Str(value) => Change::Set {
+                        key: key.clone(),
+                        value: value.clone(),
+                        version: e.version,
+                        expires_at: (e.expires_at != NEVER).then_some(e.expires_at),
+                    },
+                    Value::Merged(m) => {
+                        match merge_change(key, m, e.version, e.expires_at, since, skip) {
+                            Some(c) => c,
+                            None => continue,
+                        }
+                    }
                 }
             } else if let Some(d) = self.dead.peek(key.as_ref()) {
                 debug_assert_eq!(d.seq, seq);
-                match d.kind {
-                    DeadKind::Tombstone => Change::Delete {
+                match (&d.state, d.kind) {
+                    (Some(m), _) => match merge_change(key, m, d.version, NEVER, since, skip) {
+                        Some(c) => c,
+                        None => continue,
+                    },
+                    _ if skipped(*source, skip) => continue,
+                    (None, DeadKind::Tombstone) => Change::Delete {
                         key: key.clone(),
                         version: d.version,
                     },
-                    DeadKind::Gone => Change::Invalidate {
+                    (None, DeadKind::Gone) => Change::Invalidate {
                         key: key.clone(),
                         version: d.version,
                     },
@@ -532,6 +1123,38 @@ impl Shard {
                 continue;
             };
             out.push(Stamped { seq, change });
+        }
+    }
+
+    /// The whole state of `key` as a change, if it holds a merged one (for a fetch or an export).
+    pub fn merged_change(&self, key: &[u8], now: u64) -> Option<Change> {
+        let key = Bytes::copy_from_slice(key);
+        match self.live.peek(&key) {
+            Some(e) if e.expires_at > now => match &e.value {
+                Value::Merged(m) => merge_change(&key, m, e.version, e.expires_at, 0, LOCAL),
+                Value::Str(_) => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The local change just made to `key` at `seq`, as the op log records it: the parts of its
+    /// merged state stamped with `seq`.
+    pub fn merged_at(&self, key: &[u8], seq: u64) -> Option<Merge> {
+        let (m, version, expires_at) = match self.live.peek(key) {
+            Some(e) => match &e.value {
+                Value::Merged(m) => (m, e.version, e.expires_at),
+                Value::Str(_) => return None,
+            },
+            None => {
+                let d = self.dead.peek(key)?;
+                (d.state.as_ref()?, d.version, NEVER)
+            }
+        };
+        let key = Bytes::copy_from_slice(key);
+        match merge_change(&key, m, version, expires_at, seq - 1, LOCAL)? {
+            Change::Merge(m) => Some(*m),
+            _ => None,
         }
     }
 
@@ -552,6 +1175,23 @@ impl Shard {
         what: Restored,
         now: u64,
     ) -> bool {
+        if self.merged(&key, now).is_some() {
+            // Over a value that merges, a string or a delete joins as it did when it was made.
+            let change = match what {
+                Restored::Live { value, expires_at } => Change::Set {
+                    key,
+                    value,
+                    version,
+                    expires_at: (expires_at != NEVER).then_some(expires_at),
+                },
+                Restored::Dead {
+                    kind: DeadKind::Tombstone,
+                    ..
+                } => Change::Delete { key, version },
+                Restored::Dead { .. } => Change::Invalidate { key, version },
+            };
+            return self.apply(&change, LOCAL, now, || seq);
+        }
         if self.newest(&key).is_some_and(|n| version <= n) {
             return false;
         }
@@ -561,6 +1201,7 @@ impl Shard {
                 if expires_at > now
                     && entry_size(key.len(), value.len()) <= self.limits.max_bytes =>
             {
+                let value = Value::Str(value);
                 self.install_live(key, value, version, expires_at, (seq, LOCAL), now);
             }
             Restored::Live { .. } => {
@@ -576,6 +1217,11 @@ impl Shard {
         true
     }
 
+    /// Joins a merged change read back from disk at the seq it had.
+    pub fn restore_merge(&mut self, m: &Merge, seq: u64, now: u64) -> bool {
+        self.apply_merge(m, LOCAL, now, || seq, false)
+    }
+
     /// Raises the floor to one read back from disk.
     pub fn restore_floor(&mut self, floor: u64) {
         self.floor = self.floor.max(floor);
@@ -586,17 +1232,34 @@ impl Shard {
     /// order from.
     pub fn export<E>(&self, mut f: impl FnMut(u64, Stored<'_>) -> Result<(), E>) -> Result<(), E> {
         for (key, e) in self.live.iter().rev() {
+            let value = match &e.value {
+                Value::Str(value) => value,
+                Value::Merged(m) => {
+                    if let Some(Change::Merge(m)) =
+                        merge_change(key, m, e.version, e.expires_at, 0, LOCAL)
+                    {
+                        f(e.seq, Stored::Merged { merge: &m })?;
+                    }
+                    continue;
+                }
+            };
             f(
                 e.seq,
                 Stored::Live {
                     key,
-                    value: &e.value,
+                    value,
                     version: e.version,
                     expires_at: e.expires_at,
                 },
             )?;
         }
         for (key, d) in self.dead.iter().rev() {
+            if let Some(m) = &d.state {
+                if let Some(Change::Merge(m)) = merge_change(key, m, d.version, NEVER, 0, LOCAL) {
+                    f(d.seq, Stored::Merged { merge: &m })?;
+                }
+                continue;
+            }
             f(
                 d.seq,
                 Stored::Dead {
@@ -645,12 +1308,12 @@ impl Shard {
     fn overwrite_live(
         &mut self,
         key: &[u8],
-        value: Bytes,
+        value: Value,
         version: Version,
         expires_at: u64,
         (seq, source): (u64, u32),
         now: u64,
-    ) -> Result<u64, Bytes> {
+    ) -> Result<u64, Value> {
         let Some(e) = self.live.get_mut(key) else {
             return Err(value);
         };
@@ -685,7 +1348,7 @@ impl Shard {
     fn install_live(
         &mut self,
         key: Bytes,
-        value: Bytes,
+        value: Value,
         version: Version,
         expires_at: u64,
         (seq, source): (u64, u32),
@@ -726,6 +1389,7 @@ impl Shard {
                 version,
                 seq,
                 kind,
+                state: None,
                 since_ms: now,
             },
         );
@@ -826,7 +1490,7 @@ mod tests {
         assert!(s.get(b"b", &clock).is_none());
         assert_eq!(s.counters.evictions, 1);
         let mut out = Vec::new();
-        s.changes_in(0, 3, LOCAL, &mut out);
+        s.changes_in(0, 3, 0, LOCAL, &mut out);
         assert_eq!(out[1].seq, 2, "an evicted entry keeps its place in the log");
         assert!(matches!(out[1].change, Change::Invalidate { version, .. } if version == v(2, 1)));
     }
@@ -839,7 +1503,7 @@ mod tests {
         check(&s);
         let seqs = |skip| {
             let mut out = Vec::new();
-            s.changes_in(0, 2, skip, &mut out);
+            s.changes_in(0, 2, 0, skip, &mut out);
             out.iter().map(|c| c.seq).collect::<Vec<_>>()
         };
         assert_eq!(seqs(7), [2], "link 7 already has a, evicted here or not");
@@ -928,7 +1592,7 @@ mod tests {
         let mut s = shard(10);
         s.set("a".into(), "1".into(), v(1, 1), NEVER, 1, 0, false);
         s.set("b".into(), "2".into(), v(5, 1), NEVER, 2, 0, false);
-        s.purge(v(3, 0));
+        s.purge(v(3, 0), &mut || 99);
         check(&s);
         assert!(s.peek(b"a", 0).is_none());
         assert!(s.peek(b"b", 0).is_some(), "newer than the purge survives");

@@ -427,7 +427,16 @@ impl NodeBuilder {
         );
         let writer = (store.as_ref().map(|s| s.writer))
             .unwrap_or_else(|| writer_id(id, self.id.is_some(), incarnation));
-        let core = Arc::new(Core::new(id, writer, name, incarnation, self.clock, uplink));
+        let run = entropy.uuid().as_u128();
+        let core = Arc::new(Core::new(
+            id,
+            writer,
+            name,
+            incarnation,
+            run,
+            self.clock,
+            uplink,
+        ));
         let caches = Caches::new(core.clone(), &self.default, &self.caches)?;
         let (journal, marks) = match store {
             Some(store) => {

@@ -71,6 +71,14 @@ pub(crate) enum Record<B> {
     Close,
     /// The last entry of a complete snapshot.
     End { entries: u64 },
+    /// A key holding a value that merges: its whole state (in a snapshot), or the part a change
+    /// touched (in the op log), joined into what is restored. Added after the others, so files
+    /// written before merged values existed still read.
+    Merged {
+        cache: u32,
+        seq: u64,
+        merge: crate::cache::merge::Merge,
+    },
 }
 
 /// Appends `entry`, framed, to `out`. On an encoding failure `out` is left as it was.

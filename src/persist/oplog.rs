@@ -372,6 +372,11 @@ pub(super) fn to_record(cache: u32, seq: u64, stored: Stored<'_>) -> Record<&[u8
             version,
         },
         Stored::Floor => Record::Floor { cache, seq },
+        Stored::Merged { merge } => Record::Merged {
+            cache,
+            seq,
+            merge: merge.clone(),
+        },
     }
 }
 

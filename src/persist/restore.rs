@@ -192,6 +192,13 @@ impl<'a> Load<'a> {
             } => {
                 self.marks.insert(peer, Resume { incarnation, seq });
             }
+            Record::Merged { cache, seq, merge } => {
+                self.max_seq = self.max_seq.max(seq);
+                if let Some(c) = self.cache(cache) {
+                    c.restore_merge(&merge, seq, now);
+                }
+                self.count(in_snapshot, true);
+            }
             Record::Header { caches, .. } => self.header(&caches),
             Record::Close | Record::End { .. } => {}
         }

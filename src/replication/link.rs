@@ -154,6 +154,10 @@ pub struct Link<R: Replica> {
     peer: Option<Peer>,
     /// Every change of ours up to this seq that the peer needs has been sent.
     cursor: u64,
+    /// The seq up to which the peer gets every part of every merged value (a counter's parts, a
+    /// hash's fields): where the last scan that reached the end of the log stopped. Parts changed
+    /// after it go with their key's next record; it starts at zero on every link up.
+    since: u64,
     /// Every change of the peer's up to this seq of its own has been applied here.
     recv_upto: u64,
     /// Batches sent and not acknowledged: (their `upto`, when sent).
@@ -213,6 +217,7 @@ impl<R: Replica> Link<R> {
             challenge,
             peer: None,
             cursor: 0,
+            since: 0,
             recv_upto: 0,
             inflight: VecDeque::new(),
             sync: None,
@@ -365,7 +370,7 @@ impl<R: Replica> Link<R> {
             }
             (Phase::Up, Message::Fetched { id, change }) => {
                 if let Some(c) = &change
-                    && !matches!(c, Change::Set { .. })
+                    && !matches!(c, Change::Set { .. } | Change::Merge(_))
                 {
                     return Err(LinkError::Protocol(
                         "a fetch answered with a non-set".into(),
@@ -376,6 +381,12 @@ impl<R: Replica> Link<R> {
             }
             (Phase::Up, Message::Publish { channel, message }) => {
                 self.published.push_back((channel, message));
+                Ok(())
+            }
+            (Phase::Up, Message::Want { cache, keys }) => {
+                for key in keys.iter().take(MAX_WANTED) {
+                    self.replica.resend(&cache, key);
+                }
                 Ok(())
             }
             (_, Message::Bye) => Err(LinkError::Closed),
@@ -471,10 +482,12 @@ impl<R: Replica> Link<R> {
                     && r.seq <= current =>
             {
                 self.cursor = r.seq;
+                self.since = 0;
                 SyncKind::Delta
             }
             _ => {
                 self.cursor = 0;
+                self.since = 0;
                 SyncKind::Full
             }
         };
@@ -505,9 +518,18 @@ impl<R: Replica> Link<R> {
 
     fn on_batch(&mut self, upto: u64, caches: Vec<CacheChanges>, together: bool) {
         let (replica, status, id) = (&self.replica, &mut self.status, self.id);
+        let mut wanted: Vec<(String, Vec<Bytes>)> = Vec::new();
         replica.apply_batch(together, &mut || {
             for group in &caches {
                 for change in &group.changes {
+                    // A part of a merged state, for a key this node holds no merged state of:
+                    // it asks for the whole (it may have dropped parts it once sent).
+                    let want = match change {
+                        Change::Merge(m) if !m.complete => {
+                            replica.wants(&group.cache, &m.key, m.version)
+                        }
+                        _ => false,
+                    };
                     match replica.apply(&group.cache, change, id) {
                         None => {
                             status.unknown_cache_changes += group.changes.len() as u64;
@@ -517,6 +539,14 @@ impl<R: Replica> Link<R> {
                         Some(applied) => {
                             status.changes_in += 1;
                             status.changes_applied += u64::from(applied);
+                            if let Change::Merge(m) = change
+                                && want
+                            {
+                                match wanted.last_mut() {
+                                    Some((c, keys)) if *c == group.cache => keys.push(m.key.clone()),
+                                    _ => wanted.push((group.cache.clone(), vec![m.key.clone()])),
+                                }
+                            }
                         }
                     }
                 }
@@ -524,6 +554,14 @@ impl<R: Replica> Link<R> {
         });
         self.advance_recv(upto);
         self.outbox.push_back(Message::Ack { upto });
+        for (cache, keys) in wanted {
+            for keys in keys.chunks(MAX_WANTED) {
+                self.outbox.push_back(Message::Want {
+                    cache: cache.clone(),
+                    keys: keys.to_vec(),
+                });
+            }
+        }
     }
 
     fn advance_recv(&mut self, upto: u64) {
@@ -666,11 +704,16 @@ impl<R: Replica> Link<R> {
             let (records, reached, together) = self.replica.changes(
                 self.cursor,
                 upto,
+                self.since,
                 self.config.batch_records,
                 BATCH_BYTES,
                 self.id,
             );
             self.cursor = reached;
+            if reached >= upto {
+                // Every record up to `upto` is now on its way, with every part of its state.
+                self.since = reached;
+            }
             if records.is_empty() {
                 // Everything in the window came from the peer: nothing to send, but the next
                 // ping tells the peer how far it is covered. With nothing in flight, the peer has
@@ -790,6 +833,10 @@ impl<R: Replica> std::fmt::Debug for Link<R> {
 
 /// A `Set` too large for one frame travels as an invalidation: the peer drops its older copy and
 /// loads the value itself if it needs it.
+/// The most keys one [`Message::Want`] asks for (a longer list is cut: the rest are asked for
+/// again with their next change).
+const MAX_WANTED: usize = 1024;
+
 fn fit_in_frame(change: Change, max_frame: usize) -> Change {
     match change {
         Change::Set {
@@ -798,6 +845,12 @@ fn fit_in_frame(change: Change, max_frame: usize) -> Change {
             version,
             ..
         } if key.len() + value.len() + 256 > max_frame => Change::Invalidate { key, version },
+        Change::Merge(m) if crate::cache::approx_size(&Change::Merge(m.clone())) > max_frame => {
+            Change::Invalidate {
+                key: m.key,
+                version: m.version,
+            }
+        }
         other => other,
     }
 }
@@ -814,5 +867,6 @@ fn name_of(m: &Message) -> &'static str {
         Message::Fetched { .. } => "fetched",
         Message::Bye => "bye",
         Message::Publish { .. } => "publish",
+        Message::Want { .. } => "want",
     }
 }

@@ -17,7 +17,7 @@ pub const MAGIC: u32 = 0x1EAF_CA5E;
 /// The version of this wire protocol. Peers must speak the same one.
 ///
 /// 2: adds [`Message::Publish`] (pub/sub across the tree).
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Every frame on a link carries one of these.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +81,14 @@ pub enum Message {
         channel: Bytes,
         /// The message.
         message: Bytes,
+    },
+    /// The receiver of a part of a merged value's state it holds nothing of (it dropped the
+    /// key) asks for the whole: the sender sends the keys whole again, on every link.
+    Want {
+        /// The cache's name.
+        cache: String,
+        /// The keys.
+        keys: Vec<Bytes>,
     },
 }
 

@@ -28,10 +28,14 @@ pub trait Replica {
     /// change), at most `max_records` and about `max_bytes`; and the seq the answer is complete up
     /// to; and whether the receiver must apply them together (they hold changes made together,
     /// and the answer never splits those).
+    ///
+    /// Values that merge carry what changed of them after `since` (see `Cache::changes_between`).
+    #[allow(clippy::too_many_arguments)]
     fn changes(
         &self,
         after: u64,
         upto: u64,
+        since: u64,
         max_records: usize,
         max_bytes: usize,
         skip: u32,
@@ -47,7 +51,17 @@ pub trait Replica {
     /// Applies a change that came in on link `source` to cache `cache`: `None` if the node has no
     /// such cache, else whether it applied (it was newer).
     fn apply(&self, cache: &str, change: &Change, source: u32) -> Option<bool>;
-    /// The live entry of `key` in `cache`, as a `Set`.
+    /// Whether the node holds nothing of `key` in `cache` at or above `version`: a part of its
+    /// merged state is of no use to it, and it asks for the whole.
+    fn wants(&self, cache: &str, key: &[u8], version: crate::clock::Version) -> bool {
+        let _ = (cache, key, version);
+        false
+    }
+    /// Sends the whole state of `key` in `cache` again on every link, if it holds one.
+    fn resend(&self, cache: &str, key: &[u8]) {
+        let _ = (cache, key);
+    }
+    /// The live entry of `key` in `cache`, as a `Set` (or a whole `Merge`).
     fn peek(&self, cache: &str, key: &[u8]) -> Option<Change>;
 }
 
@@ -80,11 +94,12 @@ impl Replica for Caches {
         &self,
         after: u64,
         upto: u64,
+        since: u64,
         max_records: usize,
         max_bytes: usize,
         skip: u32,
     ) -> (Vec<(usize, Change)>, u64, bool) {
-        self.collect_changes(after, upto, max_records, max_bytes, skip)
+        self.collect_changes(after, upto, since, max_records, max_bytes, skip)
     }
 
     fn apply_batch(&self, together: bool, apply: &mut dyn FnMut()) {
@@ -107,8 +122,22 @@ impl Replica for Caches {
         Some(self.get(cache)?.apply_from(change, source))
     }
 
+    fn wants(&self, cache: &str, key: &[u8], version: crate::clock::Version) -> bool {
+        self.get(cache).is_some_and(|c| c.wants(key, version))
+    }
+
+    fn resend(&self, cache: &str, key: &[u8]) {
+        if let Some(c) = self.get(cache) {
+            c.resend(key);
+        }
+    }
+
     fn peek(&self, cache: &str, key: &[u8]) -> Option<Change> {
-        let entry = self.get(cache)?.peek(key)?;
+        let cache = self.get(cache)?;
+        if let Some(whole) = cache.merged_change(key) {
+            return Some(whole);
+        }
+        let entry = cache.peek(key)?;
         Some(Change::Set {
             key: bytes::Bytes::copy_from_slice(key),
             value: entry.value,

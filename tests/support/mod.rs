@@ -79,14 +79,21 @@ pub enum Record {
     },
     Deleted(Version),
     Dropped(Version),
+    /// A counter or hash: its newest version, what it reads as, and its expiry.
+    Merged {
+        version: Version,
+        reading: leafcache::merge::Reading,
+        expires_at: Option<u64>,
+    },
 }
 
 impl Record {
     pub fn version(&self) -> Version {
         match self {
-            Record::Live { version, .. } | Record::Deleted(version) | Record::Dropped(version) => {
-                *version
-            }
+            Record::Live { version, .. }
+            | Record::Deleted(version)
+            | Record::Dropped(version)
+            | Record::Merged { version, .. } => *version,
         }
     }
 }
@@ -133,6 +140,19 @@ pub fn contents_at(
                     keys.insert(key, Record::Dropped(version));
                 }
                 Change::Purge { version } => purge = Some(version),
+                Change::Merge(m) if m.expires_at.is_some_and(|at| at <= now_ms) => {
+                    keys.insert(m.key.clone(), Record::Dropped(m.version));
+                }
+                Change::Merge(m) => {
+                    keys.insert(
+                        m.key.clone(),
+                        Record::Merged {
+                            version: m.version,
+                            reading: m.read(),
+                            expires_at: m.expires_at,
+                        },
+                    );
+                }
             }
         }
         out.insert(cache.name().to_string(), (keys, purge));
@@ -183,6 +203,27 @@ pub fn converged_at(nodes: &[&Node], now_ms: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Two live records agree: equal, or a string and a counter whose text it is (increments under
+/// a register that is not a number stay unseen; the string's holder gets them with the key's
+/// next change).
+fn same(a: &Record, b: &Record) -> bool {
+    use leafcache::merge::Reading;
+    let text = |r: &Record| match r {
+        Record::Live {
+            value,
+            version,
+            expires_at,
+        } => Some((value.clone(), *version, *expires_at)),
+        Record::Merged {
+            version,
+            reading: Reading::Value(v),
+            expires_at,
+        } => Some((v.clone(), *version, *expires_at)),
+        _ => None,
+    };
+    a == b || (text(a).is_some() && text(a) == text(b))
+}
+
 fn compare(
     cache: &str,
     a_name: &str,
@@ -191,11 +232,15 @@ fn compare(
     b: &BTreeMap<Bytes, Record>,
 ) -> Result<(), String> {
     for (key, ra) in a {
-        let Record::Live { version, .. } = ra else {
-            continue;
+        let version = match ra {
+            Record::Live { version, .. } => version,
+            Record::Merged {
+                version, reading, ..
+            } if *reading != leafcache::merge::Reading::Nothing => version,
+            _ => continue,
         };
         match b.get(key) {
-            Some(rb @ Record::Live { .. }) if rb != ra => {
+            Some(rb @ (Record::Live { .. } | Record::Merged { .. })) if !same(ra, rb) => {
                 return Err(format!(
                     "{cache}/{key:?}: {ra:?} on {a_name}, {rb:?} on {b_name}"
                 ));

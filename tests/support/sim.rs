@@ -463,10 +463,14 @@ impl Sim {
         super::trace_tail(&self.trace)
     }
 
-    /// One random client operation at a random node, on a small key space so writes conflict.
+    /// One random client operation at a random node, on a small key space so writes conflict:
+    /// strings most of the time, counters (`c*`) and hashes (`h*`) one time in four.
     pub fn random_op(&mut self, step: usize) {
         let i = self.rng.random_range(0..self.nodes.len());
         let cache = self.nodes[i].default_cache();
+        if self.rng.random_bool(0.25) {
+            return self.random_merged_op(i, step);
+        }
         let key = format!("k{}", self.rng.random_range(0..24));
         let roll = self.rng.random_range(0..100);
         let op = match roll {
@@ -498,6 +502,73 @@ impl Sim {
                 let _ = cache.get(&key);
                 "get"
             }
+        };
+        self.trace.push(format!("node {i} {op} {key}"));
+    }
+
+    /// One operation on a counter or a hash at node `i`: increments (integer and float), writes
+    /// and deletes of the whole key, field writes, deletes and increments, expiries.
+    fn random_merged_op(&mut self, i: usize, step: usize) {
+        let cache = self.nodes[i].default_cache();
+        let ttl = Duration::from_millis(self.rng.random_range(1..400));
+        let (op, key) = if self.rng.random_bool(0.5) {
+            let key = format!("c{}", self.rng.random_range(0..6));
+            let op = match self.rng.random_range(0..100) {
+                0..55 => {
+                    let by = self.rng.random_range(-3..10);
+                    let _ = cache.incr(&key, by);
+                    "incr"
+                }
+                55..62 => {
+                    let _ = cache.incr_float(&key, 0.25);
+                    "incr-float"
+                }
+                62..75 => {
+                    cache.set(key.clone(), format!("{step}")).unwrap();
+                    "set-number"
+                }
+                75..87 => {
+                    cache.delete(&key);
+                    "delete"
+                }
+                87..95 => {
+                    cache.set_expiry(&key, Expiry::After(ttl)).unwrap();
+                    "expire"
+                }
+                _ => {
+                    cache.set(key.clone(), format!("n{i}s{step}")).unwrap();
+                    "set-text"
+                }
+            };
+            (op, key)
+        } else {
+            let key = format!("h{}", self.rng.random_range(0..4));
+            let field = format!("f{}", self.rng.random_range(0..5));
+            let op = match self.rng.random_range(0..100) {
+                0..45 => {
+                    cache
+                        .hset(&key, field.clone(), format!("n{i}s{step}"))
+                        .unwrap();
+                    "hset"
+                }
+                45..65 => {
+                    cache.hdel(&key, [&field]).unwrap();
+                    "hdel"
+                }
+                65..85 => {
+                    let _ = cache.hincr(&key, field.clone(), self.rng.random_range(1..5));
+                    "hincr"
+                }
+                85..93 => {
+                    cache.delete(&key);
+                    "delete"
+                }
+                _ => {
+                    cache.set_expiry(&key, Expiry::After(ttl)).unwrap();
+                    "expire"
+                }
+            };
+            (op, format!("{key}.{field}"))
         };
         self.trace.push(format!("node {i} {op} {key}"));
     }
