@@ -356,3 +356,164 @@ fn transactions_are_never_seen_half_applied() {
         run_transaction_schedule,
     );
 }
+
+/// The value `key` reads as on every node (a counter's decimal text).
+fn everywhere(sim: &Sim, key: &str) -> Vec<Option<String>> {
+    sim.nodes
+        .iter()
+        .map(|n| {
+            n.default_cache()
+                .get(key)
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn increments_on_both_sides_of_a_partition_add_up_through_restarts_duplicates_and_full_syncs() {
+    let mut sim = Sim::new(11, &TREE);
+    sim.nodes[0].default_cache().incr("hits", 0).unwrap();
+    sim.settle();
+    sim.cut(0); // relay 1 with leaves 3 and 4 away from the hub and leaf 2
+    for i in 0..1_000 {
+        sim.nodes[2].default_cache().incr("hits", 1).unwrap();
+        sim.nodes[3].default_cache().incr("hits", 1).unwrap();
+        match i {
+            // Leaf 4 comes back empty (no root): a full sync from its relay.
+            300 => sim.restart(4),
+            // The relay too, mid-way: it gets its state back from its leaves, whole.
+            600 => sim.restart(1),
+            _ => {}
+        }
+        if i % 7 == 0 {
+            // Deliver some of what is pending on the links that are up, and duplicate batches.
+            for l in 1..4 {
+                sim.transmit(l);
+                sim.deliver(l, true, 2);
+                sim.deliver(l, false, 2);
+                sim.duplicate(l, true);
+                sim.duplicate(l, false);
+            }
+        }
+    }
+    sim.settle_without(0);
+    assert_eq!(everywhere(&sim, "hits")[0].as_deref(), Some("1000"));
+    assert_eq!(everywhere(&sim, "hits")[3].as_deref(), Some("1000"));
+    sim.heal(0);
+    sim.settle();
+    assert_eq!(everywhere(&sim, "hits"), vec![Some("2000".to_string()); 5]);
+    converged_at(&all(&sim), sim.clock.now_ms()).unwrap();
+    // Every batch again, once more: nothing is counted twice.
+    for l in 0..4 {
+        sim.duplicate(l, true);
+        sim.duplicate(l, false);
+    }
+    sim.settle();
+    assert_eq!(everywhere(&sim, "hits"), vec![Some("2000".to_string()); 5]);
+}
+
+#[test]
+fn a_set_that_saw_500_increments_keeps_the_300_it_did_not_see() {
+    // Observed-reset: the SET at leaf 2 replaces what it had seen (500); the 300 increments
+    // leaf 3 made meanwhile stay on top of it — on every node, whatever the order.
+    let mut sim = Sim::new(12, &TREE);
+    for _ in 0..500 {
+        sim.nodes[2].default_cache().incr("n", 1).unwrap();
+    }
+    sim.settle();
+    assert_eq!(everywhere(&sim, "n"), vec![Some("500".to_string()); 5]);
+    sim.cut(1); // leaf 2 apart
+    sim.clock.advance(Duration::from_millis(5));
+    sim.nodes[2].default_cache().set("n", "42").unwrap();
+    for _ in 0..300 {
+        sim.nodes[3].default_cache().incr("n", 1).unwrap();
+    }
+    sim.settle_without(1);
+    assert_eq!(everywhere(&sim, "n")[2].as_deref(), Some("42"));
+    assert_eq!(everywhere(&sim, "n")[0].as_deref(), Some("800"));
+    sim.heal(1);
+    sim.settle();
+    assert_eq!(everywhere(&sim, "n"), vec![Some("342".to_string()); 5]);
+    converged_at(&all(&sim), sim.clock.now_ms()).unwrap();
+    // A delete that saw everything resets it all; an increment after it counts from nothing.
+    sim.nodes[4].default_cache().delete("n");
+    sim.settle();
+    assert_eq!(everywhere(&sim, "n"), vec![None; 5]);
+    sim.nodes[0].default_cache().incr("n", 7).unwrap();
+    sim.settle();
+    assert_eq!(everywhere(&sim, "n"), vec![Some("7".to_string()); 5]);
+}
+
+#[test]
+fn hash_fields_written_in_a_three_way_partition_end_as_the_union_newest_per_field() {
+    let mut sim = Sim::new(13, &TREE);
+    sim.nodes[0].default_cache().hset("h", "base", "0").unwrap();
+    sim.settle();
+    for l in [1, 2, 3] {
+        sim.cut(l); // leaves 2, 3 and 4 each alone
+    }
+    for (n, node) in [2usize, 3, 4].into_iter().enumerate() {
+        sim.clock.advance(Duration::from_millis(3));
+        let c = sim.nodes[node].default_cache();
+        c.hset("h", format!("own{node}"), format!("v{node}")).unwrap();
+        c.hset("h", "shared", format!("from {node}")).unwrap();
+        c.hincr("h", "visits", (n + 1) as i64).unwrap();
+    }
+    for l in [1, 2, 3] {
+        sim.heal(l);
+    }
+    sim.settle();
+    converged_at(&all(&sim), sim.clock.now_ms()).unwrap();
+    for node in &sim.nodes {
+        let all = node.default_cache().hgetall("h").unwrap();
+        let text: Vec<(String, String)> = all
+            .iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect();
+        let expected: Vec<(String, String)> = [
+            ("base", "0"),
+            ("own2", "v2"),
+            ("own3", "v3"),
+            ("own4", "v4"),
+            ("shared", "from 4"),
+            ("visits", "6"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(text, expected, "on {}", node.name());
+    }
+}
+
+#[test]
+fn an_hdel_beats_a_concurrent_older_hset_of_the_field() {
+    let mut sim = Sim::new(14, &TREE);
+    sim.nodes[0].default_cache().hset("h", "f", "first").unwrap();
+    sim.nodes[0].default_cache().hset("h", "g", "kept").unwrap();
+    sim.settle();
+    sim.cut(1); // leaf 2 apart
+    sim.clock.advance(Duration::from_millis(2));
+    sim.nodes[2].default_cache().hset("h", "f", "older write").unwrap();
+    sim.clock.advance(Duration::from_millis(2));
+    assert_eq!(sim.nodes[3].default_cache().hdel("h", ["f"]).unwrap(), 1);
+    sim.settle_without(1);
+    sim.heal(1);
+    sim.settle();
+    converged_at(&all(&sim), sim.clock.now_ms()).unwrap();
+    for node in &sim.nodes {
+        let c = node.default_cache();
+        assert_eq!(c.hget("h", "f").unwrap(), None, "deleted on {}", node.name());
+        assert_eq!(c.hget("h", "g").unwrap().unwrap(), "kept");
+    }
+    // A delete of the whole hash is newer than every field it saw.
+    sim.nodes[4].default_cache().delete("h");
+    sim.settle();
+    for node in &sim.nodes {
+        assert!(node.default_cache().hgetall("h").unwrap().is_empty());
+    }
+}

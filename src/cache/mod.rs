@@ -88,8 +88,11 @@ pub struct SetOutcome {
 /// A read of one entry with its replication metadata, from [`Cache::peek`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryInfo {
-    /// The value.
+    /// The value (a counter's decimal text; empty for a hash: read it with
+    /// [`Cache::hgetall`]).
     pub value: Bytes,
+    /// The type of value.
+    pub kind: Kind,
     /// The version of the write that produced it.
     pub version: Version,
     /// Absolute expiry in ms since the Unix epoch, if any.
@@ -339,6 +342,7 @@ impl Cache {
         let now = self.now_ms();
         self.shard(key).lock().peek(key, now).map(|p| EntryInfo {
             value: p.value,
+            kind: p.kind,
             version: p.version,
             expires_at: (p.expires_at != NEVER).then_some(p.expires_at),
             seq: p.seq,
@@ -547,6 +551,12 @@ impl Cache {
                 Change::Set {
                     key, expires_at, ..
                 } if expires_at.is_none_or(|at| at > now) => Some(key),
+                Change::Merge(m)
+                    if m.expires_at.is_none_or(|at| at > now)
+                        && m.read() != merge::Reading::Nothing =>
+                {
+                    Some(m.key)
+                }
                 _ => None,
             })
             .collect();

@@ -719,9 +719,11 @@ impl Shard {
         }
         self.clear_key(&key);
         if !state.exists() {
-            let (version, state) = match state {
-                Merged::Hash(h) => (h.newest().max(version), None),
-                counter => (version, Some(counter)),
+            // A hash left without fields is deleted at its newest version: a fact made here,
+            // so it goes to every link, the one the last change came from too.
+            let (version, state, seq) = match state {
+                Merged::Hash(h) => (h.newest().max(version), None, (seq.0, LOCAL)),
+                counter => (version, Some(counter), seq),
             };
             self.install_dead(key.clone(), version, seq, DeadKind::Tombstone, now);
             if let Some(d) = self.dead.peek_mut(&key) {
@@ -858,6 +860,25 @@ impl Shard {
     pub fn wants(&self, key: &[u8], version: Version, now: u64) -> bool {
         self.merged(key, now).is_none()
             && (self.peek(key, now).is_some() || self.newest(key).is_none_or(|n| n <= version))
+    }
+
+    /// Restamps every merged state this shard holds, live or dead.
+    pub fn restamp_merged(&mut self, stamp: &mut dyn FnMut() -> u64) {
+        let keys: Vec<Bytes> = self
+            .live
+            .iter()
+            .filter(|(_, e)| matches!(e.value, Value::Merged(_)))
+            .map(|(k, _)| k.clone())
+            .chain(
+                self.dead
+                    .iter()
+                    .filter(|(_, d)| d.state.is_some())
+                    .map(|(k, _)| k.clone()),
+            )
+            .collect();
+        for key in keys {
+            self.restamp(&key, stamp());
+        }
     }
 
     /// [`restamp`](Self::restamp) for the cache (a peer asked for the whole state).

@@ -294,6 +294,15 @@ impl Cache {
         }
     }
 
+    /// Moves every merged state to a new seq, so that every link sends it whole: after a restart
+    /// from disk.
+    pub(crate) fn restamp_merged(&self) {
+        let core = &self.inner.core;
+        for shard in self.inner.shards.iter() {
+            shard.0.lock().restamp_merged(&mut || core.next_seq());
+        }
+    }
+
     /// Changes the expiry of a key holding a value that merges, as a write of its expiry alone.
     pub(crate) fn expire_merged(&self, key: &[u8], expires_at: u64) -> Result<(), Error> {
         let target = match self.kind(key) {

@@ -443,6 +443,11 @@ impl NodeBuilder {
                 let now = core.now_ms();
                 let (journal, marks) =
                     store.restore(caches.all(), now, &core.hlc, |seq| core.resume_seq(seq))?;
+                // A crash may have lost re-sends of merged states (after a purge, or asked for
+                // by a peer) that peers counted on: every merged state goes out whole again.
+                for cache in caches.all() {
+                    cache.restamp_merged();
+                }
                 core.set_recorder(journal.clone());
                 (Some(journal), marks)
             }

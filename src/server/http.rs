@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tracing::warn;
 
 use super::{count, metrics};
-use crate::cache::{Cache, Expiry};
+use crate::cache::{Cache, Expiry, Kind};
 use crate::error::{Error, parse_duration};
 use crate::node::Node;
 use crate::replication::LinkState;
@@ -44,7 +44,11 @@ fn router(node: Node) -> Router {
         .route("/v1/caches/{cache}", axum::routing::delete(purge_cache))
         .route(
             "/v1/caches/{cache}/keys/{*key}",
-            put(put_key).get(get_key).head(head_key).delete(delete_key),
+            put(put_key)
+                .get(get_key)
+                .head(head_key)
+                .delete(delete_key)
+                .post(post_key),
         )
         .route("/v1/stats", get(stats))
         .route("/v1/topology", get(topology))
@@ -130,6 +134,14 @@ impl From<Error> for ApiError {
             ),
             Error::ZeroDuration { .. } | Error::InvalidDuration { .. } => {
                 ApiError::bad_request(e.to_string())
+            }
+            Error::WrongType => ApiError::new(
+                StatusCode::CONFLICT,
+                "wrong_type",
+                "the key holds a value of another type",
+            ),
+            Error::NotCounted(_) => {
+                ApiError::new(StatusCode::CONFLICT, "not_counted", e.to_string())
             }
             other => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -286,6 +298,9 @@ async fn get_key(
     let Path((cache, key)) = path?;
     let cache = cache_of(&node, Some(&cache))?;
     // `peek` for the expiry, then `get` so that the read counts and refreshes LRU order.
+    if cache.kind(&key) == Some(Kind::Hash) {
+        return hash_response(&cache, &key);
+    }
     match cache
         .peek(&key)
         .and_then(|e| cache.get(&key).map(|v| (v, e.expires_at)))
@@ -293,6 +308,65 @@ async fn get_key(
         Some((v, at)) => Ok(value_response(v, at)),
         None => Err(not_found(&key, &cache)),
     }
+}
+
+/// A hash as a JSON object of its fields (fields and values that are not UTF-8 are shown with
+/// U+FFFD in place of the bytes that are not).
+fn hash_response(cache: &Cache, key: &str) -> ApiResult<Response> {
+    let fields = cache.hgetall(key)?;
+    let object: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).into_owned(),
+                serde_json::Value::String(String::from_utf8_lossy(v).into_owned()),
+            )
+        })
+        .collect();
+    let mut response = Json(object).into_response();
+    if let Some(at) = cache.peek(key).and_then(|e| e.expires_at) {
+        response
+            .headers_mut()
+            .insert("x-expires-at-ms", HeaderValue::from(at));
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct IncrParams {
+    by: Option<String>,
+}
+
+/// `POST /v1/caches/{cache}/keys/{key}/incr[?by=N]`: adds `by` (default 1; an integer, or a
+/// float) to the key's counter and answers the new value as text. Increments made on every node
+/// add up, also across a partition.
+async fn post_key(
+    State(node): State<Node>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<IncrParams>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Path((cache, key)) = path?;
+    let Query(p) = query?;
+    let Some(key) = key.strip_suffix("/incr") else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            "POST takes an operation on the key: /v1/caches/{cache}/keys/{key}/incr?by=N",
+        ));
+    };
+    check_key(&node, key)?;
+    let cache = cache_of(&node, Some(&cache))?;
+    let by = p.by.as_deref().unwrap_or("1");
+    let text = if let Ok(n) = by.parse::<i64>() {
+        cache.incr(key, n)?.to_string()
+    } else if let Some(f) = crate::cache::merge::parse_float(by.as_bytes()) {
+        crate::cache::merge::format_float(cache.incr_float(key, f)?)
+    } else {
+        return Err(ApiError::bad_request(format!(
+            "`by` must be an integer or a finite number, not {by:?}"
+        )));
+    };
+    Ok(([(header::CONTENT_TYPE, "text/plain")], text).into_response())
 }
 
 async fn head_key(

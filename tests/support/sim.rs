@@ -337,7 +337,7 @@ impl Sim {
     }
 
     /// Moves every frame each end of link `l` has ready onto the wire.
-    fn transmit(&mut self, l: usize) {
+    pub fn transmit(&mut self, l: usize) {
         if self.links[l].held {
             return;
         }
@@ -358,7 +358,7 @@ impl Sim {
 
     /// Delivers up to `n` frames in one direction of link `l`. A link error cuts the link; errors
     /// a healthy peer never causes fail the run.
-    fn deliver(&mut self, l: usize, to_hub: bool, n: usize) {
+    pub fn deliver(&mut self, l: usize, to_hub: bool, n: usize) {
         if let Some(e) = self.pump(l, to_hub, n) {
             self.link_error(l, e);
         }
@@ -415,7 +415,7 @@ impl Sim {
 
     /// Hands the last batch delivered on link `l` to its receiver again, as a duplicated frame
     /// would: every change in it must be a no-op the second time.
-    fn duplicate(&mut self, l: usize, to_hub: bool) {
+    pub fn duplicate(&mut self, l: usize, to_hub: bool) {
         let (leaf, hub) = (self.links[l].leaf, self.links[l].hub);
         let Some(c) = self.links[l].conn.as_mut() else {
             return;

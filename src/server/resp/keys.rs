@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::session::{Args, NOT_AN_INTEGER, SYNTAX, Session, error_line, int_arg};
-use crate::cache::{Cache, Expiry, NEVER, Write};
+use crate::cache::{Cache, Expiry, Kind, NEVER, Write};
 use crate::server::glob;
 use crate::server::protocol::{Reply, parse_int};
 
@@ -36,11 +36,16 @@ pub(super) fn touch(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
 }
 
 pub(super) fn type_of(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
-    out.simple(if s.cache.contains(args.get(1)) {
-        "string"
-    } else {
-        "none"
-    });
+    out.simple(type_name(s.cache.kind(args.get(1))));
+}
+
+/// Redis's name of a type: a counter is a `string`, as Redis's `INCR` keys are.
+fn type_name(kind: Option<Kind>) -> &'static str {
+    match kind {
+        Some(Kind::String | Kind::Counter) => "string",
+        Some(Kind::Hash) => "hash",
+        None => "none",
+    }
 }
 
 /// `TTL`, `PTTL`, `EXPIRETIME`, `PEXPIRETIME`: -2 for a missing key, -1 for one that does not
@@ -249,11 +254,8 @@ fn rename_generic(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>, nx: 
         out.int(0);
         return;
     }
-    let to = Bytes::copy_from_slice(to);
-    if let Err(e) = s
-        .cache
-        .set_with_expiry(to, entry.value, same_expiry(entry.expires_at))
-    {
+    let target = s.cache.clone();
+    if let Err(e) = copy_value(&s.cache, from, &entry, &target, to) {
         out.error(&error_line(&e));
         return;
     }
@@ -315,14 +317,33 @@ pub(super) fn copy(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
         out.int(0);
         return;
     }
-    match target.set_with_expiry(
-        Bytes::copy_from_slice(to),
-        entry.value,
-        same_expiry(entry.expires_at),
-    ) {
-        Ok(_) => out.int(1),
+    match copy_value(&s.cache, from, &entry, &target, to) {
+        Ok(()) => out.int(1),
         Err(e) => out.error(&error_line(&e)),
     }
+}
+
+/// Writes what `from` holds (read as `entry`) under `to` in `target`, with its expiry: a
+/// string as a write of its value, a hash as a new hash of its fields.
+fn copy_value(
+    cache: &Cache,
+    from: &[u8],
+    entry: &crate::cache::EntryInfo,
+    target: &Cache,
+    to: &[u8],
+) -> Result<(), crate::error::Error> {
+    let expiry = same_expiry(entry.expires_at);
+    if entry.kind != Kind::Hash {
+        target.set_with_expiry(Bytes::copy_from_slice(to), entry.value.clone(), expiry)?;
+        return Ok(());
+    }
+    let fields = cache.hgetall(from)?;
+    target.delete(to);
+    target.hset_many(to, &fields, false)?;
+    if expiry != Expiry::Never {
+        target.set_expiry(to, expiry)?;
+    }
+    Ok(())
 }
 
 pub(super) fn randomkey(s: &mut Session<'_>, _: Args<'_>, out: &mut Reply<'_>) {
@@ -352,8 +373,8 @@ pub(super) fn keys(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
 }
 
 /// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE t]`: the cursor is a position in the change
-/// log, so a key held throughout is returned at least once. Every key is a string, so `TYPE`
-/// other than `string` finds nothing.
+/// log, so a key held throughout is returned at least once. `TYPE` is `string` (counters too) or
+/// `hash`.
 pub(super) fn scan(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
     let Some(cursor) = std::str::from_utf8(args.get(1))
         .ok()
@@ -364,7 +385,7 @@ pub(super) fn scan(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
     };
     let mut pattern: Option<&[u8]> = None;
     let mut count = 10usize;
-    let mut type_ok = true;
+    let mut wanted: Option<String> = None;
     let mut i = 2;
     while i < args.len() {
         if i + 1 >= args.len() {
@@ -385,7 +406,7 @@ pub(super) fn scan(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
                     return;
                 }
             },
-            b"TYPE" => type_ok = value.eq_ignore_ascii_case(b"string"),
+            b"TYPE" => wanted = Some(String::from_utf8_lossy(value).to_ascii_lowercase()),
             _ => {
                 out.error(SYNTAX);
                 return;
@@ -396,7 +417,12 @@ pub(super) fn scan(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
     let (keys, next) = s.cache.scan(cursor, count);
     let keys: Vec<Bytes> = keys
         .into_iter()
-        .filter(|k| type_ok && pattern.is_none_or(|p| glob::matches(p, k)))
+        .filter(|k| pattern.is_none_or(|p| glob::matches(p, k)))
+        .filter(|k| {
+            wanted
+                .as_deref()
+                .is_none_or(|w| type_name(s.cache.kind(k)) == w)
+        })
         .collect();
     out.array(2);
     out.bulk(itoa::Buffer::new().format(next).as_bytes());
@@ -453,7 +479,19 @@ pub(super) fn object(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
         return;
     };
     match sub.as_bytes() {
-        b"ENCODING" => out.bulk(encoding(&entry.value).as_bytes()),
+        b"ENCODING" => {
+            let name = match entry.kind {
+                Kind::String => encoding(&entry.value),
+                Kind::Counter => "int",
+                Kind::Hash => {
+                    let small = s.cache.hgetall(args.get(2)).is_ok_and(|f| {
+                        f.len() <= 128 && f.iter().all(|(k, v)| k.len() <= 64 && v.len() <= 64)
+                    });
+                    if small { "listpack" } else { "hashtable" }
+                }
+            };
+            out.bulk(name.as_bytes())
+        }
         b"REFCOUNT" => out.int(1),
         b"IDLETIME" => {
             let written = entry.version.ts.physical_ms();
@@ -497,6 +535,10 @@ pub(crate) fn undump(payload: &[u8]) -> Option<&[u8]> {
 
 pub(super) fn dump(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
     match s.cache.peek(args.get(1)) {
+        Some(e) if e.kind == Kind::Hash => match s.cache.hgetall(args.get(1)) {
+            Ok(fields) => out.bulk(&dump_hash(&fields)),
+            Err(e) => out.error(&error_line(&e)),
+        },
         Some(e) => out.bulk(&dump_payload(&e.value)),
         None => out.null(),
     }
@@ -536,7 +578,8 @@ pub(super) fn restore(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) 
             return;
         }
     };
-    let Some(value) = undump(args.get(3)) else {
+    let hash = undump_hash(args.get(3));
+    let Some(value) = undump(args.get(3)).or(hash.as_ref().map(|_| &b""[..])) else {
         out.error("ERR DUMP payload version or checksum are wrong");
         return;
     };
@@ -559,13 +602,53 @@ pub(super) fn restore(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) 
         (at, true) => Expiry::AtMs(at),
         (ms, false) => Expiry::After(Duration::from_millis(ms)),
     };
-    match s
-        .cache
-        .set_borrowed(key, Bytes::copy_from_slice(value), expiry)
-    {
-        Ok(_) => out.ok(),
+    let written = match hash {
+        Some(fields) => {
+            s.cache.delete(key);
+            s.cache
+                .hset_many(key, &fields, false)
+                .and_then(|_| match expiry {
+                    Expiry::Never => Ok(true),
+                    e => s.cache.set_expiry(key, e),
+                })
+                .map(|_| ())
+        }
+        None => s
+            .cache
+            .set_borrowed(key, Bytes::copy_from_slice(value), expiry)
+            .map(|_| ()),
+    };
+    match written {
+        Ok(()) => out.ok(),
         Err(e) => out.error(&error_line(&e)),
     }
+}
+
+/// The format byte of a hash's `DUMP` payload: its fields, postcard-encoded, then the trailer.
+const DUMP_HASH_VERSION: u8 = 2;
+
+/// A `DUMP` payload of a hash's fields.
+pub(crate) fn dump_hash(fields: &[(Bytes, Bytes)]) -> Vec<u8> {
+    let mut out = postcard::to_allocvec(fields).unwrap_or_default();
+    out.push(DUMP_HASH_VERSION);
+    out.push(DUMP_MAGIC);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The fields in a hash's `DUMP` payload, if it is one and whole.
+pub(crate) fn undump_hash(payload: &[u8]) -> Option<Vec<(Bytes, Bytes)>> {
+    let body_len = payload.len().checked_sub(4)?;
+    let (body, crc) = payload.split_at(body_len);
+    if body.len() < 2 || crc32fast::hash(body).to_le_bytes() != crc {
+        return None;
+    }
+    let (value, trailer) = body.split_at(body.len() - 2);
+    if trailer != [DUMP_HASH_VERSION, DUMP_MAGIC] {
+        return None;
+    }
+    postcard::from_bytes(value).ok()
 }
 
 #[cfg(test)]

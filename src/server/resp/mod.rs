@@ -12,6 +12,7 @@
 
 mod admin;
 mod clients;
+mod hashes;
 mod keys;
 mod pubsub;
 mod session;

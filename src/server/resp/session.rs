@@ -232,6 +232,22 @@ impl<'n> Session<'n> {
         self.run(index, spec, args, out);
     }
 
+    /// Whether one of the command's keys holds a hash (a string command on it is refused).
+    fn holds_hash(&self, spec: &Spec, args: Args<'_>) -> bool {
+        let (first, last, step) = spec.keys;
+        if first <= 0 {
+            return false;
+        }
+        let last = if last < 0 {
+            args.len() as i32 + last
+        } else {
+            last
+        };
+        (first..=last.min(args.len() as i32 - 1))
+            .step_by(step.max(1) as usize)
+            .any(|i| self.cache.kind(args.get(i as usize)) == Some(crate::cache::Kind::Hash))
+    }
+
     fn run(&mut self, index: usize, spec: &Spec, args: Args<'_>, out: &mut Reply<'_>) {
         self.client.last_cmd.store(index, Ordering::Relaxed);
         let seq_before = if spec.has(table::WRITE) {
@@ -240,6 +256,11 @@ impl<'n> Session<'n> {
             0
         };
         self.caching_kept = false;
+        if spec.group == "string" && !OVERWRITES.contains(&spec.name) && self.holds_hash(spec, args)
+        {
+            out.error(super::strings::WRONGTYPE);
+            return;
+        }
         super::tracking::CURRENT_CLIENT.set(self.client.id);
         (spec.run)(self, args, out);
         super::tracking::CURRENT_CLIENT.set(0);
@@ -341,6 +362,13 @@ pub(crate) fn within(what: &str, len: usize, limit: usize, out: &mut Reply<'_>) 
 pub(crate) fn error_line(e: &Error) -> String {
     format!("ERR {e}")
 }
+
+/// The string commands that take a key of any type: they replace it (`SET`, `MSET`...), or read
+/// it as Redis does (`GET` answers `WRONGTYPE` itself, checked on a miss only; `MGET` answers
+/// nil).
+const OVERWRITES: &[&str] = &[
+    "get", "mget", "set", "setnx", "setex", "psetex", "mset", "msetnx",
+];
 
 pub(crate) const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
 pub(crate) const SYNTAX: &str = "ERR syntax error";

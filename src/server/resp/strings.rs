@@ -1,10 +1,11 @@
 //! The string commands, as Redis 7.2 documents them: `GET`/`SET` and their variants, `APPEND`,
-//! `GETRANGE`, `SETRANGE`, `STRLEN`, `GETEX`, `MSET`/`MSETNX`/`MGET`, `LCS`.
+//! `GETRANGE`, `SETRANGE`, `STRLEN`, `GETEX`, `MSET`/`MSETNX`/`MGET`, `LCS`, and the counters
+//! (`INCR`, `DECR`, `INCRBY`, `DECRBY`, `INCRBYFLOAT`).
 //!
 //! Every read-modify-write (`APPEND`, `SETRANGE`, `GETEX`...) reads and writes under its key's
 //! shard lock, and replicates as a plain write of the resulting value: the last writer wins,
-//! as for `SET`. That is why the `INCR` family is refused here: a counter incremented on both
-//! sides of a partition must add up, which a last-writer-wins string cannot do.
+//! as for `SET`. The `INCR` family is the exception: increments merge, so that increments made
+//! on both sides of a partition add up (`cache::merge`).
 
 use std::time::Duration;
 
@@ -30,6 +31,10 @@ pub(super) fn read(s: &mut Session<'_>, key: &[u8]) -> Option<Bytes> {
 
 pub(super) fn get(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
     let value = read(s, args.get(1));
+    if value.is_none() && s.cache.kind(args.get(1)) == Some(crate::cache::Kind::Hash) {
+        out.error(WRONGTYPE);
+        return;
+    }
     out.bulk_or_null(value.as_deref());
 }
 
@@ -541,13 +546,82 @@ pub(super) fn lcs(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
     out.int(total as i64);
 }
 
-/// The `INCR` family: refused until counters that merge across partitions exist.
-pub(super) fn counter(_: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
-    out.error(&format!(
-        "ERR '{}' is not supported yet: a counter must add up increments made on both sides of a partition, which a replicated string cannot",
-        String::from_utf8_lossy(args.get(0)).to_lowercase()
-    ));
+/// `INCR`, `DECR`, `INCRBY`, `DECRBY`: an increment of the key's counter, which merges with the
+/// increments other nodes make (see `cache::merge`).
+pub(super) fn incr(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
+    count_by(s, args.get(1), 1, out);
 }
+
+pub(super) fn decr(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
+    count_by(s, args.get(1), -1, out);
+}
+
+pub(super) fn incrby(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
+    if let Some(by) = int_arg(args.get(2), out) {
+        count_by(s, args.get(1), by, out);
+    }
+}
+
+pub(super) fn decrby(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
+    let Some(by) = int_arg(args.get(2), out) else {
+        return;
+    };
+    match by.checked_neg() {
+        Some(by) => count_by(s, args.get(1), by, out),
+        None => out.error("ERR decrement would overflow"),
+    }
+}
+
+fn count_by(s: &mut Session<'_>, key: &[u8], by: i64, out: &mut Reply<'_>) {
+    match s.cache.incr(key, by) {
+        Ok(n) => out.int(n),
+        Err(e) => out.error(&count_error(&e, false, false)),
+    }
+}
+
+pub(super) fn incrbyfloat(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
+    let Some(by) = float_arg(args.get(2), out) else {
+        return;
+    };
+    match s.cache.incr_float(args.get(1), by) {
+        Ok(f) => out.bulk(crate::cache::merge::format_float(f).as_bytes()),
+        Err(e) => out.error(&count_error(&e, true, false)),
+    }
+}
+
+/// A float argument as Redis reads one, or its error answered.
+pub(super) fn float_arg(raw: &[u8], out: &mut Reply<'_>) -> Option<f64> {
+    let f = crate::cache::merge::parse_float(raw);
+    if f.is_none() {
+        out.error("ERR value is not a valid float");
+    }
+    f
+}
+
+/// Redis's error line for a refused increment of a key (or, with `field`, of a hash field).
+pub(super) fn count_error(e: &Error, float: bool, field: bool) -> String {
+    use crate::cache::merge::NotCounted;
+    match e {
+        Error::NotCounted(NotCounted::NotANumber) => match (field, float) {
+            (false, false) => NOT_AN_INTEGER.into(),
+            (false, true) => "ERR value is not a valid float".into(),
+            (true, false) => "ERR hash value is not an integer".into(),
+            (true, true) => "ERR hash value is not a float".into(),
+        },
+        Error::NotCounted(NotCounted::Overflow) => {
+            "ERR increment or decrement would overflow".into()
+        }
+        Error::NotCounted(NotCounted::NotFinite) => {
+            "ERR increment would produce NaN or Infinity".into()
+        }
+        Error::WrongType => WRONGTYPE.into(),
+        other => error_line(other),
+    }
+}
+
+/// Redis's answer to a command on a key of another type.
+pub(crate) const WRONGTYPE: &str =
+    "WRONGTYPE Operation against a key holding the wrong kind of value";
 
 impl Session<'_> {
     /// The expiry a new key gets in the selected cache: its default time to live, if any.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use super::session::{Args, Session};
-use super::{admin, keys, pubsub, session, strings};
+use super::{admin, hashes, keys, pubsub, session, strings};
 use crate::server::protocol::Reply;
 
 /// Runs one command; its arity was checked.
@@ -404,8 +404,8 @@ pub(super) static COMMANDS: &[Spec] = &[
         WRITE | DENY_OOM | FAST,
         ONE,
         "string",
-        strings::counter,
-        "Increments the integer value of a key by one (not yet: counters must merge across partitions)."
+        strings::incr,
+        "Increments the integer value of a key by one; increments on every node add up."
     ),
     spec!(
         "decr",
@@ -413,8 +413,8 @@ pub(super) static COMMANDS: &[Spec] = &[
         WRITE | DENY_OOM | FAST,
         ONE,
         "string",
-        strings::counter,
-        "Decrements the integer value of a key by one (not yet)."
+        strings::decr,
+        "Decrements the integer value of a key by one."
     ),
     spec!(
         "incrby",
@@ -422,8 +422,8 @@ pub(super) static COMMANDS: &[Spec] = &[
         WRITE | DENY_OOM | FAST,
         ONE,
         "string",
-        strings::counter,
-        "Increments the integer value of a key by a number (not yet)."
+        strings::incrby,
+        "Increments the integer value of a key by a number."
     ),
     spec!(
         "decrby",
@@ -431,8 +431,8 @@ pub(super) static COMMANDS: &[Spec] = &[
         WRITE | DENY_OOM | FAST,
         ONE,
         "string",
-        strings::counter,
-        "Decrements a number from the integer value of a key (not yet)."
+        strings::decrby,
+        "Decrements a number from the integer value of a key."
     ),
     spec!(
         "incrbyfloat",
@@ -440,8 +440,153 @@ pub(super) static COMMANDS: &[Spec] = &[
         WRITE | DENY_OOM | FAST,
         ONE,
         "string",
-        strings::counter,
-        "Increment the floating point value of a key by a number (not yet)."
+        strings::incrbyfloat,
+        "Increment the floating point value of a key by a number."
+    ),
+    // Hashes.
+    spec!(
+        "hset",
+        -4,
+        WRITE | DENY_OOM | FAST,
+        ONE,
+        "hash",
+        hashes::hset,
+        "Creates or modifies the value of a field in a hash; fields merge across nodes."
+    ),
+    spec!(
+        "hmset",
+        -4,
+        WRITE | DENY_OOM | FAST,
+        ONE,
+        "hash",
+        hashes::hmset,
+        "Sets the values of multiple fields."
+    ),
+    spec!(
+        "hsetnx",
+        4,
+        WRITE | DENY_OOM | FAST,
+        ONE,
+        "hash",
+        hashes::hsetnx,
+        "Sets the value of a field in a hash only when the field doesn't exist."
+    ),
+    spec!(
+        "hget",
+        3,
+        READ | FAST,
+        ONE,
+        "hash",
+        hashes::hget,
+        "Returns the value of a field in a hash."
+    ),
+    spec!(
+        "hmget",
+        -3,
+        READ | FAST,
+        ONE,
+        "hash",
+        hashes::hmget,
+        "Returns the values of all fields in a hash."
+    ),
+    spec!(
+        "hgetall",
+        2,
+        READ,
+        ONE,
+        "hash",
+        hashes::hgetall,
+        "Returns all fields and values in a hash."
+    ),
+    spec!(
+        "hdel",
+        -3,
+        WRITE | FAST,
+        ONE,
+        "hash",
+        hashes::hdel,
+        "Deletes one or more fields and their values from a hash; deletes the hash if none remain."
+    ),
+    spec!(
+        "hexists",
+        3,
+        READ | FAST,
+        ONE,
+        "hash",
+        hashes::hexists,
+        "Determines whether a field exists in a hash."
+    ),
+    spec!(
+        "hlen",
+        2,
+        READ | FAST,
+        ONE,
+        "hash",
+        hashes::hlen,
+        "Returns the number of fields in a hash."
+    ),
+    spec!(
+        "hkeys",
+        2,
+        READ,
+        ONE,
+        "hash",
+        hashes::hkeys,
+        "Returns all fields in a hash."
+    ),
+    spec!(
+        "hvals",
+        2,
+        READ,
+        ONE,
+        "hash",
+        hashes::hvals,
+        "Returns all values in a hash."
+    ),
+    spec!(
+        "hstrlen",
+        3,
+        READ | FAST,
+        ONE,
+        "hash",
+        hashes::hstrlen,
+        "Returns the length of the value of a field."
+    ),
+    spec!(
+        "hincrby",
+        4,
+        WRITE | DENY_OOM | FAST,
+        ONE,
+        "hash",
+        hashes::hincrby,
+        "Increments the integer value of a field in a hash by a number; increments on every node add up."
+    ),
+    spec!(
+        "hincrbyfloat",
+        4,
+        WRITE | DENY_OOM | FAST,
+        ONE,
+        "hash",
+        hashes::hincrbyfloat,
+        "Increments the floating point value of a field by a number."
+    ),
+    spec!(
+        "hrandfield",
+        -2,
+        READ,
+        ONE,
+        "hash",
+        hashes::hrandfield,
+        "Returns one or more random fields from a hash."
+    ),
+    spec!(
+        "hscan",
+        -3,
+        READ,
+        ONE,
+        "hash",
+        hashes::hscan,
+        "Iterates over fields and values of a hash."
     ),
     // Keys.
     spec!(
