@@ -150,6 +150,53 @@ async fn partition_and_heal_through_the_proxy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_and_hashes_merge_across_a_partition_over_tcp() {
+    let root = hub("root");
+    let proxy = Proxy::start(&addr(&root)).await;
+    let cut_off = leaf("cut-off", proxy.addr());
+    let other = leaf("other", &addr(&root));
+    let (c, o) = (cut_off.default_cache(), other.default_cache());
+    c.incr("n", 100).unwrap();
+    c.hset("h", "a", "1").unwrap();
+    wait_converged(&[&root, &cut_off, &other]).await;
+    proxy.latency(Duration::from_millis(2));
+    proxy.cut();
+    eventually(WAIT, "the cut is seen", || {
+        (cut_off.links().first().map(|l| l.state) != Some(LinkState::Up))
+            .then_some(())
+            .ok_or_else(String::new)
+    })
+    .await;
+    for _ in 0..500 {
+        c.incr("n", 1).unwrap();
+        o.incr("n", 1).unwrap();
+    }
+    c.hset("h", "from-cut-off", "x").unwrap();
+    o.hset("h", "from-other", "y").unwrap();
+    o.hincr("h", "hits", 2).unwrap();
+    c.hincr("h", "hits", 3).unwrap();
+    assert_eq!(c.get("n").unwrap(), "600");
+    proxy.heal();
+    eventually(WAIT, "every node adds both sides up", || {
+        let all = [&root, &cut_off, &other]
+            .iter()
+            .all(|n| n.default_cache().get("n").as_deref() == Some(&b"1100"[..]));
+        all.then_some(()).ok_or_else(String::new)
+    })
+    .await;
+    wait_converged(&[&root, &cut_off, &other]).await;
+    for n in [&root, &cut_off, &other] {
+        let fields = n.default_cache().hgetall("h").unwrap();
+        let names: Vec<&[u8]> = fields.iter().map(|(k, _)| k.as_ref()).collect();
+        assert_eq!(names, [&b"a"[..], b"from-cut-off", b"from-other", b"hits"]);
+        assert_eq!(n.default_cache().hget("h", "hits").unwrap().unwrap(), "5");
+    }
+    for n in [&root, &cut_off, &other] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_partition_sends_the_delta_and_a_restarted_leaf_gets_a_full_sync() {
     let root = hub("root");
     let proxy = Proxy::start(&addr(&root)).await;

@@ -455,7 +455,8 @@ fn hash_fields_written_in_a_three_way_partition_end_as_the_union_newest_per_fiel
     for (n, node) in [2usize, 3, 4].into_iter().enumerate() {
         sim.clock.advance(Duration::from_millis(3));
         let c = sim.nodes[node].default_cache();
-        c.hset("h", format!("own{node}"), format!("v{node}")).unwrap();
+        c.hset("h", format!("own{node}"), format!("v{node}"))
+            .unwrap();
         c.hset("h", "shared", format!("from {node}")).unwrap();
         c.hincr("h", "visits", (n + 1) as i64).unwrap();
     }
@@ -493,12 +494,18 @@ fn hash_fields_written_in_a_three_way_partition_end_as_the_union_newest_per_fiel
 #[test]
 fn an_hdel_beats_a_concurrent_older_hset_of_the_field() {
     let mut sim = Sim::new(14, &TREE);
-    sim.nodes[0].default_cache().hset("h", "f", "first").unwrap();
+    sim.nodes[0]
+        .default_cache()
+        .hset("h", "f", "first")
+        .unwrap();
     sim.nodes[0].default_cache().hset("h", "g", "kept").unwrap();
     sim.settle();
     sim.cut(1); // leaf 2 apart
     sim.clock.advance(Duration::from_millis(2));
-    sim.nodes[2].default_cache().hset("h", "f", "older write").unwrap();
+    sim.nodes[2]
+        .default_cache()
+        .hset("h", "f", "older write")
+        .unwrap();
     sim.clock.advance(Duration::from_millis(2));
     assert_eq!(sim.nodes[3].default_cache().hdel("h", ["f"]).unwrap(), 1);
     sim.settle_without(1);
@@ -507,7 +514,12 @@ fn an_hdel_beats_a_concurrent_older_hset_of_the_field() {
     converged_at(&all(&sim), sim.clock.now_ms()).unwrap();
     for node in &sim.nodes {
         let c = node.default_cache();
-        assert_eq!(c.hget("h", "f").unwrap(), None, "deleted on {}", node.name());
+        assert_eq!(
+            c.hget("h", "f").unwrap(),
+            None,
+            "deleted on {}",
+            node.name()
+        );
         assert_eq!(c.hget("h", "g").unwrap().unwrap(), "kept");
     }
     // A delete of the whole hash is newer than every field it saw.

@@ -55,12 +55,55 @@ def main():
     a.mset({"py:l1": "ohmytext", "py:l2": "mynewtext"})
     assert a.lcs("py:l1", "py:l2") == b"mytext"
     assert a.set("py:ex", "v", px=5000) and 0 < a.pttl("py:ex") <= 5000
+    checked.append("string commands")
+
+    # Counters: increments at both leaves add up on both, a float increment, Redis's errors.
+    a.delete("py:counter")
+    for _ in range(100):
+        a.incr("py:counter")
+        b.incrby("py:counter", 2)
+    eventually("300 at leaf-a", lambda: a.get("py:counter") == b"300")
+    eventually("300 at leaf-b", lambda: b.get("py:counter") == b"300")
+    assert a.decr("py:counter") == 299 and a.decrby("py:counter", 9) == 290
+    assert a.incrbyfloat("py:counter", 0.5) == 290.5
     try:
         a.incr("py:counter")
-        raise AssertionError("INCR should be refused until counters merge")
+        raise AssertionError("INCR of a float must fail")
     except redis.ResponseError as e:
-        assert "partition" in str(e), e
-    checked.append("string commands")
+        assert "not an integer" in str(e), e
+    a.set("py:counter", "5")
+    eventually("the SET reaches leaf-b", lambda: b.get("py:counter") == b"5")
+    assert b.incr("py:counter") == 6
+    eventually("both leaves agree", lambda: a.get("py:counter") == b.get("py:counter") == b"6")
+    checked.append("counters that add up across two leaves")
+
+    # Hashes: fields written at both leaves merge; HINCRBY fields add up; WRONGTYPE.
+    a.delete("py:h")
+    a.hset("py:h", mapping={"name": "ada", "lang": "rust"})
+    b.hset("py:h", "city", "paris")
+    for _ in range(10):
+        a.hincrby("py:h", "visits", 1)
+        b.hincrby("py:h", "visits", 1)
+    want = {b"name": b"ada", b"lang": b"rust", b"city": b"paris", b"visits": b"20"}
+    eventually("the union at leaf-a", lambda: a.hgetall("py:h") == want)
+    eventually("the union at leaf-b", lambda: b.hgetall("py:h") == want)
+    assert a.hlen("py:h") == 4 and a.hexists("py:h", "city")
+    assert sorted(a.hkeys("py:h")) == sorted(want.keys())
+    assert a.hmget("py:h", ["name", "nope"]) == [b"ada", None]
+    assert a.hdel("py:h", "lang") == 1
+    eventually("the HDEL at leaf-b", lambda: b.hget("py:h", "lang") is None)
+    assert a.hincrbyfloat("py:h", "score", 1.5) == 1.5
+    assert a.hsetnx("py:h", "name", "x") in (False, 0)
+    assert a.hstrlen("py:h", "name") == 3
+    assert a.hrandfield("py:h") in want.keys() | {b"score"}
+    assert dict(a.hscan("py:h")[1])[b"name"] == b"ada"
+    assert a.type("py:h") == b"hash"
+    try:
+        a.get("py:h")
+        raise AssertionError("GET of a hash must fail")
+    except redis.ResponseError as e:
+        assert str(e).startswith("WRONGTYPE"), e
+    checked.append("hashes that merge field by field across two leaves")
 
     # Keys.
     a.set("py:r1", "v", ex=30)
