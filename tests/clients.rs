@@ -160,8 +160,14 @@ async fn the_redis_crate_in_resp2_and_resp3() {
             assert_eq!((a.as_str(), b), ("1", None));
             let appended: i64 = con.append("rs:k", "!").unwrap();
             assert_eq!(appended as usize, proto.len() + 1);
-            let err = con.incr::<_, _, i64>("rs:n", 1).unwrap_err();
-            assert!(err.to_string().contains("partition"), "{err}");
+            let _: () = con.del("rs:n").unwrap();
+            assert_eq!(con.incr::<_, _, i64>("rs:n", 41).unwrap(), 41);
+            assert_eq!(con.incr::<_, _, i64>("rs:n", 1).unwrap(), 42);
+            let _: () = con.hset("rs:h", "f", "v").unwrap();
+            let all: std::collections::HashMap<String, String> = con.hgetall("rs:h").unwrap();
+            assert_eq!(all["f"], "v");
+            let err = con.get::<_, String>("rs:h").unwrap_err();
+            assert!(err.to_string().contains("WRONGTYPE"), "{err}");
             let hello: Value = redis::cmd("HELLO").query(&mut con).unwrap();
             match (proto, &hello) {
                 ("resp3", Value::Map(_)) | ("resp2", Value::Array(_)) => {}

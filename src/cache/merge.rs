@@ -477,7 +477,11 @@ impl Field {
     }
 
     fn bytes(&self, name: &[u8]) -> usize {
-        name.len()
+        self.bytes_len(name.len())
+    }
+
+    fn bytes_len(&self, name_len: usize) -> usize {
+        name_len
             + FIELD_OVERHEAD
             + match &self.value {
                 FieldValue::Value(b) => b.len(),
@@ -508,6 +512,9 @@ pub struct Hash {
     /// Seq and source of the last change of the expiry.
     pub ttl_seq: u64,
     pub ttl_source: u32,
+    /// The accounted bytes of its fields, kept as they change (a big hash is not summed again
+    /// at every write).
+    pub size: usize,
 }
 
 impl Hash {
@@ -525,6 +532,8 @@ impl Hash {
 
     /// Sets field `name` at `version`: a plain value, or a write over its counter.
     pub fn set(&mut self, name: Bytes, value: Option<Bytes>, version: Version, seq: u64) {
+        let before = self.fields.get(&name).map_or(0, |f| f.bytes(&name));
+        let name_len = name.len();
         let field = self.fields.entry(name).or_insert_with(|| Field {
             version,
             value: FieldValue::Deleted,
@@ -543,6 +552,8 @@ impl Hash {
         field.version = version;
         field.seq = seq;
         field.source = 0;
+        let after = field.bytes_len(name_len);
+        self.size = self.size + after - before;
     }
 
     /// Increments field `name` by `by`; on an error nothing changes.
@@ -554,20 +565,19 @@ impl Hash {
         version: Version,
         seq: u64,
     ) -> Result<Num, NotCounted> {
-        let mut cell = match self.fields.get(&name) {
-            Some(f) => f.to_cell(),
-            None => Cell::written(ORIGIN, None),
+        let (mut cell, before) = match self.fields.get(&name) {
+            Some(f) => (f.to_cell(), f.bytes(&name)),
+            None => (Cell::written(ORIGIN, None), 0),
         };
         let n = cell.increment(run, by, version, seq)?;
-        self.fields.insert(
-            name,
-            Field {
-                version,
-                value: FieldValue::Cell(Box::new(cell)),
-                seq,
-                source: 0,
-            },
-        );
+        let field = Field {
+            version,
+            value: FieldValue::Cell(Box::new(cell)),
+            seq,
+            source: 0,
+        };
+        self.size = self.size + field.bytes(&name) - before;
+        self.fields.insert(name, field);
         Ok(n)
     }
 
@@ -583,6 +593,7 @@ impl Hash {
         if reset > self.reset {
             self.reset = reset;
             self.fields.retain(|_, f| f.version > reset);
+            self.size = self.fields.iter().map(|(k, f)| f.bytes(k)).sum();
             self.reg_seq = seq;
             self.reg_source = source;
             changed = true;
@@ -592,11 +603,18 @@ impl Hash {
                 continue;
             }
             match self.fields.get_mut(name) {
-                Some(mine) => changed |= mine.join(theirs, seq, source),
+                Some(mine) => {
+                    let before = mine.bytes(name);
+                    if mine.join(theirs, seq, source) {
+                        self.size = self.size + mine.bytes(name) - before;
+                        changed = true;
+                    }
+                }
                 None => {
                     let mut f = theirs.clone();
                     f.seq = seq;
                     f.source = source;
+                    self.size += f.bytes(name);
                     self.fields.insert(name.clone(), f);
                     changed = true;
                 }
@@ -628,7 +646,7 @@ impl Hash {
 
     /// Accounted bytes on top of the entry.
     pub fn bytes(&self) -> usize {
-        self.fields.iter().map(|(k, f)| f.bytes(k)).sum()
+        self.size
     }
 }
 
@@ -877,6 +895,7 @@ impl Merged {
                     reg_source: source,
                     ttl_seq: seq,
                     ttl_source: source,
+                    size: 0,
                 };
                 h.join(*reset, fields, seq, source);
                 h.reg_seq = seq;
@@ -1120,6 +1139,7 @@ mod tests {
             reg_source: 0,
             ttl_seq: 0,
             ttl_source: 0,
+            size: 0,
         };
         let mut b = a.clone();
         a.set("x".into(), Some("1".into()), v(5), 1);

@@ -288,6 +288,7 @@ fn begun(
             reg_source,
             ttl_seq: 0,
             ttl_source: LOCAL,
+            size: 0,
         })),
     }
 }
@@ -497,7 +498,7 @@ impl Shard {
         if self.holds_counter(key.as_slice(), now) {
             let old = self.record_seq(key.as_slice());
             let written: Result<(), Refused> =
-                self.change_merged(key, Target::Counter, version, seq, now, NEVER, |m, at| {
+                self.change_merged(key, Target::Counter, version, seq, now, (NEVER, 0), |m, at| {
                     if let Merged::Counter(c) = m {
                         c.cell.write(version, Some(value));
                         c.ttl = version;
@@ -548,7 +549,7 @@ impl Shard {
                 version,
                 seq,
                 now,
-                NEVER,
+                (NEVER, 0),
                 |m, _| {
                     if let Merged::Counter(c) = m {
                         c.cell.write(version, None);
@@ -635,12 +636,21 @@ impl Shard {
         version: Version,
         seq: u64,
         now: u64,
-        fresh_expires: u64,
+        (fresh_expires, grow): (u64, usize),
         f: impl FnOnce(&mut Merged, &mut u64) -> Result<T, E>,
     ) -> Result<T, E> {
         let k = key.as_slice();
         if self.live.peek(k).is_some_and(|e| e.expires_at <= now) {
             self.expire(k, now);
+        }
+        if let Some(e) = self.live.peek(k)
+            && matches!(
+                (&e.value, target),
+                (Value::Merged(Merged::Counter(_)), Target::Counter)
+                    | (Value::Merged(Merged::Hash(_)), Target::Hash)
+            )
+        {
+            return self.change_in_place(k, grow, seq, now, f);
         }
         let (mut state, mut expires_at) = match self.live.peek(k) {
             Some(e) => match (&e.value, target) {
@@ -691,6 +701,61 @@ impl Shard {
         }
         let key = key.into_bytes();
         self.put_merged(key, state, version, expires_at, (seq, LOCAL), now);
+        Ok(out)
+    }
+
+    /// [`change_merged`](Self::change_merged) of a live merged state, in place: a big hash costs
+    /// no copy per change. `grow` bounds the bytes the change may add, checked first, so that a
+    /// refused change leaves the state as it was; `f` must leave it untouched when it fails.
+    fn change_in_place<T, E: From<Refused>>(
+        &mut self,
+        k: &[u8],
+        grow: usize,
+        seq: u64,
+        now: u64,
+        f: impl FnOnce(&mut Merged, &mut u64) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let limit = self.limits.max_bytes;
+        let Some(e) = self.live.get_mut(k) else {
+            unreachable!("checked live by the caller");
+        };
+        let old_size = entry_size(k.len(), e.value.len());
+        if old_size.saturating_add(grow) > limit {
+            let size = old_size.saturating_add(grow);
+            return Err(Refused::TooLarge { size, limit }.into());
+        }
+        let Value::Merged(m) = &mut e.value else {
+            unreachable!("checked merged by the caller");
+        };
+        let (old_at, old_seq) = (e.expires_at, e.seq);
+        let mut at = old_at;
+        let out = f(m, &mut at)?;
+        if !m.exists() || at <= now {
+            // Deleted (a counter's parts kept), or expired by the change: out of the LRU.
+            let Some((key, live)) = self.live.pop_entry(k) else {
+                unreachable!()
+            };
+            self.unaccount(&key, &live);
+            self.log.remove(&live.seq);
+            let Value::Merged(state) = live.value else {
+                unreachable!()
+            };
+            self.put_merged(key, state, live.version, at, (seq, LOCAL), now);
+            return Ok(out);
+        }
+        e.version = m.newest();
+        e.expires_at = at;
+        e.seq = seq;
+        let new_size = entry_size(k.len(), e.value.len());
+        self.unindex_expiry(old_at, old_seq);
+        self.index_expiry(at, seq);
+        if let Some((logged, _)) = self.log.remove(&old_seq) {
+            self.log.insert(seq, (logged, LOCAL));
+        }
+        self.bytes = self.bytes - old_size + new_size;
+        if new_size > old_size {
+            self.evict_over_limits(now);
+        }
         Ok(out)
     }
 

@@ -4,7 +4,12 @@
 
 use bytes::Bytes;
 
-use super::merge::{Hash, Merged, Num};
+use super::merge::{FIELD_OVERHEAD, Hash, Merged, Num, Part};
+
+/// The most bytes an increment adds: one new part.
+const PART_BYTES: usize = std::mem::size_of::<Part>();
+/// The most bytes a field increment adds: a new counter cell and its part.
+const CELL_BYTES: usize = std::mem::size_of::<super::merge::Cell>() + PART_BYTES;
 use super::ports::Stored;
 use super::shard::{KeyArg, Kind, Target};
 use super::{Cache, Change, Expiry, write_out};
@@ -58,7 +63,7 @@ impl Cache {
     }
 
     fn count(&self, key: &[u8], by: Num) -> Result<Num, Error> {
-        self.change_merged(key, Target::Counter, |m, run, version, seq| match m {
+        self.change_merged(key, Target::Counter, PART_BYTES, |m, run, version, seq| match m {
             Merged::Counter(c) => Ok(c.cell.increment(run, by, version, seq)?),
             Merged::Hash(_) => Err(Error::WrongType),
         })
@@ -101,7 +106,11 @@ impl Cache {
         pairs: &[(Bytes, Bytes)],
         if_new: bool,
     ) -> Result<usize, Error> {
-        self.change_merged(key, Target::Hash, |m, _, version, seq| {
+        let grow = pairs
+            .iter()
+            .map(|(f, v)| f.len() + v.len() + FIELD_OVERHEAD)
+            .sum();
+        self.change_merged(key, Target::Hash, grow, |m, _, version, seq| {
             let Merged::Hash(h) = m else {
                 return Err(Error::WrongType);
             };
@@ -163,7 +172,7 @@ impl Cache {
         if self.read_hash(key, |h| h.is_none())? {
             return Ok(0);
         }
-        self.change_merged(key, Target::Hash, |m, _, version, seq| {
+        self.change_merged(key, Target::Hash, 0, |m, _, version, seq| {
             let Merged::Hash(h) = m else {
                 return Err(Error::WrongType);
             };
@@ -215,7 +224,8 @@ impl Cache {
     }
 
     fn hcount(&self, key: &[u8], field: Bytes, by: Num) -> Result<Num, Error> {
-        self.change_merged(key, Target::Hash, |m, run, version, seq| {
+        let grow = field.len() + FIELD_OVERHEAD + CELL_BYTES;
+        self.change_merged(key, Target::Hash, grow, |m, run, version, seq| {
             let Merged::Hash(h) = m else {
                 return Err(Error::WrongType);
             };
@@ -309,7 +319,7 @@ impl Cache {
             Some(Kind::Hash) => Target::Hash,
             _ => Target::Counter,
         };
-        self.change_merged_at(key, target, |m, at, _, version, seq| {
+        self.change_merged_at(key, target, 0, |m, at, _, version, seq| {
             m.join_ttl(version, seq, super::LOCAL);
             *at = expires_at;
             Ok(())
@@ -323,9 +333,10 @@ impl Cache {
         &self,
         key: &[u8],
         target: Target,
+        grow: usize,
         f: impl FnOnce(&mut Merged, u128, crate::clock::Version, u64) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        self.change_merged_at(key, target, |m, _, run, version, seq| {
+        self.change_merged_at(key, target, grow, |m, _, run, version, seq| {
             f(m, run, version, seq)
         })
     }
@@ -335,6 +346,7 @@ impl Cache {
         &self,
         key: &[u8],
         target: Target,
+        grow: usize,
         f: impl FnOnce(&mut Merged, &mut u64, u128, crate::clock::Version, u64) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let now = self.now_ms();
@@ -351,7 +363,7 @@ impl Cache {
             version,
             seq,
             now,
-            fresh,
+            (fresh, grow),
             |m, at| f(m, at, run, version, seq),
         )?;
         if let Some(old) = old {

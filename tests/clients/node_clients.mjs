@@ -1,6 +1,7 @@
 // node-redis 6 and ioredis 6 and 5, with their default settings, against two leaves of one tree
 // (argv: leaf-a, leaf-b as host:port): strings, keys, MULTI/EXEC, WATCH, pub/sub across the
-// tree, the INCR family's clear refusal, and node-redis's client-side cache over RESP3, which must
+// tree, counters and hashes that merge across the two leaves, and node-redis's client-side cache
+// over RESP3, which must
 // hear of a write made at the other leaf. Exits non-zero on the first failure.
 
 import assert from 'node:assert/strict';
@@ -43,8 +44,22 @@ async function nodeRedis() {
   await b.set('js:t', 'changed at leaf-b');
   await eventually('the write at leaf-b reaches leaf-a', async () => (await a.get('js:t')) === 'changed at leaf-b');
   await assert.rejects(a.multi().set('js:t', 'mine').exec(), /WatchError|watch/i);
-  await assert.rejects(a.incr('js:counter'), /partition/);
-  checked.push('node-redis 6: strings, keys, MULTI/EXEC, WATCH across leaves, INCR refused clearly');
+  await a.del('js:counter');
+  for (let i = 0; i < 50; i++) {
+    await a.incr('js:counter');
+    await b.incrBy('js:counter', 2);
+  }
+  await eventually('150 at both leaves', async () =>
+    (await a.get('js:counter')) === '150' && (await b.get('js:counter')) === '150');
+  await a.hSet('js:h', { x: '1' });
+  await b.hSet('js:h', { y: '2' });
+  await b.hIncrBy('js:h', 'n', 3);
+  await eventually('the union of both leaves\' fields', async () => {
+    const h = await a.hGetAll('js:h');
+    return h.x === '1' && h.y === '2' && h.n === '3';
+  });
+  await assert.rejects(a.get('js:h'), /WRONGTYPE/);
+  checked.push('node-redis 6: strings, keys, MULTI/EXEC, WATCH, counters and hashes across leaves');
 
   // Pub/sub across the tree.
   const sub = b.duplicate();
@@ -92,7 +107,11 @@ async function ioredis(Redis, name) {
   assert.deepEqual(res, [[null, 'OK'], [null, '1']]);
   const piped = await a.pipeline().set('io:p', 'x').get('io:p').exec();
   assert.deepEqual(piped, [[null, 'OK'], [null, 'x']]);
-  await assert.rejects(a.incr('io:counter'), /partition/);
+  await a.del('io:counter', 'io:h');
+  assert.equal(await a.incrby('io:counter', 5), 5);
+  assert.equal(await a.incrbyfloat('io:counter', 0.5), '5.5');
+  assert.equal(await a.hset('io:h', 'f', 'v', 'g', 'w'), 2);
+  assert.deepEqual(await a.hgetall('io:h'), { f: 'v', g: 'w' });
   const sub = new Redis(Number(bPort), bHost);
   const got = [];
   sub.on('message', (_channel, message) => got.push(message));
@@ -105,7 +124,7 @@ async function ioredis(Redis, name) {
   sub.disconnect();
   a.disconnect();
   b.disconnect();
-  checked.push(`${name}: strings, MULTI/EXEC, pipelines, pub/sub across the tree, INCR refused clearly`);
+  checked.push(`${name}: strings, MULTI/EXEC, pipelines, pub/sub across the tree, counters and hashes`);
 }
 
 await nodeRedis();
