@@ -1,10 +1,11 @@
 //! Replication figures on loopback TCP, all nodes in this process:
 //! 1. latency leaf → hub → leaf at 2,000 writes/s (p50, p99, max);
-//! 2. sustained replicated writes/s from one writer at a hub with 2 leaves;
+//! 2. sustained replicated writes/s from one writer at a hub with 2 leaves; the same with `INCR`s
+//!    on 100k counters (`-- incr`), each replicated as the part that changed;
 //! 3. delta resync after 1,000 keys changed during a partition of a 1M-entry cache, and the full
 //!    sync of 1M entries to a new leaf (time and bytes).
 //!
-//! `cargo bench --bench replication` (`-- latency|throughput|resync` for one part).
+//! `cargo bench --bench replication` (`-- latency|throughput|incr|resync` for one part).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,7 +27,10 @@ fn main() {
         rt.block_on(latency());
     }
     if run("throughput") {
-        rt.block_on(throughput());
+        rt.block_on(throughput(false));
+    }
+    if run("incr") {
+        rt.block_on(throughput(true));
     }
     if run("resync") {
         rt.block_on(resync());
@@ -110,7 +114,7 @@ async fn latency() {
     }
 }
 
-async fn throughput() {
+async fn throughput(incr: bool) {
     let hub = node("hub", None, true, 1_100_000);
     let addr = hub.local_addr().unwrap().to_string();
     let a = node("a", Some(&addr), false, 1_100_000);
@@ -125,8 +129,12 @@ async fn throughput() {
         for i in 0..n {
             // Updates over 100k keys: after the first pass the caches stop growing, as in a
             // steady state.
-            c.set(format!("key{:07}", i % 100_000), value.clone())
-                .unwrap();
+            let key = format!("key{:07}", i % 100_000);
+            if incr {
+                c.incr(key, 1).unwrap();
+            } else {
+                c.set(key, value.clone()).unwrap();
+            }
         }
         Instant::now()
     });
@@ -142,16 +150,22 @@ async fn throughput() {
     }
     let done = start.elapsed();
     let write_time = written - start;
+    if incr {
+        let sample = a.default_cache().get("key0000007").unwrap();
+        assert_eq!(sample, "10", "every increment reached the leaf");
+    }
     println!(
-        "throughput: {n} writes at the hub in {write_time:?} ({:.0}/s); both leaves caught up after {done:?}: {:.0} updates/s per link",
+        "{}: {n} writes at the hub in {write_time:?} ({:.0}/s); both leaves caught up after {done:?}: {:.0} updates/s per link",
+        if incr { "incr throughput" } else { "throughput" },
         n as f64 / write_time.as_secs_f64(),
         n as f64 / done.as_secs_f64()
     );
     let st = hub.links();
     println!(
-        "  frames out per link: {:?}, changes per frame {:.0}",
+        "  frames out per link: {:?}, changes per frame {:.0}, bytes per change {:.0}",
         st.iter().map(|l| l.frames_out).collect::<Vec<_>>(),
-        st[0].changes_out as f64 / st[0].frames_out.max(1) as f64
+        st[0].changes_out as f64 / st[0].frames_out.max(1) as f64,
+        st[0].bytes_out as f64 / st[0].changes_out.max(1) as f64
     );
     for n in [&hub, &a, &b] {
         n.shutdown().await;

@@ -67,7 +67,7 @@ pub enum Error {
     /// An increment was refused, changing nothing: the value is no number, or the result would
     /// overflow or be NaN or infinite.
     #[error("increment refused: {0}")]
-    NotCounted(crate::cache::merge::NotCounted),
+    NotCounted(NotCounted),
 
     /// The named cache does not exist on this node.
     #[error("unknown cache {0:?}")]
@@ -132,23 +132,30 @@ pub fn parse_duration(what: &'static str, input: &str) -> Result<Duration, Error
     })
 }
 
-impl From<crate::cache::Refused> for Error {
-    fn from(r: crate::cache::Refused) -> Self {
-        match r {
-            crate::cache::Refused::WrongKind => Error::WrongType,
-            crate::cache::Refused::TooLarge { size, limit } => Error::ValueTooLarge { size, limit },
-        }
+
+/// Why an increment was refused; each maps to one Redis error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotCounted {
+    /// The value is not an integer (or, for a float increment, not a number).
+    NotANumber,
+    /// The result would leave the `i64` range.
+    Overflow,
+    /// The result would be NaN or infinite.
+    NotFinite,
+}
+
+impl std::fmt::Display for NotCounted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotCounted::NotANumber => "the value is not a number of the increment's kind",
+            NotCounted::Overflow => "the result would overflow a 64-bit integer",
+            NotCounted::NotFinite => "the result would be NaN or infinite",
+        })
     }
 }
 
-impl From<crate::cache::WrongKind> for Error {
-    fn from(_: crate::cache::WrongKind) -> Self {
-        Error::WrongType
-    }
-}
-
-impl From<crate::cache::merge::NotCounted> for Error {
-    fn from(n: crate::cache::merge::NotCounted) -> Self {
+impl From<NotCounted> for Error {
+    fn from(n: NotCounted) -> Self {
         Error::NotCounted(n)
     }
 }

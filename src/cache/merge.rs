@@ -114,26 +114,7 @@ pub enum Num {
     Float(f64),
 }
 
-/// Why a cell could not be incremented; each maps to one Redis error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NotCounted {
-    /// The value is not an integer (or, for a float increment, not a number).
-    NotANumber,
-    /// The result would leave the `i64` range.
-    Overflow,
-    /// The result would be NaN or infinite.
-    NotFinite,
-}
-
-impl std::fmt::Display for NotCounted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            NotCounted::NotANumber => "the value is not a number of the increment's kind",
-            NotCounted::Overflow => "the result would overflow a 64-bit integer",
-            NotCounted::NotFinite => "the result would be NaN or infinite",
-        })
-    }
-}
+pub use crate::error::NotCounted;
 
 /// A register and the parts made since (or concurrently with) it: a string, a counter, a field.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

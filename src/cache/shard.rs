@@ -244,6 +244,21 @@ pub(crate) enum Refused {
     TooLarge { size: usize, limit: usize },
 }
 
+impl From<Refused> for crate::error::Error {
+    fn from(r: Refused) -> Self {
+        match r {
+            Refused::WrongKind => crate::error::Error::WrongType,
+            Refused::TooLarge { size, limit } => crate::error::Error::ValueTooLarge { size, limit },
+        }
+    }
+}
+
+impl From<WrongKind> for crate::error::Error {
+    fn from(_: WrongKind) -> Self {
+        crate::error::Error::WrongType
+    }
+}
+
 impl From<WrongKind> for Refused {
     fn from(_: WrongKind) -> Self {
         Refused::WrongKind

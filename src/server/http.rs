@@ -349,8 +349,8 @@ async fn post_key(
     let Query(p) = query?;
     let Some(key) = key.strip_suffix("/incr") else {
         return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_route",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
             "POST takes an operation on the key: /v1/caches/{cache}/keys/{key}/incr?by=N",
         ));
     };
