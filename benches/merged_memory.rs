@@ -47,7 +47,11 @@ fn main() {
         for i in 0..n {
             for f in 0..fields {
                 cache
-                    .hset(format!("h{i:09}"), format!("f{f}"), format!("v{:07}", i + f))
+                    .hset(
+                        format!("h{i:09}"),
+                        format!("f{f}"),
+                        format!("v{:07}", i + f),
+                    )
                     .expect("fits");
             }
         }

@@ -156,7 +156,11 @@ async fn throughput(incr: bool) {
     }
     println!(
         "{}: {n} writes at the hub in {write_time:?} ({:.0}/s); both leaves caught up after {done:?}: {:.0} updates/s per link",
-        if incr { "incr throughput" } else { "throughput" },
+        if incr {
+            "incr throughput"
+        } else {
+            "throughput"
+        },
         n as f64 / write_time.as_secs_f64(),
         n as f64 / done.as_secs_f64()
     );

@@ -132,7 +132,6 @@ pub fn parse_duration(what: &'static str, input: &str) -> Result<Duration, Error
     })
 }
 
-
 /// Why an increment was refused; each maps to one Redis error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NotCounted {

@@ -267,19 +267,34 @@ async fn the_rest_api_reads_writes_and_purges() {
         (405, "method_not_allowed")
     );
     // Counters and hashes: POST .../incr adds up; a hash reads as a JSON object.
-    assert_eq!(http.post("/v1/caches/pages/keys/hits/incr", b"").text(), "1");
-    assert_eq!(http.post("/v1/caches/pages/keys/hits/incr?by=41", b"").text(), "42");
+    assert_eq!(
+        http.post("/v1/caches/pages/keys/hits/incr", b"").text(),
+        "1"
+    );
+    assert_eq!(
+        http.post("/v1/caches/pages/keys/hits/incr?by=41", b"")
+            .text(),
+        "42"
+    );
     assert_eq!(http.get("/v1/caches/pages/keys/hits").text(), "42");
-    assert_eq!(http.post("/v1/caches/pages/keys/hits/incr?by=0.5", b"").text(), "42.5");
+    assert_eq!(
+        http.post("/v1/caches/pages/keys/hits/incr?by=0.5", b"")
+            .text(),
+        "42.5"
+    );
     let bad = http.post("/v1/caches/pages/keys/hits/incr?by=lots", b"");
     assert_eq!((bad.status, bad.code().as_str()), (400, "bad_request"));
     let cache = node.cache("pages").unwrap();
     cache.hset("user", "name", "ada").unwrap();
     cache.hincr("user", "visits", 3).unwrap();
-    let user: serde_json::Value = serde_json::from_str(&http.get("/v1/caches/pages/keys/user").text()).unwrap();
+    let user: serde_json::Value =
+        serde_json::from_str(&http.get("/v1/caches/pages/keys/user").text()).unwrap();
     assert_eq!(user, serde_json::json!({"name": "ada", "visits": "3"}));
     let wrong_type = http.post("/v1/caches/pages/keys/user/incr", b"");
-    assert_eq!((wrong_type.status, wrong_type.code().as_str()), (409, "wrong_type"));
+    assert_eq!(
+        (wrong_type.status, wrong_type.code().as_str()),
+        (409, "wrong_type")
+    );
     let nowhere = http.get("/v2/anything");
     assert_eq!((nowhere.status, nowhere.code().as_str()), (404, "no_route"));
     node.shutdown().await;

@@ -284,3 +284,174 @@ proptest! {
         prop_assert!(stats.entries as usize <= max_entries);
     }
 }
+
+/// An operation on the values that merge, for [`merged_values_match_a_reference_model`].
+#[derive(Clone, Debug)]
+enum MOp {
+    Incr(u8, i64),
+    SetNumber(u8, i64),
+    SetText(u8),
+    Delete(u8),
+    HSet(u8, u8, u8),
+    HDel(u8, u8),
+    HIncr(u8, u8, i64),
+    Expire(u8, u64),
+    Advance(u64),
+}
+
+fn mop() -> impl Strategy<Value = MOp> {
+    let key = 0u8..6;
+    let field = 0u8..4;
+    let by = prop_oneof![-5i64..6, Just(i64::MAX), Just(i64::MIN)];
+    prop_oneof![
+        4 => (key.clone(), by.clone()).prop_map(|(k, b)| MOp::Incr(k, b)),
+        1 => (key.clone(), -100i64..100).prop_map(|(k, n)| MOp::SetNumber(k, n)),
+        1 => key.clone().prop_map(MOp::SetText),
+        1 => key.clone().prop_map(MOp::Delete),
+        3 => (key.clone(), field.clone(), 0u8..3).prop_map(|(k, f, v)| MOp::HSet(k, f, v)),
+        2 => (key.clone(), field.clone()).prop_map(|(k, f)| MOp::HDel(k, f)),
+        3 => (key.clone(), field, by).prop_map(|(k, f, b)| MOp::HIncr(k, f, b)),
+        1 => (key, 1u64..500).prop_map(|(k, ms)| MOp::Expire(k, ms)),
+        1 => (0u64..400).prop_map(MOp::Advance),
+    ]
+}
+
+/// What the reference holds for a key.
+#[derive(Clone, Debug, PartialEq)]
+enum MValue {
+    Text(String),
+    Hash(std::collections::BTreeMap<String, String>),
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Counters and hashes on one node behave as Redis's strings and hashes: `INCR` on a number,
+    /// its errors (not an integer, overflow, wrong type), `HSET`/`HDEL`/`HINCRBY`, a hash without
+    /// fields gone, expiry of either.
+    #[test]
+    fn merged_values_match_a_reference_model(ops in prop::collection::vec(mop(), 1..150)) {
+        use std::collections::{BTreeMap, HashMap};
+        let clock = ManualClock::new(1_000_000);
+        let cache = Cache::builder().clock(clock.clone()).build().unwrap();
+        let mut model: HashMap<u8, (MValue, u64)> = HashMap::new();
+        let name = |k: u8| format!("k{k}");
+        for op in ops {
+            let now = clock.now_ms();
+            model.retain(|_, (_, at)| *at > now);
+            match op {
+                MOp::Incr(k, by) => {
+                    let got = cache.incr(name(k), by);
+                    let current = model.get(&k).cloned();
+                    let want: Result<i64, ()> = match &current {
+                        None => Ok(by),
+                        Some((MValue::Text(t), _)) => match t.parse::<i64>() {
+                            Ok(n) if t == &n.to_string() => n.checked_add(by).ok_or(()),
+                            _ => Err(()),
+                        },
+                        Some((MValue::Hash(_), _)) => Err(()),
+                    };
+                    match (&got, want) {
+                        (Ok(n), Ok(m)) => {
+                            prop_assert_eq!(*n, m);
+                            let at = current.map_or(NEVER, |(_, at)| at);
+                            model.insert(k, (MValue::Text(m.to_string()), at));
+                        }
+                        (Err(_), Err(())) => {}
+                        _ => prop_assert!(false, "incr {k} {by}: cache {got:?}, model {want:?}"),
+                    }
+                }
+                MOp::SetNumber(k, n) => {
+                    cache.set(name(k), n.to_string()).unwrap();
+                    model.insert(k, (MValue::Text(n.to_string()), NEVER));
+                }
+                MOp::SetText(k) => {
+                    cache.set(name(k), "text").unwrap();
+                    model.insert(k, (MValue::Text("text".into()), NEVER));
+                }
+                MOp::Delete(k) => {
+                    cache.delete(name(k));
+                    model.remove(&k);
+                }
+                MOp::HSet(k, f, v) => {
+                    let got = cache.hset(name(k), format!("f{f}"), format!("v{v}"));
+                    match model.get_mut(&k) {
+                        Some((MValue::Text(_), _)) => prop_assert!(matches!(got, Err(Error::WrongType))),
+                        Some((MValue::Hash(h), _)) => {
+                            let new = h.insert(format!("f{f}"), format!("v{v}")).is_none();
+                            prop_assert_eq!(got.unwrap(), new);
+                        }
+                        None => {
+                            prop_assert!(got.unwrap());
+                            let h = BTreeMap::from([(format!("f{f}"), format!("v{v}"))]);
+                            model.insert(k, (MValue::Hash(h), NEVER));
+                        }
+                    }
+                }
+                MOp::HDel(k, f) => {
+                    let got = cache.hdel(name(k), [format!("f{f}")]);
+                    match model.get_mut(&k) {
+                        Some((MValue::Text(_), _)) => prop_assert!(matches!(got, Err(Error::WrongType))),
+                        Some((MValue::Hash(h), _)) => {
+                            let removed = usize::from(h.remove(&format!("f{f}")).is_some());
+                            prop_assert_eq!(got.unwrap(), removed);
+                            if h.is_empty() {
+                                model.remove(&k);
+                            }
+                        }
+                        None => prop_assert_eq!(got.unwrap(), 0),
+                    }
+                }
+                MOp::HIncr(k, f, by) => {
+                    let got = cache.hincr(name(k), format!("f{f}"), by);
+                    let field = format!("f{f}");
+                    match model.get_mut(&k) {
+                        Some((MValue::Text(_), _)) => prop_assert!(matches!(got, Err(Error::WrongType))),
+                        Some((MValue::Hash(h), _)) => {
+                            let want = match h.get(&field) {
+                                None => Some(by),
+                                Some(t) => t.parse::<i64>().ok().filter(|n| t == &n.to_string()).and_then(|n| n.checked_add(by)),
+                            };
+                            match (got, want) {
+                                (Ok(n), Some(m)) => {
+                                    prop_assert_eq!(n, m);
+                                    h.insert(field, m.to_string());
+                                }
+                                (Err(_), None) => {}
+                                (got, want) => prop_assert!(false, "hincr: cache {got:?}, model {want:?}"),
+                            }
+                        }
+                        None => {
+                            prop_assert_eq!(got.unwrap(), by);
+                            let h = BTreeMap::from([(field, by.to_string())]);
+                            model.insert(k, (MValue::Hash(h), NEVER));
+                        }
+                    }
+                }
+                MOp::Expire(k, ms) => {
+                    let got = cache.set_expiry(name(k), Expiry::After(Duration::from_millis(ms))).unwrap();
+                    prop_assert_eq!(got, model.contains_key(&k));
+                    if let Some((_, at)) = model.get_mut(&k) {
+                        *at = now + ms;
+                    }
+                }
+                MOp::Advance(ms) => clock.advance(Duration::from_millis(ms)),
+            }
+            let now = clock.now_ms();
+            for k in 0..6u8 {
+                let want = model.get(&k).filter(|(_, at)| *at > now).map(|(v, _)| v.clone());
+                let got = match cache.kind(name(k)) {
+                    None => None,
+                    Some(leafcache::Kind::Hash) => {
+                        let fields = cache.hgetall(name(k)).unwrap();
+                        Some(MValue::Hash(fields.iter().map(|(f, v)| {
+                            (String::from_utf8_lossy(f).into_owned(), String::from_utf8_lossy(v).into_owned())
+                        }).collect()))
+                    }
+                    Some(_) => cache.get(name(k)).map(|v| MValue::Text(String::from_utf8_lossy(&v).into_owned())),
+                };
+                prop_assert_eq!(got, want, "key {}", k);
+            }
+        }
+    }
+}

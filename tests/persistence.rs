@@ -594,3 +594,46 @@ async fn purge_empties_the_files_of_its_cache() {
     node.shutdown().await;
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_and_hashes_come_back_from_the_snapshot_and_the_op_log() {
+    let root = temp_root("merged");
+    let node = persisted(&root).build().unwrap();
+    let cache = node.default_cache();
+    for _ in 0..10 {
+        cache.incr("n", 3).unwrap();
+    }
+    cache.hset("h", "a", "1").unwrap();
+    cache.hincr("h", "visits", 2).unwrap();
+    cache.incr("gone", 1).unwrap();
+    node.snapshot().unwrap();
+    // After the snapshot: in the op log only.
+    cache.incr("n", 5).unwrap();
+    cache.hset("h", "b", "2").unwrap();
+    cache.hdel("h", ["a"]).unwrap();
+    cache.hincr("h", "visits", 1).unwrap();
+    cache.set("n2", "10").unwrap();
+    cache.incr("n2", 1).unwrap();
+    cache.delete("gone");
+    let image = crash_image(&root, "merged-image");
+    node.shutdown().await;
+    drop((node, cache));
+
+    for root in [&root, &image] {
+        let node = persisted(root).build().unwrap();
+        let cache = node.default_cache();
+        assert_eq!(cache.get("n").unwrap(), "35");
+        assert_eq!(cache.get("n2").unwrap(), "11");
+        assert_eq!(cache.get("gone"), None);
+        let fields = cache.hgetall("h").unwrap();
+        assert_eq!(
+            fields,
+            vec![("b".into(), "2".into()), ("visits".into(), "3".into())]
+        );
+        // Counting goes on from there, in a new run's part.
+        assert_eq!(cache.incr("n", 1).unwrap(), 36);
+        node.shutdown().await;
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+    std::fs::remove_dir_all(&image).unwrap();
+}

@@ -43,9 +43,9 @@ pub use set::Caches;
 pub use set::DEFAULT_CACHE;
 pub(crate) use set::approx_size;
 pub use shard::ENTRY_OVERHEAD;
+pub use shard::Kind;
 pub(crate) use shard::{DeadKind, LOCAL, NEVER, Peeked, Restored, entry_size};
 use shard::{KeyArg, Limits, Shard, skipped};
-pub use shard::Kind;
 
 /// When an entry expires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

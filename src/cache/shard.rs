@@ -512,8 +512,14 @@ impl Shard {
         self.sweep(now, SWEEP_PER_WRITE);
         if self.holds_counter(key.as_slice(), now) {
             let old = self.record_seq(key.as_slice());
-            let written: Result<(), Refused> =
-                self.change_merged(key, Target::Counter, version, seq, now, (NEVER, 0), |m, at| {
+            let written: Result<(), Refused> = self.change_merged(
+                key,
+                Target::Counter,
+                version,
+                seq,
+                now,
+                (NEVER, 0),
+                |m, at| {
                     if let Merged::Counter(c) = m {
                         c.cell.write(version, Some(value));
                         c.ttl = version;
@@ -524,7 +530,8 @@ impl Shard {
                     }
                     *at = expires_at;
                     Ok(())
-                });
+                },
+            );
             debug_assert!(written.is_ok());
             return old;
         }

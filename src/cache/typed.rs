@@ -63,10 +63,15 @@ impl Cache {
     }
 
     fn count(&self, key: &[u8], by: Num) -> Result<Num, Error> {
-        self.change_merged(key, Target::Counter, PART_BYTES, |m, run, version, seq| match m {
-            Merged::Counter(c) => Ok(c.cell.increment(run, by, version, seq)?),
-            Merged::Hash(_) => Err(Error::WrongType),
-        })
+        self.change_merged(
+            key,
+            Target::Counter,
+            PART_BYTES,
+            |m, run, version, seq| match m {
+                Merged::Counter(c) => Ok(c.cell.increment(run, by, version, seq)?),
+                Merged::Hash(_) => Err(Error::WrongType),
+            },
+        )
     }
 
     /// Sets `field` of the hash at `key` to `value`; returns whether the field is new. Writes to
