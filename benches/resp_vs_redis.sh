@@ -67,7 +67,7 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 
 printf '%-20s %-4s %12s %12s %8s\n' test P redis leafcache ratio
 for pipeline in 1 16; do
-    for t in PING_INLINE PING_MBULK SET GET "MSET_(10_keys)"; do
+    for t in PING_INLINE PING_MBULK SET GET INCR HSET "MSET_(10_keys)"; do
         r=$(awk -v p="$pipeline" -v t="$t" '$1 == "redis" && $2 == p && $3 == t { print $4 }' "$RESULTS" | median)
         l=$(awk -v p="$pipeline" -v t="$t" '$1 == "leafcache" && $2 == p && $3 == t { print $4 }' "$RESULTS" | median)
         printf '%-20s %-4s %12.0f %12.0f %8.2f\n' "$t" "$pipeline" "$r" "$l" "$(awk -v a="$l" -v b="$r" 'BEGIN { print a / b }')"

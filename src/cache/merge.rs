@@ -496,6 +496,8 @@ pub struct Hash {
     /// The accounted bytes of its fields, kept as they change (a big hash is not summed again
     /// at every write).
     pub size: usize,
+    /// The newest version of any field, kept as they change.
+    pub top: Version,
 }
 
 impl Hash {
@@ -511,16 +513,28 @@ impl Hash {
         self.fields.values().filter(|f| f.read().is_some()).count()
     }
 
-    /// Sets field `name` at `version`: a plain value, or a write over its counter.
-    pub fn set(&mut self, name: Bytes, value: Option<Bytes>, version: Version, seq: u64) {
-        let before = self.fields.get(&name).map_or(0, |f| f.bytes(&name));
+    /// Sets field `name` at `version`: a plain value, or a write over its counter. Returns whether
+    /// the field held a value before.
+    pub fn set(&mut self, name: Bytes, value: Option<Bytes>, version: Version, seq: u64) -> bool {
+        use std::collections::btree_map::Entry;
         let name_len = name.len();
-        let field = self.fields.entry(name).or_insert_with(|| Field {
-            version,
-            value: FieldValue::Deleted,
-            seq,
-            source: 0,
-        });
+        let (field, before) = match self.fields.entry(name) {
+            Entry::Occupied(o) => {
+                let f = o.into_mut();
+                let before = f.bytes_len(name_len);
+                (f, Some(before))
+            }
+            Entry::Vacant(v) => (
+                v.insert(Field {
+                    version,
+                    value: FieldValue::Deleted,
+                    seq,
+                    source: 0,
+                }),
+                None,
+            ),
+        };
+        let held = before.is_some() && field.read().is_some();
         match &mut field.value {
             FieldValue::Cell(c) => c.write(version, value),
             v => {
@@ -534,7 +548,9 @@ impl Hash {
         field.seq = seq;
         field.source = 0;
         let after = field.bytes_len(name_len);
-        self.size = self.size + after - before;
+        self.size = self.size + after - before.unwrap_or(0);
+        self.top = self.top.max(version);
+        held
     }
 
     /// Increments field `name` by `by`; on an error nothing changes.
@@ -558,6 +574,7 @@ impl Hash {
             source: 0,
         };
         self.size = self.size + field.bytes(&name) - before;
+        self.top = self.top.max(version);
         self.fields.insert(name, field);
         Ok(n)
     }
@@ -575,6 +592,7 @@ impl Hash {
             self.reset = reset;
             self.fields.retain(|_, f| f.version > reset);
             self.size = self.fields.iter().map(|(k, f)| f.bytes(k)).sum();
+            self.top = self.fields.values().map(|f| f.version).max().unwrap_or(ORIGIN);
             self.reg_seq = seq;
             self.reg_source = source;
             changed = true;
@@ -590,12 +608,14 @@ impl Hash {
                         self.size = self.size + mine.bytes(name) - before;
                         changed = true;
                     }
+                    self.top = self.top.max(mine.version);
                 }
                 None => {
                     let mut f = theirs.clone();
                     f.seq = seq;
                     f.source = source;
                     self.size += f.bytes(name);
+                    self.top = self.top.max(f.version);
                     self.fields.insert(name.clone(), f);
                     changed = true;
                 }
@@ -604,14 +624,9 @@ impl Hash {
         changed
     }
 
-    /// The newest version of any field.
+    /// The newest version of any field, or of the reset.
     pub fn newest(&self) -> Version {
-        self.fields
-            .values()
-            .map(|f| f.version)
-            .max()
-            .unwrap_or(self.reset)
-            .max(self.reset)
+        self.top.max(self.reset)
     }
 
     fn restamp(&mut self, seq: u64) {
@@ -877,6 +892,7 @@ impl Merged {
                     ttl_seq: seq,
                     ttl_source: source,
                     size: 0,
+                    top: ORIGIN,
                 };
                 h.join(*reset, fields, seq, source);
                 h.reg_seq = seq;
@@ -1121,6 +1137,7 @@ mod tests {
             ttl_seq: 0,
             ttl_source: 0,
             size: 0,
+            top: ORIGIN,
         };
         let mut b = a.clone();
         a.set("x".into(), Some("1".into()), v(5), 1);

@@ -304,6 +304,7 @@ fn begun(
             ttl_seq: 0,
             ttl_source: LOCAL,
             size: 0,
+            top: ORIGIN,
         })),
     }
 }
@@ -445,6 +446,14 @@ impl Shard {
                 expires_at: e.expires_at,
                 seq: e.seq,
             })
+    }
+
+    /// The type of `key`'s unexpired value, without reading it.
+    pub fn kind(&self, key: &[u8], now: u64) -> Option<Kind> {
+        self.live
+            .peek(key)
+            .filter(|e| e.expires_at > now)
+            .map(|e| e.value.kind())
     }
 
     /// The seq of `key`'s log record (its entry's or dead record's), if it has one.

@@ -121,12 +121,11 @@ impl Cache {
             };
             let mut added = 0;
             for (field, value) in pairs {
-                let new = h.fields.get(field).is_none_or(|f| f.read().is_none());
-                if if_new && !new {
+                if if_new && h.fields.get(field).is_some_and(|f| f.read().is_some()) {
                     continue;
                 }
-                added += usize::from(new);
-                h.set(field.clone(), Some(value.clone()), version, seq);
+                let held = h.set(field.clone(), Some(value.clone()), version, seq);
+                added += usize::from(!held);
             }
             Ok(added)
         })
@@ -255,7 +254,7 @@ impl Cache {
     pub fn kind(&self, key: impl AsRef<[u8]>) -> Option<Kind> {
         let key = key.as_ref();
         let now = self.now_ms();
-        self.shard(key).lock().peek(key, now).map(|p| p.kind)
+        self.shard(key).lock().kind(key, now)
     }
 
     /// Runs `f` on the hash at `key` (`None` if the key holds nothing), under its shard's lock.
@@ -375,8 +374,10 @@ impl Cache {
             core.groups.moved(old, seq);
         }
         self.tell(&mut shard, Some(key));
-        let pending = shard
-            .merged_at(key, seq)
+        // Built only for a recorder: walking a big hash's fields is not free.
+        let pending = core
+            .recorder()
+            .and_then(|_| shard.merged_at(key, seq))
             .and_then(|m| self.record(seq, Stored::Merged { merge: &m }));
         drop(shard);
         write_out(pending);

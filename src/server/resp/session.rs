@@ -363,11 +363,24 @@ pub(crate) fn error_line(e: &Error) -> String {
     format!("ERR {e}")
 }
 
-/// The string commands that take a key of any type: they replace it (`SET`, `MSET`...), or read
-/// it as Redis does (`GET` answers `WRONGTYPE` itself, checked on a miss only; `MGET` answers
-/// nil).
+/// The string commands the door does not check the type of first: they replace any type (`SET`,
+/// `MSET`...), read it as Redis does (`GET` answers `WRONGTYPE` itself, checked on a miss only;
+/// `MGET` answers nil), or are refused by the cache (the counters).
 const OVERWRITES: &[&str] = &[
-    "get", "mget", "set", "setnx", "setex", "psetex", "mset", "msetnx",
+    "get",
+    "mget",
+    "set",
+    "setnx",
+    "setex",
+    "psetex",
+    "mset",
+    "msetnx",
+    // The counters answer `WRONGTYPE` from the cache itself.
+    "incr",
+    "decr",
+    "incrby",
+    "decrby",
+    "incrbyfloat",
 ];
 
 pub(crate) const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
