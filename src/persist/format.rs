@@ -77,7 +77,7 @@ pub(crate) enum Record<B> {
     Merged {
         cache: u32,
         seq: u64,
-        merge: crate::cache::merge::Merge,
+        merge: Box<crate::cache::merge::Merge>,
     },
 }
 

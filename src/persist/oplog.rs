@@ -375,7 +375,7 @@ pub(super) fn to_record(cache: u32, seq: u64, stored: Stored<'_>) -> Record<&[u8
         Stored::Merged { merge } => Record::Merged {
             cache,
             seq,
-            merge: merge.clone(),
+            merge: Box::new(merge.clone()),
         },
     }
 }

@@ -30,7 +30,7 @@ fn read<T>(
 
 /// The field/value pairs of `HSET`-like arguments from `from` on, or the arity error.
 fn pairs(args: Args<'_>, from: usize, out: &mut Reply<'_>) -> Option<Vec<(Bytes, Bytes)>> {
-    if (args.len() - from) % 2 != 0 || args.len() == from {
+    if !(args.len() - from).is_multiple_of(2) || args.len() == from {
         out.error(&format!(
             "ERR wrong number of arguments for '{}' command",
             String::from_utf8_lossy(args.get(0)).to_lowercase()
