@@ -5,15 +5,9 @@
 //!
 //! `cargo bench --bench merged_memory` (`-- counters|hashes` for one part)
 
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("statm resident field");
-    pages * 4096
-}
+#[path = "support/rss.rs"]
+mod rss;
+use rss::rss_bytes;
 
 fn main() {
     let which = std::env::args().nth(1).filter(|a| !a.starts_with('-'));

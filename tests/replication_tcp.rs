@@ -42,6 +42,16 @@ async fn wait_converged(nodes: &[&Node]) {
     eventually(WAIT, "convergence", || converged(nodes)).await;
 }
 
+/// Waits until `node`'s link to its hub is no longer up (after a cut).
+async fn wait_down(node: &Node) {
+    eventually(WAIT, "the cut is seen", || {
+        (node.links().first().map(|l| l.state) != Some(LinkState::Up))
+            .then_some(())
+            .ok_or_else(String::new)
+    })
+    .await;
+}
+
 async fn wait_up(node: &Node) {
     eventually(WAIT, "upstream link up", || {
         let links = node.links();
@@ -119,12 +129,7 @@ async fn partition_and_heal_through_the_proxy() {
     assert_eq!(other.default_cache().get("from-slow-leaf").unwrap(), "v0");
 
     proxy.cut();
-    eventually(WAIT, "the cut is seen", || {
-        (cut_off.links().first().map(|l| l.state) != Some(LinkState::Up))
-            .then_some(())
-            .ok_or_else(String::new)
-    })
-    .await;
+    wait_down(&cut_off).await;
     // Both sides keep working.
     c.set("shared", "leaf, older").unwrap();
     tokio::time::sleep(Duration::from_millis(2)).await; // distinct wall-clock ms for the versions
@@ -161,12 +166,7 @@ async fn counters_and_hashes_merge_across_a_partition_over_tcp() {
     wait_converged(&[&root, &cut_off, &other]).await;
     proxy.latency(Duration::from_millis(2));
     proxy.cut();
-    eventually(WAIT, "the cut is seen", || {
-        (cut_off.links().first().map(|l| l.state) != Some(LinkState::Up))
-            .then_some(())
-            .ok_or_else(String::new)
-    })
-    .await;
+    wait_down(&cut_off).await;
     for _ in 0..500 {
         c.incr("n", 1).unwrap();
         o.incr("n", 1).unwrap();

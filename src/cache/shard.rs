@@ -778,15 +778,13 @@ impl Shard {
         e.expires_at = at;
         e.seq = seq;
         let new_size = entry_size(k.len(), e.value.len());
-        self.unindex_expiry(old_at, old_seq);
-        self.index_expiry(at, seq);
-        if let Some((logged, _)) = self.log.remove(&old_seq) {
-            self.log.insert(seq, (logged, LOCAL));
-        }
-        self.bytes = self.bytes - old_size + new_size;
-        if new_size > old_size {
-            self.evict_over_limits(now);
-        }
+        self.rewritten(
+            k,
+            (old_at, old_seq, old_size),
+            (at, seq, new_size),
+            LOCAL,
+            now,
+        );
         Ok(out)
     }
 
@@ -1445,8 +1443,28 @@ impl Shard {
             expires_at,
             seq,
         };
+        self.rewritten(
+            key,
+            (old_at, old_seq, old_size),
+            (expires_at, seq, new_size),
+            source,
+            now,
+        );
+        Ok(old_seq)
+    }
+
+    /// The bookkeeping of a live entry rewritten in place: its expiry re-indexed, its log
+    /// record moved to `seq` (from `source`), its bytes re-counted; evicts if it grew.
+    fn rewritten(
+        &mut self,
+        key: &[u8],
+        (old_at, old_seq, old_size): (u64, u64, usize),
+        (at, seq, new_size): (u64, u64, usize),
+        source: u32,
+        now: u64,
+    ) {
         self.unindex_expiry(old_at, old_seq);
-        self.index_expiry(expires_at, seq);
+        self.index_expiry(at, seq);
         let logged = match self.log.remove(&old_seq) {
             Some((k, _)) => k,
             None => {
@@ -1459,7 +1477,6 @@ impl Shard {
         if new_size > old_size {
             self.evict_over_limits(now);
         }
-        Ok(old_seq)
     }
 
     fn install_live(

@@ -132,23 +132,25 @@ pub(super) fn hgetall(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) 
 }
 
 pub(super) fn hkeys(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
-    match visible(s, args.get(1)) {
-        Ok(all) => {
-            out.array(all.len());
-            for (k, _) in &all {
-                out.bulk(k);
-            }
-        }
-        Err(e) => error(out, &e),
-    }
+    list(s, args, out, |(k, _)| k);
 }
 
 pub(super) fn hvals(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
+    list(s, args, out, |(_, v)| v);
+}
+
+/// `HKEYS`, `HVALS`: one of each visible field's name or value.
+fn list(
+    s: &mut Session<'_>,
+    args: Args<'_>,
+    out: &mut Reply<'_>,
+    pick: fn(&(Bytes, Bytes)) -> &Bytes,
+) {
     match visible(s, args.get(1)) {
         Ok(all) => {
             out.array(all.len());
-            for (_, v) in &all {
-                out.bulk(v);
+            for pair in &all {
+                out.bulk(pick(pair));
             }
         }
         Err(e) => error(out, &e),
