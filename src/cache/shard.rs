@@ -1110,8 +1110,9 @@ impl Shard {
             // Dropped here already, as it would be again.
             return false;
         }
-        let repair = (m.partial
-            && m.complete
+        // A whole state from a peer that this node holds more than: the peer lacks something,
+        // so the whole joined state goes back (and on).
+        let repair = (m.complete
             && state.fingerprint() != Merged::from_body(&m.body, m.ttl, 0, 0).fingerprint())
             || (restamp_live && state.exists());
         self.put_merged(key.clone(), state, newest, expires_at, (seq, source), now);
