@@ -359,6 +359,9 @@ pub struct Counter {
     /// Seq and source of the last change of the expiry.
     pub ttl_seq: u64,
     pub ttl_source: u32,
+    /// The expiry the TTL register holds (ms; `u64::MAX` for never): kept here too, so that a
+    /// deleted counter, out of the LRU, still carries its register whole.
+    pub ttl_at: u64,
 }
 
 impl PartialEq for Part {
@@ -796,6 +799,21 @@ impl Merged {
         }
     }
 
+    /// The expiry a deleted counter's TTL register holds (a live key's is its entry's).
+    pub fn ttl_at(&self) -> u64 {
+        match self {
+            Merged::Counter(c) => c.ttl_at,
+            Merged::Hash(_) => u64::MAX,
+        }
+    }
+
+    /// Keeps the state's copy of the key's expiry.
+    pub fn set_ttl_at(&mut self, at: u64) {
+        if let Merged::Counter(c) = self {
+            c.ttl_at = at;
+        }
+    }
+
     /// Whether the key was begun here on nothing.
     pub fn partial(&self) -> bool {
         match self {
@@ -896,6 +914,7 @@ impl Merged {
                     reg_source: source,
                     ttl_seq: seq,
                     ttl_source: source,
+                    ttl_at: u64::MAX,
                 }))
             }
             Body::Hash { reset, fields } => {

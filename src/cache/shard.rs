@@ -293,6 +293,7 @@ fn begun(
             reg_source,
             ttl_seq: 0,
             ttl_source: LOCAL,
+            ttl_at: NEVER,
         })),
         Target::Hash => Merged::Hash(Box::new(Hash {
             reset,
@@ -581,7 +582,7 @@ impl Shard {
                 seq,
                 now,
                 (NEVER, 0),
-                |m, _| {
+                |m, at| {
                     if let Merged::Counter(c) = m {
                         c.cell.write(version, None);
                         c.ttl = version;
@@ -590,6 +591,8 @@ impl Shard {
                         c.ttl_seq = seq;
                         c.ttl_source = LOCAL;
                     }
+                    // A counter counted again after its delete has no expiry, as in Redis.
+                    *at = NEVER;
                     Ok(())
                 },
             );
@@ -698,6 +701,7 @@ impl Shard {
                             reg_source: source,
                             ttl_seq: e.seq,
                             ttl_source: source,
+                            ttl_at: e.expires_at,
                         })),
                         e.expires_at,
                     )
@@ -713,14 +717,19 @@ impl Shard {
                     )
                 });
                 match (dead.and_then(|d| d.state.clone()), target) {
-                    (Some(m @ Merged::Counter(_)), Target::Counter) => (m, fresh_expires),
-                    (_, target) => (
-                        match tombstone {
+                    (Some(m @ Merged::Counter(_)), Target::Counter) => {
+                        let at = m.ttl_at();
+                        (m, at)
+                    }
+                    (_, target) => {
+                        let mut m = match tombstone {
                             Some((version, seq)) => begun(target, version, false, seq),
                             None => begun(target, ORIGIN, true, (0, LOCAL)),
-                        },
-                        fresh_expires,
-                    ),
+                        };
+                        // The key's expiry is this write's: its default TTL.
+                        m.set_ttl(version, seq, LOCAL);
+                        (m, fresh_expires)
+                    }
                 }
             }
         };
@@ -761,6 +770,7 @@ impl Shard {
         let (old_at, old_seq) = (e.expires_at, e.seq);
         let mut at = old_at;
         let out = f(m, &mut at)?;
+        m.set_ttl_at(at);
         if !m.exists() || at <= now {
             // Deleted (a counter's parts kept), or expired by the change: out of the LRU.
             let Some((key, live)) = self.live.pop_entry(k) else {
@@ -793,12 +803,13 @@ impl Shard {
     fn put_merged(
         &mut self,
         key: Bytes,
-        state: Merged,
+        mut state: Merged,
         version: Version,
         expires_at: u64,
         seq: (u64, u32),
         now: u64,
     ) {
+        state.set_ttl_at(expires_at);
         // The key's version is its state's newest: nodes holding one state agree on it.
         let _ = version;
         let version = state.newest();
@@ -1046,6 +1057,7 @@ impl Shard {
                         reg_source: self.log.get(&e.seq).map_or(LOCAL, |r| r.1),
                         ttl_seq: e.seq,
                         ttl_source: self.log.get(&e.seq).map_or(LOCAL, |r| r.1),
+                        ttl_at: e.expires_at,
                     })),
                     e.expires_at,
                 )),
@@ -1108,6 +1120,15 @@ impl Shard {
                 .is_some_and(|d| d.kind == DeadKind::Gone && d.version == newest)
         {
             // Dropped here already, as it would be again.
+            return false;
+        }
+        if let Merged::Hash(h) = &state
+            && !state.exists()
+            && self.dead.peek(key).is_some_and(|d| {
+                d.kind == DeadKind::Tombstone && d.state.is_none() && d.version >= h.newest()
+            })
+        {
+            // A hash without fields is a tombstone: this one is here already.
             return false;
         }
         // A whole state from a peer that this node holds more than: the peer lacks something,
@@ -1220,10 +1241,12 @@ impl Shard {
             } else if let Some(d) = self.dead.peek(key.as_ref()) {
                 debug_assert_eq!(d.seq, seq);
                 match (&d.state, d.kind) {
-                    (Some(m), _) => match merge_change(key, m, d.version, NEVER, since, skip) {
-                        Some(c) => c,
-                        None => continue,
-                    },
+                    (Some(m), _) => {
+                        match merge_change(key, m, d.version, m.ttl_at(), since, skip) {
+                            Some(c) => c,
+                            None => continue,
+                        }
+                    }
                     _ if skipped(*source, skip) => continue,
                     (None, DeadKind::Tombstone) => Change::Delete {
                         key: key.clone(),
@@ -1264,7 +1287,8 @@ impl Shard {
             },
             None => {
                 let d = self.dead.peek(key)?;
-                (d.state.as_ref()?, d.version, NEVER)
+                let m = d.state.as_ref()?;
+                (m, d.version, m.ttl_at())
             }
         };
         let key = Bytes::copy_from_slice(key);
@@ -1371,7 +1395,9 @@ impl Shard {
         }
         for (key, d) in self.dead.iter().rev() {
             if let Some(m) = &d.state {
-                if let Some(Change::Merge(m)) = merge_change(key, m, d.version, NEVER, 0, LOCAL) {
+                if let Some(Change::Merge(m)) =
+                    merge_change(key, m, d.version, m.ttl_at(), 0, LOCAL)
+                {
                     f(d.seq, Stored::Merged { merge: &m })?;
                 }
                 continue;
