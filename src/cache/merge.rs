@@ -986,14 +986,6 @@ impl Merged {
     pub fn fingerprint(&self) -> Vec<u8> {
         postcard::to_allocvec(&self.body()).unwrap_or_default()
     }
-
-    /// Redis's name for the type.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Merged::Counter(_) => "string",
-            Merged::Hash(_) => "hash",
-        }
-    }
 }
 
 /// An integer as Redis reads one from a value: optional `-`, no leading zeros or `+`, fits `i64`.

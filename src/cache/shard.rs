@@ -740,7 +740,7 @@ impl Shard {
             return Err(Refused::TooLarge { size, limit }.into());
         }
         let key = key.into_bytes();
-        self.put_merged(key, state, version, expires_at, (seq, LOCAL), now);
+        self.put_merged(key, state, expires_at, (seq, LOCAL), now);
         Ok(out)
     }
 
@@ -781,7 +781,7 @@ impl Shard {
             let Value::Merged(state) = live.value else {
                 unreachable!()
             };
-            self.put_merged(key, state, live.version, at, (seq, LOCAL), now);
+            self.put_merged(key, state, at, (seq, LOCAL), now);
             return Ok(out);
         }
         e.version = m.newest();
@@ -804,14 +804,12 @@ impl Shard {
         &mut self,
         key: Bytes,
         mut state: Merged,
-        version: Version,
         expires_at: u64,
         seq: (u64, u32),
         now: u64,
     ) {
         state.set_ttl_at(expires_at);
         // The key's version is its state's newest: nodes holding one state agree on it.
-        let _ = version;
         let version = state.newest();
         let fits = entry_size(key.len(), state.bytes()) <= self.limits.max_bytes;
         if state.exists() && expires_at > now && fits {
@@ -1136,7 +1134,7 @@ impl Shard {
         let repair = (m.complete
             && state.fingerprint() != Merged::from_body(&m.body, m.ttl, 0, 0).fingerprint())
             || (restamp_live && state.exists());
-        self.put_merged(key.clone(), state, newest, expires_at, (seq, source), now);
+        self.put_merged(key.clone(), state, expires_at, (seq, source), now);
         if repair {
             self.restamp(key, seq);
         }

@@ -292,15 +292,12 @@ impl Cache {
     /// it is gone since — if this cache holds either.
     pub(crate) fn resend(&self, key: &[u8]) {
         let core = &self.inner.core;
-        let now = self.now_ms();
         let mut shard = self.shard(key).lock();
-        let _ = now;
         // The whole state, or the record of its drop (it may have expired since it was sent).
         if let Some(old) = shard.record_seq(key) {
             let seq = core.next_seq();
-            let old = Some(old);
             shard.restamp_key(key, seq);
-            if let Some(old) = old.filter(|_| core.groups.any()) {
+            if core.groups.any() {
                 core.groups.moved(old, seq);
             }
             drop(shard);
