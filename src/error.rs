@@ -96,6 +96,10 @@ pub enum Error {
         /// How long it was awaited.
         after: std::time::Duration,
     },
+    /// The root is locked by another running node (another process, or another node in this
+    /// one). Processes that share a root tell this apart from a bad root: whoever holds it serves.
+    #[error("invalid root: {0} is in use by another running node")]
+    RootInUse(String),
     /// A snapshot was asked of a node that keeps no data on disk.
     #[error("this node has no root: it keeps its data in memory only")]
     NoRoot,

@@ -185,6 +185,7 @@ async fn files_are_private_and_a_root_serves_one_node() {
         err.to_string().contains("in use by another running node"),
         "{err}"
     );
+    assert!(matches!(err, leafcache::Error::RootInUse(_)), "{err:?}");
     let other = Node::builder()
         .root(&root)
         .node_id(leafcache::NodeId(42))

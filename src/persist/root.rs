@@ -115,10 +115,7 @@ impl Store {
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::InvalidConfig {
-                    what: "root",
-                    reason: format!("{shown} is in use by another running node"),
-                });
+                return Err(Error::RootInUse(shown));
             }
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(io_error(format!("locking {shown}/{LOCK}"))(e));

@@ -1,0 +1,160 @@
+//! Python arguments as the core's settings: durations, addresses and the secret rules.
+
+use std::time::Duration;
+
+use pyo3::exceptions::{PyRuntimeWarning, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyFloat, PyInt, PyList, PyString, PyTuple};
+
+/// A duration given as seconds (`int` or `float`) or as text (`"120s"`, `"30m"`, `"1d"`).
+pub fn duration(what: &'static str, value: &Bound<'_, PyAny>) -> PyResult<Duration> {
+    if let Ok(s) = value.cast::<PyString>() {
+        let d = leafcache::parse_duration(what, &*s.to_cow()?).map_err(crate::to_py)?;
+        if d.is_zero() {
+            return Err(PyValueError::new_err(format!(
+                "{what} must be longer than zero"
+            )));
+        }
+        return Ok(d);
+    }
+    if value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>() {
+        if value.is_instance_of::<pyo3::types::PyBool>() {
+            return Err(PyTypeError::new_err(format!(
+                "{what} is seconds (int or float) or text such as \"120s\", not bool"
+            )));
+        }
+        let secs: f64 = value.extract()?;
+        if !(secs.is_finite() && secs > 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "{what} must be a positive number of seconds (got {secs})"
+            )));
+        }
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|e| PyValueError::new_err(format!("{what}: {e}")));
+    }
+    Err(PyTypeError::new_err(format!(
+        "{what} is seconds (int or float) or text such as \"120s\", not {}",
+        value.get_type().name()?
+    )))
+}
+
+/// [`duration`] for an optional argument.
+pub fn optional_duration(
+    what: &'static str,
+    value: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<Duration>> {
+    match value {
+        Some(v) if !v.is_none() => duration(what, v).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// An address as the seed's `(host, port)` tuple — the port an `int` or a `str`, an empty host
+/// all interfaces — or as the core's text (`"host:port"`, `"unix:/path"`).
+pub fn address(what: &'static str, value: &Bound<'_, PyAny>, listen: bool) -> PyResult<String> {
+    if let Ok(s) = value.cast::<PyString>() {
+        return Ok(s.to_cow()?.into_owned());
+    }
+    let parts: Vec<Bound<'_, PyAny>> = if let Ok(t) = value.cast::<PyTuple>() {
+        t.iter().collect()
+    } else if let Ok(l) = value.cast::<PyList>() {
+        l.iter().collect()
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "{what} is a (host, port) tuple or \"host:port\" text, not {}",
+            value.get_type().name()?
+        )));
+    };
+    let [host, port] = parts.as_slice() else {
+        return Err(PyValueError::new_err(format!(
+            "{what} is a (host, port) pair; got {} items",
+            parts.len()
+        )));
+    };
+    let host: String = host.extract().map_err(|_| {
+        PyTypeError::new_err(format!("{what}: the host is a str (\"\" for all interfaces)"))
+    })?;
+    let port = port_number(what, port)?;
+    let host = match host.as_str() {
+        "" if listen => "0.0.0.0".to_string(),
+        "" => {
+            return Err(PyValueError::new_err(format!(
+                "{what}: an empty host means all interfaces, which can be listened on but not dialed"
+            )));
+        }
+        h if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
+        h => h.to_string(),
+    };
+    Ok(format!("{host}:{port}"))
+}
+
+fn port_number(what: &'static str, port: &Bound<'_, PyAny>) -> PyResult<u16> {
+    let bad = || PyValueError::new_err(format!("{what}: the port is 0..65535, got {port}"));
+    if let Ok(s) = port.cast::<PyString>() {
+        return s.to_cow()?.trim().parse::<u16>().map_err(|_| bad());
+    }
+    if port.is_instance_of::<PyInt>() && !port.is_instance_of::<pyo3::types::PyBool>() {
+        return port.extract::<u16>().map_err(|_| bad());
+    }
+    Err(PyTypeError::new_err(format!(
+        "{what}: the port is an int or a str, not {}",
+        port.get_type().name()?
+    )))
+}
+
+/// Whether an address only reaches this host: a loopback IP, `localhost`, or a Unix socket.
+pub fn is_local(address: &str) -> bool {
+    if address.starts_with("unix:") || address.starts_with("mem:") {
+        return true;
+    }
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The cluster secret: the argument, else `LEAFCACHE_SECRET` (as the `leafcache` command). A node
+/// that accepts leaves beyond this host must have one; dialing a hub beyond it without one
+/// warns.
+pub fn secret(
+    py: Python<'_>,
+    given: Option<String>,
+    local: Option<&str>,
+    remote: Option<&str>,
+) -> PyResult<Option<String>> {
+    let secret = given
+        .or_else(|| std::env::var("LEAFCACHE_SECRET").ok())
+        .filter(|s| !s.is_empty());
+    if secret.is_some() {
+        return Ok(secret);
+    }
+    if let Some(addr) = local
+        && !is_local(addr)
+    {
+        return Err(PyValueError::new_err(format!(
+            "local_address {addr} accepts leaves from other hosts, but no secret is set: anyone \
+             who reaches the port could join and read and write every key. Pass secret=... (or \
+             set LEAFCACHE_SECRET), or listen on 127.0.0.1"
+        )));
+    }
+    if let Some(addr) = remote
+        && !is_local(addr)
+    {
+        PyErr::warn(
+            py,
+            &py.get_type::<PyRuntimeWarning>(),
+            &std::ffi::CString::new(format!(
+                "remote_address {addr} is another host and no secret is set: the hub cannot \
+                 prove who it is, nor this node; pass secret=... (or set LEAFCACHE_SECRET)"
+            ))
+            .expect("no NUL"),
+            1,
+        )?;
+    }
+    Ok(None)
+}
