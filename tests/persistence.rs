@@ -191,10 +191,7 @@ async fn files_are_private_and_a_root_serves_one_node() {
         .node_id(leafcache::NodeId(42))
         .build()
         .unwrap_err();
-    assert!(
-        matches!(other, Error::InvalidConfig { what: "root", .. }),
-        "{other}"
-    );
+    assert!(matches!(other, Error::RootInUse(_)), "{other}");
 
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&root), 0o700, "an existing root is tightened");
@@ -212,6 +209,29 @@ async fn files_are_private_and_a_root_serves_one_node() {
     node.shutdown().await;
     drop(node);
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shut_down_releases_its_root_while_its_handles_live() {
+    let root = temp_root("release");
+    let node = persisted(&root).build().unwrap();
+    let cache = node.default_cache();
+    cache.set("k", "before").unwrap();
+    node.shutdown().await;
+    // The handles still answer, from memory; the root is free for the next node at once.
+    cache.set("late", "not persisted").unwrap();
+    assert_eq!(cache.get("k").unwrap(), "before");
+    assert!(node.snapshot().is_err(), "a released root takes no snapshot");
+    let next = persisted(&root).build().unwrap();
+    assert_eq!(next.default_cache().get("k").unwrap(), "before");
+    cache.set("later", "still not persisted").unwrap();
+    assert_eq!(next.default_cache().get("late"), None);
+    next.shutdown().await;
+    drop((node, cache));
+    let last = persisted(&root).build().unwrap();
+    assert_eq!(last.default_cache().get("later"), None);
+    assert_eq!(last.default_cache().get("k").unwrap(), "before");
+    last.shutdown().await;
 }
 
 #[tokio::test]

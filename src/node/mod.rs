@@ -216,7 +216,9 @@ impl Node {
     /// Stops the node's links: stops accepting, sends every change applied so far and a goodbye on
     /// each link, closes them, and waits for their tasks to end. The caches stay usable locally.
     ///
-    /// A node with a root then writes its final snapshot, so that it restarts where it stopped.
+    /// A node with a root then writes its final snapshot, so that it restarts where it stopped,
+    /// and releases the root: another node (or process) can open it at once, even while handles
+    /// to this node's caches live on. What they write afterwards stays in memory.
     pub async fn shutdown(&self) {
         let registry = &self.inner.registry;
         registry.shutdown.cancel();

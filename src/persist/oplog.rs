@@ -64,7 +64,10 @@ pub(crate) struct Journal {
     pub wanted: tokio::sync::Notify,
     /// Whether the last write failed (logged once, until one succeeds again).
     pub(super) failing: AtomicBool,
-    pub(super) _lock: File,
+    /// Set by [`release`](Self::release): nothing more is written to the root.
+    pub(super) closed: AtomicBool,
+    /// The root's lock, held until the node shuts down (or the journal is dropped).
+    pub(super) lock: Mutex<Option<File>>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -113,7 +116,8 @@ impl Journal {
             snapshotting: Mutex::new(()),
             wanted: tokio::sync::Notify::new(),
             failing: AtomicBool::new(false),
-            _lock: lock,
+            closed: AtomicBool::new(false),
+            lock: Mutex::new(Some(lock)),
         };
         journal
             .write_identity(
@@ -261,8 +265,25 @@ impl Journal {
         self.flush == Flush::Always || pending.len() > PENDING_LIMIT
     }
 
+    /// Stops writing to the root and unlocks it, after the final snapshot: a node shut down
+    /// releases its root at once, even while handles to its caches live on (their later writes
+    /// stay in memory), so that another node or process can open it.
+    pub(super) fn release(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.write_out();
+        self.lock.lock().take();
+    }
+
+    /// Whether the root was released.
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
     /// Records a watermark on `peer`, after the changes it covers, and writes it out.
     pub fn record_mark(&self, peer: NodeId, mark: Resume) {
+        if self.is_closed() {
+            return;
+        }
         let entry = Record::Mark {
             peer,
             incarnation: mark.incarnation,
@@ -383,6 +404,9 @@ pub(super) fn to_record(cache: u32, seq: u64, stored: Stored<'_>) -> Record<&[u8
 impl Recorder for Journal {
     #[inline]
     fn record(&self, cache: u32, seq: u64, stored: Stored<'_>) -> bool {
+        if self.is_closed() {
+            return false;
+        }
         match stored {
             // The hot path: framed by hand, without the serde encoder.
             Stored::Live {
@@ -401,12 +425,16 @@ impl Recorder for Journal {
 
     #[inline]
     fn seq_issued(&self, seq: u64) {
-        self.check_lease(seq);
+        if !self.is_closed() {
+            self.check_lease(seq);
+        }
     }
 
     #[inline]
     fn version_issued(&self, ts: Timestamp) {
-        self.check_clock(ts.0);
+        if !self.is_closed() {
+            self.check_clock(ts.0);
+        }
     }
 
     fn purged(&self) {

@@ -28,6 +28,11 @@ impl Journal {
         marks: &[(NodeId, Resume)],
     ) -> io::Result<SnapshotReport> {
         let _one = self.snapshotting.lock();
+        if self.is_closed() {
+            return Err(io::Error::other(
+                "the node was shut down and released its root",
+            ));
+        }
         let started = Instant::now();
         let segment = self.rotate()?;
         let tmp = self.root.join(SNAPSHOT_TMP);
@@ -100,10 +105,11 @@ impl Journal {
     pub fn close(&self, caches: &Caches, marks: &[(NodeId, Resume)]) {
         if let Err(e) = self.snapshot(caches, marks) {
             error!(root = %self.root.display(), "final snapshot failed, the op log keeps the changes: {e}");
-            self.write_out();
+            self.release();
             return;
         }
         let core = caches.core();
         self.settle_lease(core.current_seq(), core.hlc.last());
+        self.release();
     }
 }
