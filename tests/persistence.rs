@@ -221,7 +221,10 @@ async fn a_node_shut_down_releases_its_root_while_its_handles_live() {
     // The handles still answer, from memory; the root is free for the next node at once.
     cache.set("late", "not persisted").unwrap();
     assert_eq!(cache.get("k").unwrap(), "before");
-    assert!(node.snapshot().is_err(), "a released root takes no snapshot");
+    assert!(
+        node.snapshot().is_err(),
+        "a released root takes no snapshot"
+    );
     let next = persisted(&root).build().unwrap();
     assert_eq!(next.default_cache().get("k").unwrap(), "before");
     cache.set("later", "still not persisted").unwrap();

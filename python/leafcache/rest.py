@@ -31,7 +31,7 @@ class RestServer:
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="leafcache-rest", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="leafcache-rest", daemon=True
         )
         self._thread.start()
 

@@ -9,7 +9,7 @@ use pyo3::types::{PyFloat, PyInt, PyList, PyString, PyTuple};
 /// A duration given as seconds (`int` or `float`) or as text (`"120s"`, `"30m"`, `"1d"`).
 pub fn duration(what: &'static str, value: &Bound<'_, PyAny>) -> PyResult<Duration> {
     if let Ok(s) = value.cast::<PyString>() {
-        let d = leafcache::parse_duration(what, &*s.to_cow()?).map_err(crate::to_py)?;
+        let d = leafcache::parse_duration(what, &s.to_cow()?).map_err(crate::to_py)?;
         if d.is_zero() {
             return Err(PyValueError::new_err(format!(
                 "{what} must be longer than zero"
@@ -72,7 +72,9 @@ pub fn address(what: &'static str, value: &Bound<'_, PyAny>, listen: bool) -> Py
         )));
     };
     let host: String = host.extract().map_err(|_| {
-        PyTypeError::new_err(format!("{what}: the host is a str (\"\" for all interfaces)"))
+        PyTypeError::new_err(format!(
+            "{what}: the host is a str (\"\" for all interfaces)"
+        ))
     })?;
     let port = port_number(what, port)?;
     let host = match host.as_str() {

@@ -495,8 +495,10 @@ impl LRUCacheDistributed {
                 builder.build()
             })
             .map_err(to_py)?;
-        Ok(PyClassInitializer::from(LRUCache::from_node(node, &s, true))
-            .add_subclass(LRUCacheDistributed {}))
+        Ok(
+            PyClassInitializer::from(LRUCache::from_node(node, &s, true))
+                .add_subclass(LRUCacheDistributed {}),
+        )
     }
 
     /// The address this node accepts leaves on, as bound (the OS's port for port 0), or None.

@@ -31,7 +31,11 @@ const SETTINGS: &str = "python-cache.json";
 /// What this process talks to.
 enum Backend {
     /// The cache is in this process: it holds the root (or there is none).
-    Serving { node: Node, cache: Cache, root: bool },
+    Serving {
+        node: Node,
+        cache: Cache,
+        root: bool,
+    },
     /// Another process serves the root; these are connections to its socket.
     Client {
         client: redis::Client,
@@ -267,7 +271,6 @@ impl Settings {
             pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
-
 }
 
 impl Shared {
@@ -277,7 +280,10 @@ impl Shared {
         if !Arc::ptr_eq(&self.backend.read(), lost) {
             return Ok(());
         }
-        let root = self.root.as_deref().expect("only a root's client loses its server");
+        let root = self
+            .root
+            .as_deref()
+            .expect("only a root's client loses its server");
         let backend = self.settings.establish(root)?;
         *self.backend.write() = Arc::new(backend);
         Ok(())
@@ -367,18 +373,29 @@ fn local(cache: &Cache, op: &Op<'_>) -> Result<Reply, leafcache::Error> {
 fn remote(conn: &mut redis::Connection, op: &Op<'_>) -> redis::RedisResult<Reply> {
     use redis::cmd;
     Ok(match op {
-        Op::Get(k) => Reply::Value(cmd("GET").arg(*k).query::<Option<Vec<u8>>>(conn)?.map(Bytes::from)),
+        Op::Get(k) => Reply::Value(
+            cmd("GET")
+                .arg(*k)
+                .query::<Option<Vec<u8>>>(conn)?
+                .map(Bytes::from),
+        ),
         Op::Set(k, v, ttl) => {
             let mut c = cmd("SET");
             c.arg(*k).arg(v.as_ref());
             if let Some(t) = ttl {
-                c.arg("PX").arg(u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1));
+                c.arg("PX")
+                    .arg(u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1));
             }
             c.query::<()>(conn)?;
             Reply::Done
         }
         Op::Delete(k) => Reply::Flag(cmd("DEL").arg(*k).query::<i64>(conn)? > 0),
-        Op::Pop(k) => Reply::Value(cmd("GETDEL").arg(*k).query::<Option<Vec<u8>>>(conn)?.map(Bytes::from)),
+        Op::Pop(k) => Reply::Value(
+            cmd("GETDEL")
+                .arg(*k)
+                .query::<Option<Vec<u8>>>(conn)?
+                .map(Bytes::from),
+        ),
         Op::IncrInt(k, by) => Reply::Int(cmd("INCRBY").arg(*k).arg(*by).query(conn)?),
         Op::IncrFloat(k, by) => {
             let text: String = cmd("INCRBYFLOAT").arg(*k).arg(*by).query(conn)?;
@@ -408,7 +425,12 @@ impl SharedCache {
         py.detach(|| self.shared.run(&op)).map_err(Failure::into_py)
     }
 
-    fn value(&self, py: Python<'_>, reply: Reply, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+    fn value(
+        &self,
+        py: Python<'_>,
+        reply: Reply,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         match reply {
             Reply::Value(Some(v)) => self.codec.decode(py, &v),
             _ => Ok(default.unwrap_or_else(|| py.None())),
@@ -497,7 +519,12 @@ impl SharedCache {
 
     /// The value of `key`, or `default`.
     #[pyo3(signature = (key, default=None))]
-    fn get(&self, py: Python<'_>, key: &Bound<'_, PyAny>, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+    fn get(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         let k = codec::key(key)?;
         let reply = self.run(py, Op::Get(&k))?;
         self.value(py, reply, default)
@@ -505,7 +532,13 @@ impl SharedCache {
 
     /// Stores `value` under `key`, expiring after `ttl` (default: `expires`).
     #[pyo3(signature = (key, value, ttl=None))]
-    fn set(&self, py: Python<'_>, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, ttl: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    fn set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let k = codec::key(key)?;
         let v = self.codec.encode(value)?;
         let ttl = args::optional_duration("ttl", ttl)?;
@@ -520,7 +553,12 @@ impl SharedCache {
 
     /// Removes `key` and returns its value, or `default`.
     #[pyo3(signature = (key, default=None))]
-    fn pop(&self, py: Python<'_>, key: &Bound<'_, PyAny>, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+    fn pop(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         let k = codec::key(key)?;
         let reply = self.run(py, Op::Pop(&k))?;
         self.value(py, reply, default)
@@ -528,7 +566,12 @@ impl SharedCache {
 
     /// Adds `amount` (int or float) to the counter at `key`; the new value.
     #[pyo3(signature = (key, amount=None))]
-    fn incr(&self, py: Python<'_>, key: &Bound<'_, PyAny>, amount: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+    fn incr(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        amount: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         let k = codec::key(key)?;
         let op = match crate::local::Amount::of(amount)? {
             crate::local::Amount::Int(by) => Op::IncrInt(&k, by),
@@ -588,7 +631,9 @@ impl SharedCache {
         }
         let backend = self.shared.backend.read().clone();
         match &*backend {
-            Backend::Serving { node, root: true, .. } => py.detach(|| shutdown(node)),
+            Backend::Serving {
+                node, root: true, ..
+            } => py.detach(|| shutdown(node)),
             Backend::Serving { .. } => {}
             Backend::Client { pool, .. } => pool.lock().clear(),
         }

@@ -1,0 +1,85 @@
+"""`leafcache.start`: the seed's REST endpoints, with the requests `curl` makes."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from urllib.parse import quote
+
+import pytest
+
+import leafcache
+
+
+def request(url: str, data: bytes = None, headers: dict = None):
+    req = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.headers.get("Content-Type"), resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type"), e.read()
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.delenv("LEAFCACHE_ROOT", raising=False)
+    leafcache.init("rest")
+    with leafcache.start(host="127.0.0.1", port=0) as s:
+        yield s
+
+
+def test_get_and_set_as_the_seed_serves_them(server):
+    base = server.url
+    assert server.address[0] == "127.0.0.1" and server.address[1] > 0
+    # curl "http://host:port/set?key=a&value=b"
+    status, kind, body = request(f"{base}/set?key=a&value=b")
+    assert status == 200 and json.loads(body) == {"ok": True}
+    status, kind, body = request(f"{base}/get?key=a")
+    assert (status, body) == (200, b"b") and kind.startswith("text/plain")
+    assert leafcache.get("a") == "b", "the endpoints serve the module-level cache"
+    # Encoded keys and values; a value set from Python as an object reads as JSON.
+    request(f"{base}/set?key={quote('ключ')}&value={quote('a b&c')}")
+    assert request(f"{base}/get?key={quote('ключ')}")[2] == "a b&c".encode()
+    leafcache.set("obj", {"n": [1, 2]})
+    status, kind, body = request(f"{base}/get?key=obj")
+    assert kind == "application/json" and json.loads(body) == {"n": [1, 2]}
+    # curl -d key=k -d value=v http://host:port/set
+    status, _, _ = request(
+        f"{base}/set", data=b"key=form&value=posted",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert status == 200 and leafcache.get("form") == "posted"
+    # curl --data-binary @file "http://host:port/set?key=raw"
+    request(f"{base}/set?key=raw", data=b"body value", headers={"Content-Type": "text/plain"})
+    assert leafcache.get("raw") == "body value"
+    # A ttl parameter in seconds or text.
+    assert request(f"{base}/set?key=t&value=v&ttl=1h")[0] == 200
+    assert request(f"{base}/set?key=t&value=v&ttl=later")[0] == 400
+
+
+def test_misses_and_bad_requests_are_clear(server):
+    base = server.url
+    status, kind, body = request(f"{base}/get?key=missing")
+    assert status == 404 and json.loads(body)["error"] == "not found"
+    for path in ["/get", "/set?key=k", "/set?value=v", "/get?key=a&key=b"]:
+        status, _, body = request(base + path)
+        assert status == 400, path
+        assert "key" in json.loads(body)["error"] or "value" in json.loads(body)["error"]
+    status, _, body = request(f"{base}/nowhere")
+    assert status == 404 and "/get?key=" in json.loads(body)["error"]
+    request(f"{base}/set?key=p&value=1")
+    assert request(f"{base}/pop?key=p")[2] == b"1"
+    assert request(f"{base}/pop?key=p")[0] == 404
+
+
+def test_start_checks_its_arguments(monkeypatch):
+    monkeypatch.delenv("LEAFCACHE_ROOT", raising=False)
+    leafcache.init("rest")
+    with pytest.raises(ValueError, match="port"):
+        leafcache.start(port=70000)
+    with pytest.raises(ValueError, match="port"):
+        leafcache.start(port="5001")
+    with leafcache.start(port=0) as s:
+        with pytest.raises(OSError):
+            leafcache.start(port=s.address[1])
