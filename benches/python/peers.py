@@ -75,7 +75,7 @@ def in_process() -> None:
     tc = cachetools.TTLCache(maxsize=100_000, ttl=3600)
     row("cachetools.TTLCache", tc.get, lambda k: tc.__setitem__(k, VALUE),
         lambda: [tc.__setitem__(k, VALUE) for k in KEYS])
-    cb = cachebox.TTLCache(maxsize=100_000, ttl=3600)
+    cb = cachebox.TTLCache(maxsize=100_000, global_ttl=3600)
     row("cachebox.TTLCache", cb.get, lambda k: cb.insert(k, VALUE),
         lambda: [cb.insert(k, VALUE) for k in KEYS])
     mk = moka_py.Moka(100_000, ttl=3600)

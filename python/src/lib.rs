@@ -48,9 +48,8 @@ pub(crate) struct CallbackError {
 }
 
 impl CallbackError {
-    pub(crate) fn new(py: Python<'_>, error: PyErr) -> Self {
+    pub(crate) fn new(error: PyErr) -> Self {
         let text = error.to_string();
-        let _ = py;
         CallbackError { error, text }
     }
 }

@@ -1,6 +1,13 @@
 //! `LRUCache` and `LRUCacheDistributed`: a cache on a node of its own, embedded in this process.
-//! Every call releases the GIL while the core works; a miss with a `load_callback` is one load
-//! per key however many threads ask (single flight), and other keys go on meanwhile.
+//! A miss with a `load_callback` is one load per key however many threads ask (single flight),
+//! and other keys go on meanwhile.
+//!
+//! The GIL is released wherever the core may wait: a miss that loads (or waits for another
+//! thread's load), a write on a node with a root (it may write the op log before returning),
+//! closing. A read that hits, and a write in memory, keep it: they hold one shard's lock for
+//! about 100 ns and never wait on I/O, while releasing and retaking the GIL costs ~150 ns on
+//! its own (BENCHMARKS.md, "Python"). Holding the GIL there cannot deadlock: no shard lock is
+//! ever held while Python code runs (a load callback is called outside them).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,6 +40,8 @@ pub struct LRUCache {
     loads: bool,
     /// The node has links, doors or a root, whose tasks run until it is shut down.
     tasks: bool,
+    /// The node has a root: writes may write the op log before they return.
+    persists: bool,
     closed: AtomicBool,
 }
 
@@ -96,7 +105,7 @@ fn loader(callback: Py<PyAny>, codec: Arc<Codec>) -> Loader {
                 .bind(py)
                 .call1((key,))
                 .and_then(|value| codec.encode(&value))
-                .map_err(|e| CallbackError::new(py, e))
+                .map_err(CallbackError::new)
         })
     })
 }
@@ -105,12 +114,19 @@ impl LRUCache {
     fn from_node(node: Node, s: &Settings, tasks: bool) -> LRUCache {
         LRUCache {
             cache: node.default_cache(),
+            persists: node.root().is_some(),
             node,
             codec: s.codec.clone(),
             loads: s.loads,
             tasks,
             closed: AtomicBool::new(false),
         }
+    }
+
+    /// Runs a write, releasing the GIL when the node persists (the write may reach the file
+    /// before it returns).
+    fn write<T: Send>(&self, py: Python<'_>, f: impl FnOnce() -> T + Send) -> T {
+        if self.persists { py.detach(f) } else { f() }
     }
 
     fn open(&self) -> PyResult<()> {
@@ -141,7 +157,7 @@ impl LRUCache {
         if self.loads {
             return self.load(py, k).map(Some);
         }
-        match py.detach(|| self.cache.get(&k)) {
+        match self.cache.get(&k) {
             Some(v) => self.codec.decode(py, &v).map(Some),
             None => Ok(None),
         }
@@ -206,7 +222,7 @@ impl LRUCache {
         let k = codec::key(key)?;
         let v = self.codec.encode(value)?;
         let ttl = args::optional_duration("ttl", ttl)?;
-        py.detach(|| match ttl {
+        self.write(py, || match ttl {
             Some(t) => self.cache.set_with_ttl(k, v, t),
             None => self.cache.set(k, v),
         })
@@ -218,7 +234,7 @@ impl LRUCache {
     fn delete(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         self.open()?;
         let k = codec::key(key)?;
-        Ok(py.detach(|| self.cache.delete(&k)).is_some())
+        Ok(self.write(py, || self.cache.delete(&k)).is_some())
     }
 
     /// Removes `key` and returns its value, or `default` if it was not held.
@@ -231,7 +247,7 @@ impl LRUCache {
     ) -> PyResult<Py<PyAny>> {
         self.open()?;
         let k = codec::key(key)?;
-        match py.detach(|| self.cache.delete(&k)) {
+        match self.write(py, || self.cache.delete(&k)) {
             Some(v) => self.codec.decode(py, &v),
             None => Ok(default.unwrap_or_else(|| py.None())),
         }
@@ -251,11 +267,11 @@ impl LRUCache {
         let k = codec::key(key)?;
         match Amount::of(amount)? {
             Amount::Int(by) => {
-                let n = py.detach(|| self.cache.incr(&k, by)).map_err(to_py)?;
+                let n = self.write(py, || self.cache.incr(&k, by)).map_err(to_py)?;
                 Ok(n.into_pyobject(py)?.into_any().unbind())
             }
             Amount::Float(by) => {
-                let n = py.detach(|| self.cache.incr_float(&k, by)).map_err(to_py)?;
+                let n = (self.write(py, || self.cache.incr_float(&k, by))).map_err(to_py)?;
                 Ok(n.into_pyobject(py)?.into_any().unbind())
             }
         }
@@ -264,7 +280,7 @@ impl LRUCache {
     /// Removes every entry (on every linked node, for a distributed cache).
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
         self.open()?;
-        py.detach(|| self.cache.purge());
+        self.write(py, || self.cache.purge());
         Ok(())
     }
 
@@ -337,10 +353,10 @@ impl LRUCache {
         }
     }
 
-    fn __contains__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+    fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         self.open()?;
         let k = codec::key(key)?;
-        Ok(py.detach(|| self.cache.contains(&k)))
+        Ok(self.cache.contains(&k))
     }
 
     fn __len__(&self) -> usize {

@@ -99,6 +99,17 @@ def test_a_wrong_secret_is_refused():
         assert leaf["k"] == "kept locally" and "k" not in h
 
 
+def test_links_form_only_within_one_cluster():
+    with hub(cluster="blue") as h, LRUCacheDistributed(
+        remote_address=h.address, secret=SECRET, cluster="green"
+    ) as leaf:
+        wait_for(
+            lambda: leaf.links() and leaf.links()[0]["state"] == "refused",
+            what="the hub to refuse a leaf of another cluster",
+        )
+        assert "cluster" in (leaf.links()[0]["last_error"] or "")
+
+
 def test_a_rooted_node_keeps_its_data_across_restarts(tmp_path):
     root = tmp_path / "node"
     with LRUCacheDistributed(root=root, flush="always", snapshot="1h") as n:

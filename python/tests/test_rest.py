@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import urllib.error
 import urllib.request
 from urllib.parse import quote
@@ -83,3 +85,22 @@ def test_start_checks_its_arguments(monkeypatch):
     with leafcache.start(port=0) as s:
         with pytest.raises(OSError):
             leafcache.start(port=s.address[1])
+
+
+def test_curl_itself(server):
+    curl = shutil.which("curl")
+    assert curl, "curl is needed (tests/run-all installs it)"
+    base = server.url
+
+    def run(*args):
+        done = subprocess.run([curl, "-s", "-w", "\n%{http_code}", *args], capture_output=True,
+                              text=True, timeout=10)
+        body, _, code = done.stdout.rpartition("\n")
+        return int(code), body
+
+    assert run(f"{base}/set?key=greeting&value=hello") == (200, '{"ok": true}')
+    assert run(f"{base}/get?key=greeting") == (200, "hello")
+    assert run("-d", "key=k", "-d", "value=a b", f"{base}/set")[0] == 200
+    assert run(f"{base}/get?key=k") == (200, "a b")
+    code, body = run(f"{base}/get?key=nothing")
+    assert code == 404 and json.loads(body) == {"error": "not found"}
