@@ -89,23 +89,21 @@ def in_process() -> None:
 # 2. Several processes -------------------------------------------------------------------------
 
 def open_backend(kind: str, where: str):
-    if kind == "leafcache":
-        c = leafcache.init("bench", root=where, flush="always")
-        return c.get, c.set
-    if kind == "leafcache-nosync":
-        c = leafcache.init("bench", root=where, flush="100ms")
-        return c.get, c.set
+    """(get, set, role) for one process."""
+    if kind in ("leafcache", "leafcache-nosync"):
+        c = leafcache.init("bench", root=where, flush="always" if kind == "leafcache" else "100ms")
+        return c.get, c.set, c.role
     if kind == "diskcache":
         c = diskcache.Cache(where)
-        return c.get, c.set
+        return c.get, c.set, "client"
     if kind == "redis":
         r = redis.Redis(unix_socket_path=where)
-        return r.get, r.set
+        return r.get, r.set, "client"
     raise ValueError(kind)
 
 
 def worker(kind: str, where: str, seconds: float, start, out) -> None:
-    get, set_ = open_backend(kind, where)
+    get, set_, role = open_backend(kind, where)
     rng = random.Random(os.getpid())
     for k in KEYS[:1000]:
         set_(k, VALUE)
@@ -120,14 +118,15 @@ def worker(kind: str, where: str, seconds: float, start, out) -> None:
             else:
                 get(k)
         ops += 100
-    out.put(ops / seconds)
+    out.put((role, ops / seconds))
 
 
 def multi_process(redis_socket: str) -> None:
     print()
-    print("## 2. processes on one host, 90% get / 10% set (ops/s summed, median of 5)")
+    print("## 2. processes on one host, 90% get / 10% set (ops/s, median of 5)")
+    print("   sum over the processes; in brackets the serving process, and one client process")
     ctx = mp.get_context("spawn")
-    print(f"{'cache':<44}{'2 processes':>14}{'4 processes':>14}")
+    print(f"{'cache':<40}{'2 processes':>30}{'4 processes':>30}")
     for kind, label in [
         ("leafcache", "leafcache shared root (flush=always)"),
         ("leafcache-nosync", "leafcache shared root (flush=100ms)"),
@@ -136,7 +135,7 @@ def multi_process(redis_socket: str) -> None:
     ]:
         cells = []
         for procs in (2, 4):
-            rates = []
+            sums, servers, clients = [], [], []
             for _ in range(RUNS):
                 where = redis_socket if kind == "redis" else tempfile.mkdtemp(prefix="lcb-")
                 start, out = ctx.Barrier(procs + 1), ctx.Queue()
@@ -144,11 +143,16 @@ def multi_process(redis_socket: str) -> None:
                 for p in ps:
                     p.start()
                 start.wait()
-                rates.append(sum(out.get() for _ in ps))
+                got = [out.get() for _ in ps]
                 for p in ps:
                     p.join()
-            cells.append(statistics.median(rates))
-        print(f"{label:<44}{cells[0]:>14,.0f}{cells[1]:>14,.0f}")
+                sums.append(sum(r for _, r in got))
+                servers += [r for role, r in got if role == "serving"]
+                clients += [r for role, r in got if role == "client"]
+            med = statistics.median
+            detail = (f"{med(servers):,.0f} + " if servers else "") + f"{med(clients):,.0f}"
+            cells.append(f"{med(sums):,.0f} ({detail})")
+        print(f"{label:<40}{cells[0]:>30}{cells[1]:>30}")
 
 
 # 3. Read-through -------------------------------------------------------------------------------

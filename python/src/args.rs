@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
+use leafcache::CacheConfig;
 use pyo3::exceptions::{PyRuntimeWarning, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 /// A duration given as seconds (`int` or `float`) or as text (`"120s"`, `"30m"`, `"1d"`).
 pub fn duration(what: &'static str, value: &Bound<'_, PyAny>) -> PyResult<Duration> {
@@ -18,7 +19,7 @@ pub fn duration(what: &'static str, value: &Bound<'_, PyAny>) -> PyResult<Durati
         return Ok(d);
     }
     if value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>() {
-        if value.is_instance_of::<pyo3::types::PyBool>() {
+        if value.is_instance_of::<PyBool>() {
             return Err(PyTypeError::new_err(format!(
                 "{what} is seconds (int or float) or text such as \"120s\", not bool"
             )));
@@ -95,7 +96,7 @@ fn port_number(what: &'static str, port: &Bound<'_, PyAny>) -> PyResult<u16> {
     if let Ok(s) = port.cast::<PyString>() {
         return s.to_cow()?.trim().parse::<u16>().map_err(|_| bad());
     }
-    if port.is_instance_of::<PyInt>() && !port.is_instance_of::<pyo3::types::PyBool>() {
+    if port.is_instance_of::<PyInt>() && !port.is_instance_of::<PyBool>() {
         return port.extract::<u16>().map_err(|_| bad());
     }
     Err(PyTypeError::new_err(format!(
@@ -159,4 +160,56 @@ pub fn secret(
         )?;
     }
     Ok(None)
+}
+
+/// A cache's sizes and default time to live (`ttl_name`: what the caller calls it, the seed's
+/// `expiration_time` or the module's `expires`).
+pub fn cache_config(
+    maximum_capacity: i64,
+    ttl_name: &'static str,
+    ttl: Option<&Bound<'_, PyAny>>,
+    max_bytes: Option<i64>,
+) -> PyResult<CacheConfig> {
+    let positive = |what: &str, n: i64| {
+        u64::try_from(n)
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| PyValueError::new_err(format!("{what} must be at least 1 (got {n})")))
+    };
+    let mut config =
+        CacheConfig::new().max_entries(positive("maximum_capacity", maximum_capacity)?);
+    if let Some(ttl) = optional_duration(ttl_name, ttl)? {
+        config = config.ttl(ttl);
+    }
+    if let Some(b) = max_bytes {
+        config = config.max_bytes(positive("max_bytes", b)?);
+    }
+    Ok(config)
+}
+
+/// An increment: `int` as INCRBY, `float` as INCRBYFLOAT (default 1).
+pub enum Amount {
+    Int(i64),
+    Float(f64),
+}
+
+impl Amount {
+    pub fn of(amount: Option<&Bound<'_, PyAny>>) -> PyResult<Amount> {
+        let Some(a) = amount else {
+            return Ok(Amount::Int(1));
+        };
+        if a.is_instance_of::<PyInt>() && !a.is_instance_of::<PyBool>() {
+            return a
+                .extract::<i64>()
+                .map(Amount::Int)
+                .map_err(|_| PyValueError::new_err("the increment does not fit in 64 bits"));
+        }
+        if a.is_instance_of::<PyFloat>() {
+            return Ok(Amount::Float(a.extract()?));
+        }
+        Err(PyTypeError::new_err(format!(
+            "the increment is an int or a float, not {}",
+            a.get_type().name()?
+        )))
+    }
 }

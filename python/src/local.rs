@@ -17,7 +17,7 @@ use bytes::Bytes;
 use leafcache::{Cache, CacheConfig, Flush, Loader, Node};
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyFloat, PyInt};
+use pyo3::types::PyDict;
 
 use crate::codec::{self, Codec, Format};
 use crate::{CallbackError, LeafcacheError, args, runtime, to_py};
@@ -61,24 +61,13 @@ fn settings(
     serializer: &str,
     decode: bool,
 ) -> PyResult<Settings> {
-    if maximum_capacity < 1 {
-        return Err(PyValueError::new_err(format!(
-            "maximum_capacity must be at least 1 (got {maximum_capacity})"
-        )));
-    }
+    let mut config = args::cache_config(
+        maximum_capacity,
+        "expiration_time",
+        expiration_time,
+        max_bytes,
+    )?;
     let codec = Arc::new(Codec::new(py, Format::parse(serializer)?, decode)?);
-    let mut config = CacheConfig::new().max_entries(maximum_capacity as u64);
-    if let Some(ttl) = args::optional_duration("expiration_time", expiration_time)? {
-        config = config.ttl(ttl);
-    }
-    if let Some(b) = max_bytes {
-        if b < 1 {
-            return Err(PyValueError::new_err(format!(
-                "max_bytes must be at least 1 (got {b})"
-            )));
-        }
-        config = config.max_bytes(b as u64);
-    }
     let loads = load_callback.is_some();
     if let Some(callback) = load_callback {
         if !callback.bind(py).is_callable() {
@@ -265,12 +254,12 @@ impl LRUCache {
     ) -> PyResult<Py<PyAny>> {
         self.open()?;
         let k = codec::key(key)?;
-        match Amount::of(amount)? {
-            Amount::Int(by) => {
+        match args::Amount::of(amount)? {
+            args::Amount::Int(by) => {
                 let n = self.write(py, || self.cache.incr(&k, by)).map_err(to_py)?;
                 Ok(n.into_pyobject(py)?.into_any().unbind())
             }
-            Amount::Float(by) => {
+            args::Amount::Float(by) => {
                 let n = (self.write(py, || self.cache.incr_float(&k, by))).map_err(to_py)?;
                 Ok(n.into_pyobject(py)?.into_any().unbind())
             }
@@ -387,33 +376,6 @@ impl Drop for LRUCache {
             let node = self.node.clone();
             rt.spawn(async move { node.shutdown().await });
         }
-    }
-}
-
-/// An increment: `int` as INCRBY, `float` as INCRBYFLOAT.
-pub(crate) enum Amount {
-    Int(i64),
-    Float(f64),
-}
-
-impl Amount {
-    pub(crate) fn of(amount: Option<&Bound<'_, PyAny>>) -> PyResult<Amount> {
-        let Some(a) = amount else {
-            return Ok(Amount::Int(1));
-        };
-        if a.is_instance_of::<PyInt>() && !a.is_instance_of::<pyo3::types::PyBool>() {
-            return a
-                .extract::<i64>()
-                .map(Amount::Int)
-                .map_err(|_| PyValueError::new_err("the increment does not fit in 64 bits"));
-        }
-        if a.is_instance_of::<PyFloat>() {
-            return Ok(Amount::Float(a.extract()?));
-        }
-        Err(PyTypeError::new_err(format!(
-            "the increment is an int or a float, not {}",
-            a.get_type().name()?
-        )))
     }
 }
 

@@ -459,24 +459,8 @@ impl SharedCache {
         if name.is_empty() {
             return Err(PyValueError::new_err("name must not be empty"));
         }
-        if maximum_capacity < 1 {
-            return Err(PyValueError::new_err(format!(
-                "maximum_capacity must be at least 1 (got {maximum_capacity})"
-            )));
-        }
+        let config = args::cache_config(maximum_capacity, "expires", expires, max_bytes)?;
         let format = Format::parse(serializer)?;
-        let mut config = CacheConfig::new().max_entries(maximum_capacity as u64);
-        if let Some(ttl) = args::optional_duration("expires", expires)? {
-            config = config.ttl(ttl);
-        }
-        if let Some(b) = max_bytes {
-            if b < 1 {
-                return Err(PyValueError::new_err(format!(
-                    "max_bytes must be at least 1 (got {b})"
-                )));
-            }
-            config = config.max_bytes(b as u64);
-        }
         let settings = Settings {
             name: name.to_string(),
             config,
@@ -573,9 +557,9 @@ impl SharedCache {
         amount: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let k = codec::key(key)?;
-        let op = match crate::local::Amount::of(amount)? {
-            crate::local::Amount::Int(by) => Op::IncrInt(&k, by),
-            crate::local::Amount::Float(by) => Op::IncrFloat(&k, by),
+        let op = match args::Amount::of(amount)? {
+            args::Amount::Int(by) => Op::IncrInt(&k, by),
+            args::Amount::Float(by) => Op::IncrFloat(&k, by),
         };
         Ok(match self.run(py, op)? {
             Reply::Int(n) => n.into_pyobject(py)?.into_any().unbind(),
