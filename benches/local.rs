@@ -22,12 +22,24 @@ fn caches() -> Vec<(&'static str, Arc<dyn BenchCache>)> {
     ]
 }
 
-/// Hit ratio after a warm-up of 1M operations, over the next 2M, single thread.
+/// Hit ratio after a warm-up of 1M operations, over the next 2M, single thread: on the Zipf
+/// trace, the Zipf trace polluted by scans, and a loop larger than the capacity.
 fn hit_ratios(keys: &[Bytes], trace: &[u32], value: &Bytes) {
-    for (name, cache) in caches() {
-        run(cache.as_ref(), keys, trace, 0, 1_000_000, value);
-        let hits = run(cache.as_ref(), keys, trace, 1_000_000, 2_000_000, value);
-        eprintln!("hit ratio {name:12} {:.3}", hits as f64 / 2_000_000.0);
+    let scans = workload::scan_trace(TRACE_LEN, 42);
+    let looping = workload::loop_trace(TRACE_LEN);
+    for (label, trace) in [
+        ("zipf", trace),
+        ("zipf+scans", &scans[..]),
+        ("loop", &looping[..]),
+    ] {
+        for (name, cache) in caches() {
+            run(cache.as_ref(), keys, trace, 0, 1_000_000, value);
+            let hits = run(cache.as_ref(), keys, trace, 1_000_000, 2_000_000, value);
+            eprintln!(
+                "hit ratio {label:10} {name:12} {:.3}",
+                hits as f64 / 2_000_000.0
+            );
+        }
     }
 }
 

@@ -75,6 +75,37 @@ pub fn trace(len: usize, seed: u64) -> Vec<u32> {
     (0..len).map(|_| zipf.sample(&mut rng) as u32 - 1).collect()
 }
 
+/// [`trace`] polluted by scans: after every 100,000 Zipf reads, one pass over 50,000 keys in
+/// order from the cold end of the key space (each read once). An LRU lets every scan push half
+/// its capacity of hot keys out; a scan-resistant policy keeps them.
+pub fn scan_trace(len: usize, seed: u64) -> Vec<u32> {
+    let zipf = trace(len, seed);
+    let mut out = Vec::with_capacity(len);
+    let mut next_cold = KEYS as u32 / 2;
+    for chunk in zipf.chunks(100_000) {
+        out.extend_from_slice(chunk);
+        for _ in 0..50_000 {
+            out.push(next_cold);
+            next_cold = if next_cold + 1 == KEYS as u32 {
+                KEYS as u32 / 2
+            } else {
+                next_cold + 1
+            };
+        }
+        if out.len() >= len {
+            break;
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+/// A loop over 120,000 keys in order, larger than the capacity: an LRU never hits (each key is
+/// evicted just before it comes round again); a policy that keeps some of the loop does.
+pub fn loop_trace(len: usize) -> Vec<u32> {
+    (0..len).map(|i| (i % 120_000) as u32).collect()
+}
+
 /// Runs `ops` read-through operations from `trace` starting at `offset`; returns the hits.
 #[inline]
 pub fn run<C: BenchCache + ?Sized>(

@@ -62,6 +62,8 @@ impl Default for CacheConfig {
 pub(crate) struct Resolved {
     pub max_entries: u64,
     pub max_bytes: Option<u64>,
+    /// The largest entry (key + value + overhead) the cache accepts, in bytes.
+    pub max_entry_bytes: u64,
     pub ttl: Option<Duration>,
     pub tombstone_ttl: Duration,
     pub shards: usize,
@@ -111,6 +113,34 @@ impl CacheConfig {
         self
     }
 
+    /// The automatic shard count on a machine of `cores` cores: 16 per core, up to 64, halved
+    /// while a shard would hold fewer than 512 entries or 1 MiB.
+    fn auto_shards(&self, cores: usize) -> usize {
+        let mut n = cores
+            .saturating_mul(16)
+            .min(MAX_AUTO_SHARDS)
+            .next_power_of_two()
+            .min(MAX_AUTO_SHARDS);
+        while n > 1
+            && (self.max_entries / (n as u64) < MIN_ENTRIES_PER_SHARD
+                || self
+                    .max_bytes
+                    .is_some_and(|b| b / (n as u64) < MIN_BYTES_PER_SHARD))
+        {
+            n /= 2;
+        }
+        n
+    }
+
+    /// The largest entry an automatically sharded cache accepts: `max_bytes` divided by the
+    /// shard count it would have on a machine of any number of cores (the most it can have), so
+    /// that nodes with the same settings on machines with different core counts accept the same
+    /// entries. A shard of a machine with fewer cores has a larger share, which the entry fits.
+    fn entry_limit(&self) -> u64 {
+        self.max_bytes
+            .map_or(u64::MAX, |b| b / self.auto_shards(usize::MAX) as u64)
+    }
+
     pub(crate) fn resolve(&self) -> Result<Resolved, Error> {
         if self.max_entries == 0 {
             return Err(Error::ZeroCapacity {
@@ -130,7 +160,7 @@ impl CacheConfig {
                 what: "tombstone_ttl",
             });
         }
-        let shards = match self.shards {
+        let (shards, max_entry_bytes) = match self.shards {
             Some(0) => {
                 return Err(Error::InvalidConfig {
                     what: "shards",
@@ -143,24 +173,19 @@ impl CacheConfig {
                     reason: format!("{n} is more than the 65536 allowed"),
                 });
             }
-            Some(n) => n.next_power_of_two(),
+            Some(n) => {
+                let n = n.next_power_of_two();
+                (n, self.max_bytes.map_or(u64::MAX, |b| b / n as u64))
+            }
             None => {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                let mut n = (cores * 16).next_power_of_two().min(MAX_AUTO_SHARDS);
-                while n > 1
-                    && (self.max_entries / (n as u64) < MIN_ENTRIES_PER_SHARD
-                        || self
-                            .max_bytes
-                            .is_some_and(|b| b / (n as u64) < MIN_BYTES_PER_SHARD))
-                {
-                    n /= 2;
-                }
-                n
+                (self.auto_shards(cores), self.entry_limit())
             }
         };
         Ok(Resolved {
             max_entries: self.max_entries,
             max_bytes: self.max_bytes,
+            max_entry_bytes,
             ttl: self.ttl,
             tombstone_ttl: self.tombstone_ttl,
             shards,
@@ -191,5 +216,35 @@ mod tests {
         assert!(shards(CacheConfig::new().max_entries(1_000_000)).is_power_of_two());
         assert_eq!(shards(CacheConfig::new().max_bytes(3 << 20)), 2);
         assert_eq!(shards(CacheConfig::new().shards(5)), 8);
+    }
+
+    #[test]
+    fn the_entry_limit_does_not_depend_on_the_core_count() {
+        for bytes in [3 << 20, 64 << 20, 256 << 20, 10 << 30] {
+            for entries in [1_000, 100_000, 10_000_000] {
+                let c = CacheConfig::new().max_entries(entries).max_bytes(bytes);
+                let limit = c.resolve().unwrap().max_entry_bytes;
+                for cores in [1, 2, 3, 8, 64, 512] {
+                    let share = bytes / c.auto_shards(cores) as u64;
+                    assert!(
+                        share >= limit,
+                        "{cores} cores: a shard's share fits the limit"
+                    );
+                }
+                assert_eq!(
+                    limit,
+                    bytes / c.auto_shards(4) as u64,
+                    "4 cores reach the most shards"
+                );
+            }
+        }
+        let limit = |c: CacheConfig| c.resolve().unwrap().max_entry_bytes;
+        assert_eq!(limit(CacheConfig::new().max_bytes(256 << 20)), 4 << 20);
+        assert_eq!(limit(CacheConfig::new().max_bytes(3 << 20)), 3 << 19);
+        assert_eq!(
+            limit(CacheConfig::new().max_bytes(256 << 20).shards(8)),
+            32 << 20
+        );
+        assert_eq!(limit(CacheConfig::new()), u64::MAX);
     }
 }

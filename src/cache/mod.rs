@@ -184,22 +184,22 @@ impl Cache {
             usize::try_from(base + extra).unwrap_or(usize::MAX)
         };
         let dead_ttl_ms = u64::try_from(resolved.tombstone_ttl.as_millis()).unwrap_or(u64::MAX);
+        // The entry limit comes from the settings alone, not from this machine's shard count:
+        // nodes on machines with different core counts accept the same entries.
+        let max_entry_bytes = usize::try_from(resolved.max_entry_bytes).unwrap_or(usize::MAX);
         let shards: Box<[Padded]> = (0..n)
             .map(|i| {
                 let max_entries = share(resolved.max_entries, i).max(1);
+                let max_bytes = resolved.max_bytes.map_or(usize::MAX, |b| share(b, i));
                 Padded(Mutex::new(Shard::new(Limits {
                     max_entries,
-                    max_bytes: resolved.max_bytes.map_or(usize::MAX, |b| share(b, i)),
+                    max_bytes,
+                    max_entry: max_entry_bytes.min(max_bytes),
                     max_dead: max_entries.max(64),
                     dead_ttl_ms,
                 })))
             })
             .collect();
-        let max_entry_bytes = shards
-            .iter()
-            .map(|s| s.0.lock().limits().max_bytes)
-            .min()
-            .unwrap_or(0);
         Ok(Cache {
             inner: Arc::new(CacheInner {
                 name: name.into(),
@@ -258,7 +258,19 @@ impl Cache {
         self.inner.ttl
     }
 
-    /// The largest entry (key + value + per-entry overhead) a write may carry.
+    /// The largest entry (key + value + per-entry overhead) a write may carry: with `max_bytes`
+    /// and automatic sharding, `max_bytes` divided by the most shards those settings can have on
+    /// any machine (64 for 64 MiB and more), so that it does not depend on the core count; with
+    /// `shards(n)`, `max_bytes / n`; without `max_bytes`, unlimited.
+    ///
+    /// ```
+    /// use leafcache::{CacheConfig, Node};
+    /// let node = Node::builder()
+    ///     .default_cache(CacheConfig::new().max_bytes(256 << 20))
+    ///     .build()?;
+    /// assert_eq!(node.default_cache().max_entry_bytes(), 4 << 20);
+    /// # Ok::<(), leafcache::Error>(())
+    /// ```
     pub fn max_entry_bytes(&self) -> usize {
         self.inner.max_entry_bytes
     }

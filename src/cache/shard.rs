@@ -182,6 +182,8 @@ pub(crate) struct Dead {
 pub(crate) struct Limits {
     pub max_entries: usize,
     pub max_bytes: usize,
+    /// The largest entry accepted (the cache's limit, at most `max_bytes`).
+    pub max_entry: usize,
     /// Dead records kept at most; the oldest are forgotten first.
     pub max_dead: usize,
     /// How long a dead record is kept.
@@ -406,10 +408,6 @@ impl Shard {
 
     pub fn floor(&self) -> u64 {
         self.floor
-    }
-
-    pub fn limits(&self) -> Limits {
-        self.limits
     }
 
     /// Reads a value, promoting it in LRU order and counting a hit or a miss.
@@ -735,8 +733,8 @@ impl Shard {
         };
         let out = f(&mut state, &mut expires_at)?;
         let size = entry_size(k.len(), state.bytes());
-        if size > self.limits.max_bytes {
-            let limit = self.limits.max_bytes;
+        if size > self.limits.max_entry {
+            let limit = self.limits.max_entry;
             return Err(Refused::TooLarge { size, limit }.into());
         }
         let key = key.into_bytes();
@@ -755,7 +753,7 @@ impl Shard {
         now: u64,
         f: impl FnOnce(&mut Merged, &mut u64) -> Result<T, E>,
     ) -> Result<T, E> {
-        let limit = self.limits.max_bytes;
+        let limit = self.limits.max_entry;
         let Some(e) = self.live.get_mut(k) else {
             unreachable!("checked live by the caller");
         };
@@ -811,7 +809,7 @@ impl Shard {
         state.set_ttl_at(expires_at);
         // The key's version is its state's newest: nodes holding one state agree on it.
         let version = state.newest();
-        let fits = entry_size(key.len(), state.bytes()) <= self.limits.max_bytes;
+        let fits = entry_size(key.len(), state.bytes()) <= self.limits.max_entry;
         if state.exists() && expires_at > now && fits {
             let state = Value::Merged(state);
             if let Err(state) = self.overwrite_live(&key, state, version, expires_at, seq, now) {
@@ -918,7 +916,7 @@ impl Shard {
                     return false;
                 }
                 let seq = (stamp(), source);
-                let fits = entry_size(key.len(), value.len()) <= self.limits.max_bytes;
+                let fits = entry_size(key.len(), value.len()) <= self.limits.max_entry;
                 let value = Value::Str(value.clone());
                 if expires_at > now && fits {
                     if let Err(value) =
@@ -1109,7 +1107,7 @@ impl Shard {
             return false;
         }
         let newest = state.newest();
-        let fits = entry_size(key.len(), state.bytes()) <= self.limits.max_bytes;
+        let fits = entry_size(key.len(), state.bytes()) <= self.limits.max_entry;
         if state.exists()
             && (expires_at <= now || !fits)
             && self
@@ -1337,7 +1335,7 @@ impl Shard {
         match what {
             Restored::Live { value, expires_at }
                 if expires_at > now
-                    && entry_size(key.len(), value.len()) <= self.limits.max_bytes =>
+                    && entry_size(key.len(), value.len()) <= self.limits.max_entry =>
             {
                 let value = Value::Str(value);
                 self.install_live(key, value, version, expires_at, (seq, LOCAL), now);
@@ -1601,6 +1599,7 @@ mod tests {
         Shard::new(Limits {
             max_entries,
             max_bytes: usize::MAX,
+            max_entry: usize::MAX,
             max_dead: 4,
             dead_ttl_ms: 1_000,
         })
