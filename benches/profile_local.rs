@@ -1,5 +1,6 @@
 //! A plain loop over the local workload for profilers (`perf record`), without criterion's
-//! machinery: `cargo bench --bench profile_local -- leafcache|moka|quick_cache [ops]`.
+//! machinery: `cargo bench --bench profile_local -- leafcache|moka|quick_cache [ops]
+//! [zipf|scans|loop]` (the trace: Zipf, Zipf polluted by scans, a loop larger than the cache).
 
 mod workload;
 
@@ -15,7 +16,11 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000_000);
     let keys = workload::key_space();
-    let trace = workload::trace(4_000_000, 42);
+    let trace = match args.next().as_deref() {
+        Some("scans") => workload::scan_trace(4_000_000, 42),
+        Some("loop") => workload::loop_trace(4_000_000),
+        _ => workload::trace(4_000_000, 42),
+    };
     let value = Bytes::from(vec![7u8; workload::VALUE_LEN]);
     let cache: Box<dyn workload::BenchCache> = match which.as_str() {
         "moka" => Box::new(workload::moka()),
