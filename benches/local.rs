@@ -17,6 +17,7 @@ const TRACE_LEN: usize = 4_000_000;
 fn caches() -> Vec<(&'static str, Arc<dyn BenchCache>)> {
     vec![
         ("leafcache", Arc::new(workload::leafcache())),
+        ("leafcache-s3fifo", Arc::new(workload::leafcache_s3fifo())),
         ("moka", Arc::new(workload::moka())),
         ("quick_cache", Arc::new(workload::quick_cache())),
     ]
@@ -36,7 +37,7 @@ fn hit_ratios(keys: &[Bytes], trace: &[u32], value: &Bytes) {
             run(cache.as_ref(), keys, trace, 0, 1_000_000, value);
             let hits = run(cache.as_ref(), keys, trace, 1_000_000, 2_000_000, value);
             eprintln!(
-                "hit ratio {label:10} {name:12} {:.3}",
+                "hit ratio {label:10} {name:16} {:.3}",
                 hits as f64 / 2_000_000.0
             );
         }

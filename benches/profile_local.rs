@@ -1,5 +1,6 @@
 //! A plain loop over the local workload for profilers (`perf record`), without criterion's
-//! machinery: `cargo bench --bench profile_local -- leafcache|moka|quick_cache [ops]
+//! machinery: `cargo bench --bench profile_local -- leafcache|leafcache-s3fifo|moka|quick_cache
+//! [ops]
 //! [zipf|scans|loop]` (the trace: Zipf, Zipf polluted by scans, a loop larger than the cache).
 
 mod workload;
@@ -25,6 +26,7 @@ fn main() {
     let cache: Box<dyn workload::BenchCache> = match which.as_str() {
         "moka" => Box::new(workload::moka()),
         "quick_cache" => Box::new(workload::quick_cache()),
+        "leafcache-s3fifo" => Box::new(workload::leafcache_s3fifo()),
         _ => Box::new(workload::leafcache()),
     };
     workload::run(cache.as_ref(), &keys, &trace, 0, 1_000_000, &value);

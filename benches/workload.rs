@@ -55,6 +55,18 @@ pub fn leafcache() -> leafcache::Cache {
         .expect("valid config")
 }
 
+pub fn leafcache_s3fifo() -> leafcache::Cache {
+    leafcache::Node::builder()
+        .default_cache(
+            leafcache::CacheConfig::new()
+                .max_entries(CAPACITY)
+                .eviction(leafcache::Eviction::S3Fifo),
+        )
+        .build()
+        .expect("valid config")
+        .default_cache()
+}
+
 pub fn moka() -> moka::sync::Cache<Bytes, Bytes> {
     moka::sync::Cache::new(CAPACITY)
 }

@@ -43,7 +43,7 @@ pub mod topology;
 
 pub use cache::merge;
 pub use cache::{
-    Cache, CacheConfig, CacheStats, Caches, Change, ENTRY_OVERHEAD, EntryInfo, Expiry, Kind,
+    Cache, CacheConfig, CacheStats, Caches, Change, ENTRY_OVERHEAD, EntryInfo, Eviction, Expiry, Kind,
     Loader, SetCondition, SetOutcome, Stamped,
 };
 pub use clock::{Clock, ManualClock, NodeId, Timestamp, Version};

@@ -455,3 +455,77 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// S3-FIFO evicts in its own order, so it is checked against invariants rather than an exact
+    /// model: whatever it holds reads as last written (never a deleted, expired or older value),
+    /// the entry just written is held (it fits and does not expire at once), and both limits hold.
+    #[test]
+    fn s3fifo_keeps_the_invariants(
+        max_entries in 1usize..10,
+        byte_slots in prop::option::of(1usize..5),
+        ops in prop::collection::vec(op(), 1..150),
+    ) {
+        let max_bytes = byte_slots.map_or(usize::MAX, |n| n * (ENTRY_OVERHEAD + 5 + 24));
+        let clock = ManualClock::new(1_000_000);
+        let mut builder = Cache::builder()
+            .maximum_capacity(max_entries as u64)
+            .shards(1)
+            .eviction(leafcache::Eviction::S3Fifo)
+            .clock(clock.clone());
+        if byte_slots.is_some() {
+            builder = builder.max_bytes(max_bytes as u64);
+        }
+        let cache = builder.build().unwrap();
+        // key → (value, expires_at) as last written; absent once deleted.
+        let mut written: std::collections::HashMap<u8, (Vec<u8>, u64)> = Default::default();
+        let at = |ttl: Ttl, now: u64| match ttl {
+            Ttl::Default | Ttl::Never => NEVER,
+            Ttl::Ms(ms) => now + ms,
+        };
+        for op in ops {
+            let now = clock.now_ms();
+            match op {
+                Op::Set { key, len, ttl } => {
+                    let value = vec![key; len];
+                    if cache.set_with_expiry(key_name(key), value.clone(), ttl.expiry()).is_ok() {
+                        written.insert(key, (value.clone(), at(ttl, now)));
+                        prop_assert_eq!(
+                            cache.peek(key_name(key)).map(|e| e.value.to_vec()),
+                            Some(value),
+                            "the entry just written is held"
+                        );
+                    }
+                }
+                Op::Get(key) | Op::Contains(key) => {
+                    if let Some(got) = cache.get(key_name(key)) {
+                        let want = written.get(&key).filter(|(_, exp)| *exp > now);
+                        prop_assert_eq!(Some(&got.to_vec()), want.map(|(v, _)| v), "get {}", key);
+                    }
+                }
+                Op::Delete(key) => {
+                    cache.delete(key_name(key));
+                    written.remove(&key);
+                }
+                Op::SetExpiry { key, ttl } => {
+                    if cache.set_expiry(key_name(key), ttl.expiry()).unwrap()
+                        && let Some(w) = written.get_mut(&key)
+                    {
+                        w.1 = at(ttl, now);
+                    }
+                }
+                Op::Len => prop_assert!(cache.len() <= max_entries),
+                Op::Purge => {
+                    cache.purge();
+                    written.clear();
+                }
+                Op::Advance(ms) => clock.advance(Duration::from_millis(ms)),
+            }
+            let stats = cache.stats();
+            prop_assert!(stats.entries as usize <= max_entries);
+            prop_assert!(stats.bytes as usize <= max_bytes);
+        }
+    }
+}

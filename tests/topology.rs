@@ -114,6 +114,24 @@ unix = "/run/edge.sock"
 }
 
 #[test]
+fn eviction_is_set_per_cache_over_the_defaults() {
+    let t = parse(
+        "[defaults]\neviction = \"s3fifo\"\n[caches.a]\neviction = \"lru\"\n[caches.b]\ncapacity = 10\n[[node]]\nname = \"n\"\n",
+    )
+    .unwrap();
+    let eviction = |name: &str| {
+        t.caches()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.eviction)
+            .unwrap()
+    };
+    assert_eq!(eviction("default"), Some(leafcache::Eviction::S3Fifo));
+    assert_eq!(eviction("a"), Some(leafcache::Eviction::Lru));
+    assert_eq!(eviction("b"), Some(leafcache::Eviction::S3Fifo), "from [defaults]");
+}
+
+#[test]
 fn sizes_and_durations_take_numbers_or_human_strings() {
     let t = parse(
         "[defaults]\nmax_bytes = 1048576\nttl = 90\n[caches.a]\nmax_bytes = \"1GB\"\nttl = \"1h 30m\"\n[[node]]\nname = \"n\"\n",

@@ -28,6 +28,7 @@ class LRUCache:
         expiration_time: Optional[Seconds] = None,
         *,
         max_bytes: Optional[int] = None,
+        eviction: str = "lru",
         serializer: str = "json",
         decode: bool = True,
     ) -> None: ...
@@ -69,6 +70,7 @@ class LRUCacheDistributed(LRUCache):
         flush: Optional[str] = None,
         snapshot: Optional[Seconds] = None,
         max_bytes: Optional[int] = None,
+        eviction: str = "lru",
         serializer: str = "json",
         decode: bool = True,
     ) -> None: ...
@@ -93,6 +95,7 @@ class SharedCache:
         flush: str = "always",
         maximum_capacity: int = 100_000,
         max_bytes: Optional[int] = None,
+        eviction: str = "lru",
         serializer: str = "json",
         decode: bool = True,
         takeover_timeout: Optional[Seconds] = None,

@@ -169,6 +169,7 @@ pub fn cache_config(
     ttl_name: &'static str,
     ttl: Option<&Bound<'_, PyAny>>,
     max_bytes: Option<i64>,
+    eviction: &str,
 ) -> PyResult<CacheConfig> {
     let positive = |what: &str, n: i64| {
         u64::try_from(n)
@@ -184,7 +185,10 @@ pub fn cache_config(
     if let Some(b) = max_bytes {
         config = config.max_bytes(positive("max_bytes", b)?);
     }
-    Ok(config)
+    let eviction = eviction
+        .parse::<leafcache::Eviction>()
+        .map_err(crate::to_py)?;
+    Ok(config.eviction(eviction))
 }
 
 /// An increment: `int` as INCRBY, `float` as INCRBYFLOAT (default 1).

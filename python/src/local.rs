@@ -52,12 +52,14 @@ struct Settings {
     loads: bool,
 }
 
+#[allow(clippy::too_many_arguments)] // the constructors' keyword arguments, one each
 fn settings(
     py: Python<'_>,
     load_callback: Option<Py<PyAny>>,
     maximum_capacity: i64,
     expiration_time: Option<&Bound<'_, PyAny>>,
     max_bytes: Option<i64>,
+    eviction: &str,
     serializer: &str,
     decode: bool,
 ) -> PyResult<Settings> {
@@ -66,6 +68,7 @@ fn settings(
         "expiration_time",
         expiration_time,
         max_bytes,
+        eviction,
     )?;
     let codec = Arc::new(Codec::new(py, Format::parse(serializer)?, decode)?);
     let loads = load_callback.is_some();
@@ -156,13 +159,15 @@ impl LRUCache {
 #[pymethods]
 impl LRUCache {
     #[new]
-    #[pyo3(signature = (load_callback=None, maximum_capacity=100_000, expiration_time=None, *, max_bytes=None, serializer="json", decode=true))]
+    #[pyo3(signature = (load_callback=None, maximum_capacity=100_000, expiration_time=None, *, max_bytes=None, eviction="lru", serializer="json", decode=true))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         load_callback: Option<Py<PyAny>>,
         maximum_capacity: i64,
         expiration_time: Option<&Bound<'_, PyAny>>,
         max_bytes: Option<i64>,
+        eviction: &str,
         serializer: &str,
         decode: bool,
     ) -> PyResult<Self> {
@@ -172,6 +177,7 @@ impl LRUCache {
             maximum_capacity,
             expiration_time,
             max_bytes,
+            eviction,
             serializer,
             decode,
         )?;
@@ -396,7 +402,7 @@ pub struct LRUCacheDistributed {}
 #[pymethods]
 impl LRUCacheDistributed {
     #[new]
-    #[pyo3(signature = (load_callback=None, maximum_capacity=100_000, expiration_time=None, connection_timeout=None, remote_address=None, local_address=None, *, secret=None, name=None, root=None, cluster=None, flush=None, snapshot=None, max_bytes=None, serializer="json", decode=true))]
+    #[pyo3(signature = (load_callback=None, maximum_capacity=100_000, expiration_time=None, connection_timeout=None, remote_address=None, local_address=None, *, secret=None, name=None, root=None, cluster=None, flush=None, snapshot=None, max_bytes=None, eviction="lru", serializer="json", decode=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -413,6 +419,7 @@ impl LRUCacheDistributed {
         flush: Option<&str>,
         snapshot: Option<&Bound<'_, PyAny>>,
         max_bytes: Option<i64>,
+        eviction: &str,
         serializer: &str,
         decode: bool,
     ) -> PyResult<PyClassInitializer<Self>> {
@@ -422,6 +429,7 @@ impl LRUCacheDistributed {
             maximum_capacity,
             expiration_time,
             max_bytes,
+            eviction,
             serializer,
             decode,
         )?;

@@ -441,7 +441,7 @@ impl SharedCache {
 #[pymethods]
 impl SharedCache {
     #[new]
-    #[pyo3(signature = (name="default", root=None, *, expires=None, snapshot=None, flush="always", maximum_capacity=100_000, max_bytes=None, serializer="json", decode=true, takeover_timeout=None))]
+    #[pyo3(signature = (name="default", root=None, *, expires=None, snapshot=None, flush="always", maximum_capacity=100_000, max_bytes=None, eviction="lru", serializer="json", decode=true, takeover_timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -452,6 +452,7 @@ impl SharedCache {
         flush: &str,
         maximum_capacity: i64,
         max_bytes: Option<i64>,
+        eviction: &str,
         serializer: &str,
         decode: bool,
         takeover_timeout: Option<&Bound<'_, PyAny>>,
@@ -459,7 +460,7 @@ impl SharedCache {
         if name.is_empty() {
             return Err(PyValueError::new_err("name must not be empty"));
         }
-        let config = args::cache_config(maximum_capacity, "expires", expires, max_bytes)?;
+        let config = args::cache_config(maximum_capacity, "expires", expires, max_bytes, eviction)?;
         let format = Format::parse(serializer)?;
         let settings = Settings {
             name: name.to_string(),

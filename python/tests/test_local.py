@@ -126,6 +126,31 @@ def test_capacity_evicts_the_least_recently_used():
     assert "k999" in c
 
 
+def test_the_eviction_policy_is_chosen_per_cache():
+    for eviction in ["lru", "s3fifo", "S3FIFO"]:
+        c = LRUCache(maximum_capacity=100, eviction=eviction)
+        for i in range(1000):
+            c[f"k{i}"] = "v"
+            assert f"k{i}" in c, "the entry just written is held"
+        assert len(c) <= 100
+    # A hot set read twice survives a one-pass scan under s3fifo, not under lru.
+    survivors = {}
+    for eviction in ["lru", "s3fifo"]:
+        c = LRUCache(maximum_capacity=1000, eviction=eviction)
+        hot = [f"hot{i}" for i in range(300)]
+        for k in hot:
+            c[k] = "h"
+        for _ in range(2):
+            for k in hot:
+                c[k]
+        for i in range(3000):
+            c[f"scan{i}"] = "s"
+        survivors[eviction] = sum(k in c for k in hot)
+    assert survivors["lru"] == 0 and survivors["s3fifo"] > 250, survivors
+    with pytest.raises(ValueError, match="eviction"):
+        LRUCache(eviction="lfu")
+
+
 def test_entries_expire():
     c = LRUCache(expiration_time=0.05)
     c["short"] = "v"

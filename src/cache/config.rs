@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::loader::Loader;
+use super::policy::Eviction;
 use crate::error::Error;
 
 /// How many entries a cache holds when no capacity is given.
@@ -43,6 +44,7 @@ pub struct CacheConfig {
     tombstone_ttl: Duration,
     shards: Option<usize>,
     loader: Option<Loader>,
+    eviction: Eviction,
 }
 
 impl Default for CacheConfig {
@@ -54,6 +56,7 @@ impl Default for CacheConfig {
             tombstone_ttl: DEFAULT_TOMBSTONE_TTL,
             shards: None,
             loader: None,
+            eviction: Eviction::Lru,
         }
     }
 }
@@ -68,6 +71,7 @@ pub(crate) struct Resolved {
     pub tombstone_ttl: Duration,
     pub shards: usize,
     pub loader: Option<Loader>,
+    pub eviction: Eviction,
 }
 
 impl CacheConfig {
@@ -104,6 +108,12 @@ impl CacheConfig {
     /// keeps each shard at least 512 entries (and 1 MiB with a byte limit); 1 gives exact LRU order.
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = Some(n);
+        self
+    }
+
+    /// How a full cache chooses what to evict (default [`Eviction::Lru`]).
+    pub fn eviction(mut self, eviction: Eviction) -> Self {
+        self.eviction = eviction;
         self
     }
 
@@ -190,6 +200,7 @@ impl CacheConfig {
             tombstone_ttl: self.tombstone_ttl,
             shards,
             loader: self.loader.clone(),
+            eviction: self.eviction,
         })
     }
 }

@@ -14,6 +14,7 @@ pub mod merge;
 pub(crate) mod ports;
 mod rmw;
 mod set;
+mod policy;
 mod shard;
 mod stats;
 mod typed;
@@ -44,6 +45,7 @@ pub use set::DEFAULT_CACHE;
 pub(crate) use set::approx_size;
 pub use shard::ENTRY_OVERHEAD;
 pub use shard::Kind;
+pub use policy::Eviction;
 pub(crate) use shard::{DeadKind, LOCAL, NEVER, Peeked, Restored, entry_size};
 use shard::{KeyArg, Limits, Shard, skipped};
 
@@ -195,6 +197,7 @@ impl Cache {
                     max_entries,
                     max_bytes,
                     max_entry: max_entry_bytes.min(max_bytes),
+                    eviction: resolved.eviction,
                     max_dead: max_entries.max(64),
                     dead_ttl_ms,
                 })))

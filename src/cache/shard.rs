@@ -16,6 +16,7 @@ use lru::LruCache;
 
 use super::change::{Change, Stamped};
 use super::merge::{Body, Cell, Counter, Hash, Merge, Merged, ORIGIN, Register, Sum};
+use super::policy::{Eviction, Pick, Policy, Slot};
 use super::ports::Stored;
 use crate::clock::{Clock, Version};
 
@@ -103,6 +104,8 @@ pub(crate) struct Live {
     pub expires_at: u64,
     /// The local seq of the change that wrote it.
     pub seq: u64,
+    /// What the eviction policy keeps of it.
+    pub slot: Slot,
 }
 
 /// A key handed to a write: owned already, or borrowed and copied only if the write inserts it
@@ -184,6 +187,8 @@ pub(crate) struct Limits {
     pub max_bytes: usize,
     /// The largest entry accepted (the cache's limit, at most `max_bytes`).
     pub max_entry: usize,
+    /// How a full shard chooses what to evict.
+    pub eviction: Eviction,
     /// Dead records kept at most; the oldest are forgotten first.
     pub max_dead: usize,
     /// How long a dead record is kept.
@@ -211,6 +216,7 @@ pub(crate) struct Peeked {
 
 pub(crate) struct Shard {
     live: LruCache<Bytes, Live>,
+    policy: Policy,
     /// Dead records in the order they were made (oldest at the LRU end); never promoted.
     dead: LruCache<Bytes, Dead>,
     /// seq → (key, source): the link a change came in on ([`LOCAL`] for this node's own writes), so
@@ -231,6 +237,24 @@ pub(crate) struct Shard {
     pub report_drops: bool,
     /// The keys dropped since the cache last took them; filled only with `report_drops`.
     pub dropped: Vec<Bytes>,
+}
+
+/// A live entry, read or rewritten: promoted in LRU order, or its S3-FIFO frequency raised
+/// (nothing reordered). Over the shard's fields, so that its counters stay usable meanwhile.
+#[inline]
+fn touch<'a>(
+    live: &'a mut LruCache<Bytes, Live>,
+    policy: &Policy,
+    key: &[u8],
+) -> Option<&'a mut Live> {
+    match policy {
+        Policy::Lru => live.get_mut(key),
+        Policy::S3Fifo(_) => {
+            let e = live.peek_mut(key)?;
+            e.slot.freq = (e.slot.freq + 1).min(3);
+            Some(e)
+        }
+    }
 }
 
 /// A key holds a value of another type than the command works on (Redis `WRONGTYPE`).
@@ -340,6 +364,7 @@ impl Shard {
     pub fn new(limits: Limits) -> Self {
         Shard {
             live: LruCache::unbounded(),
+            policy: Policy::new(limits.eviction, limits.max_entries),
             dead: LruCache::unbounded(),
             log: BTreeMap::new(),
             expiry: BTreeSet::new(),
@@ -413,7 +438,7 @@ impl Shard {
     /// Reads a value, promoting it in LRU order and counting a hit or a miss.
     #[inline]
     pub fn get(&mut self, key: &[u8], clock: &Clock) -> Option<Bytes> {
-        match self.live.get(key) {
+        match touch(&mut self.live, &self.policy, key) {
             // The clock is read only for entries that can expire.
             Some(e) if e.expires_at == NEVER || e.expires_at > clock.now_ms() => {
                 self.counters.hits += 1;
@@ -608,7 +633,7 @@ impl Shard {
         if self.live.peek(key).is_some_and(|e| e.expires_at <= now) {
             self.expire(key, now);
         }
-        match self.live.get(key) {
+        match touch(&mut self.live, &self.policy, key) {
             Some(e) => match &e.value {
                 Value::Merged(Merged::Hash(h)) => {
                     self.counters.hits += 1;
@@ -754,7 +779,7 @@ impl Shard {
         f: impl FnOnce(&mut Merged, &mut u64) -> Result<T, E>,
     ) -> Result<T, E> {
         let limit = self.limits.max_entry;
-        let Some(e) = self.live.get_mut(k) else {
+        let Some(e) = touch(&mut self.live, &self.policy, k) else {
             unreachable!("checked live by the caller");
         };
         let old_size = entry_size(k.len(), e.value.len());
@@ -1438,7 +1463,11 @@ impl Shard {
     fn unaccount(&mut self, key: &[u8], e: &Live) {
         self.bytes -= entry_size(key.len(), e.value.len());
         self.unindex_expiry(e.expires_at, e.seq);
+        if let Policy::S3Fifo(p) = &mut self.policy {
+            p.removed(e.slot);
+        }
     }
+
 
     /// Rewrites a live entry in place — promoted, re-indexed, its log record moved to `seq` —
     /// without taking it out of the LRU and putting it back; returns the seq its record had.
@@ -1452,7 +1481,7 @@ impl Shard {
         (seq, source): (u64, u32),
         now: u64,
     ) -> Result<u64, Value> {
-        let Some(e) = self.live.get_mut(key) else {
+        let Some(e) = touch(&mut self.live, &self.policy, key) else {
             return Err(value);
         };
         let (old_size, new_size) = (
@@ -1465,6 +1494,7 @@ impl Shard {
             version,
             expires_at,
             seq,
+            slot: e.slot,
         };
         self.rewritten(
             key,
@@ -1498,7 +1528,7 @@ impl Shard {
         self.log.insert(seq, (logged, source));
         self.bytes = self.bytes - old_size + new_size;
         if new_size > old_size {
-            self.evict_over_limits(now);
+            self.evict_over_limits(key, now);
         }
     }
 
@@ -1514,16 +1544,27 @@ impl Shard {
         self.bytes += entry_size(key.len(), value.len());
         self.index_expiry(expires_at, seq);
         self.log.insert(seq, (key.clone(), source));
-        self.live.put(
-            key,
+        let slot = match &mut self.policy {
+            Policy::Lru => Slot::default(),
+            Policy::S3Fifo(p) => p.insert(&key),
+        };
+        let replaced = self.live.put(
+            key.clone(),
             Live {
                 value,
                 version,
                 expires_at,
                 seq,
+                slot,
             },
         );
-        self.evict_over_limits(now);
+        if let (Some(old), Policy::S3Fifo(p)) = (replaced, &mut self.policy) {
+            p.removed(old.slot);
+        }
+        self.evict_over_limits(&key, now);
+        if let Policy::S3Fifo(p) = &mut self.policy {
+            p.compact(&self.live);
+        }
     }
 
     fn install_dead(
@@ -1562,13 +1603,21 @@ impl Shard {
         }
     }
 
-    /// Evicts least recently used entries until the shard is within its limits. The entry just
-    /// written is the most recent, and alone it always fits (sizes are checked before writing).
-    fn evict_over_limits(&mut self, now: u64) {
+    /// Evicts entries, as the policy chooses, until the shard is within its limits. `written`,
+    /// the entry just written, is never the one evicted (for LRU it is the most recent), and
+    /// alone it always fits (sizes are checked before writing).
+    fn evict_over_limits(&mut self, written: &[u8], now: u64) {
         while (self.live.len() > self.limits.max_entries || self.bytes > self.limits.max_bytes)
             && self.live.len() > 1
         {
-            let Some((key, e)) = self.live.pop_lru() else {
+            let victim = match &mut self.policy {
+                Policy::Lru => self.live.pop_lru(),
+                Policy::S3Fifo(p) => match p.pick(&mut self.live, written) {
+                    Pick::Evict(key) => self.live.pop_entry(&key),
+                    Pick::Empty => None,
+                },
+            };
+            let Some((key, e)) = victim else {
                 break;
             };
             self.unaccount(&key, &e);
@@ -1600,6 +1649,7 @@ mod tests {
             max_entries,
             max_bytes: usize::MAX,
             max_entry: usize::MAX,
+            eviction: Eviction::Lru,
             max_dead: 4,
             dead_ttl_ms: 1_000,
         })

@@ -53,6 +53,13 @@ impl CacheBuilder {
         self
     }
 
+    /// How the full cache chooses what to evict: [`Eviction::Lru`](crate::Eviction) (default) or
+    /// [`Eviction::S3Fifo`](crate::Eviction).
+    pub fn eviction(mut self, eviction: crate::Eviction) -> Self {
+        self.config = self.config.eviction(eviction);
+        self
+    }
+
     /// The most bytes the cache holds, keys, values and per-entry overhead counted.
     pub fn max_bytes(mut self, n: u64) -> Self {
         self.config = self.config.max_bytes(n);

@@ -238,11 +238,24 @@ impl<'a> Checker<'a> {
         {
             self.error(c.span(), "capacity must be at least 1 entry".into(), None);
         }
+        let eviction = raw.eviction.as_ref().and_then(|e| {
+            e.get_ref()
+                .parse::<crate::cache::Eviction>()
+                .map_err(|_| {
+                    self.error(
+                        e.span(),
+                        format!("{:?} is not an eviction policy", e.get_ref()),
+                        "eviction is \"lru\" (the default) or \"s3fifo\"".to_string(),
+                    );
+                })
+                .ok()
+        });
         CacheTableConfig {
             capacity: raw.capacity.as_ref().map(|c| *c.get_ref()),
             max_bytes: raw.max_bytes.as_ref().map(|s| s.0),
             ttl: raw.ttl.as_ref().map(|t| t.0),
             tombstone_ttl: raw.tombstone_ttl.as_ref().map(|t| t.0),
+            eviction,
         }
     }
 

@@ -24,6 +24,8 @@ pub struct CacheTableConfig {
     pub ttl: Option<Duration>,
     /// How long the record of a deleted, evicted or expired key is kept for resyncs.
     pub tombstone_ttl: Option<Duration>,
+    /// How the full cache chooses what to evict (`eviction = "lru" | "s3fifo"`).
+    pub eviction: Option<crate::cache::Eviction>,
 }
 
 impl CacheTableConfig {
@@ -33,6 +35,7 @@ impl CacheTableConfig {
             max_bytes: self.max_bytes.or(base.max_bytes),
             ttl: self.ttl.or(base.ttl),
             tombstone_ttl: self.tombstone_ttl.or(base.tombstone_ttl),
+            eviction: self.eviction.or(base.eviction),
         }
     }
 
@@ -50,6 +53,9 @@ impl CacheTableConfig {
         }
         if let Some(d) = self.tombstone_ttl {
             c = c.tombstone_ttl(d);
+        }
+        if let Some(e) = self.eviction {
+            c = c.eviction(e);
         }
         c
     }

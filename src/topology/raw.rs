@@ -36,6 +36,7 @@ pub(super) struct RawCache {
     pub(super) max_bytes: Option<Size>,
     pub(super) ttl: Option<Human>,
     pub(super) tombstone_ttl: Option<Human>,
+    pub(super) eviction: Option<Spanned<String>>,
     pub(super) connection_timeout: Option<Spanned<Human>>,
 }
 

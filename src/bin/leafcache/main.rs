@@ -157,6 +157,9 @@ struct ServeArgs {
     /// Default time to live: "120s", "30m", "1d".
     #[arg(long)]
     ttl: Option<String>,
+    /// How the full cache chooses what to evict: "lru" (default) or "s3fifo".
+    #[arg(long, value_parser = |s: &str| s.parse::<leafcache::Eviction>().map_err(|e| e.to_string()))]
+    eviction: Option<leafcache::Eviction>,
     /// A link silent this long is down: "5s".
     #[arg(long)]
     connection_timeout: Option<String>,
@@ -380,6 +383,7 @@ fn serve(args: ServeArgs) -> CliResult {
                 .map(|t| leafcache::parse_duration("ttl", t))
                 .transpose()?,
             tombstone_ttl: None,
+            eviction: args.eviction,
         };
         let mut builder = Node::builder().default_cache(settings.config());
         if let Some(n) = args.name {

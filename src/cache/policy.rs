@@ -1,0 +1,248 @@
+//! Eviction policies: which live entry a shard over its limits gives up. Chosen per cache
+//! ([`Eviction`]); eviction is local, never replicated, and leaves the same dead record whatever
+//! the policy.
+//!
+//! - **LRU** (default): exact least-recently-used order, kept by the shard's `lru::LruCache`
+//!   (a hit promotes the entry).
+//! - **S3-FIFO** (Yang et al., SOSP 2023): a small FIFO queue (10% of the entries) that new keys
+//!   enter, a main FIFO queue, and a ghost queue of the keys recently evicted from the small one.
+//!   A hit only raises the entry's 2-bit frequency, without reordering anything. Eviction takes
+//!   from the small queue while it holds its share — an entry read again since it came in moves
+//!   to the main queue, one never read is evicted (its key hash goes to the ghosts) — else from
+//!   the main queue, where a read entry goes round once more with its frequency lowered. A key
+//!   that comes back while its ghost is remembered enters the main queue directly. One-pass scans
+//!   thus leave the main queue alone, and a loop larger than the cache keeps part of itself.
+//!
+//! The queues hold `(key, generation)`; an entry removed some other way (deleted, expired,
+//! rewritten as a new key) leaves a stale element that is skipped when reached, and the queues
+//! are compacted when stale elements outnumber live ones.
+
+use std::collections::{HashSet, VecDeque};
+use std::hash::BuildHasher;
+
+use bytes::Bytes;
+use lru::LruCache;
+
+use super::shard::Live;
+use crate::error::Error;
+
+/// How a cache chooses what to evict when it is full.
+///
+/// ```
+/// use leafcache::{CacheConfig, Eviction, Node};
+/// assert_eq!("s3fifo".parse::<Eviction>()?, Eviction::S3Fifo);
+/// let node = Node::builder()
+///     .default_cache(CacheConfig::new().max_entries(1_000).eviction(Eviction::S3Fifo))
+///     .build()?;
+/// node.default_cache().set("k", "v")?;
+/// # Ok::<(), leafcache::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Eviction {
+    /// Exact least recently used (the default).
+    #[default]
+    Lru,
+    /// S3-FIFO: scan-resistant, hits without reordering.
+    S3Fifo,
+}
+
+impl std::str::FromStr for Eviction {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "lru" => Ok(Eviction::Lru),
+            "s3fifo" | "s3-fifo" => Ok(Eviction::S3Fifo),
+            other => Err(Error::InvalidConfig {
+                what: "eviction",
+                reason: format!("{other:?} is not \"lru\" or \"s3fifo\""),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Eviction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Eviction::Lru => "lru",
+            Eviction::S3Fifo => "s3fifo",
+        })
+    }
+}
+
+/// What a policy keeps in each live entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Slot {
+    /// Which insertion this entry is: a queue element of another generation is stale.
+    pub generation: u32,
+    /// Reads since it entered its queue (or last went round the main queue), at most 3.
+    pub freq: u8,
+    /// In the small queue (else the main one).
+    pub small: bool,
+}
+
+/// What [`S3Fifo::pick`] found.
+pub(crate) enum Pick {
+    /// Evict this key.
+    Evict(Bytes),
+    /// Nothing left to evict.
+    Empty,
+}
+
+/// The S3-FIFO queues of one shard.
+#[derive(Debug)]
+pub(crate) struct S3Fifo {
+    small: VecDeque<(Bytes, u32)>,
+    main: VecDeque<(Bytes, u32)>,
+    ghost: VecDeque<u64>,
+    ghosts: HashSet<u64>,
+    /// Live entries in the small queue.
+    in_small: usize,
+    next_generation: u32,
+    small_target: usize,
+    ghost_capacity: usize,
+}
+
+const GHOST_SEED: u64 = 0x5f1f_0ca5_e;
+
+fn ghost_hash(key: &[u8]) -> u64 {
+    foldhash::fast::FixedState::with_seed(GHOST_SEED).hash_one(key)
+}
+
+impl S3Fifo {
+    pub fn new(max_entries: usize) -> Self {
+        S3Fifo {
+            small: VecDeque::new(),
+            main: VecDeque::new(),
+            ghost: VecDeque::new(),
+            ghosts: HashSet::new(),
+            in_small: 0,
+            next_generation: 0,
+            small_target: (max_entries / 10).max(1),
+            ghost_capacity: max_entries.max(1),
+        }
+    }
+
+    /// A new key enters: the main queue if its ghost is remembered, else the small one.
+    pub fn insert(&mut self, key: &Bytes) -> Slot {
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let small = !self.ghosts.remove(&ghost_hash(key));
+        if small {
+            self.small.push_back((key.clone(), generation));
+            self.in_small += 1;
+        } else {
+            self.main.push_back((key.clone(), generation));
+        }
+        Slot {
+            generation,
+            freq: 0,
+            small,
+        }
+    }
+
+    /// An entry left by some other way than eviction.
+    pub fn removed(&mut self, slot: Slot) {
+        if slot.small {
+            self.in_small -= 1;
+        }
+    }
+
+    /// The next victim among `live`, never `protect` (the entry just written), updating slots
+    /// on the way (moved to the main queue, frequency lowered). The victim's slot is left as it
+    /// is: the shard removes it through [`removed`](Self::removed).
+    pub fn pick(&mut self, live: &mut LruCache<Bytes, Live>, protect: &[u8]) -> Pick {
+        let mut held: Option<(Bytes, u32, bool)> = None;
+        let picked = loop {
+            let from_small = !self.small.is_empty()
+                && (self.in_small >= self.small_target || self.main.is_empty());
+            let queue = if from_small {
+                &mut self.small
+            } else {
+                &mut self.main
+            };
+            let Some((key, generation)) = queue.pop_front() else {
+                break Pick::Empty;
+            };
+            let Some(slot) = live.peek_mut(&key).map(|e| &mut e.slot) else {
+                continue;
+            };
+            if slot.generation != generation || slot.small != from_small {
+                continue;
+            }
+            if key.as_ref() == protect {
+                held = Some((key, generation, from_small));
+                continue;
+            }
+            if from_small {
+                if slot.freq > 0 {
+                    slot.small = false;
+                    slot.freq = 0;
+                    self.in_small -= 1;
+                    self.main.push_back((key, generation));
+                    continue;
+                }
+                self.remember(&key);
+                break Pick::Evict(key);
+            }
+            if slot.freq > 0 {
+                slot.freq -= 1;
+                self.main.push_back((key, generation));
+                continue;
+            }
+            break Pick::Evict(key);
+        };
+        if let Some((key, generation, small)) = held {
+            let queue = if small { &mut self.small } else { &mut self.main };
+            queue.push_front((key, generation));
+        }
+        picked
+    }
+
+    fn remember(&mut self, key: &[u8]) {
+        let h = ghost_hash(key);
+        if self.ghosts.insert(h) {
+            self.ghost.push_back(h);
+        }
+        while self.ghost.len() > self.ghost_capacity {
+            if let Some(old) = self.ghost.pop_front() {
+                self.ghosts.remove(&old);
+            }
+        }
+    }
+
+    /// Drops stale queue elements once they outnumber the live entries two to one.
+    pub fn compact(&mut self, live: &LruCache<Bytes, Live>) {
+        if self.small.len() + self.main.len() <= 2 * live.len() + 1024 {
+            return;
+        }
+        let valid = |k: &Bytes, g: u32, small: bool| {
+            live.peek(k)
+                .is_some_and(|e| e.slot.generation == g && e.slot.small == small)
+        };
+        self.small.retain(|(k, g)| valid(k, *g, true));
+        self.main.retain(|(k, g)| valid(k, *g, false));
+    }
+
+    /// The ghosts remembered.
+    #[cfg(test)]
+    pub fn ghost_count(&self) -> usize {
+        self.ghosts.len()
+    }
+}
+
+/// A shard's policy.
+#[derive(Debug)]
+pub(crate) enum Policy {
+    Lru,
+    S3Fifo(Box<S3Fifo>),
+}
+
+impl Policy {
+    pub fn new(eviction: Eviction, max_entries: usize) -> Self {
+        match eviction {
+            Eviction::Lru => Policy::Lru,
+            Eviction::S3Fifo => Policy::S3Fifo(Box::new(S3Fifo::new(max_entries))),
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Eviction policies through the public API: capacity kept, the entry just written never the one
+//! evicted, and what each policy keeps under scans and loops.
+
+use leafcache::{Cache, Eviction};
+
+fn cache(eviction: Eviction, capacity: u64) -> Cache {
+    Cache::builder()
+        .maximum_capacity(capacity)
+        .shards(1)
+        .eviction(eviction)
+        .build()
+        .unwrap()
+}
+
+fn key(i: usize) -> String {
+    format!("k{i}")
+}
+
+#[test]
+fn every_policy_keeps_capacity_and_the_entry_just_written() {
+    for eviction in [Eviction::Lru, Eviction::S3Fifo] {
+        for capacity in [1, 2, 3, 10, 100] {
+            let c = cache(eviction, capacity);
+            for i in 0..1_000 {
+                c.set(key(i), key(i)).unwrap();
+                assert_eq!(c.get(key(i)).unwrap(), key(i), "{eviction} {capacity}: just written");
+                if i % 3 == 0 {
+                    c.get(key(i / 2));
+                }
+                if i % 7 == 0 {
+                    c.delete(key(i / 3));
+                }
+                assert!(c.len() as u64 <= capacity, "{eviction} {capacity}: {}", c.len());
+            }
+            let stats = c.stats();
+            assert!(stats.evictions > 0, "{eviction} {capacity}: it evicted");
+            // What is held reads back as written.
+            for i in 0..1_000 {
+                if let Some(v) = c.get(key(i)) {
+                    assert_eq!(v, key(i));
+                }
+            }
+        }
+    }
+}
+
+/// A hot set read more than once, then a one-pass scan of twice the capacity.
+fn hot_survivors(eviction: Eviction) -> usize {
+    let c = cache(eviction, 1_000);
+    for i in 0..500 {
+        c.set(key(i), "hot").unwrap();
+    }
+    for _ in 0..2 {
+        for i in 0..500 {
+            assert!(c.get(key(i)).is_some());
+        }
+    }
+    for i in 10_000..12_000 {
+        c.set(key(i), "scan").unwrap();
+    }
+    (0..500).filter(|&i| c.contains(key(i))).count()
+}
+
+#[test]
+fn s3fifo_keeps_a_hot_set_through_a_scan_and_lru_does_not() {
+    assert_eq!(hot_survivors(Eviction::Lru), 0, "the scan pushes every hot key out");
+    let kept = hot_survivors(Eviction::S3Fifo);
+    assert_eq!(kept, 500, "the hot set was promoted to the main queue: {kept}");
+}
+
+/// Hits over three passes of a loop 20% larger than the cache (read-through).
+fn loop_hits(eviction: Eviction) -> usize {
+    let c = cache(eviction, 1_000);
+    let mut hits = 0;
+    for _ in 0..3 {
+        for i in 0..1_200 {
+            if c.get(key(i)).is_some() {
+                hits += 1;
+            } else {
+                c.set(key(i), "v").unwrap();
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn s3fifo_keeps_part_of_a_loop_larger_than_the_cache() {
+    assert_eq!(loop_hits(Eviction::Lru), 0);
+    let hits = loop_hits(Eviction::S3Fifo);
+    assert!(hits > 600, "S3-FIFO keeps part of the loop: {hits} hits of 2,400");
+}
+
+#[test]
+fn eviction_is_read_from_text() {
+    assert_eq!("lru".parse::<Eviction>().unwrap(), Eviction::Lru);
+    assert_eq!("S3FIFO".parse::<Eviction>().unwrap(), Eviction::S3Fifo);
+    let err = "lfu".parse::<Eviction>().unwrap_err().to_string();
+    assert!(err.contains("eviction") && err.contains("s3fifo"), "{err}");
+    assert_eq!(Eviction::S3Fifo.to_string(), "s3fifo");
+}
