@@ -23,14 +23,22 @@ fn every_policy_keeps_capacity_and_the_entry_just_written() {
             let c = cache(eviction, capacity);
             for i in 0..1_000 {
                 c.set(key(i), key(i)).unwrap();
-                assert_eq!(c.get(key(i)).unwrap(), key(i), "{eviction} {capacity}: just written");
+                assert_eq!(
+                    c.get(key(i)).unwrap(),
+                    key(i),
+                    "{eviction} {capacity}: just written"
+                );
                 if i % 3 == 0 {
                     c.get(key(i / 2));
                 }
                 if i % 7 == 0 {
                     c.delete(key(i / 3));
                 }
-                assert!(c.len() as u64 <= capacity, "{eviction} {capacity}: {}", c.len());
+                assert!(
+                    c.len() as u64 <= capacity,
+                    "{eviction} {capacity}: {}",
+                    c.len()
+                );
             }
             let stats = c.stats();
             assert!(stats.evictions > 0, "{eviction} {capacity}: it evicted");
@@ -63,9 +71,16 @@ fn hot_survivors(eviction: Eviction) -> usize {
 
 #[test]
 fn s3fifo_keeps_a_hot_set_through_a_scan_and_lru_does_not() {
-    assert_eq!(hot_survivors(Eviction::Lru), 0, "the scan pushes every hot key out");
+    assert_eq!(
+        hot_survivors(Eviction::Lru),
+        0,
+        "the scan pushes every hot key out"
+    );
     let kept = hot_survivors(Eviction::S3Fifo);
-    assert_eq!(kept, 500, "the hot set was promoted to the main queue: {kept}");
+    assert_eq!(
+        kept, 500,
+        "the hot set was promoted to the main queue: {kept}"
+    );
 }
 
 /// Hits over three passes of a loop 20% larger than the cache (read-through).
@@ -88,7 +103,10 @@ fn loop_hits(eviction: Eviction) -> usize {
 fn s3fifo_keeps_part_of_a_loop_larger_than_the_cache() {
     assert_eq!(loop_hits(Eviction::Lru), 0);
     let hits = loop_hits(Eviction::S3Fifo);
-    assert!(hits > 600, "S3-FIFO keeps part of the loop: {hits} hits of 2,400");
+    assert!(
+        hits > 600,
+        "S3-FIFO keeps part of the loop: {hits} hits of 2,400"
+    );
 }
 
 #[test]

@@ -128,7 +128,11 @@ fn eviction_is_set_per_cache_over_the_defaults() {
     };
     assert_eq!(eviction("default"), Some(leafcache::Eviction::S3Fifo));
     assert_eq!(eviction("a"), Some(leafcache::Eviction::Lru));
-    assert_eq!(eviction("b"), Some(leafcache::Eviction::S3Fifo), "from [defaults]");
+    assert_eq!(
+        eviction("b"),
+        Some(leafcache::Eviction::S3Fifo),
+        "from [defaults]"
+    );
 }
 
 #[test]

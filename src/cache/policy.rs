@@ -193,7 +193,11 @@ impl S3Fifo {
             break Pick::Evict(key);
         };
         if let Some((key, generation, small)) = held {
-            let queue = if small { &mut self.small } else { &mut self.main };
+            let queue = if small {
+                &mut self.small
+            } else {
+                &mut self.main
+            };
             queue.push_front((key, generation));
         }
         picked

@@ -1468,7 +1468,6 @@ impl Shard {
         }
     }
 
-
     /// Rewrites a live entry in place — promoted, re-indexed, its log record moved to `seq` —
     /// without taking it out of the LRU and putting it back; returns the seq its record had.
     /// Hands `value` back if `key` is not live here.
