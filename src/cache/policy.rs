@@ -103,7 +103,7 @@ pub(crate) struct S3Fifo {
     ghost_capacity: usize,
 }
 
-const GHOST_SEED: u64 = 0x5f1f_0ca5_e;
+const GHOST_SEED: u64 = 0x5f1f_0ca5;
 
 fn ghost_hash(key: &[u8]) -> u64 {
     foldhash::fast::FixedState::with_seed(GHOST_SEED).hash_one(key)
