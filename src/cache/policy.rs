@@ -227,12 +227,6 @@ impl S3Fifo {
         self.small.retain(|(k, g)| valid(k, *g, true));
         self.main.retain(|(k, g)| valid(k, *g, false));
     }
-
-    /// The ghosts remembered.
-    #[cfg(test)]
-    pub fn ghost_count(&self) -> usize {
-        self.ghosts.len()
-    }
 }
 
 /// A shard's policy.
