@@ -18,6 +18,7 @@ fn caches() -> Vec<(&'static str, Arc<dyn BenchCache>)> {
     vec![
         ("leafcache", Arc::new(workload::leafcache())),
         ("leafcache-s3fifo", Arc::new(workload::leafcache_s3fifo())),
+        ("leafcache-lfu", Arc::new(workload::leafcache_lfu())),
         ("moka", Arc::new(workload::moka())),
         ("quick_cache", Arc::new(workload::quick_cache())),
     ]

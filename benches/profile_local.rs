@@ -1,5 +1,5 @@
 //! A plain loop over the local workload for profilers (`perf record`), without criterion's
-//! machinery: `cargo bench --bench profile_local -- leafcache|leafcache-s3fifo|moka|quick_cache
+//! machinery: `cargo bench --bench profile_local -- leafcache|leafcache-s3fifo|leafcache-lfu|moka|quick_cache
 //! [ops]
 //! [zipf|scans|loop]` (the trace: Zipf, Zipf polluted by scans, a loop larger than the cache).
 
@@ -27,6 +27,7 @@ fn main() {
         "moka" => Box::new(workload::moka()),
         "quick_cache" => Box::new(workload::quick_cache()),
         "leafcache-s3fifo" => Box::new(workload::leafcache_s3fifo()),
+        "leafcache-lfu" => Box::new(workload::leafcache_lfu()),
         _ => Box::new(workload::leafcache()),
     };
     workload::run(cache.as_ref(), &keys, &trace, 0, 1_000_000, &value);

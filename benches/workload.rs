@@ -56,11 +56,19 @@ pub fn leafcache() -> leafcache::Cache {
 }
 
 pub fn leafcache_s3fifo() -> leafcache::Cache {
+    leafcache_with(leafcache::Eviction::S3Fifo)
+}
+
+pub fn leafcache_lfu() -> leafcache::Cache {
+    leafcache_with(leafcache::Eviction::Lfu)
+}
+
+fn leafcache_with(eviction: leafcache::Eviction) -> leafcache::Cache {
     leafcache::Node::builder()
         .default_cache(
             leafcache::CacheConfig::new()
                 .max_entries(CAPACITY)
-                .eviction(leafcache::Eviction::S3Fifo),
+                .eviction(eviction),
         )
         .build()
         .expect("valid config")

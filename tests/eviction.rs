@@ -18,7 +18,7 @@ fn key(i: usize) -> String {
 
 #[test]
 fn every_policy_keeps_capacity_and_the_entry_just_written() {
-    for eviction in [Eviction::Lru, Eviction::S3Fifo] {
+    for eviction in [Eviction::Lru, Eviction::S3Fifo, Eviction::Lfu] {
         for capacity in [1, 2, 3, 10, 100] {
             let c = cache(eviction, capacity);
             for i in 0..1_000 {
@@ -113,7 +113,39 @@ fn s3fifo_keeps_part_of_a_loop_larger_than_the_cache() {
 fn eviction_is_read_from_text() {
     assert_eq!("lru".parse::<Eviction>().unwrap(), Eviction::Lru);
     assert_eq!("S3FIFO".parse::<Eviction>().unwrap(), Eviction::S3Fifo);
-    let err = "lfu".parse::<Eviction>().unwrap_err().to_string();
+    assert_eq!("lfu".parse::<Eviction>().unwrap(), Eviction::Lfu);
+    let err = "arc".parse::<Eviction>().unwrap_err().to_string();
     assert!(err.contains("eviction") && err.contains("s3fifo"), "{err}");
     assert_eq!(Eviction::S3Fifo.to_string(), "s3fifo");
+}
+
+#[test]
+fn lfu_keeps_what_is_read_most_and_ages_what_was() {
+    let c = cache(Eviction::Lfu, 100);
+    for i in 0..100 {
+        c.set(key(i), "v").unwrap();
+    }
+    for _ in 0..20 {
+        for i in 0..20 {
+            assert!(c.get(key(i)).is_some());
+        }
+    }
+    // A stream of new keys written once each: the twenty read twenty times stay.
+    for i in 1_000..1_500 {
+        c.set(key(i), "v").unwrap();
+    }
+    assert_eq!((0..20).filter(|&i| c.contains(key(i))).count(), 20);
+    // Aging: new keys read a few times each come to outrank keys popular long ago.
+    for round in 0..400 {
+        for i in 2_000 + round * 20..2_000 + round * 20 + 20 {
+            c.set(key(i), "v").unwrap();
+            for _ in 0..3 {
+                c.get(key(i));
+            }
+        }
+    }
+    assert!(
+        (0..20).filter(|&i| c.contains(key(i))).count() < 20,
+        "old popularity does not keep keys forever"
+    );
 }

@@ -459,11 +459,12 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
-    /// S3-FIFO evicts in its own order, so it is checked against invariants rather than an exact
-    /// model: whatever it holds reads as last written (never a deleted, expired or older value),
+    /// S3-FIFO and LFU evict in their own order, so they are checked against invariants rather
+    /// than an exact model: whatever it holds reads as last written (never a deleted, expired or older value),
     /// the entry just written is held (it fits and does not expire at once), and both limits hold.
     #[test]
-    fn s3fifo_keeps_the_invariants(
+    fn s3fifo_and_lfu_keep_the_invariants(
+        lfu in any::<bool>(),
         max_entries in 1usize..10,
         byte_slots in prop::option::of(1usize..5),
         ops in prop::collection::vec(op(), 1..150),
@@ -473,7 +474,7 @@ proptest! {
         let mut builder = Cache::builder()
             .maximum_capacity(max_entries as u64)
             .shards(1)
-            .eviction(leafcache::Eviction::S3Fifo)
+            .eviction(if lfu { leafcache::Eviction::Lfu } else { leafcache::Eviction::S3Fifo })
             .clock(clock.clone());
         if byte_slots.is_some() {
             builder = builder.max_bytes(max_bytes as u64);

@@ -13,6 +13,11 @@
 //!   that comes back while its ghost is remembered enters the main queue directly. One-pass scans
 //!   thus leave the main queue alone, and a loop larger than the cache keeps part of itself.
 //!
+//! - **LFU** (with dynamic aging, LFUDA): each entry's priority is its read count plus the
+//!   priority of the last entry evicted, so that a key popular long ago does not stay forever;
+//!   the entry of lowest priority goes first (ties: the older one). A lazy min-heap holds
+//!   `(priority, tick, key, generation)`; a hit pushes the entry's new priority.
+//!
 //! The queues hold `(key, generation)`; an entry removed some other way (deleted, expired,
 //! rewritten as a new key) leaves a stale element that is skipped when reached, and the queues
 //! are compacted when stale elements outnumber live ones.
@@ -44,6 +49,8 @@ pub enum Eviction {
     Lru,
     /// S3-FIFO: scan-resistant, hits without reordering.
     S3Fifo,
+    /// Least frequently used, with dynamic aging.
+    Lfu,
 }
 
 impl std::str::FromStr for Eviction {
@@ -53,9 +60,10 @@ impl std::str::FromStr for Eviction {
         match s.trim().to_ascii_lowercase().as_str() {
             "lru" => Ok(Eviction::Lru),
             "s3fifo" | "s3-fifo" => Ok(Eviction::S3Fifo),
+            "lfu" => Ok(Eviction::Lfu),
             other => Err(Error::InvalidConfig {
                 what: "eviction",
-                reason: format!("{other:?} is not \"lru\" or \"s3fifo\""),
+                reason: format!("{other:?} is not \"lru\", \"lfu\" or \"s3fifo\""),
             }),
         }
     }
@@ -66,6 +74,7 @@ impl std::fmt::Display for Eviction {
         f.write_str(match self {
             Eviction::Lru => "lru",
             Eviction::S3Fifo => "s3fifo",
+            Eviction::Lfu => "lfu",
         })
     }
 }
@@ -79,6 +88,10 @@ pub(crate) struct Slot {
     pub freq: u8,
     /// In the small queue (else the main one).
     pub small: bool,
+    /// LFU: the entry's current priority (its element of that priority is the live one).
+    pub priority: u64,
+    /// LFU: reads since it was written (the write counts one).
+    pub count: u32,
 }
 
 /// What [`S3Fifo::pick`] found.
@@ -138,6 +151,8 @@ impl S3Fifo {
             generation,
             freq: 0,
             small,
+            priority: 0,
+            count: 0,
         }
     }
 
@@ -229,11 +244,94 @@ impl S3Fifo {
     }
 }
 
+/// The LFU heap of one shard: `Reverse((priority, tick, key, generation))`, lazily cleaned.
+#[derive(Debug, Default)]
+pub(crate) struct Lfu {
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u64, Bytes, u32)>>,
+    /// The priority of the last entry evicted (the aging term).
+    age: u64,
+    tick: u64,
+    next_generation: u32,
+}
+
+impl Lfu {
+    /// A new key enters with one read.
+    pub fn insert(&mut self, key: &Bytes) -> Slot {
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let slot = Slot {
+            generation,
+            priority: self.age + 1,
+            count: 1,
+            ..Slot::default()
+        };
+        self.push(key, slot);
+        slot
+    }
+
+    /// A hit: the entry's priority becomes the age now plus its reads. (The key is copied into
+    /// the heap: the shard's table hands out the entry, not its key handle.)
+    pub fn hit(&mut self, key: &[u8], slot: &mut Slot) {
+        slot.count = slot.count.saturating_add(1);
+        slot.priority = self.age + u64::from(slot.count);
+        self.push(&Bytes::copy_from_slice(key), *slot);
+    }
+
+    fn push(&mut self, key: &Bytes, slot: Slot) {
+        self.tick += 1;
+        self.heap.push(std::cmp::Reverse((
+            slot.priority,
+            self.tick,
+            key.clone(),
+            slot.generation,
+        )));
+    }
+
+    /// The live entry of lowest priority, never `protect`.
+    pub fn pick(&mut self, live: &LruCache<Bytes, Live>, protect: &[u8]) -> Pick {
+        let mut held = None;
+        let picked = loop {
+            let Some(std::cmp::Reverse(element)) = self.heap.pop() else {
+                break Pick::Empty;
+            };
+            let (priority, _, key, generation) = &element;
+            let current = live
+                .peek(key)
+                .is_some_and(|e| e.slot.generation == *generation && e.slot.priority == *priority);
+            if !current {
+                continue;
+            }
+            if key.as_ref() == protect {
+                held = Some(element);
+                continue;
+            }
+            self.age = *priority;
+            break Pick::Evict(element.2);
+        };
+        if let Some(element) = held {
+            self.heap.push(std::cmp::Reverse(element));
+        }
+        picked
+    }
+
+    /// Rebuilds the heap from the live entries once stale elements outnumber them two to one.
+    pub fn compact(&mut self, live: &LruCache<Bytes, Live>) {
+        if self.heap.len() <= 2 * live.len() + 1024 {
+            return;
+        }
+        self.heap.clear();
+        for (key, e) in live.iter() {
+            self.push(key, e.slot);
+        }
+    }
+}
+
 /// A shard's policy.
 #[derive(Debug)]
 pub(crate) enum Policy {
     Lru,
     S3Fifo(Box<S3Fifo>),
+    Lfu(Box<Lfu>),
 }
 
 impl Policy {
@@ -241,6 +339,7 @@ impl Policy {
         match eviction {
             Eviction::Lru => Policy::Lru,
             Eviction::S3Fifo => Policy::S3Fifo(Box::new(S3Fifo::new(max_entries))),
+            Eviction::Lfu => Policy::Lfu(Box::default()),
         }
     }
 }

@@ -244,7 +244,7 @@ pub(crate) struct Shard {
 #[inline]
 fn touch<'a>(
     live: &'a mut LruCache<Bytes, Live>,
-    policy: &Policy,
+    policy: &mut Policy,
     key: &[u8],
 ) -> Option<&'a mut Live> {
     match policy {
@@ -252,6 +252,11 @@ fn touch<'a>(
         Policy::S3Fifo(_) => {
             let e = live.peek_mut(key)?;
             e.slot.freq = (e.slot.freq + 1).min(3);
+            Some(e)
+        }
+        Policy::Lfu(p) => {
+            let e = live.peek_mut(key)?;
+            p.hit(key, &mut e.slot);
             Some(e)
         }
     }
@@ -438,7 +443,7 @@ impl Shard {
     /// Reads a value, promoting it in LRU order and counting a hit or a miss.
     #[inline]
     pub fn get(&mut self, key: &[u8], clock: &Clock) -> Option<Bytes> {
-        match touch(&mut self.live, &self.policy, key) {
+        match touch(&mut self.live, &mut self.policy, key) {
             // The clock is read only for entries that can expire.
             Some(e) if e.expires_at == NEVER || e.expires_at > clock.now_ms() => {
                 self.counters.hits += 1;
@@ -633,7 +638,7 @@ impl Shard {
         if self.live.peek(key).is_some_and(|e| e.expires_at <= now) {
             self.expire(key, now);
         }
-        match touch(&mut self.live, &self.policy, key) {
+        match touch(&mut self.live, &mut self.policy, key) {
             Some(e) => match &e.value {
                 Value::Merged(Merged::Hash(h)) => {
                     self.counters.hits += 1;
@@ -779,7 +784,7 @@ impl Shard {
         f: impl FnOnce(&mut Merged, &mut u64) -> Result<T, E>,
     ) -> Result<T, E> {
         let limit = self.limits.max_entry;
-        let Some(e) = touch(&mut self.live, &self.policy, k) else {
+        let Some(e) = touch(&mut self.live, &mut self.policy, k) else {
             unreachable!("checked live by the caller");
         };
         let old_size = entry_size(k.len(), e.value.len());
@@ -1480,7 +1485,7 @@ impl Shard {
         (seq, source): (u64, u32),
         now: u64,
     ) -> Result<u64, Value> {
-        let Some(e) = touch(&mut self.live, &self.policy, key) else {
+        let Some(e) = touch(&mut self.live, &mut self.policy, key) else {
             return Err(value);
         };
         let (old_size, new_size) = (
@@ -1546,6 +1551,7 @@ impl Shard {
         let slot = match &mut self.policy {
             Policy::Lru => Slot::default(),
             Policy::S3Fifo(p) => p.insert(&key),
+            Policy::Lfu(p) => p.insert(&key),
         };
         let replaced = self.live.put(
             key.clone(),
@@ -1561,8 +1567,10 @@ impl Shard {
             p.removed(old.slot);
         }
         self.evict_over_limits(&key, now);
-        if let Policy::S3Fifo(p) = &mut self.policy {
-            p.compact(&self.live);
+        match &mut self.policy {
+            Policy::S3Fifo(p) => p.compact(&self.live),
+            Policy::Lfu(p) => p.compact(&self.live),
+            Policy::Lru => {}
         }
     }
 
@@ -1612,6 +1620,10 @@ impl Shard {
             let victim = match &mut self.policy {
                 Policy::Lru => self.live.pop_lru(),
                 Policy::S3Fifo(p) => match p.pick(&mut self.live, written) {
+                    Pick::Evict(key) => self.live.pop_entry(&key),
+                    Pick::Empty => None,
+                },
+                Policy::Lfu(p) => match p.pick(&self.live, written) {
                     Pick::Evict(key) => self.live.pop_entry(&key),
                     Pick::Empty => None,
                 },

@@ -53,8 +53,8 @@ impl CacheBuilder {
         self
     }
 
-    /// How the full cache chooses what to evict: [`Eviction::Lru`](crate::Eviction) (default) or
-    /// [`Eviction::S3Fifo`](crate::Eviction).
+    /// How the full cache chooses what to evict: [`Eviction::Lru`](crate::Eviction) (default),
+    /// `Eviction::Lfu` or `Eviction::S3Fifo`.
     pub fn eviction(mut self, eviction: crate::Eviction) -> Self {
         self.config = self.config.eviction(eviction);
         self

@@ -245,7 +245,7 @@ impl<'a> Checker<'a> {
                     self.error(
                         e.span(),
                         format!("{:?} is not an eviction policy", e.get_ref()),
-                        "eviction is \"lru\" (the default) or \"s3fifo\"".to_string(),
+                        "eviction is \"lru\" (the default), \"lfu\" or \"s3fifo\"".to_string(),
                     );
                 })
                 .ok()

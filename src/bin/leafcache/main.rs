@@ -157,7 +157,7 @@ struct ServeArgs {
     /// Default time to live: "120s", "30m", "1d".
     #[arg(long)]
     ttl: Option<String>,
-    /// How the full cache chooses what to evict: "lru" (default) or "s3fifo".
+    /// How the full cache chooses what to evict: "lru" (default), "lfu" or "s3fifo".
     #[arg(long, value_parser = |s: &str| s.parse::<leafcache::Eviction>().map_err(|e| e.to_string()))]
     eviction: Option<leafcache::Eviction>,
     /// A link silent this long is down: "5s".
