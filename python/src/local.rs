@@ -40,8 +40,6 @@ pub struct LRUCache {
     loads: bool,
     /// The node has links, doors or a root, whose tasks run until it is shut down.
     tasks: bool,
-    /// The node has a root: writes may write the op log before they return.
-    persists: bool,
     closed: AtomicBool,
 }
 
@@ -106,7 +104,6 @@ impl LRUCache {
     fn from_node(node: Node, s: &Settings, tasks: bool) -> LRUCache {
         LRUCache {
             cache: node.default_cache(),
-            persists: node.root().is_some(),
             node,
             codec: s.codec.clone(),
             loads: s.loads,
@@ -118,7 +115,11 @@ impl LRUCache {
     /// Runs a write, releasing the GIL when the node persists (the write may reach the file
     /// before it returns).
     fn write<T: Send>(&self, py: Python<'_>, f: impl FnOnce() -> T + Send) -> T {
-        if self.persists { py.detach(f) } else { f() }
+        if self.node.root().is_some() {
+            py.detach(f)
+        } else {
+            f()
+        }
     }
 
     fn open(&self) -> PyResult<()> {

@@ -89,10 +89,14 @@ pub(crate) struct Slot {
     /// In the small queue (else the main one).
     pub small: bool,
     /// LFU: the entry's current priority (its element of that priority is the live one).
-    pub priority: u64,
+    /// 32 bits keep the slot at 16 bytes in every entry; it saturates rather than wraps.
+    pub priority: u32,
     /// LFU: reads since it was written (the write counts one).
     pub count: u32,
 }
+
+// Every entry carries a slot, whatever its policy: keep it small.
+const _: () = assert!(std::mem::size_of::<Slot>() == 16);
 
 /// What [`S3Fifo::pick`] found.
 pub(crate) enum Pick {
@@ -163,10 +167,10 @@ impl S3Fifo {
         }
     }
 
-    /// The next victim among `live`, never `protect` (the entry just written), updating slots
+    /// The next victim among `live`, never the entry of seq `protect` (the one just written), updating slots
     /// on the way (moved to the main queue, frequency lowered). The victim's slot is left as it
     /// is: the shard removes it through [`removed`](Self::removed).
-    pub fn pick(&mut self, live: &mut LruCache<Bytes, Live>, protect: &[u8]) -> Pick {
+    pub fn pick(&mut self, live: &mut LruCache<Bytes, Live>, protect: u64) -> Pick {
         let mut held: Option<(Bytes, u32, bool)> = None;
         let picked = loop {
             let from_small = !self.small.is_empty()
@@ -179,13 +183,14 @@ impl S3Fifo {
             let Some((key, generation)) = queue.pop_front() else {
                 break Pick::Empty;
             };
-            let Some(slot) = live.peek_mut(&key).map(|e| &mut e.slot) else {
+            let Some(e) = live.peek_mut(&key) else {
                 continue;
             };
+            let slot = &mut e.slot;
             if slot.generation != generation || slot.small != from_small {
                 continue;
             }
-            if key.as_ref() == protect {
+            if e.seq == protect {
                 held = Some((key, generation, from_small));
                 continue;
             }
@@ -247,9 +252,9 @@ impl S3Fifo {
 /// The LFU heap of one shard: `Reverse((priority, tick, key, generation))`, lazily cleaned.
 #[derive(Debug, Default)]
 pub(crate) struct Lfu {
-    heap: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u64, Bytes, u32)>>,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(u32, u64, Bytes, u32)>>,
     /// The priority of the last entry evicted (the aging term).
-    age: u64,
+    age: u32,
     tick: u64,
     next_generation: u32,
 }
@@ -261,7 +266,7 @@ impl Lfu {
         self.next_generation = self.next_generation.wrapping_add(1);
         let slot = Slot {
             generation,
-            priority: self.age + 1,
+            priority: self.age.saturating_add(1),
             count: 1,
             ..Slot::default()
         };
@@ -273,7 +278,7 @@ impl Lfu {
     /// the heap: the shard's table hands out the entry, not its key handle.)
     pub fn hit(&mut self, key: &[u8], slot: &mut Slot) {
         slot.count = slot.count.saturating_add(1);
-        slot.priority = self.age + u64::from(slot.count);
+        slot.priority = self.age.saturating_add(slot.count);
         self.push(&Bytes::copy_from_slice(key), *slot);
     }
 
@@ -287,21 +292,21 @@ impl Lfu {
         )));
     }
 
-    /// The live entry of lowest priority, never `protect`.
-    pub fn pick(&mut self, live: &LruCache<Bytes, Live>, protect: &[u8]) -> Pick {
+    /// The live entry of lowest priority, never the entry of seq `protect`.
+    pub fn pick(&mut self, live: &LruCache<Bytes, Live>, protect: u64) -> Pick {
         let mut held = None;
         let picked = loop {
             let Some(std::cmp::Reverse(element)) = self.heap.pop() else {
                 break Pick::Empty;
             };
             let (priority, _, key, generation) = &element;
-            let current = live
+            let Some(e) = live
                 .peek(key)
-                .is_some_and(|e| e.slot.generation == *generation && e.slot.priority == *priority);
-            if !current {
+                .filter(|e| e.slot.generation == *generation && e.slot.priority == *priority)
+            else {
                 continue;
-            }
-            if key.as_ref() == protect {
+            };
+            if e.seq == protect {
                 held = Some(element);
                 continue;
             }

@@ -38,7 +38,8 @@ pub(crate) fn skipped(source: u32, skip: u32) -> bool {
 /// values) and reads the resident memory they add — 419 bytes each, 345 above the payload. That is
 /// the LRU node (key handle, entry, links: one allocation), its hash-table slot at the table's load
 /// factor, the change-log B-tree record (key handle and source link), the key and value allocations' size classes, and the shared
-/// header a value gets once it has been read. Re-measure when the entry layout changes.
+/// header a value gets once it has been read. Re-measure when the entry layout changes: the
+/// eviction policy's 16-byte slot in every entry came after this measurement and is not in it.
 pub const ENTRY_OVERHEAD: usize = 345;
 
 /// The accounted size of an entry.
@@ -1532,7 +1533,7 @@ impl Shard {
         self.log.insert(seq, (logged, source));
         self.bytes = self.bytes - old_size + new_size;
         if new_size > old_size {
-            self.evict_over_limits(key, now);
+            self.evict_over_limits(seq, now);
         }
     }
 
@@ -1554,7 +1555,7 @@ impl Shard {
             Policy::Lfu(p) => p.insert(&key),
         };
         let replaced = self.live.put(
-            key.clone(),
+            key,
             Live {
                 value,
                 version,
@@ -1566,7 +1567,7 @@ impl Shard {
         if let (Some(old), Policy::S3Fifo(p)) = (replaced, &mut self.policy) {
             p.removed(old.slot);
         }
-        self.evict_over_limits(&key, now);
+        self.evict_over_limits(seq, now);
         match &mut self.policy {
             Policy::S3Fifo(p) => p.compact(&self.live),
             Policy::Lfu(p) => p.compact(&self.live),
@@ -1610,10 +1611,10 @@ impl Shard {
         }
     }
 
-    /// Evicts entries, as the policy chooses, until the shard is within its limits. `written`,
-    /// the entry just written, is never the one evicted (for LRU it is the most recent), and
-    /// alone it always fits (sizes are checked before writing).
-    fn evict_over_limits(&mut self, written: &[u8], now: u64) {
+    /// Evicts entries, as the policy chooses, until the shard is within its limits. The entry
+    /// just written (its seq `written`) is never the one evicted (for LRU it is the most recent),
+    /// and alone it always fits (sizes are checked before writing).
+    fn evict_over_limits(&mut self, written: u64, now: u64) {
         while (self.live.len() > self.limits.max_entries || self.bytes > self.limits.max_bytes)
             && self.live.len() > 1
         {
