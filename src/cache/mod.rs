@@ -17,6 +17,7 @@ mod rmw;
 mod set;
 mod shard;
 mod stats;
+mod store;
 mod typed;
 
 use std::collections::HashMap;
@@ -762,6 +763,14 @@ impl Cache {
         let core = &self.inner.core;
         for shard in self.inner.shards.iter() {
             shard.0.lock().purge(version, &mut || core.next_seq());
+        }
+    }
+
+    /// Ends a restore: puts each shard's change log back in seq order (records came back in
+    /// the order they were written to disk, not their seqs').
+    pub(crate) fn restored(&self) {
+        for shard in self.inner.shards.iter() {
+            shard.0.lock().settle();
         }
     }
 

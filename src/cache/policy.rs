@@ -2,8 +2,8 @@
 //! ([`Eviction`]); eviction is local, never replicated, and leaves the same dead record whatever
 //! the policy.
 //!
-//! - **LRU** (default): exact least-recently-used order, kept by the shard's `lru::LruCache`
-//!   (a hit promotes the entry).
+//! - **LRU** (default): exact least-recently-used order, kept by the store's main list (a hit
+//!   moves the entry to its back).
 //! - **S3-FIFO** (Yang et al., SOSP 2023): a small FIFO queue (10% of the entries) that new keys
 //!   enter, a main FIFO queue, and a ghost queue of the keys recently evicted from the small one.
 //!   A hit only raises the entry's 2-bit frequency, without reordering anything. Eviction takes
@@ -16,19 +16,17 @@
 //! - **LFU** (with dynamic aging, LFUDA): each entry's priority is its read count plus the
 //!   priority of the last entry evicted, so that a key popular long ago does not stay forever;
 //!   the entry of lowest priority goes first (ties: the older one). A lazy min-heap holds
-//!   `(priority, tick, key, generation)`; a hit pushes the entry's new priority.
+//!   `(priority, tick, slot, generation)`; a hit pushes the entry's new priority, and an element
+//!   whose slot has moved on is skipped when reached (the heap is rebuilt once stale elements
+//!   outnumber live entries two to one).
 //!
-//! The queues hold `(key, generation)`; an entry removed some other way (deleted, expired,
-//! rewritten as a new key) leaves a stale element that is skipped when reached, and the queues
-//! are compacted when stale elements outnumber live ones.
+//! S3-FIFO's queues are the store's intrusive lists (an entry's queue and 2-bit frequency are
+//! flags in its slot), so they hold nothing stale and cost nothing beside the entry.
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::BuildHasher;
 
-use bytes::Bytes;
-use lru::LruCache;
-
-use super::shard::Live;
+use super::store::{Idx, List, Store};
 use crate::error::Error;
 
 /// How a cache chooses what to evict when it is full.
@@ -79,43 +77,37 @@ impl std::fmt::Display for Eviction {
     }
 }
 
-/// What a policy keeps in each live entry.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Slot {
-    /// Which insertion this entry is: a queue element of another generation is stale.
-    pub generation: u32,
-    /// Reads since it entered its queue (or last went round the main queue), at most 3.
-    pub freq: u8,
-    /// In the small queue (else the main one).
-    pub small: bool,
-    /// LFU: the entry's current priority (its element of that priority is the live one).
-    /// 32 bits keep the slot at 16 bytes in every entry; it saturates rather than wraps.
-    pub priority: u32,
-    /// LFU: reads since it was written (the write counts one).
-    pub count: u32,
-}
-
-// Every entry carries a slot, whatever its policy: keep it small.
-const _: () = assert!(std::mem::size_of::<Slot>() == 16);
-
-/// What [`S3Fifo::pick`] found.
+/// What a policy's pick found.
 pub(crate) enum Pick {
-    /// Evict this key.
-    Evict(Bytes),
+    /// Evict this slot.
+    Evict(Idx),
     /// Nothing left to evict.
     Empty,
 }
 
-/// The S3-FIFO queues of one shard.
+/// The front of `list`, or the slot after it if the front is the protected one.
+fn first(store: &Store, list: List, protect: u64) -> Option<Idx> {
+    let f = store.front(list)?;
+    if store.at(f).seq == protect {
+        store.next(f)
+    } else {
+        Some(f)
+    }
+}
+
+/// The LRU victim: the least recently used entry but the protected one.
+pub(crate) fn lru_pick(store: &Store, protect: u64) -> Pick {
+    match first(store, List::Main, protect) {
+        Some(i) => Pick::Evict(i),
+        None => Pick::Empty,
+    }
+}
+
+/// S3-FIFO's ghosts and sizes for one shard (its queues are the store's lists).
 #[derive(Debug)]
 pub(crate) struct S3Fifo {
-    small: VecDeque<(Bytes, u32)>,
-    main: VecDeque<(Bytes, u32)>,
     ghost: VecDeque<u64>,
     ghosts: HashSet<u64>,
-    /// Live entries in the small queue.
-    in_small: usize,
-    next_generation: u32,
     small_target: usize,
     ghost_capacity: usize,
 }
@@ -129,98 +121,56 @@ fn ghost_hash(key: &[u8]) -> u64 {
 impl S3Fifo {
     pub fn new(max_entries: usize) -> Self {
         S3Fifo {
-            small: VecDeque::new(),
-            main: VecDeque::new(),
             ghost: VecDeque::new(),
             ghosts: HashSet::new(),
-            in_small: 0,
-            next_generation: 0,
             small_target: (max_entries / 10).max(1),
             ghost_capacity: max_entries.max(1),
         }
     }
 
-    /// A new key enters: the main queue if its ghost is remembered, else the small one.
-    pub fn insert(&mut self, key: &Bytes) -> Slot {
-        let generation = self.next_generation;
-        self.next_generation = self.next_generation.wrapping_add(1);
-        let small = !self.ghosts.remove(&ghost_hash(key));
-        if small {
-            self.small.push_back((key.clone(), generation));
-            self.in_small += 1;
-        } else {
-            self.main.push_back((key.clone(), generation));
-        }
-        Slot {
-            generation,
-            freq: 0,
-            small,
-            priority: 0,
-            count: 0,
-        }
+    /// Whether a new key enters the small queue: unless its ghost is remembered.
+    pub fn enters_small(&mut self, key: &[u8]) -> bool {
+        !self.ghosts.remove(&ghost_hash(key))
     }
 
-    /// An entry left by some other way than eviction.
-    pub fn removed(&mut self, slot: Slot) {
-        if slot.small {
-            self.in_small -= 1;
-        }
+    /// Bytes the ghosts take (they count toward the shard's memory).
+    pub fn ghost_bytes(&self) -> usize {
+        // A deque element and a set slot (8-byte hash, at the set's load factor).
+        self.ghost.len() * 24
     }
 
-    /// The next victim among `live`, never the entry of seq `protect` (the one just written), updating slots
-    /// on the way (moved to the main queue, frequency lowered). The victim's slot is left as it
-    /// is: the shard removes it through [`removed`](Self::removed).
-    pub fn pick(&mut self, live: &mut LruCache<Bytes, Live>, protect: u64) -> Pick {
-        let mut held: Option<(Bytes, u32, bool)> = None;
-        let picked = loop {
-            let from_small = !self.small.is_empty()
-                && (self.in_small >= self.small_target || self.main.is_empty());
-            let queue = if from_small {
-                &mut self.small
-            } else {
-                &mut self.main
+    /// The next victim, never the entry of seq `protect` (the one just written), updating slots
+    /// on the way (moved to the main queue, frequency lowered).
+    pub fn pick(&mut self, store: &mut Store, protect: u64) -> Pick {
+        loop {
+            let small = first(store, List::Small, protect);
+            let main = first(store, List::Main, protect);
+            let protected_small = store.len(List::Small) > 0
+                && store
+                    .front(List::Small)
+                    .is_some_and(|f| store.at(f).seq == protect);
+            let in_small = store.len(List::Small) - usize::from(protected_small);
+            let from_small = small.is_some() && (in_small >= self.small_target || main.is_none());
+            let Some(i) = (if from_small { small } else { main }) else {
+                return Pick::Empty;
             };
-            let Some((key, generation)) = queue.pop_front() else {
-                break Pick::Empty;
-            };
-            let Some(e) = live.peek_mut(&key) else {
-                continue;
-            };
-            let slot = &mut e.slot;
-            if slot.generation != generation || slot.small != from_small {
-                continue;
-            }
-            if e.seq == protect {
-                held = Some((key, generation, from_small));
-                continue;
-            }
+            let freq = store.at(i).freq();
             if from_small {
-                if slot.freq > 0 {
-                    slot.small = false;
-                    slot.freq = 0;
-                    self.in_small -= 1;
-                    self.main.push_back((key, generation));
+                if freq > 0 {
+                    store.at_mut(i).set_freq(0);
+                    store.set_small(i, false);
                     continue;
                 }
-                self.remember(&key);
-                break Pick::Evict(key);
+                self.remember(store.at(i).key());
+                return Pick::Evict(i);
             }
-            if slot.freq > 0 {
-                slot.freq -= 1;
-                self.main.push_back((key, generation));
+            if freq > 0 {
+                store.at_mut(i).set_freq(freq - 1);
+                store.move_to_back(i);
                 continue;
             }
-            break Pick::Evict(key);
-        };
-        if let Some((key, generation, small)) = held {
-            let queue = if small {
-                &mut self.small
-            } else {
-                &mut self.main
-            };
-            queue.push_front((key, generation));
+            return Pick::Evict(i);
         }
-        picked
     }
 
     fn remember(&mut self, key: &[u8]) {
@@ -234,25 +184,25 @@ impl S3Fifo {
             }
         }
     }
-
-    /// Drops stale queue elements once they outnumber the live entries two to one.
-    pub fn compact(&mut self, live: &LruCache<Bytes, Live>) {
-        if self.small.len() + self.main.len() <= 2 * live.len() + 1024 {
-            return;
-        }
-        let valid = |k: &Bytes, g: u32, small: bool| {
-            live.peek(k)
-                .is_some_and(|e| e.slot.generation == g && e.slot.small == small)
-        };
-        self.small.retain(|(k, g)| valid(k, *g, true));
-        self.main.retain(|(k, g)| valid(k, *g, false));
-    }
 }
 
-/// The LFU heap of one shard: `Reverse((priority, tick, key, generation))`, lazily cleaned.
+/// What LFU keeps of one slot.
+#[derive(Clone, Copy, Debug, Default)]
+struct LfuSlot {
+    /// Which insertion the slot holds: a heap element of another generation is stale.
+    generation: u32,
+    /// The entry's current priority (its element of that priority is the live one); saturates.
+    priority: u32,
+    /// Reads since it was written (the write counts one).
+    count: u32,
+}
+
+/// The LFU state of one shard: per-slot counts beside the store, and a lazily cleaned min-heap of
+/// `Reverse((priority, tick, slot, generation))`.
 #[derive(Debug, Default)]
 pub(crate) struct Lfu {
-    heap: std::collections::BinaryHeap<std::cmp::Reverse<(u32, u64, Bytes, u32)>>,
+    slots: Vec<LfuSlot>,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(u32, u64, Idx, u32)>>,
     /// The priority of the last entry evicted (the aging term).
     age: u32,
     tick: u64,
@@ -260,58 +210,58 @@ pub(crate) struct Lfu {
 }
 
 impl Lfu {
-    /// A new key enters with one read.
-    pub fn insert(&mut self, key: &Bytes) -> Slot {
+    /// A new entry in slot `i`, with one read.
+    pub fn insert(&mut self, i: Idx) {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
-        let slot = Slot {
+        if self.slots.len() <= i as usize {
+            self.slots.resize(i as usize + 1, LfuSlot::default());
+        }
+        self.slots[i as usize] = LfuSlot {
             generation,
             priority: self.age.saturating_add(1),
             count: 1,
-            ..Slot::default()
         };
-        self.push(key, slot);
-        slot
+        self.push(i);
     }
 
-    /// A hit: the entry's priority becomes the age now plus its reads. (The key is copied into
-    /// the heap: the shard's table hands out the entry, not its key handle.)
-    pub fn hit(&mut self, key: &[u8], slot: &mut Slot) {
-        slot.count = slot.count.saturating_add(1);
-        slot.priority = self.age.saturating_add(slot.count);
-        self.push(&Bytes::copy_from_slice(key), *slot);
+    /// A hit: the entry's priority becomes the age now plus its reads.
+    pub fn hit(&mut self, i: Idx) {
+        let Some(s) = self.slots.get_mut(i as usize) else {
+            return;
+        };
+        s.count = s.count.saturating_add(1);
+        s.priority = self.age.saturating_add(s.count);
+        self.push(i);
     }
 
-    fn push(&mut self, key: &Bytes, slot: Slot) {
+    fn push(&mut self, i: Idx) {
         self.tick += 1;
-        self.heap.push(std::cmp::Reverse((
-            slot.priority,
-            self.tick,
-            key.clone(),
-            slot.generation,
-        )));
+        let s = self.slots[i as usize];
+        self.heap
+            .push(std::cmp::Reverse((s.priority, self.tick, i, s.generation)));
     }
 
     /// The live entry of lowest priority, never the entry of seq `protect`.
-    pub fn pick(&mut self, live: &LruCache<Bytes, Live>, protect: u64) -> Pick {
+    pub fn pick(&mut self, store: &Store, protect: u64) -> Pick {
         let mut held = None;
         let picked = loop {
             let Some(std::cmp::Reverse(element)) = self.heap.pop() else {
                 break Pick::Empty;
             };
-            let (priority, _, key, generation) = &element;
-            let Some(e) = live
-                .peek(key)
-                .filter(|e| e.slot.generation == *generation && e.slot.priority == *priority)
-            else {
+            let (priority, _, i, generation) = element;
+            let s = self.slots[i as usize];
+            if s.generation != generation || s.priority != priority || !store.at(i).is_live() {
                 continue;
-            };
-            if e.seq == protect {
+            }
+            if store.at(i).seq == protect {
                 held = Some(element);
                 continue;
             }
-            self.age = *priority;
-            break Pick::Evict(element.2);
+            self.age = priority;
+            // The slot leaves: a later element naming it is stale.
+            self.slots[i as usize].generation = self.slots[i as usize].generation.wrapping_add(1);
+            break Pick::Evict(i);
         };
         if let Some(element) = held {
             self.heap.push(std::cmp::Reverse(element));
@@ -319,14 +269,22 @@ impl Lfu {
         picked
     }
 
+    /// A slot left some other way than eviction: its elements are stale.
+    pub fn removed(&mut self, i: Idx) {
+        if let Some(s) = self.slots.get_mut(i as usize) {
+            s.generation = s.generation.wrapping_add(1);
+        }
+    }
+
     /// Rebuilds the heap from the live entries once stale elements outnumber them two to one.
-    pub fn compact(&mut self, live: &LruCache<Bytes, Live>) {
-        if self.heap.len() <= 2 * live.len() + 1024 {
+    pub fn compact(&mut self, store: &Store) {
+        if self.heap.len() <= 2 * store.live_len() + 1024 {
             return;
         }
         self.heap.clear();
-        for (key, e) in live.iter() {
-            self.push(key, e.slot);
+        let live: Vec<Idx> = store.iter_live().collect();
+        for i in live {
+            self.push(i);
         }
     }
 }

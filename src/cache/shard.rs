@@ -1,23 +1,23 @@
-//! One shard of a cache: the live LRU, the dead records (tombstones and dropped versions), the
-//! change log by sequence number, and the expiry index. Everything here runs under the shard's lock.
+//! One shard of a cache: its live entries and dead records (tombstones and dropped versions) in
+//! a compact [`Store`] that also keeps their change log in seq order, the eviction policy, and the
+//! expiry index. What a change does to a key — which version wins, how merged values join — is
+//! decided here; the store only keeps what it is given. Everything here runs under the shard's lock.
 //!
-//! Invariants kept by every method:
-//! - a key is in at most one of `live` and `dead`;
-//! - `log` maps the `seq` of every live entry and dead record to its key (and the link it came
-//!   from), and nothing else;
+//! Invariants kept by every method (the store checks its own in tests):
+//! - a key has at most one slot, live or dead, and every slot is on the log at its seq;
 //! - `expiry` holds `(expires_at, seq)` for exactly the live entries that have an expiry, and
 //!   `expiry_sum` is the sum of their `expires_at`;
-//! - `bytes` is the sum of [`entry_size`] over `live`.
+//! - `bytes` is the sum of [`entry_size`] over the live entries.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use lru::LruCache;
 
 use super::change::{Change, Stamped};
 use super::merge::{Body, Cell, Counter, Hash, Merge, Merged, ORIGIN, Register, Sum};
-use super::policy::{Eviction, Pick, Policy, Slot};
+use super::policy::{Eviction, Pick, Policy, lru_pick};
 use super::ports::Stored;
+use super::store::{Entry, Idx, List, MAX_KEY, Put, Store, Taken, Val};
 use crate::clock::{Clock, Version};
 
 /// `expires_at` of an entry that never expires.
@@ -48,8 +48,7 @@ pub(crate) fn entry_size(key_len: usize, value_len: usize) -> usize {
     key_len + value_len + ENTRY_OVERHEAD
 }
 
-/// What a live entry holds: a string (the common case, kept as its bytes), or the state of a
-/// value that merges.
+/// A value handed to a write: a string (the common case), or the state of a value that merges.
 #[derive(Clone, Debug)]
 pub(crate) enum Value {
     Str(Bytes),
@@ -65,25 +64,6 @@ impl Value {
             Value::Merged(m) => m.bytes(),
         }
     }
-
-    /// What it reads as with `GET`: a string, a counter's decimal text; `None` for a hash.
-    #[inline]
-    pub fn read(&self) -> Option<Bytes> {
-        match self {
-            Value::Str(b) => Some(b.clone()),
-            Value::Merged(Merged::Counter(c)) => c.cell.read(),
-            Value::Merged(Merged::Hash(_)) => None,
-        }
-    }
-
-    /// The type of value, as `TYPE` names it.
-    pub fn kind(&self) -> Kind {
-        match self {
-            Value::Str(_) => Kind::String,
-            Value::Merged(Merged::Counter(_)) => Kind::Counter,
-            Value::Merged(Merged::Hash(_)) => Kind::Hash,
-        }
-    }
 }
 
 /// The type of a live value.
@@ -95,18 +75,6 @@ pub enum Kind {
     Counter,
     /// A hash whose fields merge.
     Hash,
-}
-
-/// A live entry.
-pub(crate) struct Live {
-    pub value: Value,
-    pub version: Version,
-    /// Absolute expiry in wall-clock ms, or [`NEVER`].
-    pub expires_at: u64,
-    /// The local seq of the change that wrote it.
-    pub seq: u64,
-    /// What the eviction policy keeps of it.
-    pub slot: Slot,
 }
 
 /// A key handed to a write: owned already, or borrowed and copied only if the write inserts it
@@ -137,13 +105,6 @@ impl KeyArg<'_> {
             KeyArg::Borrowed(s) => s,
         }
     }
-
-    pub fn into_bytes(self) -> Bytes {
-        match self {
-            KeyArg::Owned(b) => b,
-            KeyArg::Borrowed(s) => Bytes::copy_from_slice(s),
-        }
-    }
 }
 
 /// Why a key has a dead record.
@@ -167,18 +128,6 @@ enum Content<'a> {
 pub(crate) enum Restored {
     Live { value: Bytes, expires_at: u64 },
     Dead { kind: DeadKind, since_ms: u64 },
-}
-
-/// A key this node no longer serves but must remember the version of.
-pub(crate) struct Dead {
-    pub version: Version,
-    pub seq: u64,
-    pub kind: DeadKind,
-    /// A deleted counter keeps its parts: the delete saw them, so they are not counted again if
-    /// an older copy of them arrives, while increments the delete did not see bring it back.
-    pub state: Option<Merged>,
-    /// When the record was made (wall-clock ms), for the retention limit.
-    pub since_ms: u64,
 }
 
 /// What one shard may hold.
@@ -216,13 +165,10 @@ pub(crate) struct Peeked {
 }
 
 pub(crate) struct Shard {
-    live: LruCache<Bytes, Live>,
+    /// Entries and dead records, their lists and their log (see [`Store`]).
+    store: Store,
     policy: Policy,
-    /// Dead records in the order they were made (oldest at the LRU end); never promoted.
-    dead: LruCache<Bytes, Dead>,
-    /// seq → (key, source): the link a change came in on ([`LOCAL`] for this node's own writes), so
-    /// that replication never sends a change back where it came from.
-    log: BTreeMap<u64, (Bytes, u32)>,
+    /// `(expires_at, seq)` of every live entry with an expiry, in the order they expire.
     expiry: BTreeSet<(u64, u64)>,
     /// The sum of `expires_at` over `expiry`, for the mean time to live `INFO` reports.
     expiry_sum: u128,
@@ -240,25 +186,57 @@ pub(crate) struct Shard {
     pub dropped: Vec<Bytes>,
 }
 
-/// A live entry, read or rewritten: promoted in LRU order, or its S3-FIFO frequency raised
-/// (nothing reordered). Over the shard's fields, so that its counters stay usable meanwhile.
+/// A live entry, read or rewritten: moved to the back in LRU order, or its S3-FIFO frequency or
+/// LFU count raised (nothing reordered). Over the shard's fields, so that its counters stay
+/// usable meanwhile.
 #[inline]
-fn touch<'a>(
-    live: &'a mut LruCache<Bytes, Live>,
-    policy: &mut Policy,
-    key: &[u8],
-) -> Option<&'a mut Live> {
+fn touch(store: &mut Store, policy: &mut Policy, key: &[u8]) -> Option<Idx> {
+    let i = store.live(key)?;
     match policy {
-        Policy::Lru => live.get_mut(key),
+        Policy::Lru => store.move_to_back(i),
         Policy::S3Fifo(_) => {
-            let e = live.peek_mut(key)?;
-            e.slot.freq = (e.slot.freq + 1).min(3);
-            Some(e)
+            let e = store.at_mut(i);
+            let f = e.freq();
+            e.set_freq(f + 1);
         }
-        Policy::Lfu(p) => {
-            let e = live.peek_mut(key)?;
-            p.hit(key, &mut e.slot);
-            Some(e)
+        Policy::Lfu(p) => p.hit(i),
+    }
+    Some(i)
+}
+
+/// What a live entry reads as with `GET`: a string, a counter's decimal text; `None` for a hash.
+#[inline]
+fn read(e: &Entry) -> Option<Bytes> {
+    match e.val() {
+        Val::Merged(Merged::Counter(c)) => c.cell.read(),
+        Val::Merged(Merged::Hash(_)) | Val::None => None,
+        Val::Str(_) => e.str_bytes(),
+    }
+}
+
+/// The type of a live entry's value.
+fn kind(e: &Entry) -> Kind {
+    match e.val() {
+        Val::Merged(Merged::Counter(_)) => Kind::Counter,
+        Val::Merged(Merged::Hash(_)) => Kind::Hash,
+        Val::Str(_) | Val::None => Kind::String,
+    }
+}
+
+/// What a removed entry read as.
+fn read_taken(t: &Taken) -> Option<Bytes> {
+    match &t.value {
+        Put::Str(b) => Some(b.clone()),
+        Put::Merged(Merged::Counter(c)) => c.cell.read(),
+        _ => None,
+    }
+}
+
+impl From<Value> for Put {
+    fn from(v: Value) -> Put {
+        match v {
+            Value::Str(b) => Put::Str(b),
+            Value::Merged(m) => Put::Merged(m),
         }
     }
 }
@@ -369,10 +347,8 @@ const SWEEP_PER_WRITE: usize = 4;
 impl Shard {
     pub fn new(limits: Limits) -> Self {
         Shard {
-            live: LruCache::unbounded(),
+            store: Store::default(),
             policy: Policy::new(limits.eviction, limits.max_entries),
-            dead: LruCache::unbounded(),
-            log: BTreeMap::new(),
             expiry: BTreeSet::new(),
             expiry_sum: 0,
             bytes: 0,
@@ -394,11 +370,12 @@ impl Shard {
     /// The key of the first live entry in log order at or after `seq`, wrapping to the start: a
     /// key picked without bias towards any shard's LRU order, for `RANDOMKEY`.
     pub fn live_key_from(&self, seq: u64) -> Option<Bytes> {
-        let after = self.log.range(seq..).chain(self.log.range(..seq));
-        after
-            .map(|(_, (k, _))| k)
-            .find(|k| self.live.contains(k.as_ref()))
-            .cloned()
+        let s = &self.store;
+        let before = s.log_all().take_while(|&j| s.at(j).seq < seq);
+        s.log_from(seq)
+            .chain(before)
+            .find(|&j| s.at(j).is_live())
+            .map(|j| Bytes::copy_from_slice(s.at(j).key()))
     }
 
     /// The newest version this shard knows for `key` (entry, dead record or purge mark) and
@@ -419,14 +396,16 @@ impl Shard {
         }
     }
 
-    fn report(&mut self, key: &Bytes) {
+    /// Lists the key of slot `i` among the dropped ones, if drops are reported.
+    fn report(&mut self, i: Idx) {
         if self.report_drops {
-            self.dropped.push(key.clone());
+            let key = Bytes::copy_from_slice(self.store.at(i).key());
+            self.dropped.push(key);
         }
     }
 
     pub fn len(&self) -> usize {
-        self.live.len()
+        self.store.live_len()
     }
 
     pub fn bytes(&self) -> usize {
@@ -434,26 +413,30 @@ impl Shard {
     }
 
     pub fn dead_len(&self) -> usize {
-        self.dead.len()
+        self.store.len(List::Dead)
     }
 
     pub fn floor(&self) -> u64 {
         self.floor
     }
 
+    /// Puts the change log back in seq order after a restore handed records out of it.
+    pub fn settle(&mut self) {
+        self.store.settle();
+    }
+
     /// Reads a value, promoting it in LRU order and counting a hit or a miss.
     #[inline]
     pub fn get(&mut self, key: &[u8], clock: &Clock) -> Option<Bytes> {
-        match touch(&mut self.live, &mut self.policy, key) {
-            // The clock is read only for entries that can expire.
-            Some(e) if e.expires_at == NEVER || e.expires_at > clock.now_ms() => {
-                self.counters.hits += 1;
-                return match &e.value {
-                    Value::Str(b) => Some(b.clone()),
-                    v => v.read(),
-                };
+        match touch(&mut self.store, &mut self.policy, key) {
+            Some(i) => {
+                let e = self.store.at(i);
+                // The clock is read only for entries that can expire.
+                if e.at == NEVER || e.at > clock.now_ms() {
+                    self.counters.hits += 1;
+                    return read(e);
+                }
             }
-            Some(_) => {}
             None => {
                 self.counters.misses += 1;
                 return None;
@@ -464,42 +447,38 @@ impl Shard {
         None
     }
 
+    /// The live, unexpired slot of `key`.
+    #[inline]
+    fn unexpired(&self, key: &[u8], now: u64) -> Option<Idx> {
+        self.store.live(key).filter(|&i| self.store.at(i).at > now)
+    }
+
     /// Reads an unexpired entry without promoting it or counting anything.
     pub fn peek(&self, key: &[u8], now: u64) -> Option<Peeked> {
-        self.live
-            .peek(key)
-            .filter(|e| e.expires_at > now)
-            .map(|e| Peeked {
-                value: e.value.read().unwrap_or_default(),
-                kind: e.value.kind(),
-                version: e.version,
-                expires_at: e.expires_at,
-                seq: e.seq,
-            })
+        let i = self.unexpired(key, now)?;
+        let e = self.store.at(i);
+        Some(Peeked {
+            value: read(e).unwrap_or_default(),
+            kind: kind(e),
+            version: self.store.version(i),
+            expires_at: e.at,
+            seq: e.seq,
+        })
     }
 
     /// The type of `key`'s unexpired value, without reading it.
     pub fn kind(&self, key: &[u8], now: u64) -> Option<Kind> {
-        self.live
-            .peek(key)
-            .filter(|e| e.expires_at > now)
-            .map(|e| e.value.kind())
+        self.unexpired(key, now).map(|i| kind(self.store.at(i)))
     }
 
     /// The seq of `key`'s log record (its entry's or dead record's), if it has one.
     pub fn record_seq(&self, key: &[u8]) -> Option<u64> {
-        self.live
-            .peek(key)
-            .map(|e| e.seq)
-            .or_else(|| self.dead.peek(key).map(|d| d.seq))
+        self.store.find(key).map(|i| self.store.at(i).seq)
     }
 
     /// The version of `key`'s entry or dead record, if this shard has either.
     fn held(&self, key: &[u8]) -> Option<Version> {
-        self.live
-            .peek(key)
-            .map(|e| e.version)
-            .or_else(|| self.dead.peek(key).map(|d| d.version))
+        self.store.find(key).map(|i| self.store.version(i))
     }
 
     /// The newest version this shard knows for `key`: its entry, its dead record, or the purge mark.
@@ -519,14 +498,19 @@ impl Shard {
         if version != newest {
             return version > newest;
         }
-        let Some(held) = self.live.peek(key).filter(|e| e.version == version) else {
+        let Some(i) = self
+            .store
+            .live(key)
+            .filter(|&i| self.store.version(i) == version)
+        else {
             return false;
         };
+        let held = self.store.at(i);
         match content {
             Content::Tombstone => true,
-            Content::Value(value, expires_at) => match &held.value {
-                Value::Str(b) => (expires_at, &value[..]) > (held.expires_at, &b[..]),
-                Value::Merged(_) => false,
+            Content::Value(value, expires_at) => match held.val() {
+                Val::Str(b) => (expires_at, &value[..]) > (held.at, b),
+                _ => false,
             },
             Content::Gone => false,
         }
@@ -574,8 +558,9 @@ impl Shard {
             debug_assert!(written.is_ok());
             return old;
         }
+        let key = key.as_slice();
         let overwritten = self.overwrite_live(
-            key.as_slice(),
+            key,
             Value::Str(value),
             version,
             expires_at,
@@ -585,13 +570,12 @@ impl Shard {
         match overwritten {
             Ok(old) => Some(old),
             Err(value) => {
-                let key = key.into_bytes();
                 let old = if old_seq {
-                    self.dead.peek(key.as_ref()).map(|d| d.seq)
+                    self.store.dead(key).map(|d| self.store.at(d).seq)
                 } else {
                     None
                 };
-                self.clear_key(&key);
+                self.clear_key(key);
                 self.install_live(key, value, version, expires_at, (seq, LOCAL), now);
                 old
             }
@@ -599,7 +583,7 @@ impl Shard {
     }
 
     /// Deletes unconditionally, leaving a tombstone; returns the unexpired value it held. A
-    /// deleted counter keeps the parts its delete saw (see [`Dead::state`]).
+    /// deleted counter keeps the parts its delete saw (the dead record's state).
     pub fn delete(&mut self, key: Bytes, version: Version, seq: u64, now: u64) -> Option<Bytes> {
         self.sweep(now, SWEEP_PER_WRITE);
         if self.holds_counter(&key, now) {
@@ -628,20 +612,23 @@ impl Shard {
             return old;
         }
         let old = self.clear_key(&key);
-        self.install_dead(key, version, (seq, LOCAL), DeadKind::Tombstone, now);
-        old.filter(|e| e.expires_at > now)
-            .and_then(|e| e.value.read())
+        self.install_dead(&key, version, (seq, LOCAL), true, now, None);
+        old.filter(|t| t.at > now).and_then(|t| read_taken(&t))
     }
 
     /// The hash `key` holds, promoting it and counting a hit or a miss; [`WrongKind`] if it holds
     /// another type.
     pub fn hash(&mut self, key: &[u8], now: u64) -> Result<Option<&Hash>, WrongKind> {
-        if self.live.peek(key).is_some_and(|e| e.expires_at <= now) {
+        if self
+            .store
+            .live(key)
+            .is_some_and(|i| self.store.at(i).at <= now)
+        {
             self.expire(key, now);
         }
-        match touch(&mut self.live, &mut self.policy, key) {
-            Some(e) => match &e.value {
-                Value::Merged(Merged::Hash(h)) => {
+        match touch(&mut self.store, &mut self.policy, key) {
+            Some(i) => match self.store.at(i).merged() {
+                Some(Merged::Hash(h)) => {
                     self.counters.hits += 1;
                     Ok(Some(h))
                 }
@@ -656,34 +643,45 @@ impl Shard {
 
     /// The bytes `key`'s live entry is accounted for.
     pub fn entry_bytes(&self, key: &[u8], now: u64) -> Option<usize> {
-        let e = self.live.peek(key).filter(|e| e.expires_at > now)?;
-        Some(entry_size(key.len(), e.value.len()))
+        let i = self.unexpired(key, now)?;
+        Some(entry_size(key.len(), self.store.at(i).value_len()))
     }
 
     /// Whether `key` holds a counter: live, or deleted with its parts kept.
     fn holds_counter(&self, key: &[u8], now: u64) -> bool {
-        match self.live.peek(key) {
-            Some(e) if e.expires_at > now => {
-                matches!(e.value, Value::Merged(Merged::Counter(_)))
-            }
-            Some(_) => false,
-            None => self
-                .dead
-                .peek(key)
-                .is_some_and(|d| matches!(d.state, Some(Merged::Counter(_)))),
+        let Some(i) = self.store.find(key) else {
+            return false;
+        };
+        let e = self.store.at(i);
+        if e.is_live() && e.at <= now {
+            return false;
         }
+        matches!(e.merged(), Some(Merged::Counter(_)))
     }
 
     /// The merged state `key` holds — live, or a deleted counter's — if it holds one.
     pub fn merged(&self, key: &[u8], now: u64) -> Option<&Merged> {
-        match self.live.peek(key) {
-            Some(e) if e.expires_at > now => match &e.value {
-                Value::Merged(m) => Some(m),
-                Value::Str(_) => None,
-            },
-            Some(_) => None,
-            None => self.dead.peek(key).and_then(|d| d.state.as_ref()),
+        let e = self.store.at(self.store.find(key)?);
+        if e.is_live() && e.at <= now {
+            return None;
         }
+        e.merged()
+    }
+
+    /// A string entry's contents as a counter whose register holds it.
+    fn counter_of(&self, i: Idx, b: &[u8]) -> Merged {
+        let e = self.store.at(i);
+        let version = self.store.version(i);
+        Merged::Counter(Box::new(Counter {
+            cell: Cell::written(version, Some(Bytes::copy_from_slice(b))),
+            ttl: version,
+            partial: false,
+            reg_seq: e.seq,
+            reg_source: e.source,
+            ttl_seq: e.seq,
+            ttl_source: e.source,
+            ttl_at: e.at,
+        }))
     }
 
     /// A local change to `key` as a value of `target`'s type, made by `f` under this lock: `f`
@@ -703,49 +701,39 @@ impl Shard {
         f: impl FnOnce(&mut Merged, &mut u64) -> Result<T, E>,
     ) -> Result<T, E> {
         let k = key.as_slice();
-        if self.live.peek(k).is_some_and(|e| e.expires_at <= now) {
+        if self
+            .store
+            .live(k)
+            .is_some_and(|i| self.store.at(i).at <= now)
+        {
             self.expire(k, now);
         }
-        if let Some(e) = self.live.peek(k)
+        if let Some(i) = self.store.live(k)
             && matches!(
-                (&e.value, target),
-                (Value::Merged(Merged::Counter(_)), Target::Counter)
-                    | (Value::Merged(Merged::Hash(_)), Target::Hash)
+                (self.store.at(i).merged(), target),
+                (Some(Merged::Counter(_)), Target::Counter) | (Some(Merged::Hash(_)), Target::Hash)
             )
         {
             return self.change_in_place(k, grow, seq, now, f);
         }
-        let (mut state, mut expires_at) = match self.live.peek(k) {
-            Some(e) => match (&e.value, target) {
-                (Value::Merged(m @ Merged::Counter(_)), Target::Counter)
-                | (Value::Merged(m @ Merged::Hash(_)), Target::Hash) => (m.clone(), e.expires_at),
-                (Value::Str(b), Target::Counter) => {
-                    let source = self.log.get(&e.seq).map_or(LOCAL, |r| r.1);
-                    (
-                        Merged::Counter(Box::new(Counter {
-                            cell: Cell::written(e.version, Some(b.clone())),
-                            ttl: e.version,
-                            partial: false,
-                            reg_seq: e.seq,
-                            reg_source: source,
-                            ttl_seq: e.seq,
-                            ttl_source: source,
-                            ttl_at: e.expires_at,
-                        })),
-                        e.expires_at,
-                    )
+        let (mut state, mut expires_at) = match self.store.live(k) {
+            Some(i) => {
+                let e = self.store.at(i);
+                match (e.val(), target) {
+                    (Val::Str(b), Target::Counter) => (self.counter_of(i, b), e.at),
+                    _ => return Err(Refused::WrongKind.into()),
                 }
-                _ => return Err(Refused::WrongKind.into()),
-            },
+            }
             None => {
-                let dead = self.dead.peek(k);
-                let tombstone = dead.filter(|d| d.kind == DeadKind::Tombstone).map(|d| {
-                    (
-                        d.version,
-                        (d.seq, self.log.get(&d.seq).map_or(LOCAL, |r| r.1)),
-                    )
+                let dead = self.store.dead(k);
+                let tombstone = dead.filter(|&d| self.store.at(d).is_tombstone()).map(|d| {
+                    let e = self.store.at(d);
+                    (self.store.version(d), (e.seq, e.source))
                 });
-                match (dead.and_then(|d| d.state.clone()), target) {
+                match (
+                    dead.and_then(|d| self.store.at(d).merged().cloned()),
+                    target,
+                ) {
                     (Some(m @ Merged::Counter(_)), Target::Counter) => {
                         let at = m.ttl_at();
                         (m, at)
@@ -768,8 +756,7 @@ impl Shard {
             let limit = self.limits.max_entry;
             return Err(Refused::TooLarge { size, limit }.into());
         }
-        let key = key.into_bytes();
-        self.put_merged(key, state, expires_at, (seq, LOCAL), now);
+        self.put_merged(k, state, expires_at, (seq, LOCAL), now);
         Ok(out)
     }
 
@@ -785,40 +772,38 @@ impl Shard {
         f: impl FnOnce(&mut Merged, &mut u64) -> Result<T, E>,
     ) -> Result<T, E> {
         let limit = self.limits.max_entry;
-        let Some(e) = touch(&mut self.live, &mut self.policy, k) else {
+        let Some(i) = touch(&mut self.store, &mut self.policy, k) else {
             unreachable!("checked live by the caller");
         };
-        let old_size = entry_size(k.len(), e.value.len());
+        let e = self.store.at_mut(i);
+        let old_size = entry_size(k.len(), e.value_len());
         if old_size.saturating_add(grow) > limit {
             let size = old_size.saturating_add(grow);
             return Err(Refused::TooLarge { size, limit }.into());
         }
-        let Value::Merged(m) = &mut e.value else {
+        let (old_at, old_seq) = (e.at, e.seq);
+        let Some(m) = e.merged_mut() else {
             unreachable!("checked merged by the caller");
         };
-        let (old_at, old_seq) = (e.expires_at, e.seq);
         let mut at = old_at;
         let out = f(m, &mut at)?;
         m.set_ttl_at(at);
         if !m.exists() || at <= now {
-            // Deleted (a counter's parts kept), or expired by the change: out of the LRU.
-            let Some((key, live)) = self.live.pop_entry(k) else {
+            // Deleted (a counter's parts kept), or expired by the change: out of the live lists.
+            self.unaccount(i);
+            let taken = self.store.take(i);
+            let Put::Merged(state) = taken.value else {
                 unreachable!()
             };
-            self.unaccount(&key, &live);
-            self.log.remove(&live.seq);
-            let Value::Merged(state) = live.value else {
-                unreachable!()
-            };
-            self.put_merged(key, state, at, (seq, LOCAL), now);
+            self.put_merged(&taken.key, state, at, (seq, LOCAL), now);
             return Ok(out);
         }
-        e.version = m.newest();
-        e.expires_at = at;
-        e.seq = seq;
-        let new_size = entry_size(k.len(), e.value.len());
+        let newest = m.newest();
+        e.at = at;
+        let new_size = entry_size(k.len(), e.value_len());
+        self.store.set_version(i, newest);
         self.rewritten(
-            k,
+            i,
             (old_at, old_seq, old_size),
             (at, seq, new_size),
             LOCAL,
@@ -831,7 +816,7 @@ impl Shard {
     /// with its parts; a hash as a tombstone at its newest version).
     fn put_merged(
         &mut self,
-        key: Bytes,
+        key: &[u8],
         mut state: Merged,
         expires_at: u64,
         seq: (u64, u32),
@@ -843,13 +828,13 @@ impl Shard {
         let fits = entry_size(key.len(), state.bytes()) <= self.limits.max_entry;
         if state.exists() && expires_at > now && fits {
             let state = Value::Merged(state);
-            if let Err(state) = self.overwrite_live(&key, state, version, expires_at, seq, now) {
-                self.clear_key(&key);
+            if let Err(state) = self.overwrite_live(key, state, version, expires_at, seq, now) {
+                self.clear_key(key);
                 self.install_live(key, state, version, expires_at, seq, now);
             }
             return;
         }
-        self.clear_key(&key);
+        self.clear_key(key);
         if !state.exists() {
             // A hash left without fields is deleted at its newest version: a fact made here,
             // so it goes to every link, the one the last change came from too.
@@ -857,13 +842,10 @@ impl Shard {
                 Merged::Hash(h) => (h.newest().max(version), None, (seq.0, LOCAL)),
                 counter => (version, Some(counter), seq),
             };
-            self.install_dead(key.clone(), version, seq, DeadKind::Tombstone, now);
-            if let Some(d) = self.dead.peek_mut(&key) {
-                d.state = state;
-            }
+            self.install_dead(key, version, seq, true, now, state);
         } else {
             // Expired already, or too large to hold here.
-            self.install_dead(key, version, seq, DeadKind::Gone, now);
+            self.install_dead(key, version, seq, false, now, None);
         }
     }
 
@@ -879,6 +861,10 @@ impl Shard {
         now: u64,
         stamp: impl FnOnce() -> u64,
     ) -> bool {
+        if change.key().is_some_and(|k| k.len() > MAX_KEY) {
+            // Longer than any key a shard holds (and than any door or link accepts by default).
+            return false;
+        }
         self.sweep(now, SWEEP_PER_WRITE);
         match change {
             Change::Merge(m) => self.apply_merge(m, source, now, stamp, false),
@@ -954,13 +940,13 @@ impl Shard {
                         self.overwrite_live(key, value, *version, expires_at, seq, now)
                     {
                         self.clear_key(key);
-                        self.install_live(key.clone(), value, *version, expires_at, seq, now);
+                        self.install_live(key, value, *version, expires_at, seq, now);
                     }
                     return true;
                 }
                 // Already expired, or too large to hold here: remember the version only.
                 self.clear_key(key);
-                self.install_dead(key.clone(), *version, seq, DeadKind::Gone, now);
+                self.install_dead(key, *version, seq, false, now, None);
                 true
             }
             Change::Delete { key, version } => {
@@ -969,7 +955,7 @@ impl Shard {
                 }
                 let seq = (stamp(), source);
                 self.clear_key(key);
-                self.install_dead(key.clone(), *version, seq, DeadKind::Tombstone, now);
+                self.install_dead(key, *version, seq, true, now, None);
                 true
             }
             Change::Invalidate { key, version } => {
@@ -980,7 +966,7 @@ impl Shard {
                 }
                 let seq = (stamp(), source);
                 self.clear_key(key);
-                self.install_dead(key.clone(), *version, seq, DeadKind::Gone, now);
+                self.install_dead(key, *version, seq, false, now, None);
                 true
             }
             Change::Purge { .. } => false,
@@ -996,20 +982,14 @@ impl Shard {
 
     /// Restamps every merged state this shard holds, live or dead.
     pub fn restamp_merged(&mut self, stamp: &mut dyn FnMut() -> u64) {
-        let keys: Vec<Bytes> = self
-            .live
-            .iter()
-            .filter(|(_, e)| matches!(e.value, Value::Merged(_)))
-            .map(|(k, _)| k.clone())
-            .chain(
-                self.dead
-                    .iter()
-                    .filter(|(_, d)| d.state.is_some())
-                    .map(|(k, _)| k.clone()),
-            )
+        let s = &self.store;
+        let slots: Vec<Idx> = s
+            .iter_live()
+            .chain(s.iter(List::Dead))
+            .filter(|&i| s.at(i).merged().is_some())
             .collect();
-        for key in keys {
-            self.restamp(&key, stamp());
+        for i in slots {
+            self.restamp_at(i, stamp());
         }
     }
 
@@ -1021,32 +1001,26 @@ impl Shard {
     /// Moves `key`'s record and every part of its merged state to `seq`, as a local change: every
     /// link sends the whole state next. Returns whether the key had a record to move.
     fn restamp(&mut self, key: &[u8], seq: u64) -> bool {
-        if let Some(e) = self.live.peek_mut(key) {
-            if let Value::Merged(m) = &mut e.value {
-                m.restamp(seq);
+        match self.store.find(key) {
+            Some(i) => {
+                self.restamp_at(i, seq);
+                true
             }
-            let old = e.seq;
-            e.seq = seq;
-            let at = e.expires_at;
-            if let Some((k, _)) = self.log.remove(&old) {
-                self.log.insert(seq, (k, LOCAL));
-            }
+            None => false,
+        }
+    }
+
+    fn restamp_at(&mut self, i: Idx, seq: u64) {
+        let e = self.store.at_mut(i);
+        if let Some(m) = e.merged_mut() {
+            m.restamp(seq);
+        }
+        let (old, at, live) = (e.seq, e.at, e.is_live());
+        self.store.relog(i, seq, LOCAL);
+        if live {
             self.unindex_expiry(at, old);
             self.index_expiry(at, seq);
-            return true;
         }
-        if let Some(d) = self.dead.peek_mut(key) {
-            if let Some(m) = &mut d.state {
-                m.restamp(seq);
-            }
-            let old = d.seq;
-            d.seq = seq;
-            if let Some((k, _)) = self.log.remove(&old) {
-                self.log.insert(seq, (k, LOCAL));
-            }
-            return true;
-        }
-        false
     }
 
     /// Joins a merged change from a peer (or from disk, with `source` [`LOCAL`]) into what this
@@ -1064,52 +1038,51 @@ impl Shard {
         if self.purged_before.is_some_and(|p| m.version <= p) {
             return false;
         }
-        if self.live.peek(key).is_some_and(|e| e.expires_at <= now) {
+        if self
+            .store
+            .live(key)
+            .is_some_and(|i| self.store.at(i).at <= now)
+        {
             self.expire(key, now);
         }
         let expires = m.expires_at.unwrap_or(NEVER);
+        let dead = self.store.dead(key);
         // What the key holds, as a merged state to join into (or `None`: take the change whole).
-        let held: Option<(Merged, u64)> = match self.live.peek(key) {
-            Some(e) => match (&e.value, &m.body) {
-                (Value::Merged(s @ Merged::Counter(_)), Body::Counter { .. })
-                | (Value::Merged(s @ Merged::Hash(_)), Body::Hash { .. }) => {
-                    Some((s.clone(), e.expires_at))
-                }
-                (Value::Str(b), Body::Counter { .. }) => Some((
-                    Merged::Counter(Box::new(Counter {
-                        cell: Cell::written(e.version, Some(b.clone())),
-                        ttl: e.version,
-                        partial: false,
-                        reg_seq: e.seq,
-                        reg_source: self.log.get(&e.seq).map_or(LOCAL, |r| r.1),
-                        ttl_seq: e.seq,
-                        ttl_source: self.log.get(&e.seq).map_or(LOCAL, |r| r.1),
-                        ttl_at: e.expires_at,
-                    })),
-                    e.expires_at,
-                )),
-                // Another type: the newer key wins whole.
-                _ if m.version > e.version && m.complete => None,
-                _ => return false,
-            },
-            None => match self.dead.peek(key) {
-                Some(d) => match (&d.state, &m.body) {
-                    (Some(s @ Merged::Counter(_)), Body::Counter { .. }) => {
-                        Some((s.clone(), NEVER))
+        let held: Option<(Merged, u64)> = match self.store.live(key) {
+            Some(i) => {
+                let e = self.store.at(i);
+                match (e.val(), &m.body) {
+                    (Val::Merged(s @ Merged::Counter(_)), Body::Counter { .. })
+                    | (Val::Merged(s @ Merged::Hash(_)), Body::Hash { .. }) => {
+                        Some((s.clone(), e.at))
                     }
-                    _ if d.kind == DeadKind::Tombstone => {
-                        let target = match m.body {
-                            Body::Counter { .. } => Target::Counter,
-                            Body::Hash { .. } => Target::Hash,
-                        };
-                        let source = self.log.get(&d.seq).map_or(LOCAL, |r| r.1);
-                        Some((begun(target, d.version, false, (d.seq, source)), NEVER))
-                    }
-                    // A merged value dropped here comes back whole (one version may name
-                    // states that differ in older parts); a dropped string only to a newer one.
-                    _ if m.version >= d.version && m.complete => None,
+                    (Val::Str(b), Body::Counter { .. }) => Some((self.counter_of(i, b), e.at)),
+                    // Another type: the newer key wins whole.
+                    _ if m.version > self.store.version(i) && m.complete => None,
                     _ => return false,
-                },
+                }
+            }
+            None => match dead {
+                Some(d) => {
+                    let e = self.store.at(d);
+                    match (e.merged(), &m.body) {
+                        (Some(s @ Merged::Counter(_)), Body::Counter { .. }) => {
+                            Some((s.clone(), NEVER))
+                        }
+                        _ if e.is_tombstone() => {
+                            let target = match m.body {
+                                Body::Counter { .. } => Target::Counter,
+                                Body::Hash { .. } => Target::Hash,
+                            };
+                            let version = self.store.version(d);
+                            Some((begun(target, version, false, (e.seq, e.source)), NEVER))
+                        }
+                        // A merged value dropped here comes back whole (one version may name
+                        // states that differ in older parts); a dropped string only to a newer one.
+                        _ if m.version >= self.store.version(d) && m.complete => None,
+                        _ => return false,
+                    }
+                }
                 None if m.complete => None,
                 // A part of a state this node does not hold: nothing to join it to.
                 None => return false,
@@ -1139,20 +1112,25 @@ impl Shard {
         }
         let newest = state.newest();
         let fits = entry_size(key.len(), state.bytes()) <= self.limits.max_entry;
+        let dead = self.store.dead(key).map(|d| {
+            let e = self.store.at(d);
+            (
+                e.is_tombstone(),
+                self.store.version(d),
+                e.merged().is_none(),
+            )
+        });
         if state.exists()
             && (expires_at <= now || !fits)
-            && self
-                .dead
-                .peek(key)
-                .is_some_and(|d| d.kind == DeadKind::Gone && d.version == newest)
+            && dead.is_some_and(|(tomb, version, _)| !tomb && version == newest)
         {
             // Dropped here already, as it would be again.
             return false;
         }
         if let Merged::Hash(h) = &state
             && !state.exists()
-            && self.dead.peek(key).is_some_and(|d| {
-                d.kind == DeadKind::Tombstone && d.state.is_none() && d.version >= h.newest()
+            && dead.is_some_and(|(tomb, version, stateless)| {
+                tomb && stateless && version >= h.newest()
             })
         {
             // A hash without fields is a tombstone: this one is here already.
@@ -1163,7 +1141,7 @@ impl Shard {
         let repair = (m.complete
             && state.fingerprint() != Merged::from_body(&m.body, m.ttl, 0, 0).fingerprint())
             || (restamp_live && state.exists());
-        self.put_merged(key.clone(), state, expires_at, (seq, source), now);
+        self.put_merged(key, state, expires_at, (seq, source), now);
         if repair {
             self.restamp(key, seq);
         }
@@ -1176,36 +1154,24 @@ impl Shard {
     /// hold parts older than the purge that other nodes removed with their older copy, so its
     /// whole state goes out again (with seqs from `stamp`).
     pub fn purge(&mut self, before: Version, stamp: &mut dyn FnMut() -> u64) {
-        let survivors: Vec<Bytes> = self
-            .live
+        let s = &self.store;
+        let all: Vec<Idx> = s.iter_live().chain(s.iter(List::Dead)).collect();
+        let survivors: Vec<Idx> = all
             .iter()
-            .filter(|(_, e)| e.version > before && matches!(e.value, Value::Merged(_)))
-            .map(|(k, _)| k.clone())
-            .chain(
-                self.dead
-                    .iter()
-                    .filter(|(_, d)| d.version > before && d.state.is_some())
-                    .map(|(k, _)| k.clone()),
-            )
+            .copied()
+            .filter(|&i| s.version(i) > before && s.at(i).merged().is_some())
             .collect();
-        for key in survivors {
-            self.restamp(&key, stamp());
+        let doomed: Vec<Idx> = all
+            .iter()
+            .copied()
+            .filter(|&i| s.version(i) <= before)
+            .collect();
+        for i in survivors {
+            self.restamp_at(i, stamp());
         }
         self.purged_before = self.purged_before.max(Some(before));
-        let doomed: Vec<Bytes> = self
-            .live
-            .iter()
-            .filter(|(_, e)| e.version <= before)
-            .map(|(k, _)| k.clone())
-            .chain(
-                self.dead
-                    .iter()
-                    .filter(|(_, d)| d.version <= before)
-                    .map(|(k, _)| k.clone()),
-            )
-            .collect();
-        for key in doomed {
-            self.clear_key(&key);
+        for i in doomed {
+            self.clear_slot(i);
         }
     }
 
@@ -1218,8 +1184,10 @@ impl Shard {
                 Some(&(at, seq)) if at <= now => {
                     // Unindex first, so that a broken index can never make this loop spin.
                     self.unindex_expiry(at, seq);
-                    if let Some((key, _)) = self.log.get(&seq).cloned() {
-                        self.expire(&key, now);
+                    if let Some(i) = self.store.by_seq(seq)
+                        && self.store.at(i).is_live()
+                    {
+                        self.expire_slot(i, now);
                     }
                     done += 1;
                 }
@@ -1227,8 +1195,8 @@ impl Shard {
             }
         }
         while done < budget {
-            match self.dead.peek_lru() {
-                Some((_, d)) if d.since_ms.saturating_add(self.limits.dead_ttl_ms) <= now => {
+            match self.store.front(List::Dead) {
+                Some(i) if self.store.at(i).at.saturating_add(self.limits.dead_ttl_ms) <= now => {
                     self.forget_oldest_dead();
                     done += 1;
                 }
@@ -1247,46 +1215,38 @@ impl Shard {
         if after >= upto {
             return;
         }
-        for (&seq, (key, source)) in self.log.range(after + 1..=upto) {
-            let change = if let Some(e) = self.live.peek(key.as_ref()) {
-                debug_assert_eq!(e.seq, seq);
-                match &e.value {
-                    Value::Str(_) if skipped(*source, skip) => continue,
-                    Value::Str(value) => Change::Set {
-                        key: key.clone(),
-                        value: value.clone(),
-                        version: e.version,
-                        expires_at: (e.expires_at != NEVER).then_some(e.expires_at),
-                    },
-                    Value::Merged(m) => {
-                        match merge_change(key, m, e.version, e.expires_at, since, skip) {
-                            Some(c) => c,
-                            None => continue,
-                        }
+        let s = &self.store;
+        for i in s.log_from(after + 1) {
+            let e = s.at(i);
+            let seq = e.seq;
+            if seq > upto {
+                break;
+            }
+            let version = s.version(i);
+            let change = match e.val() {
+                Val::Merged(m) => {
+                    let at = if e.is_live() { e.at } else { m.ttl_at() };
+                    let key = Bytes::copy_from_slice(e.key());
+                    match merge_change(&key, m, version, at, since, skip) {
+                        Some(c) => c,
+                        None => continue,
                     }
                 }
-            } else if let Some(d) = self.dead.peek(key.as_ref()) {
-                debug_assert_eq!(d.seq, seq);
-                match (&d.state, d.kind) {
-                    (Some(m), _) => {
-                        match merge_change(key, m, d.version, m.ttl_at(), since, skip) {
-                            Some(c) => c,
-                            None => continue,
-                        }
-                    }
-                    _ if skipped(*source, skip) => continue,
-                    (None, DeadKind::Tombstone) => Change::Delete {
-                        key: key.clone(),
-                        version: d.version,
-                    },
-                    (None, DeadKind::Gone) => Change::Invalidate {
-                        key: key.clone(),
-                        version: d.version,
-                    },
-                }
-            } else {
-                debug_assert!(false, "log record without entry or dead record");
-                continue;
+                _ if skipped(e.source, skip) => continue,
+                Val::Str(_) => Change::Set {
+                    key: Bytes::copy_from_slice(e.key()),
+                    value: e.str_bytes().unwrap_or_default(),
+                    version,
+                    expires_at: (e.at != NEVER).then_some(e.at),
+                },
+                Val::None if e.is_tombstone() => Change::Delete {
+                    key: Bytes::copy_from_slice(e.key()),
+                    version,
+                },
+                Val::None => Change::Invalidate {
+                    key: Bytes::copy_from_slice(e.key()),
+                    version,
+                },
             };
             out.push(Stamped { seq, change });
         }
@@ -1294,32 +1254,22 @@ impl Shard {
 
     /// The whole state of `key` as a change, if it holds a merged one (for a fetch or an export).
     pub fn merged_change(&self, key: &[u8], now: u64) -> Option<Change> {
+        let i = self.unexpired(key, now)?;
+        let e = self.store.at(i);
+        let m = e.merged()?;
         let key = Bytes::copy_from_slice(key);
-        match self.live.peek(&key) {
-            Some(e) if e.expires_at > now => match &e.value {
-                Value::Merged(m) => merge_change(&key, m, e.version, e.expires_at, 0, LOCAL),
-                Value::Str(_) => None,
-            },
-            _ => None,
-        }
+        merge_change(&key, m, self.store.version(i), e.at, 0, LOCAL)
     }
 
     /// The local change just made to `key` at `seq`, as the op log records it: the parts of its
     /// merged state stamped with `seq`.
     pub fn merged_at(&self, key: &[u8], seq: u64) -> Option<Merge> {
-        let (m, version, expires_at) = match self.live.peek(key) {
-            Some(e) => match &e.value {
-                Value::Merged(m) => (m, e.version, e.expires_at),
-                Value::Str(_) => return None,
-            },
-            None => {
-                let d = self.dead.peek(key)?;
-                let m = d.state.as_ref()?;
-                (m, d.version, m.ttl_at())
-            }
-        };
+        let i = self.store.find(key)?;
+        let e = self.store.at(i);
+        let m = e.merged()?;
+        let expires_at = if e.is_live() { e.at } else { m.ttl_at() };
         let key = Bytes::copy_from_slice(key);
-        match merge_change(&key, m, version, expires_at, seq - 1, LOCAL)? {
+        match merge_change(&key, m, self.store.version(i), expires_at, seq - 1, LOCAL)? {
             Change::Merge(m) => Some(*m),
             _ => None,
         }
@@ -1327,7 +1277,10 @@ impl Shard {
 
     /// The smallest seq in this shard's log above `after`.
     pub fn next_seq_after(&self, after: u64) -> Option<u64> {
-        self.log.range(after + 1..).next().map(|(&s, _)| s)
+        self.store
+            .log_from(after + 1)
+            .next()
+            .map(|i| self.store.at(i).seq)
     }
 
     /// Installs a record read back from disk with the seq it had, iff it is newer than what this
@@ -1342,6 +1295,9 @@ impl Shard {
         what: Restored,
         now: u64,
     ) -> bool {
+        if key.len() > MAX_KEY {
+            return false;
+        }
         if self.merged(&key, now).is_some() {
             // Over a value that merges, a string or a delete joins as it did when it was made.
             let change = match what {
@@ -1369,15 +1325,16 @@ impl Shard {
                     && entry_size(key.len(), value.len()) <= self.limits.max_entry =>
             {
                 let value = Value::Str(value);
-                self.install_live(key, value, version, expires_at, (seq, LOCAL), now);
+                self.install_live(&key, value, version, expires_at, (seq, LOCAL), now);
             }
             Restored::Live { .. } => {
-                self.install_dead(key, version, (seq, LOCAL), DeadKind::Gone, now);
+                self.install_dead(&key, version, (seq, LOCAL), false, now, None);
             }
             Restored::Dead { kind, since_ms }
                 if since_ms.saturating_add(self.limits.dead_ttl_ms) > now =>
             {
-                self.install_dead(key, version, (seq, LOCAL), kind, since_ms);
+                let tombstone = kind == DeadKind::Tombstone;
+                self.install_dead(&key, version, (seq, LOCAL), tombstone, since_ms, None);
             }
             Restored::Dead { .. } => self.floor = self.floor.max(seq),
         }
@@ -1386,6 +1343,9 @@ impl Shard {
 
     /// Joins a merged change read back from disk at the seq it had.
     pub fn restore_merge(&mut self, m: &Merge, seq: u64, now: u64) -> bool {
+        if m.key.len() > MAX_KEY {
+            return false;
+        }
         self.apply_merge(m, LOCAL, now, || seq, false)
     }
 
@@ -1394,88 +1354,88 @@ impl Shard {
         self.floor = self.floor.max(floor);
     }
 
-    /// Calls `f` on every live entry, least recently used first, then on every dead record, oldest
-    /// first, with their seqs: the order that [`restore`](Self::restore) rebuilds the same LRU
-    /// order from.
+    /// Calls `f` on every live entry, least recently used first (S3-FIFO: the main queue, then
+    /// the small one), then on every dead record, oldest first, with their seqs: the order that
+    /// [`restore`](Self::restore) rebuilds the same order from.
     pub fn export<E>(&self, mut f: impl FnMut(u64, Stored<'_>) -> Result<(), E>) -> Result<(), E> {
-        for (key, e) in self.live.iter().rev() {
-            let value = match &e.value {
-                Value::Str(value) => value,
-                Value::Merged(m) => {
-                    if let Some(Change::Merge(m)) =
-                        merge_change(key, m, e.version, e.expires_at, 0, LOCAL)
-                    {
+        let s = &self.store;
+        for i in s.iter_live().chain(s.iter(List::Dead)) {
+            let e = s.at(i);
+            let version = s.version(i);
+            match e.val() {
+                Val::Merged(m) => {
+                    let at = if e.is_live() { e.at } else { m.ttl_at() };
+                    let key = Bytes::copy_from_slice(e.key());
+                    if let Some(Change::Merge(m)) = merge_change(&key, m, version, at, 0, LOCAL) {
                         f(e.seq, Stored::Merged { merge: &m })?;
                     }
-                    continue;
                 }
-            };
-            f(
-                e.seq,
-                Stored::Live {
-                    key,
-                    value,
-                    version: e.version,
-                    expires_at: e.expires_at,
-                },
-            )?;
-        }
-        for (key, d) in self.dead.iter().rev() {
-            if let Some(m) = &d.state {
-                if let Some(Change::Merge(m)) =
-                    merge_change(key, m, d.version, m.ttl_at(), 0, LOCAL)
-                {
-                    f(d.seq, Stored::Merged { merge: &m })?;
-                }
-                continue;
+                Val::Str(value) => f(
+                    e.seq,
+                    Stored::Live {
+                        key: e.key(),
+                        value,
+                        version,
+                        expires_at: e.at,
+                    },
+                )?,
+                Val::None => f(
+                    e.seq,
+                    Stored::Dead {
+                        key: e.key(),
+                        version,
+                        tombstone: e.is_tombstone(),
+                        since_ms: e.at,
+                    },
+                )?,
             }
-            f(
-                d.seq,
-                Stored::Dead {
-                    key,
-                    version: d.version,
-                    tombstone: d.kind == DeadKind::Tombstone,
-                    since_ms: d.since_ms,
-                },
-            )?;
         }
         Ok(())
     }
 
     /// Moves an entry (known to be live) to a `Gone` record because it expired.
     fn expire(&mut self, key: &[u8], now: u64) {
-        if let Some((key, e)) = self.live.pop_entry(key) {
-            self.unaccount(&key, &e);
-            self.counters.expirations += 1;
-            self.report(&key);
-            self.bury(key, e.version, e.seq, DeadKind::Gone, now);
+        if let Some(i) = self.store.live(key) {
+            self.expire_slot(i, now);
         }
+    }
+
+    fn expire_slot(&mut self, i: Idx, now: u64) {
+        self.unaccount(i);
+        self.counters.expirations += 1;
+        self.report(i);
+        self.bury(i, now);
     }
 
     /// Removes every record of `key` (entry or dead record, with their log and expiry records) and
-    /// returns the entry it held.
-    fn clear_key(&mut self, key: &[u8]) -> Option<Live> {
-        if let Some(e) = self.live.pop(key) {
-            self.unaccount(key, &e);
-            self.log.remove(&e.seq);
-            return Some(e);
-        }
-        if let Some(d) = self.dead.pop(key) {
-            self.log.remove(&d.seq);
-        }
-        None
+    /// returns what its live entry held.
+    fn clear_key(&mut self, key: &[u8]) -> Option<Taken> {
+        let i = self.store.find(key)?;
+        self.clear_slot(i)
     }
 
-    fn unaccount(&mut self, key: &[u8], e: &Live) {
-        self.bytes -= entry_size(key.len(), e.value.len());
-        self.unindex_expiry(e.expires_at, e.seq);
-        if let Policy::S3Fifo(p) = &mut self.policy {
-            p.removed(e.slot);
+    fn clear_slot(&mut self, i: Idx) -> Option<Taken> {
+        let live = self.store.at(i).is_live();
+        if live {
+            self.unaccount(i);
+        }
+        let taken = self.store.take(i);
+        live.then_some(taken)
+    }
+
+    /// Takes a live slot out of the byte count, the expiry index and the policy's state.
+    fn unaccount(&mut self, i: Idx) {
+        let e = self.store.at(i);
+        let (size, at, seq) = (entry_size(e.key().len(), e.value_len()), e.at, e.seq);
+        self.bytes -= size;
+        self.unindex_expiry(at, seq);
+        if let Policy::Lfu(p) = &mut self.policy {
+            p.removed(i);
         }
     }
 
     /// Rewrites a live entry in place — promoted, re-indexed, its log record moved to `seq` —
-    /// without taking it out of the LRU and putting it back; returns the seq its record had.
+    /// without taking it out of its list and putting it back; returns the seq its record had.
     /// Hands `value` back if `key` is not live here.
     fn overwrite_live(
         &mut self,
@@ -1486,23 +1446,20 @@ impl Shard {
         (seq, source): (u64, u32),
         now: u64,
     ) -> Result<u64, Value> {
-        let Some(e) = touch(&mut self.live, &mut self.policy, key) else {
+        let Some(i) = touch(&mut self.store, &mut self.policy, key) else {
             return Err(value);
         };
+        let e = self.store.at(i);
         let (old_size, new_size) = (
-            entry_size(key.len(), e.value.len()),
+            entry_size(key.len(), e.value_len()),
             entry_size(key.len(), value.len()),
         );
-        let (old_at, old_seq) = (e.expires_at, e.seq);
-        *e = Live {
-            value,
-            version,
-            expires_at,
-            seq,
-            slot: e.slot,
-        };
+        let (old_at, old_seq) = (e.at, e.seq);
+        self.store.replace(i, value.into());
+        self.store.set_version(i, version);
+        self.store.at_mut(i).at = expires_at;
         self.rewritten(
-            key,
+            i,
             (old_at, old_seq, old_size),
             (expires_at, seq, new_size),
             source,
@@ -1515,7 +1472,7 @@ impl Shard {
     /// record moved to `seq` (from `source`), its bytes re-counted; evicts if it grew.
     fn rewritten(
         &mut self,
-        key: &[u8],
+        i: Idx,
         (old_at, old_seq, old_size): (u64, u64, usize),
         (at, seq, new_size): (u64, u64, usize),
         source: u32,
@@ -1523,14 +1480,7 @@ impl Shard {
     ) {
         self.unindex_expiry(old_at, old_seq);
         self.index_expiry(at, seq);
-        let logged = match self.log.remove(&old_seq) {
-            Some((k, _)) => k,
-            None => {
-                debug_assert!(false, "live entry without its log record");
-                Bytes::copy_from_slice(key)
-            }
-        };
-        self.log.insert(seq, (logged, source));
+        self.store.relog(i, seq, source);
         self.bytes = self.bytes - old_size + new_size;
         if new_size > old_size {
             self.evict_over_limits(seq, now);
@@ -1539,75 +1489,79 @@ impl Shard {
 
     fn install_live(
         &mut self,
-        key: Bytes,
+        key: &[u8],
         value: Value,
         version: Version,
         expires_at: u64,
-        (seq, source): (u64, u32),
+        seq: (u64, u32),
         now: u64,
     ) {
         self.bytes += entry_size(key.len(), value.len());
-        self.index_expiry(expires_at, seq);
-        self.log.insert(seq, (key.clone(), source));
-        let slot = match &mut self.policy {
-            Policy::Lru => Slot::default(),
-            Policy::S3Fifo(p) => p.insert(&key),
-            Policy::Lfu(p) => p.insert(&key),
+        self.index_expiry(expires_at, seq.0);
+        let small = match &mut self.policy {
+            Policy::S3Fifo(p) => p.enters_small(key),
+            _ => false,
         };
-        let replaced = self.live.put(
+        let i = self.store.insert(
             key,
-            Live {
-                value,
-                version,
-                expires_at,
-                seq,
-                slot,
-            },
+            value.into(),
+            version,
+            seq,
+            expires_at,
+            true,
+            false,
+            small,
         );
-        if let (Some(old), Policy::S3Fifo(p)) = (replaced, &mut self.policy) {
-            p.removed(old.slot);
+        if let Policy::Lfu(p) = &mut self.policy {
+            p.insert(i);
         }
-        self.evict_over_limits(seq, now);
-        match &mut self.policy {
-            Policy::S3Fifo(p) => p.compact(&self.live),
-            Policy::Lfu(p) => p.compact(&self.live),
-            Policy::Lru => {}
+        self.evict_over_limits(seq.0, now);
+        if let Policy::Lfu(p) = &mut self.policy {
+            p.compact(&self.store);
         }
     }
 
+    /// Adds a dead record (a tombstone, else a dropped version) made at `since`, then enforces
+    /// the dead-record bound.
     fn install_dead(
         &mut self,
-        key: Bytes,
+        key: &[u8],
         version: Version,
-        (seq, source): (u64, u32),
-        kind: DeadKind,
-        now: u64,
+        seq: (u64, u32),
+        tombstone: bool,
+        since: u64,
+        state: Option<Merged>,
     ) {
-        self.log.insert(seq, (key.clone(), source));
-        self.bury(key, version, seq, kind, now);
+        let put = state.map_or(Put::None, Put::Merged);
+        self.store
+            .insert(key, put, version, seq, since, false, tombstone, false);
+        self.bound_dead();
     }
 
-    /// Adds a dead record whose log record is already in place, then enforces the dead-record bound.
-    fn bury(&mut self, key: Bytes, version: Version, seq: u64, kind: DeadKind, now: u64) {
-        self.dead.put(
-            key,
-            Dead {
-                version,
-                seq,
-                kind,
-                state: None,
-                since_ms: now,
-            },
-        );
-        while self.dead.len() > self.limits.max_dead {
+    /// Turns a live slot (already unaccounted) into a `Gone` record, keeping its version and seq.
+    fn bury(&mut self, i: Idx, now: u64) {
+        self.store.kill(i, false, now, None);
+        self.bound_dead();
+    }
+
+    fn bound_dead(&mut self) {
+        while self.store.len(List::Dead) > self.limits.max_dead {
             self.forget_oldest_dead();
         }
     }
 
     fn forget_oldest_dead(&mut self) {
-        if let Some((_, d)) = self.dead.pop_lru() {
-            self.log.remove(&d.seq);
-            self.floor = self.floor.max(d.seq);
+        if let Some(i) = self.store.front(List::Dead) {
+            let taken = self.store.take(i);
+            self.floor = self.floor.max(taken.seq);
+        }
+    }
+
+    /// Bytes that count against `max_bytes`: the entries, and S3-FIFO's ghosts.
+    fn used_bytes(&self) -> usize {
+        match &self.policy {
+            Policy::S3Fifo(p) => self.bytes + p.ghost_bytes(),
+            _ => self.bytes,
         }
     }
 
@@ -1615,31 +1569,30 @@ impl Shard {
     /// just written (its seq `written`) is never the one evicted (for LRU it is the most recent),
     /// and alone it always fits (sizes are checked before writing).
     fn evict_over_limits(&mut self, written: u64, now: u64) {
-        while (self.live.len() > self.limits.max_entries || self.bytes > self.limits.max_bytes)
-            && self.live.len() > 1
+        while (self.store.live_len() > self.limits.max_entries
+            || self.used_bytes() > self.limits.max_bytes)
+            && self.store.live_len() > 1
         {
-            let victim = match &mut self.policy {
-                Policy::Lru => self.live.pop_lru(),
-                Policy::S3Fifo(p) => match p.pick(&mut self.live, written) {
-                    Pick::Evict(key) => self.live.pop_entry(&key),
-                    Pick::Empty => None,
-                },
-                Policy::Lfu(p) => match p.pick(&self.live, written) {
-                    Pick::Evict(key) => self.live.pop_entry(&key),
-                    Pick::Empty => None,
-                },
+            let picked = match &mut self.policy {
+                Policy::Lru => lru_pick(&self.store, written),
+                Policy::S3Fifo(p) => p.pick(&mut self.store, written),
+                Policy::Lfu(p) => p.pick(&self.store, written),
             };
-            let Some((key, e)) = victim else {
+            let Pick::Evict(i) = picked else {
                 break;
             };
-            self.unaccount(&key, &e);
-            self.report(&key);
-            if e.expires_at <= now {
+            let expired = self.store.at(i).at <= now;
+            self.unaccount(i);
+            if self.report_drops {
+                self.dropped
+                    .push(Bytes::copy_from_slice(self.store.at(i).key()));
+            }
+            if expired {
                 self.counters.expirations += 1;
             } else {
                 self.counters.evictions += 1;
             }
-            self.bury(key, e.version, e.seq, DeadKind::Gone, now);
+            self.bury(i, now);
         }
     }
 }
@@ -1678,22 +1631,21 @@ mod tests {
 
     /// Checks the invariants listed at the top of this module.
     fn check(s: &Shard) {
-        for (k, e) in s.live.iter() {
-            assert!(s.dead.peek(k).is_none(), "key both live and dead");
-            assert_eq!(s.log.get(&e.seq).map(|r| &r.0), Some(k));
-        }
-        for (k, d) in s.dead.iter() {
-            assert_eq!(s.log.get(&d.seq).map(|r| &r.0), Some(k));
-        }
-        assert_eq!(s.log.len(), s.live.len() + s.dead.len());
-        let with_expiry = s.live.iter().filter(|(_, e)| e.expires_at != NEVER).count();
+        s.store.check();
+        let live: Vec<Idx> = s.store.iter_live().collect();
+        let with_expiry = live.iter().filter(|&&i| s.store.at(i).at != NEVER).count();
         assert_eq!(s.expiry.len(), with_expiry);
+        for &i in &live {
+            let e = s.store.at(i);
+            if e.at != NEVER {
+                assert!(s.expiry.contains(&(e.at, e.seq)));
+            }
+        }
         let sum: u128 = s.expiry.iter().map(|&(at, _)| u128::from(at)).sum();
         assert_eq!(s.expiry_sum, sum);
-        let bytes: usize = s
-            .live
+        let bytes: usize = live
             .iter()
-            .map(|(k, e)| entry_size(k.len(), e.value.len()))
+            .map(|&i| entry_size(s.store.at(i).key().len(), s.store.at(i).value_len()))
             .sum();
         assert_eq!(s.bytes, bytes);
     }

@@ -69,6 +69,9 @@ impl Store {
             );
             marks.clear();
         }
+        for cache in caches {
+            cache.restored();
+        }
         let start_seq = max_seq.max(self.lease);
         set_seq(start_seq);
         // Versions issued after the last write that reached the disk are covered by the lease.
