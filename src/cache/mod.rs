@@ -1,8 +1,9 @@
 //! A named cache: the handle applications use — reads, writes, deletes, expiry, loaders, stats —
-//! over a sharded LRU store that keeps the versions and change log replication needs.
+//! over a sharded store that keeps the versions and change log replication needs.
 //!
-//! Keys hash to one of a power-of-two number of shards, each a [`parking_lot::Mutex`] over an
-//! [`lru::LruCache`], so threads working on different keys rarely meet on one lock. Every operation
+//! Keys hash to one of a power-of-two number of shards, each a [`parking_lot::Mutex`] over a
+//! compact slab store (`store.rs`) with its eviction policy, so threads working on different keys
+//! rarely meet on one lock; one hash of a key picks its shard and finds it there. Every operation
 //! here is synchronous except [`Cache::get_or_load`]: a hit or a local write never awaits.
 
 mod change;
@@ -210,7 +211,7 @@ impl Cache {
                 index,
                 mask: n - 1,
                 shards,
-                hasher: foldhash::fast::FixedState::with_seed(0x1eaf_cac4e),
+                hasher: foldhash::fast::FixedState::with_seed(store::KEY_SEED),
                 core,
                 ttl: resolved.ttl,
                 max_entry_bytes,
@@ -307,9 +308,13 @@ impl Cache {
     /// ```
     #[inline]
     pub fn get(&self, key: impl AsRef<[u8]>) -> Option<Bytes> {
+        use std::hash::BuildHasher;
         let key = key.as_ref();
-        let mut shard = self.shard(key).lock();
-        let value = shard.get(key, self.inner.core.hlc.clock());
+        // One hash picks the shard and finds the key in it.
+        let h = self.inner.hasher.hash_one(key);
+        let shard = &self.inner.shards[(h >> 40) as usize & self.inner.mask].0;
+        let mut shard = shard.lock();
+        let value = shard.get(h, key, self.inner.core.hlc.clock());
         if !shard.dropped.is_empty() {
             self.tell(&mut shard, None);
         }

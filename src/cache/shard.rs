@@ -191,7 +191,14 @@ pub(crate) struct Shard {
 /// usable meanwhile.
 #[inline]
 fn touch(store: &mut Store, policy: &mut Policy, key: &[u8]) -> Option<Idx> {
-    let i = store.live(key)?;
+    let h = store.hash(key);
+    touch_hashed(store, policy, h, key)
+}
+
+/// [`touch`] with the key's hash already computed.
+#[inline]
+fn touch_hashed(store: &mut Store, policy: &mut Policy, h: u64, key: &[u8]) -> Option<Idx> {
+    let i = store.live_hashed(h, key)?;
     match policy {
         Policy::Lru => store.move_to_back(i),
         Policy::S3Fifo(_) => {
@@ -425,10 +432,11 @@ impl Shard {
         self.store.settle();
     }
 
-    /// Reads a value, promoting it in LRU order and counting a hit or a miss.
+    /// Reads a value (`h` is the key's hash), promoting it in LRU order and counting a hit or a
+    /// miss.
     #[inline]
-    pub fn get(&mut self, key: &[u8], clock: &Clock) -> Option<Bytes> {
-        match touch(&mut self.store, &mut self.policy, key) {
+    pub fn get(&mut self, h: u64, key: &[u8], clock: &Clock) -> Option<Bytes> {
+        match touch_hashed(&mut self.store, &mut self.policy, h, key) {
             Some(i) => {
                 let e = self.store.at(i);
                 // The clock is read only for entries that can expire.
@@ -1656,10 +1664,10 @@ mod tests {
         let clock = Clock::default();
         s.set("a".into(), "1".into(), v(1, 1), NEVER, 1, 0, false);
         s.set("b".into(), "2".into(), v(2, 1), NEVER, 2, 0, false);
-        assert!(s.get(b"a", &clock).is_some()); // b is now least recently used
+        assert!(s.get(s.store.hash(b"a"), b"a", &clock).is_some()); // b is now least recently used
         s.set("c".into(), "3".into(), v(3, 1), NEVER, 3, 0, false);
         check(&s);
-        assert!(s.get(b"b", &clock).is_none());
+        assert!(s.get(s.store.hash(b"b"), b"b", &clock).is_none());
         assert_eq!(s.counters.evictions, 1);
         let mut out = Vec::new();
         s.changes_in(0, 3, 0, LOCAL, &mut out);

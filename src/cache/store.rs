@@ -26,6 +26,11 @@ use std::hash::BuildHasher;
 use super::merge::Merged;
 use crate::clock::{NodeId, Timestamp, Version};
 
+/// The seed of the key hash. The cache picks a shard from bits 40.. of the same hash, and the
+/// table takes its positions from the low bits and its tags from the top seven, so one hash of a
+/// key serves both.
+pub(crate) const KEY_SEED: u64 = 0x1eaf_cac4e;
+
 /// An index into the slab; [`NIL`] is none.
 pub(crate) type Idx = u32;
 
@@ -303,7 +308,7 @@ impl Default for Store {
             sorted: true,
             last_seq: 0,
             writers: Writers::default(),
-            hasher: foldhash::fast::FixedState::with_seed(0x57_0e5),
+            hasher: foldhash::fast::FixedState::with_seed(KEY_SEED),
         }
     }
 }
@@ -317,7 +322,12 @@ impl Store {
     /// The slot of `key` (live or dead).
     #[inline]
     pub fn find(&self, key: &[u8]) -> Option<Idx> {
-        let h = self.hash(key);
+        self.find_hashed(self.hash(key), key)
+    }
+
+    /// [`find`](Self::find) with the key's hash already computed.
+    #[inline]
+    pub fn find_hashed(&self, h: u64, key: &[u8]) -> Option<Idx> {
         let slots = &self.slots;
         self.table
             .find(h, |&i| slots[i as usize].key() == key)
@@ -327,7 +337,14 @@ impl Store {
     /// The slot of `key` if it is live.
     #[inline]
     pub fn live(&self, key: &[u8]) -> Option<Idx> {
-        self.find(key).filter(|&i| self.slots[i as usize].is_live())
+        self.live_hashed(self.hash(key), key)
+    }
+
+    /// [`live`](Self::live) with the key's hash already computed.
+    #[inline]
+    pub fn live_hashed(&self, h: u64, key: &[u8]) -> Option<Idx> {
+        self.find_hashed(h, key)
+            .filter(|&i| self.slots[i as usize].is_live())
     }
 
     /// The slot of `key` if it is a dead record.
@@ -458,6 +475,24 @@ impl Store {
         key: &[u8],
         put: Put,
         version: Version,
+        seq: (u64, u32),
+        at: u64,
+        live: bool,
+        tombstone: bool,
+        small: bool,
+    ) -> Idx {
+        let h = self.hash(key);
+        self.insert_hashed(h, key, put, version, seq, at, live, tombstone, small)
+    }
+
+    /// [`insert`](Self::insert) with the key's hash already computed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_hashed(
+        &mut self,
+        h: u64,
+        key: &[u8],
+        put: Put,
+        version: Version,
         (seq, source): (u64, u32),
         at: u64,
         live: bool,
@@ -500,7 +535,6 @@ impl Store {
                 (self.slots.len() - 1) as Idx
             }
         };
-        let h = self.hash(key);
         let slots = &self.slots;
         let hasher = &self.hasher;
         self.table
