@@ -44,7 +44,7 @@ pub mod topology;
 pub use cache::merge;
 pub use cache::{
     Cache, CacheConfig, CacheStats, Caches, Change, ENTRY_OVERHEAD, EntryInfo, Eviction, Expiry,
-    Kind, Loader, SetCondition, SetOutcome, Stamped,
+    Kind, Loader, SetCondition, SetOutcome, Stamped, entry_size,
 };
 pub use clock::{Clock, ManualClock, NodeId, Timestamp, Version};
 pub use error::{BoxError, Error, parse_duration};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use leafcache::{Cache, ENTRY_OVERHEAD, Error, Expiry, ManualClock};
+use leafcache::{Cache, Error, Expiry, ManualClock, entry_size};
 
 fn keys(cache: &Cache, names: &[&str]) -> Vec<bool> {
     names.iter().map(|k| cache.contains(k)).collect()
@@ -52,7 +52,7 @@ fn contains_and_peek_do_not_refresh() {
 
 #[test]
 fn byte_capacity_counts_key_value_and_overhead() {
-    let entry = ENTRY_OVERHEAD + 2 + 100; // "k0".."k9" and 100-byte values
+    let entry = entry_size(2, 100); // "k0".."k9" and 100-byte values
     let cache = Cache::builder()
         .maximum_capacity(1_000)
         .max_bytes((3 * entry + entry / 2) as u64)

@@ -323,7 +323,7 @@ async fn key_commands_follow_redis() {
         "ERR An LFU maxmemory policy is not selected",
     );
     let usage = c.cmd("MEMORY USAGE num");
-    assert_eq!(usage, int((3 + 5 + leafcache::ENTRY_OVERHEAD) as i64));
+    assert_eq!(usage, int(leafcache::entry_size(3, 5) as i64));
     assert_eq!(c.cmd("MEMORY USAGE missing"), V::Null);
     assert_eq!(c.cmd("TYPE num"), V::Simple("string".into()));
     assert_eq!(c.cmd("TYPE missing"), V::Simple("none".into()));

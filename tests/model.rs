@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use leafcache::{Cache, ENTRY_OVERHEAD, Error, Expiry, ManualClock};
+use leafcache::{Cache, Error, Expiry, ManualClock, entry_size};
 use proptest::prelude::*;
 
 const NEVER: u64 = u64::MAX;
@@ -89,7 +89,7 @@ struct Model {
 
 impl Model {
     fn size(item: &Item) -> usize {
-        key_name(item.key).len() + item.value.len() + ENTRY_OVERHEAD
+        entry_size(key_name(item.key).len(), item.value.len())
     }
 
     fn bytes(&self) -> usize {
@@ -143,7 +143,7 @@ impl Model {
 
     fn set(&mut self, key: u8, len: usize, ttl: Ttl, now: u64) -> Result<(), ()> {
         let value = vec![key; len];
-        if key_name(key).len() + len + ENTRY_OVERHEAD > self.max_bytes {
+        if entry_size(key_name(key).len(), len) > self.max_bytes {
             return Err(());
         }
         let at = self.expires_at(ttl, now);
@@ -213,7 +213,7 @@ proptest! {
         ops in prop::collection::vec(op(), 1..120),
     ) {
         // A byte limit of a few average entries, so both limits get exercised.
-        let max_bytes = byte_slots.map_or(usize::MAX, |n| n * (ENTRY_OVERHEAD + 5 + 24));
+        let max_bytes = byte_slots.map_or(usize::MAX, |n| n * entry_size(5, 24));
         let clock = ManualClock::new(1_000_000);
         let mut builder = Cache::builder()
             .maximum_capacity(max_entries as u64)
@@ -469,7 +469,7 @@ proptest! {
         byte_slots in prop::option::of(1usize..5),
         ops in prop::collection::vec(op(), 1..150),
     ) {
-        let max_bytes = byte_slots.map_or(usize::MAX, |n| n * (ENTRY_OVERHEAD + 5 + 24));
+        let max_bytes = byte_slots.map_or(usize::MAX, |n| n * entry_size(5, 24));
         let clock = ManualClock::new(1_000_000);
         let mut builder = Cache::builder()
             .maximum_capacity(max_entries as u64)

@@ -46,9 +46,9 @@ use ports::{Recorder, Stored};
 pub use set::Caches;
 pub use set::DEFAULT_CACHE;
 pub(crate) use set::approx_size;
-pub use shard::ENTRY_OVERHEAD;
 pub use shard::Kind;
-pub(crate) use shard::{DeadKind, LOCAL, NEVER, Peeked, Restored, entry_size};
+pub(crate) use shard::{DeadKind, LOCAL, NEVER, Peeked, Restored};
+pub use shard::{ENTRY_OVERHEAD, entry_size};
 use shard::{KeyArg, Limits, Shard, skipped};
 
 /// When an entry expires.

@@ -17,7 +17,7 @@ use super::change::{Change, Stamped};
 use super::merge::{Body, Cell, Counter, Hash, Merge, Merged, ORIGIN, Register, Sum};
 use super::policy::{Eviction, Pick, Policy, lru_pick};
 use super::ports::Stored;
-use super::store::{Entry, Idx, List, MAX_KEY, Put, Store, Taken, Val};
+use super::store::{Entry, INLINE_MAX, Idx, List, MAX_KEY, Put, Store, Taken, Val};
 use crate::clock::{Clock, Version};
 
 /// `expires_at` of an entry that never expires.
@@ -32,20 +32,50 @@ pub(crate) fn skipped(source: u32, skip: u32) -> bool {
     source == skip && skip != LOCAL
 }
 
-/// Bytes accounted for an entry on top of its key and value in byte capacities.
+/// Bytes every entry costs whatever its size: its 72-byte slab slot, and its places in the hash
+/// table and the log array at their load factors. [`entry_size`] adds what its key and value take.
 ///
-/// Measured, not estimated: `cargo bench --bench memory` stores 1M entries (10-byte keys, 64-byte
-/// values) and reads the resident memory they add — 419 bytes each, 345 above the payload. That is
-/// the LRU node (key handle, entry, links: one allocation), its hash-table slot at the table's load
-/// factor, the change-log B-tree record (key handle and source link), the key and value allocations' size classes, and the shared
-/// header a value gets once it has been read. Re-measure when the entry layout changes: the
-/// eviction policy's 16-byte slot in every entry came after this measurement and is not in it.
-pub const ENTRY_OVERHEAD: usize = 345;
+/// Measured, not estimated (`cargo bench --bench memory`): 1M entries of 10-byte keys and 64-byte
+/// values filled into an empty cache add 183 resident bytes each, 87 beside the 96-byte block of
+/// key and value; a cache bounded by `max_bytes` and written four times over, evicting all along,
+/// holds 107 beside it (its table between growths, log holes, freed blocks). 104 keeps both within
+/// a few percent of what `max_bytes` promises. Re-measure when the entry layout changes.
+pub const ENTRY_OVERHEAD: usize = 104;
 
-/// The accounted size of an entry.
+/// The block the allocator hands out for `n` bytes: glibc's malloc adds an 8-byte header and rounds
+/// to 16, 32 at least.
 #[inline]
-pub(crate) fn entry_size(key_len: usize, value_len: usize) -> usize {
-    key_len + value_len + ENTRY_OVERHEAD
+const fn block(n: usize) -> usize {
+    let n = if n + 8 < 32 { 32 } else { n + 8 };
+    n.div_ceil(16) * 16
+}
+
+/// The bytes an entry of a `key_len`-byte key and a `value_len`-byte value is accounted for in
+/// byte capacities (`max_bytes`): what it takes in memory, within a few percent.
+///
+/// A value up to 256 bytes shares one allocation with its key; a longer one is kept as the
+/// `Bytes` it was written with, behind a small box, and read without a copy.
+///
+/// ```
+/// use leafcache::{ENTRY_OVERHEAD, entry_size};
+/// assert_eq!(entry_size(10, 64), ENTRY_OVERHEAD + 96);
+/// assert!(entry_size(10, 1 << 20) > 1 << 20);
+/// ```
+#[inline]
+pub const fn entry_size(key_len: usize, value_len: usize) -> usize {
+    if value_len <= INLINE_MAX {
+        ENTRY_OVERHEAD + block(key_len + value_len)
+    } else {
+        // The key's block, the box of the out-of-line value, the value's buffer and the header
+        // `Bytes` shares it through.
+        ENTRY_OVERHEAD + block(key_len) + block(40) + block(value_len) + 32
+    }
+}
+
+/// Bytes a dead record is accounted for: its slot, table and log places, and its key's block.
+#[inline]
+pub(crate) const fn dead_size(key_len: usize) -> usize {
+    ENTRY_OVERHEAD + block(key_len)
 }
 
 /// A value handed to a write: a string (the common case), or the state of a value that merges.
@@ -173,6 +203,8 @@ pub(crate) struct Shard {
     /// The sum of `expires_at` over `expiry`, for the mean time to live `INFO` reports.
     expiry_sum: u128,
     bytes: usize,
+    /// The sum of [`dead_size`] over the dead records: at most a thirty-second of `max_bytes`.
+    dead_bytes: usize,
     /// Anything at or below this version was purged.
     purged_before: Option<Version>,
     /// Highest seq of a record this shard forgot: a delta from below it is incomplete.
@@ -359,6 +391,7 @@ impl Shard {
             expiry: BTreeSet::new(),
             expiry_sum: 0,
             bytes: 0,
+            dead_bytes: 0,
             purged_before: None,
             floor: 0,
             limits,
@@ -1426,6 +1459,8 @@ impl Shard {
         let live = self.store.at(i).is_live();
         if live {
             self.unaccount(i);
+        } else {
+            self.dead_bytes -= dead_size(self.store.at(i).key().len());
         }
         let taken = self.store.take(i);
         live.then_some(taken)
@@ -1543,23 +1578,35 @@ impl Shard {
         let put = state.map_or(Put::None, Put::Merged);
         self.store
             .insert(key, put, version, seq, since, false, tombstone, false);
+        self.dead_bytes += dead_size(key.len());
         self.bound_dead();
     }
 
     /// Turns a live slot (already unaccounted) into a `Gone` record, keeping its version and seq.
     fn bury(&mut self, i: Idx, now: u64) {
         self.store.kill(i, false, now, None);
+        self.dead_bytes += dead_size(self.store.at(i).key().len());
         self.bound_dead();
     }
 
+    /// Forgets the oldest dead records beyond their count bound, or beyond a thirty-second of a
+    /// byte bound: `max_bytes` bounds the entries, and their dead records within that share.
     fn bound_dead(&mut self) {
-        while self.store.len(List::Dead) > self.limits.max_dead {
+        let max_dead_bytes = if self.limits.max_bytes == usize::MAX {
+            usize::MAX
+        } else {
+            self.limits.max_bytes / 32
+        };
+        while self.store.len(List::Dead) > self.limits.max_dead
+            || (self.dead_bytes > max_dead_bytes && self.store.len(List::Dead) > 0)
+        {
             self.forget_oldest_dead();
         }
     }
 
     fn forget_oldest_dead(&mut self) {
         if let Some(i) = self.store.front(List::Dead) {
+            self.dead_bytes -= dead_size(self.store.at(i).key().len());
             let taken = self.store.take(i);
             self.floor = self.floor.max(taken.seq);
         }
@@ -1656,6 +1703,12 @@ mod tests {
             .map(|&i| entry_size(s.store.at(i).key().len(), s.store.at(i).value_len()))
             .sum();
         assert_eq!(s.bytes, bytes);
+        let dead: usize = s
+            .store
+            .iter(List::Dead)
+            .map(|i| dead_size(s.store.at(i).key().len()))
+            .sum();
+        assert_eq!(s.dead_bytes, dead);
     }
 
     #[test]

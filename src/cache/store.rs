@@ -109,6 +109,8 @@ pub(crate) struct Entry {
 }
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 72);
+// `entry_size` counts the out-of-line box as a 48-byte block.
+const _: () = assert!(std::mem::size_of::<Other>() <= 40);
 
 impl Entry {
     #[inline]
