@@ -6,6 +6,7 @@
 //! rarely meet on one lock; one hash of a key picks its shard and finds it there. Every operation
 //! here is synchronous except [`Cache::get_or_load`]: a hit or a local write never awaits.
 
+mod block;
 mod change;
 pub(crate) mod config;
 pub(crate) mod core;

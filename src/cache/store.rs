@@ -6,8 +6,8 @@
 //! Why not `lru::LruCache` plus side indices: an entry there is a heap node, its key a second
 //! allocation (and a third, a shared handle, once the change log holds a clone), its value a
 //! `Bytes` handle, its version 32 bytes, and its change-log record a B-tree element. Here an
-//! entry is one 72-byte slab slot plus one allocation holding key and value, found through a
-//! 4-byte table slot; BENCHMARKS.md ("Engine v2") has the figures side by side.
+//! entry is one 64-byte slab slot (a cache line) plus one allocation holding key and value,
+//! found through a 4-byte table slot; BENCHMARKS.md ("Engine v2") has the figures side by side.
 //!
 //! Layout of a slot ([`Entry`]): the key and a string value up to [`INLINE_MAX`] bytes in one
 //! boxed slice; larger strings (kept as the caller's `Bytes`, so reads share them) and merged
@@ -23,6 +23,7 @@ use bytes::Bytes;
 use hashbrown::HashTable;
 use std::hash::BuildHasher;
 
+use super::block::Block;
 use super::merge::Merged;
 use crate::clock::{NodeId, Timestamp, Version};
 
@@ -86,10 +87,12 @@ pub(crate) enum Put {
     None,
 }
 
-/// One slot of the slab: a live entry, a dead record, or free.
+/// One slot of the slab: a live entry, a dead record, or free. 64 bytes, aligned to a cache line:
+/// a lookup touches one line of the slab.
+#[repr(align(64))]
 pub(crate) struct Entry {
     /// The key, then the string value if it is inline.
-    data: Box<[u8]>,
+    data: Block,
     other: Option<Box<Other>>,
     /// The version's timestamp.
     ts: u64,
@@ -108,7 +111,7 @@ pub(crate) struct Entry {
     meta: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<Entry>() == 72);
+const _: () = assert!(std::mem::size_of::<Entry>() == 64);
 // `entry_size` counts the out-of-line box as a 48-byte block.
 const _: () = assert!(std::mem::size_of::<Other>() <= 40);
 
@@ -120,7 +123,7 @@ impl Entry {
 
     #[inline]
     pub fn key(&self) -> &[u8] {
-        &self.data[..self.key_len()]
+        &self.data.as_slice()[..self.key_len()]
     }
 
     #[inline]
@@ -155,7 +158,7 @@ impl Entry {
         match self.other.as_deref() {
             Some(Other::Big(b)) => Val::Str(b),
             Some(Other::Merged(m)) => Val::Merged(m),
-            None if self.is_live() => Val::Str(&self.data[self.key_len()..]),
+            None if self.is_live() => Val::Str(&self.data.as_slice()[self.key_len()..]),
             None => Val::None,
         }
     }
@@ -166,7 +169,9 @@ impl Entry {
         match self.other.as_deref() {
             Some(Other::Big(b)) => Some(b.clone()),
             Some(Other::Merged(_)) => None,
-            None if self.is_live() => Some(Bytes::copy_from_slice(&self.data[self.key_len()..])),
+            None if self.is_live() => Some(Bytes::copy_from_slice(
+                &self.data.as_slice()[self.key_len()..],
+            )),
             None => None,
         }
     }
@@ -211,7 +216,7 @@ impl Entry {
 
     fn free() -> Entry {
         Entry {
-            data: Box::default(),
+            data: Block::EMPTY,
             other: None,
             ts: 0,
             seq: 0,
@@ -227,17 +232,12 @@ impl Entry {
 }
 
 /// Builds a slot's `data` and `other` from a key and a value.
-fn layout(key: &[u8], put: Put) -> (Box<[u8]>, Option<Box<Other>>) {
+fn layout(key: &[u8], put: Put) -> (Block, Option<Box<Other>>) {
     match put {
-        Put::Str(v) if v.len() <= INLINE_MAX => {
-            let mut data = Vec::with_capacity(key.len() + v.len());
-            data.extend_from_slice(key);
-            data.extend_from_slice(&v);
-            (data.into_boxed_slice(), None)
-        }
-        Put::Str(v) => (key.into(), Some(Box::new(Other::Big(v)))),
-        Put::Merged(m) => (key.into(), Some(Box::new(Other::Merged(m)))),
-        Put::None => (key.into(), None),
+        Put::Str(v) if v.len() <= INLINE_MAX => (Block::concat(key, &v), None),
+        Put::Str(v) => (Block::concat(key, b""), Some(Box::new(Other::Big(v)))),
+        Put::Merged(m) => (Block::concat(key, b""), Some(Box::new(Other::Merged(m)))),
+        Put::None => (Block::concat(key, b""), None),
     }
 }
 
@@ -561,13 +561,11 @@ impl Store {
         let value = match e.other.map(|o| *o) {
             Some(Other::Big(b)) => Put::Str(b),
             Some(Other::Merged(m)) => Put::Merged(m),
-            None if live => Put::Str(Bytes::copy_from_slice(&e.data[key_len..])),
+            None if live => Put::Str(Bytes::copy_from_slice(&e.data.as_slice()[key_len..])),
             None => Put::None,
         };
-        let mut key = e.data.into_vec();
-        key.truncate(key_len);
         Taken {
-            key: key.into_boxed_slice(),
+            key: e.data.as_slice()[..key_len].into(),
             value,
             seq: e.seq,
             at: e.at,
@@ -582,7 +580,7 @@ impl Store {
             // Same inline length: overwrite in place, no allocation.
             Put::Str(v) if inline_now && v.len() <= INLINE_MAX && e.value_len() == v.len() => {
                 let k = e.key_len();
-                e.data[k..].copy_from_slice(&v);
+                e.data.as_mut_slice()[k..].copy_from_slice(&v);
             }
             put => {
                 let (data, other) = layout(e.key(), put);
@@ -599,9 +597,7 @@ impl Store {
         let e = &mut self.slots[i as usize];
         let k = e.key_len();
         if e.other.is_none() && e.data.len() > k {
-            let mut key = std::mem::take(&mut e.data).into_vec();
-            key.truncate(k);
-            e.data = key.into_boxed_slice();
+            e.data = Block::concat(e.key(), b"");
         }
         e.other = state.map(|m| Box::new(Other::Merged(m)));
         e.meta = (e.meta & KEY_MASK) | if tombstone { F_TOMBSTONE } else { 0 };
