@@ -76,7 +76,10 @@ fn byte_capacity_counts_key_value_and_overhead() {
 
     // One big value that fits evicts as many small ones as it needs.
     let big = entry_size(3, 256);
-    assert!(big > 3 * entry / 2 && big <= 5 * entry / 2, "about two entries' worth");
+    assert!(
+        big > 3 * entry / 2 && big <= 5 * entry / 2,
+        "about two entries' worth"
+    );
     cache.set("big", vec![0u8; 256]).unwrap();
     assert_eq!(
         keys(&cache, &["big", "k7", "k8", "k9"]),

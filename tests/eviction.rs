@@ -149,3 +149,57 @@ fn lfu_keeps_what_is_read_most_and_ages_what_was() {
         "old popularity does not keep keys forever"
     );
 }
+
+#[test]
+fn s3fifo_hits_under_the_shared_lock_count_and_protect_the_entry() {
+    // A hot set read by four threads while a fifth writes new keys through the cache: every read
+    // is counted once, hot entries (read under the shared lock) survive the churn, and an entry
+    // that expired is not returned (the shared path hands it to the exclusive one).
+    let c = cache(Eviction::S3Fifo, 100);
+    for i in 0..20 {
+        c.set(key(i), key(i)).unwrap();
+    }
+    let before = c.stats();
+    let reads = std::thread::scope(|s| {
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut n = 0u64;
+                    for round in 0..2_000 {
+                        let i = round % 20;
+                        assert_eq!(c.get(key(i)).map(|v| v.to_vec()), Some(key(i).into_bytes()));
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        s.spawn(|| {
+            for i in 1_000..3_000 {
+                c.set(key(i), "cold").unwrap();
+            }
+        });
+        readers.into_iter().map(|r| r.join().unwrap()).sum::<u64>()
+    });
+    let after = c.stats();
+    assert_eq!(after.hits - before.hits, reads);
+    assert_eq!(after.misses, before.misses);
+    // The hot set, read all along, is still there after 2,000 cold writes into 100 slots.
+    let kept = (0..20).filter(|&i| c.contains(key(i))).count();
+    assert!(kept >= 18, "only {kept} of 20 hot keys kept");
+
+    let clock = leafcache::ManualClock::new(1_000);
+    let c = Cache::builder()
+        .maximum_capacity(10)
+        .eviction(Eviction::S3Fifo)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    c.set_with_ttl("t", "v", std::time::Duration::from_millis(50))
+        .unwrap();
+    assert!(c.get("t").is_some());
+    clock.advance(std::time::Duration::from_millis(50));
+    assert!(c.get("t").is_none(), "expired");
+    assert_eq!(c.stats().expirations, 1);
+    assert_eq!(c.stats().misses, 1);
+}

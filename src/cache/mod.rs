@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
@@ -116,7 +116,15 @@ fn write_out(pending: Option<&dyn Recorder>) {
 
 /// One shard behind its lock, alone on its cache lines so that two locks never share one.
 #[repr(align(128))]
-struct Padded(Mutex<Shard>);
+struct Padded(RwLock<Shard>);
+
+impl Padded {
+    /// The shard, exclusively: every write, and reads under a policy that reorders on a hit.
+    #[inline]
+    fn lock(&self) -> RwLockWriteGuard<'_, Shard> {
+        self.0.write()
+    }
+}
 
 type Flight = Arc<OnceCell<Result<Bytes, Error>>>;
 
@@ -127,6 +135,8 @@ struct CacheInner {
     shards: Box<[Padded]>,
     /// `shards.len() - 1`; the shard count is a power of two.
     mask: usize,
+    /// Whether hits are served under a shard's shared lock (the policy allows it).
+    shared_hits: bool,
     /// Picks a key's shard; fixed seed so that a key's shard is stable for the process.
     hasher: foldhash::fast::FixedState,
     /// The node's identity, clocks and seq counter, shared by all its caches.
@@ -196,7 +206,7 @@ impl Cache {
             .map(|i| {
                 let max_entries = share(resolved.max_entries, i).max(1);
                 let max_bytes = resolved.max_bytes.map_or(usize::MAX, |b| share(b, i));
-                Padded(Mutex::new(Shard::new(Limits {
+                Padded(RwLock::new(Shard::new(Limits {
                     max_entries,
                     max_bytes,
                     max_entry: max_entry_bytes.min(max_bytes),
@@ -211,6 +221,7 @@ impl Cache {
                 name: name.into(),
                 index,
                 mask: n - 1,
+                shared_hits: resolved.eviction == Eviction::S3Fifo,
                 shards,
                 hasher: foldhash::fast::FixedState::with_seed(store::KEY_SEED),
                 core,
@@ -282,8 +293,8 @@ impl Cache {
     }
 
     #[inline]
-    fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
-        &self.inner.shards[self.shard_index(key)].0
+    fn shard(&self, key: &[u8]) -> &Padded {
+        &self.inner.shards[self.shard_index(key)]
     }
 
     #[inline]
@@ -313,9 +324,16 @@ impl Cache {
         let key = key.as_ref();
         // One hash picks the shard and finds the key in it.
         let h = self.inner.hasher.hash_one(key);
-        let shard = &self.inner.shards[(h >> 40) as usize & self.inner.mask].0;
+        let shard = &self.inner.shards[(h >> 40) as usize & self.inner.mask];
+        let clock = self.inner.core.hlc.clock();
+        if self.inner.shared_hits {
+            // S3-FIFO: readers share the shard; only an expired entry needs it exclusively.
+            if let Some(value) = shard.0.read().get_shared(h, key, clock) {
+                return value;
+            }
+        }
         let mut shard = shard.lock();
-        let value = shard.get(h, key, self.inner.core.hlc.clock());
+        let value = shard.get(h, key, clock);
         if !shard.dropped.is_empty() {
             self.tell(&mut shard, None);
         }
@@ -353,7 +371,7 @@ impl Cache {
     /// Makes the shards list the keys they drop by themselves, for the watcher.
     pub(crate) fn report_drops(&self) {
         for shard in self.inner.shards.iter() {
-            shard.0.lock().report_drops = true;
+            shard.lock().report_drops = true;
         }
     }
 
@@ -443,7 +461,7 @@ impl Cache {
     /// holds, releases the lock and wakes the links.
     fn commit(
         &self,
-        mut shard: MutexGuard<'_, Shard>,
+        mut shard: RwLockWriteGuard<'_, Shard>,
         key: KeyArg<'_>,
         value: Bytes,
         expires_at: u64,
@@ -768,7 +786,7 @@ impl Cache {
         *mark = Some((version, seq, source));
         let core = &self.inner.core;
         for shard in self.inner.shards.iter() {
-            shard.0.lock().purge(version, &mut || core.next_seq());
+            shard.lock().purge(version, &mut || core.next_seq());
         }
     }
 
@@ -776,13 +794,13 @@ impl Cache {
     /// the order they were written to disk, not their seqs').
     pub(crate) fn restored(&self) {
         for shard in self.inner.shards.iter() {
-            shard.0.lock().settle();
+            shard.lock().settle();
         }
     }
 
     /// Restores the floor read from disk.
     pub(crate) fn restore_floor(&self, floor: u64) {
-        self.inner.shards[0].0.lock().restore_floor(floor);
+        self.inner.shards[0].lock().restore_floor(floor);
     }
 
     /// Hands `f` this cache's state with the seqs it was recorded at: purge mark and floor, then
@@ -798,7 +816,7 @@ impl Cache {
         }
         f(self.floor(), Stored::Floor)?;
         for shard in self.inner.shards.iter() {
-            shard.0.lock().export(&mut f)?;
+            shard.lock().export(&mut f)?;
         }
         Ok(())
     }
@@ -810,7 +828,7 @@ impl Cache {
             .shards
             .iter()
             .map(|s| {
-                let mut s = s.0.lock();
+                let mut s = s.lock();
                 s.sweep(now, usize::MAX);
                 self.tell(&mut s, None);
                 s.len()
@@ -834,7 +852,7 @@ impl Cache {
             if done >= budget {
                 break;
             }
-            let mut shard = shard.0.lock();
+            let mut shard = shard.lock();
             done += shard.sweep(now, per_shard.min(budget - done));
             self.tell(&mut shard, None);
         }
@@ -962,7 +980,7 @@ impl Cache {
             let hi = lo.saturating_add((max - out.len()) as u64).min(upto);
             let start = out.len();
             for shard in self.inner.shards.iter() {
-                shard.0.lock().changes_in(lo, hi, since, skip, &mut out);
+                shard.lock().changes_in(lo, hi, since, skip, &mut out);
             }
             if let Some((version, seq, source)) = purge
                 && !skipped(source, skip)
@@ -982,7 +1000,7 @@ impl Cache {
                     .inner
                     .shards
                     .iter()
-                    .filter_map(|s| s.0.lock().next_seq_after(lo))
+                    .filter_map(|s| s.lock().next_seq_after(lo))
                     .chain(purge.map(|(_, s, _)| s).filter(|&s| s > lo))
                     .min();
                 match next {
@@ -1000,7 +1018,7 @@ impl Cache {
         self.inner
             .shards
             .iter()
-            .map(|s| s.0.lock().floor())
+            .map(|s| s.lock().floor())
             .max()
             .unwrap_or(0)
     }
@@ -1013,9 +1031,9 @@ impl Cache {
             ..CacheStats::default()
         };
         for shard in self.inner.shards.iter() {
-            let s = shard.0.lock();
-            st.hits += s.counters.hits;
-            st.misses += s.counters.misses;
+            let s = shard.lock();
+            st.hits += s.counters.hits + s.shared_hits.load(Ordering::Relaxed);
+            st.misses += s.counters.misses + s.shared_misses.load(Ordering::Relaxed);
             st.evictions += s.counters.evictions;
             st.expirations += s.counters.expirations;
             st.entries += s.len() as u64;

@@ -76,7 +76,7 @@ impl Cache {
         let from = rand::random_range(0..=upto);
         let now = self.now_ms();
         (0..shards.len()).find_map(|i| {
-            let shard = shards[(start + i) % shards.len()].0.lock();
+            let shard = shards[(start + i) % shards.len()].lock();
             let key = shard.live_key_from(from)?;
             shard.peek(&key, now).is_some().then_some(key)
         })
@@ -87,7 +87,7 @@ impl Cache {
         let now = u128::from(self.now_ms());
         let (mut keys, mut expires, mut sum) = (0usize, 0usize, 0u128);
         for shard in self.inner.shards.iter() {
-            let s = shard.0.lock();
+            let s = shard.lock();
             let (n, at_sum) = s.expiring();
             keys += s.len();
             expires += n;

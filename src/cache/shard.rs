@@ -10,6 +10,7 @@
 //! - `bytes` is the sum of [`entry_size`] over the live entries.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use bytes::Bytes;
 
@@ -212,6 +213,9 @@ pub(crate) struct Shard {
     floor: u64,
     limits: Limits,
     pub counters: Counters,
+    /// Hits and misses counted under the shared lock (see [`get_shared`](Self::get_shared)).
+    pub shared_hits: AtomicU64,
+    pub shared_misses: AtomicU64,
     /// Whether keys this shard drops by itself (expiry, eviction, purge) are listed in `dropped`,
     /// for the caches' watcher (client-side caching must hear of every change).
     pub report_drops: bool,
@@ -397,6 +401,8 @@ impl Shard {
             floor: 0,
             limits,
             counters: Counters::default(),
+            shared_hits: AtomicU64::new(0),
+            shared_misses: AtomicU64::new(0),
             report_drops: false,
             dropped: Vec::new(),
         }
@@ -487,6 +493,32 @@ impl Shard {
         self.expire(key, clock.now_ms());
         self.counters.misses += 1;
         None
+    }
+
+    /// Whether hits may be served under the shared lock: the policy only raises bits in the
+    /// entry's slot on a hit (S3-FIFO), it does not reorder anything.
+    #[inline]
+    pub fn shared_hits(&self) -> bool {
+        matches!(self.policy, Policy::S3Fifo(_))
+    }
+
+    /// [`get`](Self::get) under the shared lock, for a policy that allows it: the value, a miss
+    /// (`Some(None)`), or `None` if the read needs the exclusive lock (the entry expired, and
+    /// must become a dead record).
+    #[inline]
+    pub fn get_shared(&self, h: u64, key: &[u8], clock: &Clock) -> Option<Option<Bytes>> {
+        debug_assert!(self.shared_hits());
+        let Some(i) = self.store.live_hashed(h, key) else {
+            self.shared_misses.fetch_add(1, Relaxed);
+            return Some(None);
+        };
+        let e = self.store.at(i);
+        if e.at != NEVER && e.at <= clock.now_ms() {
+            return None;
+        }
+        e.hit_shared();
+        self.shared_hits.fetch_add(1, Relaxed);
+        Some(read(e))
     }
 
     /// The live, unexpired slot of `key`.

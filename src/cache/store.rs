@@ -22,6 +22,7 @@
 use bytes::Bytes;
 use hashbrown::HashTable;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use super::block::Block;
 use super::merge::Merged;
@@ -107,8 +108,10 @@ pub(crate) struct Entry {
     next: Idx,
     /// Position in the log array.
     logpos: u32,
-    /// Key length in the low bits, flags above.
-    meta: u32,
+    /// Key length in the low bits, flags above. Atomic only so that a hit under the shard's
+    /// shared lock can raise the S3-FIFO frequency bits; everything else changes it under the
+    /// exclusive lock.
+    meta: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 64);
@@ -117,8 +120,13 @@ const _: () = assert!(std::mem::size_of::<Other>() <= 40);
 
 impl Entry {
     #[inline]
+    fn meta(&self) -> u32 {
+        self.meta.load(Relaxed)
+    }
+
+    #[inline]
     fn key_len(&self) -> usize {
-        (self.meta & KEY_MASK) as usize
+        (self.meta() & KEY_MASK) as usize
     }
 
     #[inline]
@@ -128,29 +136,43 @@ impl Entry {
 
     #[inline]
     pub fn is_live(&self) -> bool {
-        self.meta & F_LIVE != 0
+        self.meta() & F_LIVE != 0
     }
 
     /// Whether a dead record is a tombstone (else a dropped version).
     #[inline]
     pub fn is_tombstone(&self) -> bool {
-        self.meta & F_TOMBSTONE != 0
+        self.meta() & F_TOMBSTONE != 0
     }
 
     #[inline]
     pub fn in_small(&self) -> bool {
-        self.meta & F_SMALL != 0
+        self.meta() & F_SMALL != 0
     }
 
     /// S3-FIFO: reads since the entry entered its queue or last went round, at most 3.
     #[inline]
     pub fn freq(&self) -> u8 {
-        (self.meta >> FREQ_SHIFT) as u8
+        (self.meta() >> FREQ_SHIFT) as u8
     }
 
     #[inline]
     pub fn set_freq(&mut self, f: u8) {
-        self.meta = (self.meta & !(3 << FREQ_SHIFT)) | (u32::from(f.min(3)) << FREQ_SHIFT);
+        let m = self.meta.get_mut();
+        *m = (*m & !(3 << FREQ_SHIFT)) | (u32::from(f.min(3)) << FREQ_SHIFT);
+    }
+
+    /// A hit under the shared lock: raises the frequency by one unless it is at 3 already (a hot
+    /// entry's line is then only read). A raise lost to another reader's is a hit not counted in
+    /// the frequency, which S3-FIFO tolerates.
+    #[inline]
+    pub fn hit_shared(&self) {
+        let m = self.meta();
+        if m >> FREQ_SHIFT < 3 {
+            let _ = self
+                .meta
+                .compare_exchange(m, m + (1 << FREQ_SHIFT), Relaxed, Relaxed);
+        }
     }
 
     #[inline]
@@ -226,7 +248,7 @@ impl Entry {
             prev: NIL,
             next: NIL,
             logpos: NIL,
-            meta: 0,
+            meta: AtomicU32::new(0),
         }
     }
 }
@@ -460,12 +482,8 @@ impl Store {
     /// Moves a live slot between S3-FIFO's queues, to the back of the other one.
     pub fn set_small(&mut self, i: Idx, small: bool) {
         self.unlink(i);
-        let e = &mut self.slots[i as usize];
-        e.meta = if small {
-            e.meta | F_SMALL
-        } else {
-            e.meta & !F_SMALL
-        };
+        let m = self.slots[i as usize].meta.get_mut();
+        *m = if small { *m | F_SMALL } else { *m & !F_SMALL };
         self.link_back(i);
     }
 
@@ -525,7 +543,7 @@ impl Store {
             prev: NIL,
             next: NIL,
             logpos: NIL,
-            meta,
+            meta: AtomicU32::new(meta),
         };
         let i = match self.free.pop() {
             Some(i) => {
@@ -600,7 +618,8 @@ impl Store {
             e.data = Block::concat(e.key(), b"");
         }
         e.other = state.map(|m| Box::new(Other::Merged(m)));
-        e.meta = (e.meta & KEY_MASK) | if tombstone { F_TOMBSTONE } else { 0 };
+        let m = e.meta.get_mut();
+        *m = (*m & KEY_MASK) | if tombstone { F_TOMBSTONE } else { 0 };
         e.at = since;
         self.link_back(i);
     }
@@ -707,7 +726,7 @@ impl Store {
     pub fn check(&self) {
         let mut held = 0;
         for (i, e) in self.slots.iter().enumerate() {
-            if e.meta == 0 && e.logpos == NIL {
+            if e.meta() == 0 && e.logpos == NIL {
                 assert!(
                     self.free.contains(&(i as Idx)),
                     "slot {i} neither used nor free"

@@ -310,7 +310,7 @@ impl Cache {
     pub(crate) fn restamp_merged(&self) {
         let core = &self.inner.core;
         for shard in self.inner.shards.iter() {
-            shard.0.lock().restamp_merged(&mut || core.next_seq());
+            shard.lock().restamp_merged(&mut || core.next_seq());
         }
     }
 
