@@ -10,6 +10,7 @@ mod block;
 mod change;
 pub(crate) mod config;
 pub(crate) mod core;
+mod expiry;
 pub(crate) mod groups;
 mod loader;
 pub mod merge;

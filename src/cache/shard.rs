@@ -5,16 +5,16 @@
 //!
 //! Invariants kept by every method (the store checks its own in tests):
 //! - a key has at most one slot, live or dead, and every slot is on the log at its seq;
-//! - `expiry` holds `(expires_at, seq)` for exactly the live entries that have an expiry, and
-//!   `expiry_sum` is the sum of their `expires_at`;
+//! - `expiry` holds `(expires_at, seq)` for every live entry that has an expiry (and stale
+//!   elements of entries since rewritten or removed), and counts exactly the live ones;
 //! - `bytes` is the sum of [`entry_size`] over the live entries.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use bytes::Bytes;
 
 use super::change::{Change, Stamped};
+use super::expiry::Expiry;
 use super::merge::{Body, Cell, Counter, Hash, Merge, Merged, ORIGIN, Register, Sum};
 use super::policy::{Eviction, Pick, Policy, lru_pick};
 use super::ports::Stored;
@@ -200,10 +200,9 @@ pub(crate) struct Shard {
     /// Entries and dead records, their lists and their log (see [`Store`]).
     store: Store,
     policy: Policy,
-    /// `(expires_at, seq)` of every live entry with an expiry, in the order they expire.
-    expiry: BTreeSet<(u64, u64)>,
-    /// The sum of `expires_at` over `expiry`, for the mean time to live `INFO` reports.
-    expiry_sum: u128,
+    /// `(expires_at, seq)` of every live entry with an expiry, in the order they expire (with
+    /// stale elements it drops as it meets them).
+    expiry: Expiry,
     bytes: usize,
     /// The sum of [`dead_size`] over the dead records: at most a thirty-second of `max_bytes`.
     dead_bytes: usize,
@@ -393,8 +392,7 @@ impl Shard {
         Shard {
             store: Store::default(),
             policy: Policy::new(limits.eviction, limits.max_entries),
-            expiry: BTreeSet::new(),
-            expiry_sum: 0,
+            expiry: Expiry::default(),
             bytes: 0,
             dead_bytes: 0,
             purged_before: None,
@@ -411,7 +409,7 @@ impl Shard {
     /// How many live entries have an expiry, and the sum of their expiry instants (ms): with the
     /// count, the mean time to live.
     pub fn expiring(&self) -> (usize, u128) {
-        (self.expiry.len(), self.expiry_sum)
+        self.expiry.stats()
     }
 
     /// The key of the first live entry in log order at or after `seq`, wrapping to the start: a
@@ -432,14 +430,23 @@ impl Shard {
     }
 
     fn index_expiry(&mut self, at: u64, seq: u64) {
-        if at != NEVER && self.expiry.insert((at, seq)) {
-            self.expiry_sum += u128::from(at);
+        if at != NEVER {
+            self.expiry.add(at, seq);
         }
     }
 
-    fn unindex_expiry(&mut self, at: u64, seq: u64) {
-        if at != NEVER && self.expiry.remove(&(at, seq)) {
-            self.expiry_sum -= u128::from(at);
+    /// The entry of `(at, _)` leaves the index: its element goes stale, to be dropped when met.
+    fn unindex_expiry(&mut self, at: u64, _seq: u64) {
+        if at != NEVER {
+            self.expiry.remove(at);
+            if self.expiry.wants_rebuild() {
+                let s = &self.store;
+                let live = s
+                    .iter_live()
+                    .map(|i| (s.at(i).at, s.at(i).seq))
+                    .filter(|&(at, _)| at != NEVER);
+                self.expiry.rebuild(live);
+            }
         }
     }
 
@@ -1255,14 +1262,19 @@ impl Shard {
         let mut done = 0;
         while done < budget {
             match self.expiry.first() {
-                Some(&(at, seq)) if at <= now => {
-                    // Unindex first, so that a broken index can never make this loop spin.
-                    self.unindex_expiry(at, seq);
-                    if let Some(i) = self.store.by_seq(seq)
-                        && self.store.at(i).is_live()
-                    {
-                        self.expire_slot(i, now);
-                    }
+                Some((at, seq)) if at <= now => {
+                    // Taken first, so that a broken index can never make this loop spin.
+                    self.expiry.pop();
+                    let Some(i) = self
+                        .store
+                        .by_seq(seq)
+                        .filter(|&i| self.store.at(i).is_live() && self.store.at(i).at == at)
+                    else {
+                        // Stale: that entry was rewritten or removed since.
+                        continue;
+                    };
+                    self.expiry.remove(at);
+                    self.expire_slot_indexed(i, now);
                     done += 1;
                 }
                 _ => break,
@@ -1476,6 +1488,20 @@ impl Shard {
 
     fn expire_slot(&mut self, i: Idx, now: u64) {
         self.unaccount(i);
+        self.expired(i, now);
+    }
+
+    /// [`expire_slot`](Self::expire_slot) of an entry whose deadline the sweep took off the index.
+    fn expire_slot_indexed(&mut self, i: Idx, now: u64) {
+        let e = self.store.at(i);
+        self.bytes -= entry_size(e.key().len(), e.value_len());
+        if let Policy::Lfu(p) = &mut self.policy {
+            p.removed(i);
+        }
+        self.expired(i, now);
+    }
+
+    fn expired(&mut self, i: Idx, now: u64) {
         self.counters.expirations += 1;
         self.report(i);
         self.bury(i, now);
@@ -1717,20 +1743,35 @@ mod tests {
         }
     }
 
+    #[test]
+    fn rewrites_of_expiring_keys_leave_a_bounded_index_and_expire_once() {
+        let mut s = shard(100);
+        for n in 1..=5_000u64 {
+            let key = format!("k{}", n % 3);
+            s.set(key.into(), "v".into(), v(n, 1), 10_000 + n, n, 0, false);
+            assert!(s.expiry.held() <= 2 * 3 + 1024 + 1, "{}", s.expiry.held());
+        }
+        check(&s);
+        assert_eq!(s.expiring().0, 3);
+        // Nothing is due before the earliest deadline; then each live entry expires once.
+        assert_eq!(s.sweep(10_000 + 4_997, usize::MAX), 0);
+        assert_eq!(s.sweep(20_000, usize::MAX), 3);
+        assert_eq!(s.len(), 0);
+        assert_eq!(s.counters.expirations, 3);
+        assert_eq!(s.expiring(), (0, 0));
+        check(&s);
+    }
+
     /// Checks the invariants listed at the top of this module.
     fn check(s: &Shard) {
         s.store.check();
         let live: Vec<Idx> = s.store.iter_live().collect();
-        let with_expiry = live.iter().filter(|&&i| s.store.at(i).at != NEVER).count();
-        assert_eq!(s.expiry.len(), with_expiry);
-        for &i in &live {
-            let e = s.store.at(i);
-            if e.at != NEVER {
-                assert!(s.expiry.contains(&(e.at, e.seq)));
-            }
-        }
-        let sum: u128 = s.expiry.iter().map(|&(at, _)| u128::from(at)).sum();
-        assert_eq!(s.expiry_sum, sum);
+        let deadlines = live
+            .iter()
+            .map(|&i| s.store.at(i).at)
+            .filter(|&at| at != NEVER);
+        let sum: u128 = deadlines.clone().map(u128::from).sum();
+        assert_eq!(s.expiry.stats(), (deadlines.count(), sum));
         let bytes: usize = live
             .iter()
             .map(|&i| entry_size(s.store.at(i).key().len(), s.store.at(i).value_len()))
