@@ -15,19 +15,7 @@ cd "$(dirname "$0")/.."
 KEYS=${KEYS:-1000000}
 ROUNDS=${ROUNDS:-3}
 
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
-
-cargo build --release --quiet
-BIN=target/release/leafcache
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+. benches/support/redis.sh
 rss() { awk '/VmRSS/ { print $2 * 1024 }' "/proc/$1/status"; }
 wait_up() {
     for _ in $(seq 200); do

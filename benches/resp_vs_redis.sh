@@ -17,20 +17,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 REQUESTS=${REQUESTS:-200000}
 
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
-
-cargo build --release --quiet
-BIN=target/release/leafcache
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-        shuf -i 20000-60000 -n 1
-}
+. benches/support/redis.sh
 
 REDIS_PORT=$(free_port)
 LEAF_PORT=$(free_port)
