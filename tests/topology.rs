@@ -443,3 +443,34 @@ async fn a_leaf_dials_its_hubs_advertised_address() {
     assert_eq!(w.len(), 1, "one warning per hub, at its listen: {w:?}");
     assert_eq!((w[0].line - 3, w[0].column), (3, 10));
 }
+
+#[test]
+fn every_schema_error_is_reported_at_once_at_its_own_line() {
+    let e = parse(
+        r#"
+[defaults]
+capacty = 5000
+ttl = true
+
+[[node]]
+name = "hub"
+listen = "127.0.0.1:7000"
+lissen = "127.0.0.1:7001"
+"#,
+    )
+    .expect_err("invalid");
+    let found: Vec<(usize, String)> = e
+        .diagnostics()
+        .iter()
+        .map(|d| (d.line - 3, d.message.clone()))
+        .collect();
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert_eq!(found[0].0, 3);
+    assert!(found[0].1.contains("capacty"), "{found:?}");
+    assert_eq!(found[1].0, 4);
+    assert_eq!(found[2].0, 9);
+    assert!(found[2].1.contains("lissen"), "{found:?}");
+    // A syntax error still stops at the first: nothing after it can be read.
+    let e = parse("[defaults\ncapacty = 1\n").expect_err("invalid");
+    assert_eq!(e.diagnostics().len(), 1);
+}

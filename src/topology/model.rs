@@ -217,23 +217,16 @@ impl Topology {
     /// relative paths; it is not read).
     ///
     /// # Errors
-    /// [`TopologyError::Invalid`] with every problem found: a TOML syntax error or a value of the
-    /// wrong type stops at the first; the rest (unknown hub, a cycle, a node that is its own hub,
-    /// duplicate names or addresses, no secret) are all reported.
+    /// [`TopologyError::Invalid`] with every problem found. A TOML syntax error stops at the
+    /// first; every schema error (an unknown key, a value of the wrong type) is reported at once;
+    /// then, in a file free of those, every other problem (unknown hub, a cycle, a node that is its
+    /// own hub, duplicate names or addresses, no secret).
     pub fn parse(text: &str, path: impl AsRef<Path>) -> Result<Topology, TopologyError> {
         let source = Source {
             path: path.as_ref(),
             text,
         };
-        let raw: RawFile = toml::from_str(text).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            TopologyError::Invalid(vec![Diagnostic::at(
-                &source,
-                span,
-                e.message().to_string(),
-                None,
-            )])
-        })?;
+        let raw = read_raw(&source)?;
         Checker::new(&source).check(raw)
     }
 
@@ -588,4 +581,48 @@ pub(super) fn describe(node: &NodeSpec) -> String {
         s.push_str(&format!(" hub={a}"));
     }
     s
+}
+
+/// Schema errors reported at most, per file.
+const MAX_SCHEMA_ERRORS: usize = 50;
+
+/// The file's tables, or every schema error in it: after each error, the line it is on is blanked
+/// (offsets kept, so the next error's position is the file's) and the file read again, until it
+/// reads, or an error is not on a line of its own (a syntax error, a missing key, a broken table).
+fn read_raw(source: &Source<'_>) -> Result<RawFile, TopologyError> {
+    let mut text = source.text.to_string();
+    let mut found = Vec::new();
+    loop {
+        let e = match toml::from_str::<RawFile>(&text) {
+            Ok(raw) if found.is_empty() => return Ok(raw),
+            Ok(_) => return Err(TopologyError::Invalid(found)),
+            Err(e) => e,
+        };
+        let span = e.span().unwrap_or(0..0);
+        found.push(Diagnostic::at(
+            source,
+            span.clone(),
+            e.message().to_string(),
+            None,
+        ));
+        let line_start = text[..span.start.min(text.len())]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
+        let line_end = text[line_start..]
+            .find('\n')
+            .map_or(text.len(), |i| line_start + i);
+        let syntax = text.parse::<toml::Table>().is_err();
+        let own_line =
+            span.end <= line_end && !text[line_start..line_end].trim_start().starts_with('[');
+        if syntax || span.is_empty() || !own_line || found.len() >= MAX_SCHEMA_ERRORS {
+            return Err(TopologyError::Invalid(found));
+        }
+        // Blank the line, keeping every byte offset (and newline) where it was; if that breaks
+        // the syntax (the line was part of a longer value), what was found is all there is.
+        let blank = " ".repeat(line_end - line_start);
+        text.replace_range(line_start..line_end, &blank);
+        if text.parse::<toml::Table>().is_err() {
+            return Err(TopologyError::Invalid(found));
+        }
+    }
 }
