@@ -576,3 +576,65 @@ flush = "{flush}"
     drop(proxy);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `serve` refuses what cannot work before starting, naming its own flags, and keeps its data
+/// under `--root` across a restart.
+#[test]
+fn serve_refuses_settings_that_cannot_work_and_keeps_a_root() {
+    let (code, _, err) = run(&["serve", "--listen", "0.0.0.0:0", "--resp", "127.0.0.1:0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--listen 0.0.0.0:0") && err.contains("--secret"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["serve", "--max-bytes", "10"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--max-bytes 10 holds no entry") && err.contains("give at least"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["serve", "--capacity", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--capacity"), "{err}");
+    let (code, _, err) = run(&["serve", "--snapshot", "5m"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--root"), "{err}");
+    let (code, _, err) = run(&["serve", "--ttl", "soon"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--ttl"), "{err}");
+
+    let dir = temp_dir("serve-root");
+    let root = dir.join("data");
+    let root = root.to_str().unwrap();
+    let start = || {
+        let p = Proc::spawn(&[
+            "serve",
+            "--name",
+            "s1",
+            "--resp",
+            "127.0.0.1:0",
+            "--root",
+            root,
+            "--flush",
+            "always",
+            "--snapshot",
+            "1h",
+        ]);
+        let lines = p.until("s1", |l| l.starts_with("s1"));
+        let resp = address(&lines, "s1", "resp");
+        (p, resp)
+    };
+    let (p, resp) = start();
+    let mut conn = redis_at(&resp);
+    redis::cmd("SET")
+        .arg("kept")
+        .arg("yes")
+        .query::<()>(&mut conn)
+        .unwrap();
+    p.signal("-KILL");
+    p.wait();
+    let (_p, resp) = start();
+    let mut conn = redis_at(&resp);
+    assert_eq!(get(&mut conn, "kept").as_deref(), Some("yes"));
+    std::fs::remove_dir_all(dir).ok();
+}

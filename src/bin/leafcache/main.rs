@@ -149,23 +149,42 @@ struct ServeArgs {
     #[arg(long)]
     cluster: Option<String>,
     /// Entries the default cache holds.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     capacity: u64,
     /// Bytes the default cache holds: a number or "256MiB", "1GB".
     #[arg(long, value_parser = parse_size)]
     max_bytes: Option<u64>,
     /// Default time to live: "120s", "30m", "1d".
-    #[arg(long)]
-    ttl: Option<String>,
+    #[arg(long, value_parser = parse_interval)]
+    ttl: Option<std::time::Duration>,
     /// How the full cache chooses what to evict: "lru" (default), "lfu" or "s3fifo".
     #[arg(long, value_parser = |s: &str| s.parse::<leafcache::Eviction>().map_err(|e| e.to_string()))]
     eviction: Option<leafcache::Eviction>,
     /// A link silent this long is down: "5s".
+    #[arg(long, value_parser = parse_interval)]
+    connection_timeout: Option<std::time::Duration>,
+    /// Keep the node's data under this directory (snapshot and op log): it restarts with it.
     #[arg(long)]
-    connection_timeout: Option<String>,
+    root: Option<std::path::PathBuf>,
+    /// How often to write a snapshot under --root: "5m" (the default), "30s".
+    #[arg(long, requires = "root", value_parser = parse_interval)]
+    snapshot: Option<std::time::Duration>,
+    /// When changes reach the op log's file: "always", "never", or an interval ("100ms", the
+    /// default).
+    #[arg(long, requires = "root", value_parser = |s: &str| s.parse::<leafcache::Flush>().map_err(|e| e.to_string()))]
+    flush: Option<leafcache::Flush>,
     /// Log filter, e.g. "info" or "leafcache=debug" (or RUST_LOG).
     #[arg(long, default_value = "info")]
     loglevel: String,
+}
+
+/// A duration on the command line, above zero: `"30s"`, `"5m"`.
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be above zero".into());
+    }
+    Ok(d)
 }
 
 /// A byte size on the command line: `1048576`, `"256MiB"`, `"1GB"`.
@@ -373,15 +392,75 @@ fn first_line(d: &impl std::fmt::Display) -> String {
     d.to_string().lines().next().unwrap_or_default().to_string()
 }
 
+/// Whether a listen address stays on this host: a Unix socket, or a loopback address.
+fn stays_local(address: &str) -> bool {
+    if address.starts_with("unix:") {
+        return true;
+    }
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The settings of `serve` that cannot work, refused before anything starts, in the flags' names.
+fn check_serve(args: &ServeArgs) -> Result<(), String> {
+    if let Some(listen) = &args.listen
+        && args.secret.is_none()
+    {
+        if !stays_local(listen) {
+            return Err(format!(
+                "--listen {listen} accepts leaves from other hosts, and no --secret is set: give \
+                 --secret (or LEAFCACHE_SECRET), which every leaf must prove it knows"
+            ));
+        }
+        tracing::warn!(
+            listen = %listen,
+            "a hub without --secret: any process on this host can link to it"
+        );
+    }
+    if let Some(max_bytes) = args.max_bytes {
+        // The smallest entry worth a cache: a 16-byte key and a 64-byte value.
+        let smallest = leafcache::entry_size(16, 64);
+        let limit = |bytes: u64| {
+            Cache::builder()
+                .maximum_capacity(args.capacity)
+                .max_bytes(bytes)
+                .build()
+                .map(|c| c.max_entry_bytes())
+                .map_err(|e| format!("--max-bytes {bytes}: {e}"))
+        };
+        if limit(max_bytes)? < smallest {
+            // The least budget that takes it (the entry limit is the budget over its shards).
+            let mut least = smallest as u64;
+            while limit(least)? < smallest {
+                least *= 2;
+            }
+            return Err(format!(
+                "--max-bytes {max_bytes} holds no entry: the largest entry it takes is {} bytes, \
+                 and a 16-byte key with a 64-byte value needs {smallest} (each entry costs {} bytes \
+                 beside its key and value); give at least {least}",
+                limit(max_bytes)?,
+                leafcache::ENTRY_OVERHEAD,
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn serve(args: ServeArgs) -> CliResult {
     init_logging(&args.loglevel)?;
+    check_serve(&args)?;
     runtime()?.block_on(async move {
         let settings = CacheTableConfig {
             capacity: Some(args.capacity),
             max_bytes: args.max_bytes,
-            ttl: (args.ttl.as_deref())
-                .map(|t| leafcache::parse_duration("ttl", t))
-                .transpose()?,
+            ttl: args.ttl,
             tombstone_ttl: None,
             eviction: args.eviction,
         };
@@ -415,6 +494,15 @@ fn serve(args: ServeArgs) -> CliResult {
         }
         if let Some(t) = args.connection_timeout {
             builder = builder.connection_timeout(t);
+        }
+        if let Some(root) = args.root {
+            builder = builder.root(root);
+        }
+        if let Some(every) = args.snapshot {
+            builder = builder.snapshot_interval(every);
+        }
+        if let Some(flush) = args.flush {
+            builder = builder.flush(flush);
         }
         let node = builder.build()?;
         println!("{}", status::describe(&node));
