@@ -603,6 +603,24 @@ fn serve_refuses_settings_that_cannot_work_and_keeps_a_root() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--ttl"), "{err}");
 
+    // Exit statuses of the client commands: 0 found or done, 1 not found, 2 an error.
+    let p = Proc::spawn(&["serve", "--name", "s0", "--http", "127.0.0.1:0"]);
+    let lines = p.until("s0", |l| l.starts_with("s0"));
+    let node = address(&lines, "s0", "http");
+    let at = ["--node", node.as_str()];
+    let cmd = |args: &[&str]| run(&[args, &at[..]].concat()).0;
+    assert_eq!(cmd(&["get", "missing"]), 1);
+    assert_eq!(cmd(&["del", "missing"]), 1);
+    assert_eq!(cmd(&["set", "k", "v"]), 0);
+    assert_eq!(cmd(&["get", "k"]), 0);
+    assert_eq!(
+        cmd(&["get", "k", "--cache", "nope"]),
+        2,
+        "an unknown cache is an error"
+    );
+    assert_eq!(cmd(&["del", "k"]), 0);
+    drop(p);
+
     let dir = temp_dir("serve-root");
     let root = dir.join("data");
     let root = root.to_str().unwrap();

@@ -236,7 +236,13 @@ async fn the_rest_api_reads_writes_and_purges() {
         http.delete("/v1/caches/pages/keys/home").json()["deleted"],
         false
     );
+    let misses = node.cache("pages").unwrap().stats().misses;
     assert_eq!(http.get("/v1/caches/pages/keys/home").code(), "not_found");
+    assert_eq!(
+        node.cache("pages").unwrap().stats().misses,
+        misses + 1,
+        "a REST miss counts as one"
+    );
 
     // The cache list, then a purge.
     let list = http.get("/v1/caches").json();
@@ -540,13 +546,19 @@ async fn the_cli_client_reads_and_writes_through_a_node() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("404") && err.contains("no key"), "{err}");
     assert_eq!(cli(&["del", "user/1"]).1, "deleted\n");
-    assert_eq!(cli(&["del", "user/1"]).1, "not found\n");
+    let (code, _, err) = cli(&["del", "user/1"]);
+    assert_eq!(code, Some(1), "a key not there: 1, as for get");
+    assert!(err.contains("no key \"user/1\""), "{err}");
     let stats: Value = serde_json::from_str(&cli(&["stats"]).1).unwrap();
     assert_eq!(stats["caches"][0]["name"], "default");
     let topo: Value = serde_json::from_str(&cli(&["topology"]).1).unwrap();
     assert_eq!(topo["node"]["role"], "standalone");
     let (code, _, err) = cli(&["get", "k", "--cache", "nope"]);
-    assert_eq!(code, Some(1));
+    assert_eq!(
+        code,
+        Some(2),
+        "a cache the node does not have is an error, not a miss"
+    );
     assert!(err.contains("unknown cache"), "{err}");
     node.shutdown().await;
 }

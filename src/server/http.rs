@@ -297,15 +297,16 @@ async fn get_key(
 ) -> ApiResult<Response> {
     let Path((cache, key)) = path?;
     let cache = cache_of(&node, Some(&cache))?;
-    // `peek` for the expiry, then `get` so that the read counts and refreshes LRU order.
     if cache.kind(&key) == Some(Kind::Hash) {
         return hash_response(&cache, &key);
     }
-    match cache
-        .peek(&key)
-        .and_then(|e| cache.get(&key).map(|v| (v, e.expires_at)))
-    {
-        Some((v, at)) => Ok(value_response(v, at)),
+    // `get` first, so that a miss counts as one (and a hit refreshes LRU order); then `peek`
+    // for the expiry header.
+    match cache.get(&key) {
+        Some(v) => {
+            let at = cache.peek(&key).and_then(|e| e.expires_at);
+            Ok(value_response(v, at))
+        }
         None => Err(not_found(&key, &cache)),
     }
 }

@@ -100,14 +100,27 @@ fn encode(s: &str) -> String {
 }
 
 /// The error message of a non-2xx answer: the JSON error's message, else the body.
-fn failure(mut response: Response<ureq::Body>) -> Box<dyn std::error::Error> {
+fn failure(response: Response<ureq::Body>) -> Box<dyn std::error::Error> {
+    failure_code(response).1
+}
+
+/// [`failure`], with the JSON error's code (`not_found`, `unknown_cache`, ...) if it has one.
+fn failure_code(mut response: Response<ureq::Body>) -> (String, Box<dyn std::error::Error>) {
     let status = response.status();
     let body = response.body_mut().read_to_string().unwrap_or_default();
-    let message = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
+    let json = serde_json::from_str::<serde_json::Value>(&body).ok();
+    let code = json
+        .as_ref()
+        .and_then(|v| v["error"]["code"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let message = json
         .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
         .unwrap_or(body);
-    format!("the node answered {status}: {message}").into()
+    (
+        code,
+        format!("the node answered {status}: {message}").into(),
+    )
 }
 
 pub fn get(target: &Target, key: &str) -> CliResult {
@@ -128,12 +141,14 @@ pub fn get(target: &Target, key: &str) -> CliResult {
             }
             Ok(ExitCode::SUCCESS)
         }
-        404 => {
-            let err = failure(response);
-            eprintln!("leafcache: {err}");
-            // Like grep: 1 for "not found", 2 for errors.
-            Ok(ExitCode::from(1))
-        }
+        404 => match failure_code(response) {
+            // Like grep: 1 for "not found", 2 for errors (a cache the node does not have is one).
+            (code, err) if code == "not_found" => {
+                eprintln!("leafcache: {err}");
+                Ok(ExitCode::from(1))
+            }
+            (_, err) => Err(err),
+        },
         _ => Err(failure(response)),
     }
 }
@@ -155,17 +170,16 @@ pub fn set(target: &Target, key: &str, value: &str, ttl: Option<&str>) -> CliRes
     }
 }
 
+/// Deletes a key: 0 if it was there, 1 if it was not (as `get`), 2 on errors.
 pub fn del(target: &Target, key: &str) -> CliResult {
     let body = target.json(target.agent()?.delete(target.key_url(key)))?;
-    println!(
-        "{}",
-        if body["deleted"] == true {
-            "deleted"
-        } else {
-            "not found"
-        }
-    );
-    Ok(ExitCode::SUCCESS)
+    if body["deleted"] == true {
+        println!("deleted");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("leafcache: no key {key:?}");
+        Ok(ExitCode::from(1))
+    }
 }
 
 /// Prints a JSON endpoint, pretty.

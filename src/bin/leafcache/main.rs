@@ -19,7 +19,9 @@ use leafcache::{Cache, Error, Node};
 #[command(
     name = "leafcache",
     version,
-    about = "A hub/leaf replicated LRU cache with time expiration"
+    about = "A hub/leaf replicated LRU cache with time expiration",
+    after_help = "Exit status: 0 found or done; 1 not found (get, del); 2 an error (bad input, \
+                  an unreachable node, a cache the node does not have)."
 )]
 struct Cli {
     #[command(subcommand)]
