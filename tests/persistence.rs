@@ -254,6 +254,17 @@ async fn settings_without_a_root_are_refused() {
         Node::builder().build().unwrap().snapshot(),
         Err(Error::NoRoot)
     ));
+    // A root that is a file says so, as does one below a file.
+    let file = temp_root("file");
+    std::fs::write(&file, "not a directory").unwrap();
+    for root in [file.clone(), file.join("below")] {
+        let err = Node::builder().root(&root).build().unwrap_err().to_string();
+        assert!(
+            err.contains("is a file, not a directory") && err.contains(&*file.to_string_lossy()),
+            "{err}"
+        );
+    }
+    std::fs::remove_file(file).ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -368,10 +368,19 @@ async fn wrong_secret_and_wrong_cluster_are_refused_on_both_sides() {
             }
         })
         .await;
+        let seen_by_hub = closed_reason(&root, Some(node.name())).await;
+        assert!(seen_by_hub.contains(reason), "{seen_by_hub}");
+        // Who refused whom, from each side (with a wrong secret each side refuses the other's
+        // proof; with another cluster the hub refuses the leaf).
         assert!(
-            closed_reason(&root, Some(node.name()))
-                .await
-                .contains(reason)
+            seen_by_hub.contains("this node refused the peer"),
+            "{seen_by_hub}"
+        );
+        let seen_by_leaf = node.links()[0].last_error.clone().unwrap_or_default();
+        assert!(
+            seen_by_leaf.contains("the peer refused this node")
+                || seen_by_leaf.contains("this node refused the peer"),
+            "{seen_by_leaf}"
         );
     }
     // The hub and its good link go on.

@@ -55,6 +55,24 @@ pub(crate) struct Store {
 /// one.
 pub(crate) fn create_private_dir(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
+    // Say what is wrong with the path itself, not "File exists".
+    if let Some(bad) = path
+        .ancestors()
+        .find(|p| p.exists() && !p.is_dir() && !p.as_os_str().is_empty())
+    {
+        let what = if bad == path {
+            "it"
+        } else {
+            "a directory above it"
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!(
+                "{what} ({}) is a file, not a directory: a root must be a directory (or not exist yet)",
+                bad.display()
+            ),
+        ));
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

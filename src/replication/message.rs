@@ -185,7 +185,7 @@ pub enum Refusal {
         theirs: u16,
     },
     /// The peers belong to different clusters.
-    #[error("cluster mismatch: ours is {ours:?}, the peer's is {theirs:?}")]
+    #[error("cluster mismatch: the refusing node is in {ours:?}, the other in {theirs:?}")]
     Cluster {
         /// The refusing side's cluster.
         ours: String,
@@ -193,7 +193,7 @@ pub enum Refusal {
         theirs: String,
     },
     /// The peer's proof does not match the cluster secret.
-    #[error("wrong cluster secret")]
+    #[error("wrong cluster secret (the two nodes were given different secrets)")]
     Secret,
     /// The node connected to itself.
     #[error("a node cannot link to itself")]

@@ -27,10 +27,10 @@ pub(crate) type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
     /// This node refused the peer's handshake (and told it why).
-    #[error("refused the peer: {0}")]
+    #[error("this node refused the peer: {0}")]
     Refused(Refusal),
     /// The peer refused this node's handshake.
-    #[error("refused by the peer: {0}")]
+    #[error("the peer refused this node: {0}")]
     RefusedByPeer(Refusal),
     /// A frame's payload is not a valid message.
     #[error("malformed frame: {0}")]
