@@ -6,7 +6,7 @@ mod support;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use leafcache::{CacheConfig, ManualClock, Node, ServerLimits};
+use leafcache::{CacheConfig, LinkState, ManualClock, Node, ServerLimits};
 use serde_json::Value;
 use support::eventually;
 
@@ -561,4 +561,57 @@ async fn the_cli_client_reads_and_writes_through_a_node() {
     );
     assert!(err.contains("unknown cache"), "{err}");
     node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_keeps_one_record_per_leaf_and_stays_healthy_when_leaves_go() {
+    let hub = Node::builder()
+        .name("hub")
+        .local_address("127.0.0.1:0")
+        .http_address("127.0.0.1:0")
+        .connection_timeout("1s")
+        .build()
+        .unwrap();
+    let proxy = support::proxy::Proxy::start(hub.local_addr().unwrap()).await;
+    let leaf = Node::builder()
+        .name("leaf")
+        .remote_address(proxy.addr())
+        .connection_timeout("1s")
+        .build()
+        .unwrap();
+    let hub_http = Http::to(&hub);
+    let leaf_up = |want: usize| {
+        let hub = hub.clone();
+        move || {
+            let links = hub.links();
+            let up = links.iter().filter(|l| l.state == LinkState::Up).count();
+            if up == want {
+                Ok(())
+            } else {
+                Err(format!("{links:?}"))
+            }
+        }
+    };
+    eventually(Duration::from_secs(10), "leaf linked", leaf_up(1)).await;
+    // Three outages: each reconnection is a new link, but the hub keeps one record of the leaf.
+    for _ in 0..3 {
+        proxy.cut();
+        eventually(Duration::from_secs(10), "leaf cut", leaf_up(0)).await;
+        proxy.heal();
+        eventually(Duration::from_secs(10), "leaf back", leaf_up(1)).await;
+    }
+    let links = hub.links();
+    assert_eq!(links.len(), 1, "one record for the one leaf: {links:?}");
+    assert_eq!(hub_http.get("/health").json()["status"], "ok");
+    // The leaf stops: the hub has nothing wrong with it.
+    leaf.shutdown().await;
+    eventually(Duration::from_secs(10), "leaf gone", leaf_up(0)).await;
+    let health = hub_http.get("/health").json();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(
+        hub.links().len(),
+        1,
+        "the departed leaf's last record stays, once"
+    );
+    hub.shutdown().await;
 }

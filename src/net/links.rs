@@ -163,13 +163,20 @@ impl LinkRegistry {
     }
 
     pub fn publish(&self, slot: u32, status: LinkStatus) {
-        self.statuses.lock().insert(slot, status);
+        let mut statuses = self.statuses.lock();
+        if status.state == LinkState::Up {
+            // The peer is back: its closed records are history.
+            forget_closed_of(&mut statuses, slot, &status);
+        }
+        statuses.insert(slot, status);
     }
 
     /// Keeps a closed downstream link's last status (for its error) among the latest
-    /// [`CLOSED_KEPT`] closed ones.
+    /// [`CLOSED_KEPT`] closed ones, one per peer: a peer that reconnected or closed again leaves
+    /// one record, not one per attempt.
     pub fn retire(&self, slot: u32, status: LinkStatus) {
         let mut statuses = self.statuses.lock();
+        forget_closed_of(&mut statuses, slot, &status);
         statuses.insert(slot, status);
         let closed: Vec<u32> = statuses
             .iter()
@@ -184,4 +191,21 @@ impl LinkRegistry {
     pub fn statuses(&self) -> Vec<LinkStatus> {
         self.statuses.lock().values().cloned().collect()
     }
+}
+
+/// Removes the closed downstream records of `status`'s peer other than slot `slot`'s.
+fn forget_closed_of(
+    statuses: &mut std::collections::BTreeMap<u32, LinkStatus>,
+    slot: u32,
+    status: &LinkStatus,
+) {
+    let Some(peer) = status.peer_id else {
+        return;
+    };
+    statuses.retain(|&s, st| {
+        s == slot
+            || s == 0
+            || st.peer_id != Some(peer)
+            || !matches!(st.state, LinkState::Down | LinkState::Refused)
+    });
 }

@@ -21,7 +21,7 @@ use super::{count, metrics};
 use crate::cache::{Cache, Expiry, Kind};
 use crate::error::{Error, parse_duration};
 use crate::node::Node;
-use crate::replication::LinkState;
+use crate::replication::{Direction, LinkState};
 
 /// Serves the HTTP door until the node shuts down.
 pub(crate) async fn serve(node: Node, listener: TcpListener) {
@@ -504,13 +504,15 @@ async fn topology(State(node): State<Node>) -> Json<Topology> {
     })
 }
 
-/// 200 while the node serves, which it does whatever its links do; the body names the links that
-/// are not up.
+/// 200 while the node serves, which it does whatever its links do; `ok` when every link it
+/// makes (to its hub) is up, else `degraded`, naming those that are not. A leaf that went away is
+/// not a fault of this node: closed downstream links are history (`/v1/topology` lists them, one
+/// per peer), not reasons.
 async fn health(State(node): State<Node>) -> Json<serde_json::Value> {
     let down: Vec<serde_json::Value> = node
         .links()
         .into_iter()
-        .filter(|l| l.state != LinkState::Up)
+        .filter(|l| l.state != LinkState::Up && l.direction == Direction::Upstream)
         .map(|l| {
             json!({
                 "link": l.id,
