@@ -597,6 +597,26 @@ async fn a_hub_keeps_one_record_per_leaf_and_stays_healthy_when_leaves_go() {
     for _ in 0..3 {
         proxy.cut();
         eventually(Duration::from_secs(10), "leaf cut", leaf_up(0)).await;
+        // A new attempt that hangs in its handshake (the proxy lets the connection in but
+        // forwards nothing) still says whom the link is for and why the last one ended.
+        proxy.heal();
+        proxy.stall();
+        eventually(
+            Duration::from_secs(10),
+            "leaf's record of the outage",
+            || {
+                let l = leaf.links().remove(0);
+                if l.state == LinkState::Handshaking
+                    && l.peer_name.as_deref() == Some("hub")
+                    && l.last_error.is_some()
+                {
+                    Ok(())
+                } else {
+                    Err(format!("{l:?}"))
+                }
+            },
+        )
+        .await;
         proxy.heal();
         eventually(Duration::from_secs(10), "leaf back", leaf_up(1)).await;
     }

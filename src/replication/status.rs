@@ -160,5 +160,14 @@ impl LinkStatus {
         if self.sync.is_none() {
             self.sync.clone_from(&before.sync);
         }
+        // A new attempt knows no peer and no error until its handshake: it keeps showing whom
+        // the link is for and why the last attempt ended, not `peer: null, last_error: null`.
+        if self.peer_id.is_none() {
+            self.peer_id = before.peer_id;
+            self.peer_name.clone_from(&before.peer_name);
+        }
+        if self.last_error.is_none() && self.state != LinkState::Up {
+            self.last_error.clone_from(&before.last_error);
+        }
     }
 }
