@@ -105,22 +105,6 @@ fn port_number(what: &'static str, port: &Bound<'_, PyAny>) -> PyResult<u16> {
     )))
 }
 
-/// Whether an address only reaches this host: a loopback IP, `localhost`, or a Unix socket.
-pub fn is_local(address: &str) -> bool {
-    if address.starts_with("unix:") || address.starts_with("mem:") {
-        return true;
-    }
-    let host = address
-        .rsplit_once(':')
-        .map_or(address, |(h, _)| h)
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// The cluster secret: the argument, else `LEAFCACHE_SECRET` (as the `leafcache` command). A node
 /// that accepts leaves beyond this host must have one; dialing a hub beyond it without one
 /// warns.
@@ -137,7 +121,7 @@ pub fn secret(
         return Ok(secret);
     }
     if let Some(addr) = local
-        && !is_local(addr)
+        && !leafcache::net::stays_on_host(addr)
     {
         return Err(PyValueError::new_err(format!(
             "local_address {addr} accepts leaves from other hosts, but no secret is set: anyone \
@@ -146,7 +130,7 @@ pub fn secret(
         )));
     }
     if let Some(addr) = remote
-        && !is_local(addr)
+        && !leafcache::net::stays_on_host(addr)
     {
         PyErr::warn(
             py,

@@ -21,6 +21,31 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use crate::error::Error;
 pub use mem::MemoryNet;
 
+/// Whether `address` only reaches this host: a Unix socket or an in-memory host, `localhost`,
+/// or a loopback IP (with or without a port). What a node without a secret or password may
+/// listen on without being refused or warned about.
+///
+/// ```
+/// use leafcache::net::stays_on_host;
+/// assert!(stays_on_host("127.0.0.1:7000") && stays_on_host("[::1]:7000"));
+/// assert!(stays_on_host("localhost:7000") && stays_on_host("unix:/run/lc.sock"));
+/// assert!(!stays_on_host("0.0.0.0:7000") && !stays_on_host("10.0.0.5:7000"));
+/// ```
+pub fn stays_on_host(address: &str) -> bool {
+    if address.starts_with("unix:") || address.starts_with("mem:") {
+        return true;
+    }
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A connected byte stream of any transport.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}

@@ -11,7 +11,6 @@ mod metrics;
 pub(crate) mod protocol;
 mod resp;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,7 +100,7 @@ pub(crate) fn bind(settings: &DoorConfig) -> Result<BoundDoors, Error> {
     for (door, addr) in [("resp", &settings.resp), ("http", &settings.http)] {
         if let Some(addr) = addr
             && settings.password.is_none()
-            && !is_loopback(addr)
+            && !crate::net::stays_on_host(addr)
         {
             tracing::warn!(
                 door,
@@ -120,13 +119,6 @@ fn bind_unix(path: &Path) -> std::io::Result<Box<dyn Listener>> {
     let listener = Sockets.bind(&format!("unix:{}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
-}
-
-fn is_loopback(addr: &str) -> bool {
-    match addr.parse::<SocketAddr>() {
-        Ok(a) => a.ip().is_loopback(),
-        Err(_) => addr.rsplit_once(':').is_some_and(|(h, _)| h == "localhost"),
-    }
 }
 
 impl BoundDoors {
@@ -195,7 +187,8 @@ pub(crate) fn count(counter: &AtomicU64, n: u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::{door_address, is_loopback};
+    use super::door_address;
+    use crate::net::stays_on_host as is_loopback;
 
     #[test]
     fn door_addresses_default_to_loopback() {

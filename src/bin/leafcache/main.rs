@@ -394,28 +394,12 @@ fn first_line(d: &impl std::fmt::Display) -> String {
     d.to_string().lines().next().unwrap_or_default().to_string()
 }
 
-/// Whether a listen address stays on this host: a Unix socket, or a loopback address.
-fn stays_local(address: &str) -> bool {
-    if address.starts_with("unix:") {
-        return true;
-    }
-    let host = address
-        .rsplit_once(':')
-        .map_or(address, |(h, _)| h)
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// The settings of `serve` that cannot work, refused before anything starts, in the flags' names.
 fn check_serve(args: &ServeArgs) -> Result<(), String> {
     if let Some(listen) = &args.listen
         && args.secret.is_none()
     {
-        if !stays_local(listen) {
+        if !leafcache::net::stays_on_host(listen) {
             return Err(format!(
                 "--listen {listen} accepts leaves from other hosts, and no --secret is set: give \
                  --secret (or LEAFCACHE_SECRET), which every leaf must prove it knows"
