@@ -272,3 +272,16 @@ fn typed_values_round_trip_and_tolerate_schema_changes() {
     assert!(matches!(cache.get_as::<V2>("bad"), Err(Error::Serde(_))));
     assert_eq!(cache.get_as::<V2>("missing").unwrap(), None);
 }
+
+#[test]
+fn a_key_longer_than_a_shard_holds_is_refused_not_stored() {
+    // 128 MiB: one byte over the longest key a shard keeps.
+    let key = vec![b'k'; 128 << 20];
+    let cache = Cache::builder().build().unwrap();
+    let err = cache.set(key.clone(), "v").unwrap_err();
+    assert!(matches!(err, Error::ValueTooLarge { .. }), "{err}");
+    assert_eq!(cache.delete(&key[..]), None);
+    assert!(cache.incr(&key[..], 1).is_err());
+    assert_eq!(cache.len(), 0);
+    assert_eq!(cache.stats().entries, 0);
+}

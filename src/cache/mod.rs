@@ -604,6 +604,12 @@ impl Cache {
     }
 
     fn check_size(&self, key_len: usize, value_len: usize) -> Result<(), Error> {
+        if key_len > store::MAX_KEY {
+            return Err(Error::ValueTooLarge {
+                size: key_len,
+                limit: store::MAX_KEY,
+            });
+        }
         let size = entry_size(key_len, value_len);
         if size > self.inner.max_entry_bytes {
             return Err(Error::ValueTooLarge {

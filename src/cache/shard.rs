@@ -666,6 +666,10 @@ impl Shard {
     /// Deletes unconditionally, leaving a tombstone; returns the unexpired value it held. A
     /// deleted counter keeps the parts its delete saw (the dead record's state).
     pub fn delete(&mut self, key: Bytes, version: Version, seq: u64, now: u64) -> Option<Bytes> {
+        if key.len() > MAX_KEY {
+            // No shard holds such a key: there is nothing to delete or to remember.
+            return None;
+        }
         self.sweep(now, SWEEP_PER_WRITE);
         if self.holds_counter(&key, now) {
             let old = self.peek(&key, now).map(|p| p.value);
@@ -782,6 +786,10 @@ impl Shard {
         f: impl FnOnce(&mut Merged, &mut u64) -> Result<T, E>,
     ) -> Result<T, E> {
         let k = key.as_slice();
+        if k.len() > MAX_KEY {
+            let (size, limit) = (k.len(), MAX_KEY);
+            return Err(Refused::TooLarge { size, limit }.into());
+        }
         if self
             .store
             .live(k)
