@@ -421,8 +421,8 @@ async fn stats_topology_health_and_metrics_describe_the_node_and_its_links() {
     for needle in [
         "# TYPE leafcache_cache_hits_total counter",
         "leafcache_cache_entries{cache=\"default\"} 1",
-        "leafcache_link_up{link=",
-        "direction=\"downstream\",peer=\"leaf\",state=\"up\"} 1",
+        // Labelled by direction and peer name, not by a connection id that changes.
+        "leafcache_link_up{direction=\"downstream\",peer=\"leaf\",state=\"up\"} 1",
         "leafcache_link_changes_applied_total{",
         "leafcache_server_http_requests_total ",
     ] {
@@ -576,6 +576,7 @@ async fn a_hub_keeps_one_record_per_leaf_and_stays_healthy_when_leaves_go() {
     let leaf = Node::builder()
         .name("leaf")
         .remote_address(proxy.addr())
+        .http_address("127.0.0.1:0")
         .connection_timeout("1s")
         .build()
         .unwrap();
@@ -593,22 +594,32 @@ async fn a_hub_keeps_one_record_per_leaf_and_stays_healthy_when_leaves_go() {
         }
     };
     eventually(Duration::from_secs(10), "leaf linked", leaf_up(1)).await;
+    let leaf_http = Http::to(&leaf);
     // Three outages: each reconnection is a new link, but the hub keeps one record of the leaf.
-    for _ in 0..3 {
+    for round in 0..3 {
         proxy.cut();
         eventually(Duration::from_secs(10), "leaf cut", leaf_up(0)).await;
         // A new attempt that hangs in its handshake (the proxy lets the connection in but
         // forwards nothing) still says whom the link is for and why the last one ended.
         proxy.heal();
         proxy.stall();
+        // A write made during the outage is lag that grows with time, not `lag_ms: 0`.
+        leaf.default_cache()
+            .set(format!("during-{round}"), "v")
+            .unwrap();
+        let mut down_since = None;
         eventually(
             Duration::from_secs(10),
             "leaf's record of the outage",
             || {
                 let l = leaf.links().remove(0);
+                down_since = l.down_since_ms;
                 if l.state == LinkState::Handshaking
                     && l.peer_name.as_deref() == Some("hub")
                     && l.last_error.is_some()
+                    && l.lag_changes >= 1
+                    && l.lag_ms >= 50
+                    && l.down_ms >= 50
                 {
                     Ok(())
                 } else {
@@ -617,8 +628,32 @@ async fn a_hub_keeps_one_record_per_leaf_and_stays_healthy_when_leaves_go() {
             },
         )
         .await;
+        // Through every attempt of the outage the link is down since the same moment, and its
+        // metrics keep their labels.
+        let l = leaf.links().remove(0);
+        assert_eq!(l.down_since_ms, down_since, "{l:?}");
+        let metrics = leaf_http.get("/metrics").text();
+        assert!(
+            metrics.contains(
+                "leafcache_link_up{direction=\"upstream\",peer=\"hub\",state=\"handshaking\"} 0"
+            ),
+            "{metrics}"
+        );
+        let health = leaf_http.get("/health").json();
+        assert_eq!(health["status"], "degraded", "{health}");
+        assert!(health["links_down"][0]["down_ms"].as_u64().unwrap() >= 50);
         proxy.heal();
         eventually(Duration::from_secs(10), "leaf back", leaf_up(1)).await;
+        // Once the hub has the outage's write, nothing is lag any more.
+        eventually(Duration::from_secs(10), "leaf caught up", || {
+            let l = leaf.links().remove(0);
+            if l.state == LinkState::Up && l.lag_changes == 0 && l.lag_ms == 0 && l.down_ms == 0 {
+                Ok(())
+            } else {
+                Err(format!("{l:?}"))
+            }
+        })
+        .await;
     }
     let links = hub.links();
     assert_eq!(links.len(), 1, "one record for the one leaf: {links:?}");

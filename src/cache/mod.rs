@@ -1019,6 +1019,16 @@ impl Cache {
         out
     }
 
+    /// When the oldest record above `after` in this cache was written, by its version (ms), if it
+    /// has one.
+    pub(crate) fn written_after(&self, after: u64) -> Option<u64> {
+        self.inner
+            .shards
+            .iter()
+            .filter_map(|s| s.lock().written_after(after))
+            .min()
+    }
+
     /// The highest seq of a record this cache forgot (a tombstone past retention or over its
     /// bound). A peer whose watermark is below it needs a full sync rather than a delta.
     pub fn floor(&self) -> u64 {

@@ -74,6 +74,17 @@ impl Caches {
         self.list.iter().map(Cache::floor).max().unwrap_or(0)
     }
 
+    /// How long ago, in ms at `now`, the oldest change after seq `after` was written (by its
+    /// version's timestamp; 0 if there is none, or its writer's clock is ahead): how far behind
+    /// a peer that acknowledged up to `after` is.
+    pub(crate) fn age_after(&self, after: u64, now: u64) -> u64 {
+        self.list
+            .iter()
+            .filter_map(|c| c.written_after(after))
+            .min()
+            .map_or(0, |at| now.saturating_sub(at))
+    }
+
     /// The records of all caches with `after < seq <= upto` not from link `skip`, in seq order, as
     /// (cache index, change), at most `max_records` and about `max_bytes`; the seq the answer is
     /// complete up to (`upto` unless a limit cut it short); and whether it holds changes made

@@ -1377,6 +1377,12 @@ impl Shard {
             .map(|i| self.store.at(i).seq)
     }
 
+    /// When the oldest record above `after` was written: its version's physical time, in ms.
+    pub fn written_after(&self, after: u64) -> Option<u64> {
+        let i = self.store.log_from(after + 1).next()?;
+        Some(self.store.version(i).ts.physical_ms())
+    }
+
     /// Installs a record read back from disk with the seq it had, iff it is newer than what this
     /// shard knows of its key (snapshot and op log may both hold a change; the later one wins).
     /// An entry that expired meanwhile, or no longer fits, is kept as a `Gone` record; a dead record

@@ -115,6 +115,8 @@ pub(crate) async fn dial_loop(
     };
     let uplink: &Uplink = &caches.core().uplink;
     let mut totals = LinkStatus::new(0, Direction::Upstream, &address);
+    // Down until it first comes up: a hub never reached has been down since the node started.
+    totals.went_down(caches.core().now_ms());
     let (fetch_tx, mut fetch_rx) = mpsc::channel::<FetchRequest>(256);
     loop {
         let mut status = totals.clone();
@@ -155,11 +157,13 @@ pub(crate) async fn dial_loop(
             Ok(Err(e)) => {
                 totals.last_error = Some(format!("connect: {e}"));
                 totals.state = LinkState::Down;
+                totals.went_down(caches.core().now_ms());
                 info!(hub = %address, error = %e, "hub unreachable");
             }
             Err(_) => {
                 totals.last_error = Some(format!("connect: no answer within {timeout:?}"));
                 totals.state = LinkState::Down;
+                totals.went_down(caches.core().now_ms());
             }
         }
         registry.publish(UPSTREAM_SLOT, totals.clone());

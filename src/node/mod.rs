@@ -187,8 +187,17 @@ impl Node {
 
     /// The status of every link: the upstream one (if this node has a hub) and one per connected
     /// leaf.
+    ///
+    /// Read at the call: how long a link has been down and how far behind its peer is are
+    /// brought up to now, also for a link that is down or stalled.
     pub fn links(&self) -> Vec<LinkStatus> {
-        self.inner.registry.statuses()
+        let caches = &self.inner.caches;
+        let (now, current) = (self.now_ms(), self.current_seq());
+        let mut all = self.inner.registry.statuses();
+        for st in &mut all {
+            st.refresh(now, current, |acked| caches.age_after(acked, now));
+        }
+        all
     }
 
     /// A link state machine over this node's caches, for a driver of one's own (the tokio driver

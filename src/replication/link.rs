@@ -509,6 +509,7 @@ impl<R: Replica> Link<R> {
         self.phase = Phase::Up;
         self.status.state = LinkState::Up;
         self.status.last_error = None;
+        self.status.down_since_ms = None;
         self.last_sent_ms = now;
         let peer = self.peer.as_ref().expect("hello came first");
         info!(link = self.id, peer = %peer.name, sync = ?kind, from = self.cursor, "link up");
@@ -791,6 +792,7 @@ impl<R: Replica> Link<R> {
             self.phase = Phase::Closed;
         }
         self.status.state = LinkState::Down;
+        self.status.went_down(self.replica.now_ms());
     }
 
     /// Whether [`close`](Self::close) was called and the peer's `Bye` is awaited.
@@ -811,6 +813,7 @@ impl<R: Replica> Link<R> {
             LinkState::Down
         };
         self.status.last_error = Some(error.to_string());
+        self.status.went_down(self.replica.now_ms());
     }
 
     /// The peer's name, once known.

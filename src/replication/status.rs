@@ -7,7 +7,7 @@ use super::message::Role;
 use crate::clock::NodeId;
 
 /// Which way a link points in the tree.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// To this node's hub (this node dialed it).
@@ -79,11 +79,18 @@ pub struct LinkStatus {
     pub peer_role: Option<Role>,
     /// Why the link last failed, if it did.
     pub last_error: Option<String>,
+    /// When the link last stopped being up (wall ms since the epoch), or, for a hub never
+    /// reached, when this node began dialing it; `None` while up.
+    pub down_since_ms: Option<u64>,
+    /// How long the link has been down, in ms, as of when the status was read (0 while up).
+    pub down_ms: u64,
     /// Our seq the peer acknowledged applying up to.
     pub acked: u64,
     /// Our changes (in seqs) the peer has not acknowledged yet.
     pub lag_changes: u64,
-    /// How long the oldest unacknowledged batch has been waiting, in ms.
+    /// How old the oldest of our changes the peer has not acknowledged is, in ms (0 when the
+    /// peer has them all): counted from the change's version, so a change relayed from elsewhere
+    /// counts from when it was written there.
     pub lag_ms: u64,
     /// Frame bytes received.
     pub bytes_in: u64,
@@ -128,6 +135,8 @@ impl LinkStatus {
             peer_id: None,
             peer_role: None,
             last_error: None,
+            down_since_ms: None,
+            down_ms: 0,
             acked: 0,
             lag_changes: 0,
             lag_ms: 0,
@@ -143,6 +152,26 @@ impl LinkStatus {
             delta_syncs: 0,
             sync: None,
         }
+    }
+
+    /// Marks the link down at `now` (wall ms), unless it already was.
+    pub(crate) fn went_down(&mut self, now: u64) {
+        if self.down_since_ms.is_none() {
+            self.down_since_ms = Some(now);
+        }
+    }
+
+    /// Brings the figures that grow with time up to `now`: how long the link has been down, and
+    /// its lag against our latest seq `current`, where `age_after(acked)` says how old the oldest
+    /// change after `acked` is. A published status is otherwise as old as its last frame.
+    pub(crate) fn refresh(&mut self, now: u64, current: u64, age_after: impl Fn(u64) -> u64) {
+        self.down_ms = self.down_since_ms.map_or(0, |at| now.saturating_sub(at));
+        self.lag_changes = current.saturating_sub(self.acked);
+        self.lag_ms = if self.lag_changes == 0 {
+            0
+        } else {
+            self.lag_ms.max(age_after(self.acked))
+        };
     }
 
     /// Adds the counters of a previous connection of the same upstream link.
@@ -166,8 +195,14 @@ impl LinkStatus {
             self.peer_id = before.peer_id;
             self.peer_name.clone_from(&before.peer_name);
         }
-        if self.last_error.is_none() && self.state != LinkState::Up {
-            self.last_error.clone_from(&before.last_error);
+        if self.state != LinkState::Up {
+            if self.last_error.is_none() {
+                self.last_error.clone_from(&before.last_error);
+            }
+            // Down since the first attempt that failed, not since the latest one.
+            if before.down_since_ms.is_some() {
+                self.down_since_ms = before.down_since_ms;
+            }
         }
     }
 }

@@ -520,6 +520,7 @@ async fn health(State(node): State<Node>) -> Json<serde_json::Value> {
                 "peer": l.peer_name,
                 "address": l.address,
                 "state": l.state,
+                "down_ms": l.down_ms,
                 "last_error": l.last_error,
             })
         })

@@ -111,18 +111,24 @@ pub(crate) fn info(node: &Node, db: usize, sections: &[String], clients: &[(&str
         for (i, l) in links.iter().enumerate() {
             let _ = write!(
                 out,
-                "link{i}:direction={},state={},peer={},address={},lag_changes={},lag_ms={},\
-                 bytes_in={},bytes_out={},full_syncs={},delta_syncs={}\r\n",
+                "link{i}:direction={},state={},peer={},address={},down_ms={},lag_changes={},lag_ms={},\
+                 bytes_in={},bytes_out={},full_syncs={},delta_syncs={},last_error={}\r\n",
                 direction_name(l.direction),
                 state_name(l.state),
                 l.peer_name.as_deref().unwrap_or("?"),
                 l.address,
+                l.down_ms,
                 l.lag_changes,
                 l.lag_ms,
                 l.bytes_in,
                 l.bytes_out,
                 l.full_syncs,
                 l.delta_syncs,
+                // INFO fields end at a line break and split at commas.
+                l.last_error
+                    .as_deref()
+                    .unwrap_or("")
+                    .replace(['\r', '\n', ','], " "),
             );
         }
         out.push_str("\r\n");
@@ -145,6 +151,22 @@ pub(crate) fn info(node: &Node, db: usize, sections: &[String], clients: &[(&str
         }
     }
     out
+}
+
+/// What names a link in metrics, stable across its reconnections: the peer's name once it said
+/// hello (an upstream link keeps it between attempts), else the address.
+fn peer_label(l: &LinkStatus) -> &str {
+    l.peer_name.as_deref().unwrap_or(&l.address)
+}
+
+/// The links with one per (direction, peer) label set, so that no series is written twice: a
+/// link that is up wins over a closed record of the same peer, a newer record over an older one.
+fn stable_links(mut links: Vec<LinkStatus>) -> Vec<LinkStatus> {
+    links.sort_by_key(|l| (l.state != LinkState::Up, std::cmp::Reverse(l.id)));
+    let mut seen = std::collections::HashSet::new();
+    links.retain(|l| seen.insert((l.direction, peer_label(l).to_string())));
+    links.sort_by_key(|l| l.id);
+    links
 }
 
 /// A metric read from a snapshot: name, type, help, and how to read it.
@@ -248,40 +270,37 @@ pub(crate) fn prometheus(node: &Node) -> String {
         }
     }
 
-    let links = node.links();
-    let label = |l: &LinkStatus| {
-        (
-            l.id.to_string(),
-            direction_name(l.direction),
-            l.peer_name.clone().unwrap_or_default(),
-        )
-    };
+    let links = stable_links(node.links());
     f.header(
         "link_up",
         "gauge",
         "1 if the link is up, else 0 (see the state label).",
     );
     for l in &links {
-        let (id, dir, peer) = label(l);
         let labels = [
-            ("link", id.as_str()),
-            ("direction", dir),
-            ("peer", peer.as_str()),
+            ("direction", direction_name(l.direction)),
+            ("peer", peer_label(l)),
             ("state", state_name(l.state)),
         ];
         f.sample("link_up", &labels, u64::from(l.state == LinkState::Up));
     }
-    let link_metrics: [Metric<LinkStatus>; 9] = [
+    let link_metrics: [Metric<LinkStatus>; 10] = [
+        (
+            "down_ms",
+            "gauge",
+            "How long the link has been down, in ms (0 while up).",
+            |l| l.down_ms,
+        ),
         (
             "lag_changes",
             "gauge",
-            "Changes sent and not yet acknowledged by the peer.",
+            "Our changes (in seqs) the peer has not acknowledged.",
             |l| l.lag_changes,
         ),
         (
             "lag_ms",
             "gauge",
-            "Age of the oldest unacknowledged batch, in ms.",
+            "Age of the oldest change the peer has not acknowledged, in ms.",
             |l| l.lag_ms,
         ),
         ("bytes_in_total", "counter", "Frame bytes received.", |l| {
@@ -313,11 +332,9 @@ pub(crate) fn prometheus(node: &Node) -> String {
         let name = format!("link_{name}");
         f.header(&name, kind, help);
         for l in &links {
-            let (id, dir, peer) = label(l);
             let labels = [
-                ("link", id.as_str()),
-                ("direction", dir),
-                ("peer", peer.as_str()),
+                ("direction", direction_name(l.direction)),
+                ("peer", peer_label(l)),
             ];
             f.sample(&name, &labels, get(l));
         }
