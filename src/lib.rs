@@ -52,7 +52,7 @@ pub use node::{
     CacheBuilder, DEFAULT_CACHE, DEFAULT_CLUSTER, DEFAULT_CONNECTION_TIMEOUT, IntoDuration, Node,
     NodeBuilder, ReplicationConfig, ServerLimits,
 };
-pub use persist::{DEFAULT_FLUSH, DEFAULT_SNAPSHOT_INTERVAL, Flush, SnapshotReport};
+pub use persist::{DEFAULT_FLUSH, DEFAULT_SNAPSHOT_INTERVAL, Flush, PersistStatus, SnapshotReport};
 pub use replication::{Direction, LinkError, LinkState, LinkStatus, Role, SyncKind, SyncReport};
 
 /// The README's code blocks, compiled and run as doc tests so that they stay true.

@@ -670,3 +670,71 @@ async fn a_hub_keeps_one_record_per_leaf_and_stays_healthy_when_leaves_go() {
     );
     hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_snapshot_degrades_health_and_shows_in_metrics_and_info() {
+    let root = std::env::temp_dir().join(format!("leafcache-health-{}", uuid::Uuid::new_v4()));
+    let node = Node::builder()
+        .name("disk")
+        .root(&root)
+        .http_address("127.0.0.1:0")
+        .resp_address("127.0.0.1:0")
+        .build()
+        .unwrap();
+    let http = Http::to(&node);
+    node.default_cache().set("k", "v").unwrap();
+    let report = node.snapshot().unwrap();
+    let health = http.get("/health").json();
+    assert_eq!(health["status"], "ok", "{health}");
+    let p = &health["persistence"];
+    assert!(p["last_snapshot_ms"].as_u64().unwrap() > 0, "{health}");
+    assert_eq!(p["last_snapshot_bytes"], report.bytes);
+    assert_eq!(p["last_snapshot_entries"], 1);
+
+    // The disk cannot take the snapshot (its temporary file's name is taken by a directory):
+    // the node says so, the op log keeps the changes.
+    std::fs::create_dir(root.join("snapshot.tmp")).unwrap();
+    node.default_cache().set("k2", "v").unwrap();
+    assert!(node.snapshot().is_err());
+    let health = http.get("/health").json();
+    assert_eq!(health["status"], "degraded", "{health}");
+    let reason = health["reasons"][0].as_str().unwrap();
+    assert!(reason.starts_with("the last snapshot failed"), "{reason}");
+    assert_eq!(health["persistence"]["snapshot_failures"], 1);
+    let metrics = http.get("/metrics").text();
+    for needle in [
+        "leafcache_snapshot_failing 1",
+        "leafcache_snapshot_failures_total 1",
+        &format!("leafcache_snapshot_last_bytes {}", report.bytes),
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "metrics lack {needle:?}:\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("leafcache_oplog_bytes "), "{metrics}");
+    let mut resp = std::net::TcpStream::connect(node.resp_addr().unwrap()).unwrap();
+    resp.write_all(b"INFO persistence\r\n").unwrap();
+    let mut info = String::new();
+    let mut buf = [0u8; 4096];
+    while !info.contains("aof_last_write_status") {
+        let n = resp.read(&mut buf).unwrap();
+        assert!(n > 0, "INFO ended early: {info}");
+        info.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(info.contains("rdb_last_bgsave_status:err"), "{info}");
+
+    // Room again: the next snapshot heals it.
+    std::fs::remove_dir(root.join("snapshot.tmp")).unwrap();
+    node.snapshot().unwrap();
+    let health = http.get("/health").json();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["persistence"]["last_snapshot_entries"], 2);
+    assert!(
+        http.get("/metrics")
+            .text()
+            .contains("leafcache_snapshot_failing 0")
+    );
+    node.shutdown().await;
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -242,6 +242,25 @@ impl Node {
         }
     }
 
+    /// How the node's persistence stands (its last snapshot, op-log size, failures), if it has a
+    /// root.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("leafcache-doc-p-{}", std::process::id()));
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let node = leafcache::Node::builder().root(&dir).build()?;
+    /// node.snapshot()?;
+    /// let status = node.persistence().unwrap();
+    /// assert!(status.last_snapshot_ms.is_some() && status.problems().is_empty());
+    /// # node.shutdown().await;
+    /// # Ok::<(), leafcache::Error>(())
+    /// # }).unwrap();
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn persistence(&self) -> Option<crate::persist::PersistStatus> {
+        self.inner.journal.as_ref().map(|j| j.status())
+    }
+
     /// The directory the node keeps its data in, if it persists.
     pub fn root(&self) -> Option<&std::path::Path> {
         self.inner.journal.as_ref().map(|j| j.root())

@@ -125,6 +125,51 @@ pub(crate) struct PersistConfig {
     pub flush: Flush,
 }
 
+/// How a node's persistence stands: read with `Node::persistence`, shown in `/health`, INFO and
+/// `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PersistStatus {
+    /// The root directory.
+    pub root: String,
+    /// When the op log is written out (`always`, `never` or a period).
+    pub flush: String,
+    /// When the last snapshot was written (wall ms since the epoch), if one was this run.
+    pub last_snapshot_ms: Option<u64>,
+    /// That snapshot's file size.
+    pub last_snapshot_bytes: u64,
+    /// The live entries it held.
+    pub last_snapshot_entries: u64,
+    /// How long it took to write, in ms.
+    pub last_snapshot_duration_ms: u64,
+    /// Why the last snapshot attempt failed, if it did (cleared by one that succeeds).
+    pub snapshot_error: Option<String>,
+    /// Snapshot attempts that failed this run.
+    pub snapshot_failures: u64,
+    /// Bytes in the op log since the last snapshot (segment headers included).
+    pub oplog_bytes: u64,
+    /// Op-log bytes appended and not yet written out.
+    pub oplog_pending_bytes: u64,
+    /// Writes to the op log or the identity file that failed this run.
+    pub write_errors: u64,
+    /// Why the last such write failed, while they still fail (cleared by one that succeeds).
+    pub write_error: Option<String>,
+}
+
+impl PersistStatus {
+    /// Why persistence is not healthy, if it is not: the last snapshot failed, or writes to the
+    /// op log or the identity file do.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(e) = &self.snapshot_error {
+            out.push(format!("the last snapshot failed: {e}"));
+        }
+        if let Some(e) = &self.write_error {
+            out.push(format!("writes under the root fail: {e}"));
+        }
+        out
+    }
+}
+
 /// What one snapshot wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnapshotReport {

@@ -31,6 +31,16 @@ enum Lease {
     Clock,
 }
 
+/// The outcomes of snapshots and writes, kept for [`Journal::status`].
+#[derive(Debug, Default)]
+pub(super) struct Health {
+    pub(super) last: Option<(u64, SnapshotReport)>,
+    pub(super) snapshot_error: Option<String>,
+    pub(super) snapshot_failures: u64,
+    pub(super) write_errors: u64,
+    pub(super) write_error: Option<String>,
+}
+
 /// The open segment of the op log.
 pub(super) struct Out {
     pub(super) file: Option<File>,
@@ -64,6 +74,9 @@ pub(crate) struct Journal {
     pub wanted: tokio::sync::Notify,
     /// Whether the last write failed (logged once, until one succeeds again).
     pub(super) failing: AtomicBool,
+    /// What the persistence status reports that the files do not say: the last snapshot, the
+    /// failures.
+    pub(super) health: Mutex<Health>,
     /// Set by [`release`](Self::release): nothing more is written to the root.
     pub(super) closed: AtomicBool,
     /// The root's lock, held until the node shuts down (or the journal is dropped).
@@ -116,6 +129,7 @@ impl Journal {
             snapshotting: Mutex::new(()),
             wanted: tokio::sync::Notify::new(),
             failing: AtomicBool::new(false),
+            health: Mutex::new(Health::default()),
             closed: AtomicBool::new(false),
             lock: Mutex::new(Some(lock)),
         };
@@ -143,6 +157,54 @@ impl Journal {
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// How persistence stands.
+    pub fn status(&self) -> PersistStatus {
+        let (oplog_bytes, pending) = (self.out.lock().bytes, self.pending.lock().len());
+        let h = self.health.lock();
+        let (at, last) = h.last.map_or((None, None), |(at, r)| (Some(at), Some(r)));
+        PersistStatus {
+            root: self.root.display().to_string(),
+            flush: self.flush.to_string(),
+            last_snapshot_ms: at,
+            last_snapshot_bytes: last.map_or(0, |r| r.bytes),
+            last_snapshot_entries: last.map_or(0, |r| r.entries),
+            last_snapshot_duration_ms: last.map_or(0, |r| r.elapsed.as_millis() as u64),
+            snapshot_error: h.snapshot_error.clone(),
+            snapshot_failures: h.snapshot_failures,
+            oplog_bytes,
+            oplog_pending_bytes: pending as u64,
+            write_errors: h.write_errors,
+            write_error: h.write_error.clone(),
+        }
+    }
+
+    /// Records the outcome of a write to the op log or the identity file.
+    pub(super) fn wrote(&self, result: &io::Result<()>) {
+        let mut h = self.health.lock();
+        match result {
+            Ok(()) => h.write_error = None,
+            Err(e) => {
+                h.write_errors += 1;
+                h.write_error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Records the outcome of a snapshot written at `now` (wall ms).
+    pub(super) fn snapshotted(&self, now: u64, result: &io::Result<SnapshotReport>) {
+        let mut h = self.health.lock();
+        match result {
+            Ok(report) => {
+                h.last = Some((now, *report));
+                h.snapshot_error = None;
+            }
+            Err(e) => {
+                h.snapshot_failures += 1;
+                h.snapshot_error = Some(e.to_string());
+            }
+        }
     }
 
     pub(super) fn header(&self, segment: u64) -> Vec<u8> {
@@ -221,9 +283,11 @@ impl Journal {
         if needed <= current {
             return;
         }
-        if let Err(e) = self.write_identity(seq, clock) {
+        let written = self.write_identity(seq, clock);
+        if let Err(e) = &written {
             // Keep going: seqs or versions are only at risk if the node also crashes now.
             error!(root = %self.root.display(), lease = ?which, "cannot extend a lease in the identity file: {e}");
+            self.wrote(&written);
             self.lease.store(seq, Ordering::SeqCst);
             self.clock_lease.store(clock, Ordering::SeqCst);
         }
@@ -315,6 +379,7 @@ impl Journal {
             Some(f) => f.write_all(spare),
             None => Err(io::Error::other("no open segment")),
         };
+        self.wrote(&result);
         match result {
             Ok(()) => {
                 *bytes += spare.len() as u64;

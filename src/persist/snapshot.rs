@@ -17,12 +17,26 @@ use crate::clock::NodeId;
 use crate::replication::message::Resume;
 
 impl Journal {
-    /// Writes a snapshot of `node` and drops the op-log segments it covers.
+    /// Writes a snapshot of `node` and drops the op-log segments it covers; its outcome is kept
+    /// for [`status`](Self::status).
+    pub fn snapshot(
+        &self,
+        caches: &Caches,
+        marks: &[(NodeId, Resume)],
+    ) -> io::Result<SnapshotReport> {
+        let written = self.write_snapshot(caches, marks);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.snapshotted(now, &written);
+        written
+    }
+
     ///
     /// The op log is rotated first, so every change in the dropped segments was applied before the
     /// snapshot began and is in it. Each shard is written under its lock, streamed through a
     /// buffer: no copy of the cache is made.
-    pub fn snapshot(
+    fn write_snapshot(
         &self,
         caches: &Caches,
         marks: &[(NodeId, Resume)],

@@ -505,9 +505,9 @@ async fn topology(State(node): State<Node>) -> Json<Topology> {
 }
 
 /// 200 while the node serves, which it does whatever its links do; `ok` when every link it
-/// makes (to its hub) is up, else `degraded`, naming those that are not. A leaf that went away is
-/// not a fault of this node: closed downstream links are history (`/v1/topology` lists them, one
-/// per peer), not reasons.
+/// makes (to its hub) is up and its persistence is healthy, else `degraded`, with the reasons.
+/// A leaf that went away is not a fault of this node: closed downstream links are history
+/// (`/v1/topology` lists them, one per peer), not reasons.
 async fn health(State(node): State<Node>) -> Json<serde_json::Value> {
     let down: Vec<serde_json::Value> = node
         .links()
@@ -525,11 +525,25 @@ async fn health(State(node): State<Node>) -> Json<serde_json::Value> {
             })
         })
         .collect();
+    let persistence = node.persistence();
+    let mut reasons: Vec<String> = down
+        .iter()
+        .map(|l| {
+            format!(
+                "link to {} is {}",
+                l["peer"].as_str().or(l["address"].as_str()).unwrap_or("?"),
+                l["state"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    reasons.extend(persistence.iter().flat_map(|p| p.problems()));
     Json(json!({
-        "status": if down.is_empty() { "ok" } else { "degraded" },
+        "status": if reasons.is_empty() { "ok" } else { "degraded" },
         "node": node.name(),
         "role": node.role().to_string(),
+        "reasons": reasons,
         "links_down": down,
+        "persistence": persistence,
     }))
 }
 

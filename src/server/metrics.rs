@@ -29,8 +29,8 @@ fn direction_name(d: Direction) -> &'static str {
     }
 }
 
-/// The `INFO` reply: sections `server`, `clients`, `stats`, `replication`, `keyspace` (all by
-/// default, or those named).
+/// The `INFO` reply: sections `server`, `clients`, `persistence`, `stats`, `replication`,
+/// `keyspace` (all by default, or those named).
 ///
 /// `clients` are the `# Clients` fields the RESP door counts (tracking and pub/sub clients...),
 /// after `connected_clients`.
@@ -72,6 +72,39 @@ pub(crate) fn info(node: &Node, db: usize, sections: &[String], clients: &[(&str
         );
         for (name, n) in clients {
             let _ = write!(out, "{name}:{n}\r\n");
+        }
+        out.push_str("\r\n");
+    }
+    if wants("persistence") {
+        out.push_str("# Persistence\r\n");
+        match node.persistence() {
+            None => out.push_str("leafcache_root:\r\n"),
+            Some(p) => {
+                let secs = |ms: Option<u64>| ms.map_or(-1, |ms| (ms / 1000) as i64);
+                let _ = write!(
+                    out,
+                    "leafcache_root:{}\r\nleafcache_flush:{}\r\nrdb_last_save_time:{}\r\n\
+                     rdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\n\
+                     leafcache_snapshot_bytes:{}\r\nleafcache_snapshot_failures:{}\r\n\
+                     aof_current_size:{}\r\naof_buffer_length:{}\r\n\
+                     aof_last_write_status:{}\r\nleafcache_write_errors:{}\r\n",
+                    p.root,
+                    p.flush,
+                    secs(p.last_snapshot_ms),
+                    if p.snapshot_error.is_some() {
+                        "err"
+                    } else {
+                        "ok"
+                    },
+                    p.last_snapshot_duration_ms / 1000,
+                    p.last_snapshot_bytes,
+                    p.snapshot_failures,
+                    p.oplog_bytes,
+                    p.oplog_pending_bytes,
+                    if p.write_error.is_some() { "err" } else { "ok" },
+                    p.write_errors,
+                );
+            }
         }
         out.push_str("\r\n");
     }
@@ -383,6 +416,62 @@ pub(crate) fn prometheus(node: &Node) -> String {
         let name = format!("server_{name}");
         f.header(&name, kind, help);
         f.sample(&name, &[], counter.load(Ordering::Relaxed));
+    }
+    if let Some(p) = node.persistence() {
+        let persist_metrics: [Metric<crate::PersistStatus>; 8] = [
+            (
+                "snapshot_last_success_timestamp_ms",
+                "gauge",
+                "When the last snapshot was written, in ms since the epoch (0: none this run).",
+                |p| p.last_snapshot_ms.unwrap_or(0),
+            ),
+            (
+                "snapshot_last_bytes",
+                "gauge",
+                "The last snapshot's file size.",
+                |p| p.last_snapshot_bytes,
+            ),
+            (
+                "snapshot_last_duration_ms",
+                "gauge",
+                "How long the last snapshot took to write, in ms.",
+                |p| p.last_snapshot_duration_ms,
+            ),
+            (
+                "snapshot_failures_total",
+                "counter",
+                "Snapshot attempts that failed.",
+                |p| p.snapshot_failures,
+            ),
+            (
+                "snapshot_failing",
+                "gauge",
+                "1 if the last snapshot attempt failed.",
+                |p| u64::from(p.snapshot_error.is_some()),
+            ),
+            (
+                "oplog_bytes",
+                "gauge",
+                "Bytes in the op log since the last snapshot.",
+                |p| p.oplog_bytes,
+            ),
+            (
+                "oplog_pending_bytes",
+                "gauge",
+                "Op-log bytes not yet written out.",
+                |p| p.oplog_pending_bytes,
+            ),
+            (
+                "persist_write_errors_total",
+                "counter",
+                "Writes to the op log or the identity file that failed.",
+                |p| p.write_errors,
+            ),
+        ];
+        for (name, kind, help, get) in persist_metrics {
+            f.header(name, kind, help);
+            f.sample(name, &[], get(&p));
+        }
     }
     f.header(
         "node_seq",
