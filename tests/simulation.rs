@@ -170,6 +170,7 @@ fn a_short_partition_resyncs_exactly_the_delta_and_a_restart_gets_a_full_sync() 
     assert_eq!(sync.kind, SyncKind::Delta);
     assert!(sync.done);
     assert_eq!(sync.changes, 100, "invariant 7: only the changed keys");
+    assert_eq!(sync.total_changes, 100, "progress counts what there was to send");
     assert!(
         sync.bytes < 2 * 100 * (6 + 64) + 4 * 64,
         "{} bytes for 100 changed keys",
@@ -182,6 +183,8 @@ fn a_short_partition_resyncs_exactly_the_delta_and_a_restart_gets_a_full_sync() 
     let (_, hub_end) = sim.link_status(0).unwrap();
     assert_eq!(hub_end.sync.as_ref().unwrap().kind, SyncKind::Full);
     assert_eq!(hub_end.sync.as_ref().unwrap().changes, 5_000);
+    assert_eq!(hub_end.sync.as_ref().unwrap().total_changes, 5_000);
+    assert!(hub_end.sync.as_ref().unwrap().total_bytes >= 5_000 * 64);
     assert_eq!(sim.nodes[1].default_cache().len(), 5_000);
     converged_at(&all(&sim), sim.clock.now_ms()).unwrap();
 }

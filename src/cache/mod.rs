@@ -1019,6 +1019,14 @@ impl Cache {
         out
     }
 
+    /// The records of this cache with `after < seq <= upto`, and their key and value bytes.
+    pub(crate) fn pending(&self, after: u64, upto: u64) -> (u64, u64) {
+        self.inner.shards.iter().fold((0, 0), |(n, b), s| {
+            let (sn, sb) = s.lock().pending(after, upto);
+            (n + sn, b + sb)
+        })
+    }
+
     /// When the oldest record above `after` in this cache was written, by its version (ms), if it
     /// has one.
     pub(crate) fn written_after(&self, after: u64) -> Option<u64> {

@@ -1377,6 +1377,20 @@ impl Shard {
             .map(|i| self.store.at(i).seq)
     }
 
+    /// The records with `after < seq <= upto`, and their key and value bytes.
+    pub fn pending(&self, after: u64, upto: u64) -> (u64, u64) {
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for i in self.store.log_from(after + 1) {
+            let e = self.store.at(i);
+            if e.seq > upto {
+                break;
+            }
+            n += 1;
+            bytes += (e.key().len() + e.value_len()) as u64;
+        }
+        (n, bytes)
+    }
+
     /// When the oldest record above `after` was written: its version's physical time, in ms.
     pub fn written_after(&self, after: u64) -> Option<u64> {
         let i = self.store.log_from(after + 1).next()?;

@@ -496,12 +496,15 @@ impl<R: Replica> Link<R> {
             SyncKind::Full => self.status.full_syncs += 1,
         }
         self.status.acked = self.cursor;
+        let (total_changes, total_bytes) = self.replica.pending(self.cursor, current);
         self.sync = Some((
             SyncReport {
                 kind,
                 from: self.cursor,
                 changes: 0,
                 bytes: 0,
+                total_changes,
+                total_bytes,
                 done: false,
             },
             current,

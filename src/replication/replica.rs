@@ -40,6 +40,12 @@ pub trait Replica {
         max_bytes: usize,
         skip: u32,
     ) -> (Vec<(usize, Change)>, u64, bool);
+    /// How many records lie in `after < seq <= upto`, and about how many bytes of keys and values
+    /// they hold: what a resync from `after` has to send, for its progress. (0, 0) if unknown.
+    fn pending(&self, after: u64, upto: u64) -> (u64, u64) {
+        let _ = (after, upto);
+        (0, 0)
+    }
     /// Runs `apply`, which applies one batch, so that no client of the node sees part of it when
     /// `together`, and no transaction of the node has it land between its commands either way.
     fn apply_batch(&self, together: bool, apply: &mut dyn FnMut()) {
@@ -100,6 +106,13 @@ impl Replica for Caches {
         skip: u32,
     ) -> (Vec<(usize, Change)>, u64, bool) {
         self.collect_changes(after, upto, since, max_records, max_bytes, skip)
+    }
+
+    fn pending(&self, after: u64, upto: u64) -> (u64, u64) {
+        self.all().iter().fold((0, 0), |(n, b), c| {
+            let (cn, cb) = c.pending(after, upto);
+            (n + cn, b + cb)
+        })
     }
 
     fn apply_batch(&self, together: bool, apply: &mut dyn FnMut()) {

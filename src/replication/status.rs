@@ -54,6 +54,11 @@ pub struct SyncReport {
     pub changes: u64,
     /// Frame bytes those records took, length prefixes included.
     pub bytes: u64,
+    /// Records the log held to send when the link came up (those that came from the peer
+    /// itself are among them but not sent, so `changes` may end below it).
+    pub total_changes: u64,
+    /// Key and value bytes of those records: about what `bytes` grows to.
+    pub total_bytes: u64,
     /// Whether it caught up.
     pub done: bool,
 }
