@@ -311,6 +311,119 @@ fn up_runs_the_star_topology_and_a_write_at_one_leaf_reads_at_the_others() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// `up` on a terminal (a pseudo-terminal made by `script`): the table is redrawn in place, one
+/// line per node and per link, with nothing else between its redraws: the log goes to a file,
+/// whose last line the table shows. A leaf whose hub refuses connections shows as down, for how
+/// long, and why.
+#[test]
+fn up_on_a_terminal_redraws_its_table_in_place_and_keeps_the_log_out_of_it() {
+    let dir = temp_dir("up-tty");
+    let file = dir.join("pair.toml");
+    let refused = format!("127.0.0.1:{}", free_port());
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[cluster]
+name = "tty"
+secret = "tty-test-secret"
+
+[[node]]
+name = "hub"
+listen = "127.0.0.1:0"
+
+[[node]]
+name = "leaf"
+hub = "hub"
+
+[[node]]
+name = "stranded"
+hub = "{refused}"
+"#
+        ),
+    )
+    .unwrap();
+    let typescript = dir.join("typescript");
+    let command = format!("{BIN} up {}", file.display());
+    let mut child = Command::new("script")
+        .args(["-qfec", &command, typescript.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("script (util-linux) runs up on a pseudo-terminal");
+    // Stops `up` (and `script` with it) however the test ends.
+    struct Stop(Child, String);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new("pkill").args(["-INT", "-f", &self.1]).status();
+            let _ = self.0.wait();
+        }
+    }
+    let stop = Stop(child, format!("up {}", file.display()));
+    // Enough redraws that the leaf is up and the stranded one has failed (and logged) a few times.
+    let deadline = Instant::now() + TIMEOUT;
+    let screen = loop {
+        let screen = std::fs::read_to_string(&typescript).unwrap_or_default();
+        if screen.matches("\x1b[6A").count() >= 3
+            && screen.contains("leaf -> hub")
+            && screen.contains("connected")
+            && screen.contains("Connection refused")
+        {
+            break screen;
+        }
+        assert!(Instant::now() < deadline, "no table redrawn: {screen:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(stop);
+
+    // Each redraw moves up over the 6 lines (3 nodes, 2 links, the log line, and nothing else)
+    // and rewrites each of them whole.
+    let redraws: Vec<&str> = screen.split("\x1b[6A").skip(1).collect();
+    assert!(redraws.len() >= 3);
+    for block in &redraws[..redraws.len() - 1] {
+        let block = block.strip_suffix("\x1b[J").unwrap_or(block);
+        let lines: Vec<&str> = block.split('\n').filter(|l| !l.is_empty()).collect();
+        // `script` turns each line break into CR LF.
+        let lines: Vec<&str> = lines.iter().map(|l| l.trim_end_matches('\r')).collect();
+        assert_eq!(lines.len(), 6, "{block:?}");
+        for line in &lines {
+            assert!(
+                line.starts_with("\r\x1b[2K  "),
+                "a line not of the table: {line:?}"
+            );
+        }
+        assert!(
+            lines[0].contains("hub ") && lines[0].contains("hub    "),
+            "{lines:?}"
+        );
+        assert!(lines.iter().any(|l| l.contains("stranded -> 127.0.0.1:")));
+        assert!(lines[5].contains("log: "), "{lines:?}");
+    }
+    let last = redraws[redraws.len() - 2];
+    let stranded = last.lines().find(|l| l.contains("stranded -> ")).unwrap();
+    assert!(
+        stranded.contains("down") || stranded.contains("connecting"),
+        "{stranded}"
+    );
+    assert!(stranded.contains("Connection refused"), "{stranded}");
+    // The log went to the file the table names, not to the terminal.
+    let log_path = last
+        .lines()
+        .find_map(|l| l.split("log: ").nth(1))
+        .and_then(|l| l.split(' ').next())
+        .unwrap();
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(log.contains("hub unreachable"), "{log}");
+    assert!(
+        !screen.contains("hub unreachable"),
+        "a log line reached the terminal"
+    );
+    std::fs::remove_dir_all(Path::new(log_path).parent().unwrap()).ok();
+    std::fs::remove_dir_all(dir).ok();
+}
+
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()

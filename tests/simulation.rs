@@ -170,7 +170,10 @@ fn a_short_partition_resyncs_exactly_the_delta_and_a_restart_gets_a_full_sync() 
     assert_eq!(sync.kind, SyncKind::Delta);
     assert!(sync.done);
     assert_eq!(sync.changes, 100, "invariant 7: only the changed keys");
-    assert_eq!(sync.total_changes, 100, "progress counts what there was to send");
+    assert_eq!(
+        sync.total_changes, 100,
+        "progress counts what there was to send"
+    );
     assert!(
         sync.bytes < 2 * 100 * (6 + 64) + 4 * 64,
         "{} bytes for 100 changed keys",

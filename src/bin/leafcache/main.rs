@@ -288,6 +288,64 @@ fn init_logging_to(
     Ok(guard)
 }
 
+/// Logs to `leafcache.log` in a fresh private directory under the temp dir (for `up` on a
+/// terminal), noting each line in the returned [`status::LogTail`]. The guard flushes the file
+/// writer when dropped.
+fn init_logging_to_file(
+    filter: &str,
+) -> Result<
+    (
+        PathBuf,
+        status::LogTail,
+        tracing_appender::non_blocking::WorkerGuard,
+    ),
+    String,
+> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .map_err(|e| format!("invalid log filter {filter:?}: {e}"))?;
+    let dir = std::env::temp_dir().join(format!("leafcache-up-{}", std::process::id()));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("creating the log directory {}: {e}", dir.display()))?;
+    let appender = tracing_appender::rolling::never(&dir, "leafcache.log");
+    let (writer, guard) = tracing_appender::non_blocking(appender);
+    let tail = status::LogTail::default();
+    let noted = tail.clone();
+    let layer = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(move || Noted {
+            inner: writer.clone(),
+            tail: noted.clone(),
+        });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
+        .init();
+    Ok((dir.join("leafcache.log"), tail, guard))
+}
+
+/// A log writer that also tells the [`status::LogTail`] what it wrote.
+struct Noted {
+    inner: tracing_appender::non_blocking::NonBlocking,
+    tail: status::LogTail,
+}
+
+impl std::io::Write for Noted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tail.saw(buf);
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -361,7 +419,16 @@ fn up(file: &Path, run: RunArgs) -> CliResult {
         Ok(t) => t,
         Err(code) => return Ok(code),
     };
-    init_logging(run.loglevel.as_deref().unwrap_or("warn"))?;
+    let filter = run.loglevel.as_deref().unwrap_or("warn");
+    // On a terminal the log goes to a file, so that it never breaks the table redrawn in place;
+    // the table shows its last line. Piped, it goes to stderr as usual.
+    let (log, _log_guard) = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        let (path, tail, guard) = init_logging_to_file(filter)?;
+        (Some((path, tail)), Some(guard))
+    } else {
+        init_logging(filter)?;
+        (None, None)
+    };
     for w in topology.warnings() {
         eprintln!("{}", first_line(w));
     }
@@ -380,7 +447,7 @@ fn up(file: &Path, run: RunArgs) -> CliResult {
         );
         tokio::select! {
             r = wait_for_signal() => r?,
-            () = status::watch(&topology, &nodes) => {}
+            () = status::watch(&topology, &nodes, log) => {}
         }
         for node in &nodes {
             node.shutdown().await;

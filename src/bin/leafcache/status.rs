@@ -1,12 +1,14 @@
-//! What `leafcache up`, `node` and `serve` print: one line per node (role, addresses) and one
-//! live status line per link.
+//! What `leafcache up`, `node` and `serve` print: one line per node (role, addresses), and
+//! `up`'s live view of the tree: a line per node and per link, redrawn in place.
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use leafcache::topology::{HubRef, Topology};
-use leafcache::{Direction, LinkState, LinkStatus, Node};
+use leafcache::{Direction, LinkState, LinkStatus, Node, SyncKind, SyncReport};
 
 /// `name role key=address...`: what a node is and where to reach it.
 pub fn describe(node: &Node) -> String {
@@ -26,6 +28,27 @@ pub fn describe(node: &Node) -> String {
     line
 }
 
+/// The last line the node's log wrote and how many it wrote, for `up`'s screen to show below its
+/// table while the log itself goes to a file.
+#[derive(Clone, Default)]
+pub struct LogTail(Arc<Mutex<(u64, String)>>);
+
+impl LogTail {
+    /// Notes what the log wrote (whole formatted lines).
+    pub fn saw(&self, bytes: &[u8]) {
+        let text = String::from_utf8_lossy(bytes);
+        let mut tail = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            tail.0 += 1;
+            tail.1 = line.to_string();
+        }
+    }
+
+    fn read(&self) -> (u64, String) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// One link as seen from both ends: the leaf's upstream status, and the hub's status of its link
 /// to that leaf when the hub runs in this process.
 struct LinkView {
@@ -33,8 +56,36 @@ struct LinkView {
     name: String,
     /// connecting / connected / syncing / down / refused.
     state: &'static str,
-    /// The rest: lag, last error.
+    /// The rest: lag, resync progress, how long down and why.
     detail: String,
+}
+
+/// `full 1200/5000 changes (24%), 1.2 MiB sent`.
+fn progress(sync: &SyncReport) -> String {
+    let kind = match sync.kind {
+        SyncKind::Full => "full",
+        SyncKind::Delta => "delta",
+    };
+    let pct = if sync.total_changes == 0 {
+        100
+    } else {
+        (sync.changes * 100 / sync.total_changes).min(100)
+    };
+    format!(
+        "{kind} {}/{} changes ({pct}%), {} sent",
+        sync.changes,
+        sync.total_changes,
+        bytes(sync.bytes)
+    )
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
 }
 
 fn view(leaf: &Node, up: &LinkStatus, hub: Option<&Node>, hub_name: &str) -> LinkView {
@@ -45,33 +96,35 @@ fn view(leaf: &Node, up: &LinkStatus, hub: Option<&Node>, hub_name: &str) -> Lin
                 && s.peer_id == Some(leaf.id())
         })
     });
-    let syncing = [Some(up), down_link.as_ref()]
+    let running = [down_link.as_ref(), Some(up)]
         .into_iter()
         .flatten()
-        .any(|s| s.sync.as_ref().is_some_and(|r| !r.done));
+        .find_map(|s| s.sync.as_ref().filter(|r| !r.done));
     let state = match up.state {
-        LinkState::Up if syncing => "syncing",
+        LinkState::Up if running.is_some() => "syncing",
         LinkState::Up => "connected",
         LinkState::Connecting | LinkState::Handshaking => "connecting",
         LinkState::Down => "down",
         LinkState::Refused => "refused",
     };
     let mut detail = String::new();
+    if let Some(sync) = running {
+        let _ = write!(detail, "{}; ", progress(sync));
+    }
     if up.state == LinkState::Up {
-        let _ = write!(detail, "lag up {} changes/{} ms", up.lag_changes, up.lag_ms);
+        let _ = write!(detail, "lag up {} ({} ms)", up.lag_changes, up.lag_ms);
         if let Some(d) = &down_link {
-            let _ = write!(detail, ", down {} changes/{} ms", d.lag_changes, d.lag_ms);
+            let _ = write!(detail, ", down {} ({} ms)", d.lag_changes, d.lag_ms);
+            if let Some(sync) = d.sync.as_ref().filter(|r| r.done) {
+                let kind = format!("{:?}", sync.kind).to_lowercase();
+                let _ = write!(detail, "; last resync {kind}, {} changes", sync.changes);
+            }
         }
-        if let Some(sync) = down_link.as_ref().and_then(|d| d.sync.as_ref()) {
-            let _ = write!(
-                detail,
-                ", last resync {} of {} changes",
-                format!("{:?}", sync.kind).to_lowercase(),
-                sync.changes
-            );
+    } else {
+        let _ = write!(detail, "for {:.1}s", up.down_ms as f64 / 1000.0);
+        if let Some(e) = &up.last_error {
+            let _ = write!(detail, ": {e}");
         }
-    } else if let Some(e) = &up.last_error {
-        let _ = write!(detail, "{e}");
     }
     LinkView {
         name: format!("{} -> {hub_name}", leaf.name()),
@@ -80,25 +133,66 @@ fn view(leaf: &Node, up: &LinkStatus, hub: Option<&Node>, hub_name: &str) -> Lin
     }
 }
 
-fn views(topology: &Topology, nodes: &[Node]) -> Vec<LinkView> {
+/// Per node, its line of the table and the view of its link to its hub (if it has one).
+fn views(topology: &Topology, nodes: &[Node]) -> Vec<(String, Option<LinkView>)> {
     let mut out = Vec::new();
     for (spec, node) in topology.nodes().iter().zip(nodes) {
-        let (hub, hub_name) = match &spec.hub {
-            None => continue,
-            Some(HubRef::Node(h)) => (nodes.iter().find(|n| n.name() == h), h.as_str()),
-            Some(HubRef::Address(a)) => (None, a.as_str()),
-        };
-        let links = node.links();
-        if let Some(up) = links.iter().find(|s| s.direction == Direction::Upstream) {
-            out.push(view(node, up, hub, hub_name));
+        let entries: u64 = node.caches().iter().map(|c| c.stats().entries).sum();
+        let mut line = format!(
+            "{:<12} {:<6} {entries} entries, {} links up",
+            node.name(),
+            node.role().to_string(),
+            node.links()
+                .iter()
+                .filter(|l| l.state == LinkState::Up)
+                .count()
+        );
+        if let Some(p) = node.persistence() {
+            for problem in p.problems() {
+                let _ = write!(line, "; {problem}");
+            }
         }
+        let link = match &spec.hub {
+            None => None,
+            Some(hub_ref) => {
+                let (hub, hub_name) = match hub_ref {
+                    HubRef::Node(h) => (nodes.iter().find(|n| n.name() == h), h.as_str()),
+                    HubRef::Address(a) => (None, a.as_str()),
+                };
+                node.links()
+                    .iter()
+                    .find(|s| s.direction == Direction::Upstream)
+                    .map(|up| view(node, up, hub, hub_name))
+            }
+        };
+        out.push((line, link));
     }
     out
 }
 
-/// Prints a status line per link until cancelled: on a terminal the block is redrawn in place
-/// twice a second; otherwise a line is printed whenever a link changes state.
-pub async fn watch(topology: &Topology, nodes: &[Node]) {
+/// The terminal's width in columns, if stdout is one.
+fn columns() -> usize {
+    // SAFETY: TIOCGWINSZ fills the `winsize` it is given and reads nothing else.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_col > 0 {
+        usize::from(ws.ws_col)
+    } else {
+        100
+    }
+}
+
+/// `line` cut to `width` characters, so that it never wraps (a wrapped line would break the
+/// redraw, which moves up by lines).
+fn fit(line: &str, width: usize) -> String {
+    line.chars().take(width.saturating_sub(1)).collect()
+}
+
+/// Shows the tree until cancelled. On a terminal, a block of one line per node and per link is
+/// redrawn in place twice a second, with the log's last line below it (the log itself goes to the
+/// file `log` names, never into the block). Otherwise a line is printed whenever a link changes
+/// state.
+pub async fn watch(topology: &Topology, nodes: &[Node], log: Option<(PathBuf, LogTail)>) {
     let tty = std::io::stdout().is_terminal();
     let start = Instant::now();
     let mut drawn = 0usize;
@@ -107,15 +201,37 @@ pub async fn watch(topology: &Topology, nodes: &[Node]) {
         let views = views(topology, nodes);
         let mut out = String::new();
         if tty {
+            let width = columns();
+            let mut lines = Vec::new();
+            for (node, link) in &views {
+                lines.push(format!("  {node}"));
+                if let Some(v) = link {
+                    lines.push(format!("    {:<22} {:<10} {}", v.name, v.state, v.detail));
+                }
+            }
+            if let Some((path, tail)) = &log {
+                let (n, line) = tail.read();
+                // The last line without its timestamp.
+                let line = line
+                    .split_once(' ')
+                    .map_or(line.as_str(), |(_, l)| l)
+                    .trim();
+                lines.push(match n {
+                    0 => format!("  log: {} (empty)", path.display()),
+                    n => format!("  log: {} ({n} lines; last: {line})", path.display()),
+                });
+            }
             if drawn > 0 {
                 let _ = write!(out, "\x1b[{drawn}A");
             }
-            for v in &views {
-                let _ = writeln!(out, "\x1b[2K  {:<24} {:<10} {}", v.name, v.state, v.detail);
+            for line in &lines {
+                let _ = write!(out, "\r\x1b[2K{}\n", fit(line, width));
             }
-            drawn = views.len();
+            out.push_str("\x1b[J");
+            drawn = lines.len();
         } else {
-            for v in &views {
+            let links: Vec<&LinkView> = views.iter().filter_map(|(_, l)| l.as_ref()).collect();
+            for v in &links {
                 if !last.iter().any(|(n, s)| *n == v.name && *s == v.state) {
                     let _ = writeln!(
                         out,
@@ -127,7 +243,7 @@ pub async fn watch(topology: &Topology, nodes: &[Node]) {
                     );
                 }
             }
-            last = views.iter().map(|v| (v.name.clone(), v.state)).collect();
+            last = links.iter().map(|v| (v.name.clone(), v.state)).collect();
         }
         if !out.is_empty() {
             let mut stdout = std::io::stdout().lock();
