@@ -66,11 +66,9 @@ fn progress(sync: &SyncReport) -> String {
         SyncKind::Full => "full",
         SyncKind::Delta => "delta",
     };
-    let pct = if sync.total_changes == 0 {
-        100
-    } else {
-        (sync.changes * 100 / sync.total_changes).min(100)
-    };
+    let pct = (sync.changes * 100)
+        .checked_div(sync.total_changes)
+        .map_or(100, |p| p.min(100));
     format!(
         "{kind} {}/{} changes ({pct}%), {} sent",
         sync.changes,
