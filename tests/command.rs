@@ -345,7 +345,7 @@ hub = "{refused}"
     .unwrap();
     let typescript = dir.join("typescript");
     let command = format!("{BIN} up {}", file.display());
-    let mut child = Command::new("script")
+    let child = Command::new("script")
         .args(["-qfec", &command, typescript.to_str().unwrap()])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
