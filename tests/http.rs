@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use leafcache::{CacheConfig, LinkState, ManualClock, Node, ServerLimits};
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::eventually;
 
 struct Http {
@@ -737,4 +737,185 @@ async fn a_failed_snapshot_degrades_health_and_shows_in_metrics_and_info() {
     );
     node.shutdown().await;
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// The Grafana dashboard in `contrib/` asks only for metrics a node exposes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_uses_only_metrics_a_node_exposes() {
+    let root = std::env::temp_dir().join(format!("leafcache-grafana-{}", uuid::Uuid::new_v4()));
+    let hub = Node::builder()
+        .name("hub")
+        .root(&root)
+        .local_address("127.0.0.1:0")
+        .http_address("127.0.0.1:0")
+        .build()
+        .unwrap();
+    let leaf = Node::builder()
+        .name("leaf")
+        .remote_address(hub.local_addr().unwrap())
+        .build()
+        .unwrap();
+    eventually(Duration::from_secs(10), "leaf linked", || {
+        if hub.links().iter().any(|l| l.state == LinkState::Up) {
+            Ok(())
+        } else {
+            Err("no link".into())
+        }
+    })
+    .await;
+    let metrics = Http::to(&hub).get("/metrics").text();
+    let exposed: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/contrib/grafana-dashboard.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut asked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("leafcache_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(exposed.contains(name.as_str()), "{name} is not exposed");
+                asked += 1;
+            }
+        }
+    }
+    assert!(asked >= 20, "{asked}");
+    leaf.shutdown().await;
+    hub.shutdown().await;
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// `/v1/cluster` on any node lists the whole tree, and says what lies beyond a lost link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_lists_the_whole_tree_and_what_is_unreachable() {
+    let hub = Node::builder()
+        .name("hub")
+        .local_address("127.0.0.1:0")
+        .http_address("127.0.0.1:0")
+        .connection_timeout("1s")
+        .build()
+        .unwrap();
+    let proxy = support::proxy::Proxy::start(hub.local_addr().unwrap()).await;
+    let relay = Node::builder()
+        .name("relay")
+        .remote_address(proxy.addr())
+        .local_address("127.0.0.1:0")
+        .http_address("127.0.0.1:0")
+        .connection_timeout("1s")
+        .build()
+        .unwrap();
+    let leaves: Vec<Node> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            Node::builder()
+                .name(*n)
+                .remote_address(relay.local_addr().unwrap())
+                .http_address("127.0.0.1:0")
+                .connection_timeout("1s")
+                .build()
+                .unwrap()
+        })
+        .collect();
+    leaves[0].default_cache().set("k", "v").unwrap();
+    let names = |v: &Value, reachable: bool| -> Vec<String> {
+        let mut n: Vec<String> = v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["reachable"] == reachable)
+            .map(|n| n["name"].as_str().unwrap().to_string())
+            .collect();
+        n.sort();
+        n
+    };
+    for node in [&hub, &relay, &leaves[0], &leaves[1]] {
+        let http = Http::to(node);
+        eventually(Duration::from_secs(10), "the whole tree", || {
+            let v = http.get("/v1/cluster").json();
+            if names(&v, true) == ["a", "b", "hub", "relay"] && v["unreachable"] == json!([]) {
+                Ok(())
+            } else {
+                Err(v.to_string())
+            }
+        })
+        .await;
+    }
+    let v = Http::to(&hub).get("/v1/cluster").json();
+    let a = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "a")
+        .unwrap()
+        .clone();
+    assert_eq!(a["role"], "leaf");
+    assert_eq!(a["hub"], relay.id().to_string());
+    assert_eq!(a["upstream"]["state"], "up");
+    assert_eq!(a["via"], "relay");
+    assert_eq!(v["nodes"][0]["name"], "hub", "the answering node first");
+
+    // The relay loses its hub. Leaf b still sees everything, the hub as its last known state;
+    // the relay says which link it cannot see beyond, and what was there.
+    proxy.cut();
+    let b = Http::to(&leaves[1]);
+    eventually(
+        Duration::from_secs(10),
+        "the hub unreachable from b",
+        || {
+            let v = b.get("/v1/cluster").json();
+            if names(&v, true) == ["a", "b", "relay"] && names(&v, false) == ["hub"] {
+                Ok(())
+            } else {
+                Err(v.to_string())
+            }
+        },
+    )
+    .await;
+    let v = Http::to(&relay).get("/v1/cluster").json();
+    let lost = &v["unreachable"][0];
+    assert_eq!(lost["direction"], "upstream", "{v}");
+    assert_eq!(lost["peer"], "hub");
+    assert_eq!(lost["last_known"], json!(["hub"]));
+    assert!(lost["last_error"].is_string(), "{v}");
+    // The hub, for its part, lost the relay and what lay beyond it.
+    eventually(
+        Duration::from_secs(10),
+        "the relay's subtree unreachable",
+        || {
+            let v = Http::to(&hub).get("/v1/cluster").json();
+            if names(&v, false) == ["a", "b", "relay"] {
+                Ok(())
+            } else {
+                Err(v.to_string())
+            }
+        },
+    )
+    .await;
+    proxy.heal();
+    eventually(Duration::from_secs(10), "whole again", || {
+        let v = b.get("/v1/cluster").json();
+        if names(&v, true) == ["a", "b", "hub", "relay"] {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    })
+    .await;
+    for n in leaves {
+        n.shutdown().await;
+    }
+    relay.shutdown().await;
+    hub.shutdown().await;
 }

@@ -27,6 +27,8 @@ const MAX_INBOUND: usize = 1024;
 const UPSTREAM_SLOT: u32 = 0;
 /// How often a running link republishes its status.
 const PUBLISH_EVERY_MS: u64 = 10;
+/// How often a link that is up tells its peer what this node knows of the tree.
+const SUMMARIES_EVERY_MS: u64 = 1000;
 
 /// A new link of the node's caches, registered with its registry.
 pub(crate) fn new_link(
@@ -217,6 +219,8 @@ async fn run(
         registry.publish(slot, st);
     };
     let mut bus = registry.bus.subscribe();
+    let mut summaries_at = 0u64;
+    let caches = link.replica().clone();
     core.watch();
     let _unwatch = scopeguard(|| core.unwatch());
     let result = async {
@@ -233,6 +237,13 @@ async fn run(
                 last_publish = now;
                 publish(link);
             }
+            // After the publication, so that the summary knows this link's state.
+            if link.is_up() && now >= summaries_at {
+                let own = registry.own_summary(&caches);
+                link.send_summaries(registry.summaries_for(slot, own, now));
+                summaries_at = now + SUMMARIES_EVERY_MS;
+                send_ready(link, &mut framed, timeout).await?;
+            }
             let unpublished = activity != published_activity;
             let notified = core.changes();
             tokio::pin!(notified);
@@ -243,6 +254,9 @@ async fn run(
             let mut wake_at = link.next_tick_ms();
             if unpublished {
                 wake_at = wake_at.min(last_publish + PUBLISH_EVERY_MS);
+            }
+            if link.is_up() {
+                wake_at = wake_at.min(summaries_at);
             }
             let tick_in = Duration::from_millis(wake_at.saturating_sub(now).max(1));
             tokio::select! {
@@ -285,6 +299,7 @@ async fn run(
     }
     hand_on(link, registry, &core.uplink, &mut waiting);
     publish(link);
+    registry.lost_view(slot);
     result
 }
 
@@ -297,9 +312,14 @@ fn hand_on(
     waiting: &mut HashMap<u64, oneshot::Sender<Option<Change>>>,
 ) {
     while let Some(event) = link.poll_event() {
-        if let Some((id, change)) =
-            hand_on_event(registry, uplink, link.id(), link.direction(), event)
-            && let Some(tx) = waiting.remove(&id)
+        if let Some((id, change)) = hand_on_event(
+            registry,
+            uplink,
+            link.id(),
+            link.direction(),
+            event,
+            now_ms(link),
+        ) && let Some(tx) = waiting.remove(&id)
         {
             let _ = tx.send(change);
         }
@@ -315,6 +335,7 @@ pub(crate) fn hand_on_event(
     link_id: u32,
     direction: Direction,
     event: LinkEvent,
+    now: u64,
 ) -> Option<(u64, Option<Change>)> {
     match event {
         LinkEvent::Published { channel, message } => registry.arrived(link_id, channel, message),
@@ -322,8 +343,19 @@ pub(crate) fn hand_on_event(
         LinkEvent::Acked { upto } if direction == Direction::Upstream => uplink.acked(upto),
         LinkEvent::Acked { .. } => {}
         LinkEvent::Fetched { id, change } => return Some((id, change)),
+        LinkEvent::Summaries { nodes } => {
+            let slot = match direction {
+                Direction::Upstream => UPSTREAM_SLOT,
+                Direction::Downstream => link_id,
+            };
+            registry.heard(slot, nodes, now);
+        }
     }
     None
+}
+
+fn now_ms(link: &Link<Caches>) -> u64 {
+    link.replica().core().now_ms()
 }
 
 /// Sends what is left and a goodbye, then reads until the peer's goodbye (or the timeout), so that
@@ -347,7 +379,7 @@ async fn close(
                         // Closing: fetch answers have no one waiting any more.
                         let uplink = &link.replica().core().clone().uplink;
                         while let Some(event) = link.poll_event() {
-                            hand_on_event(registry, uplink, link.id(), link.direction(), event);
+                            hand_on_event(registry, uplink, link.id(), link.direction(), event, now_ms(link));
                         }
                         send_ready(link, framed, timeout).await?
                     }

@@ -9,9 +9,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 
+use crate::cache::Caches;
 use crate::clock::NodeId;
 use crate::persist::Journal;
-use crate::replication::{LinkConfig, LinkState, LinkStatus, Marks, Resume, Role};
+use crate::replication::{
+    Direction, LinkConfig, LinkState, LinkStatus, MAX_SUMMARIES, Marks, NodeSummary, Resume, Role,
+    UplinkSummary,
+};
 
 /// Closed downstream links whose last status a node keeps, so their errors can be read.
 pub const CLOSED_KEPT: usize = 16;
@@ -80,6 +84,78 @@ pub(crate) struct LinkRegistry {
     /// Where a message that came in on a link is delivered at this node (the RESP door's
     /// subscribers), once a door is open.
     pub deliver: std::sync::OnceLock<Deliver>,
+    /// The node's HTTP door, for its summary.
+    pub http: std::sync::OnceLock<String>,
+    /// What each link's peer last told of the tree beyond it, by slot.
+    views: Mutex<BTreeMap<u32, View>>,
+    /// This node's own summary and when it was made, reused for a moment by every link.
+    own: Mutex<Option<(u64, NodeSummary)>>,
+}
+
+/// What one link's peer last told this node of the tree beyond it.
+#[derive(Clone, Debug)]
+struct View {
+    nodes: Vec<NodeSummary>,
+    /// When it came (this node's clock).
+    received_ms: u64,
+    /// Whether the link is still up; a view of a lost link is kept to say what is unreachable.
+    live: bool,
+}
+
+/// The tree as one node sees it: every node it heard of, and the links beyond which it cannot
+/// see any more.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ClusterView {
+    /// The node answering.
+    pub node: String,
+    /// Every node it knows of: itself first, then those its links told it of.
+    pub nodes: Vec<ClusterNode>,
+    /// Links of this node that are not up, with the nodes last seen beyond them.
+    pub unreachable: Vec<Unreachable>,
+}
+
+/// One node of a [`ClusterView`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ClusterNode {
+    /// What it said of itself, `age_ms` counted up to now.
+    #[serde(flatten)]
+    pub summary: NodeSummary,
+    /// Whether every link on the way to it is up (else the summary is its last known state).
+    pub reachable: bool,
+    /// The peer whose link it came over (`null` for the node answering).
+    pub via: Option<String>,
+}
+
+/// A link that is not up, in a [`ClusterView`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Unreachable {
+    /// Upstream or downstream.
+    pub direction: Direction,
+    /// The peer's name, if it was ever known.
+    pub peer: Option<String>,
+    /// Its address.
+    pub address: String,
+    /// Its state.
+    pub state: LinkState,
+    /// How long it has been down.
+    pub down_ms: u64,
+    /// Why.
+    pub last_error: Option<String>,
+    /// The nodes last seen beyond it.
+    pub last_known: Vec<String>,
+}
+
+/// How long a node's own summary is reused before it is made again, in ms.
+const OWN_SUMMARY_MS: u64 = 250;
+
+/// How long what a lost link told is still shown (as unreachable), in ms.
+const LOST_SHOWN_MS: u64 = 10 * 60 * 1000;
+
+impl View {
+    /// Whether the view is still worth showing at `now`.
+    fn shown(&self, now: u64) -> bool {
+        self.live || now.saturating_sub(self.received_ms) < LOST_SHOWN_MS
+    }
 }
 
 /// Delivers a pub/sub message (channel, message) to this node's subscribers.
@@ -118,6 +194,210 @@ impl LinkRegistry {
             tasks: tokio_util::task::TaskTracker::new(),
             bus: tokio::sync::broadcast::Sender::new(BUS_CAPACITY),
             deliver: std::sync::OnceLock::new(),
+            http: std::sync::OnceLock::new(),
+            views: Mutex::new(BTreeMap::new()),
+            own: Mutex::new(None),
+        }
+    }
+
+    /// Every link status, brought up to now (see [`LinkStatus::refresh`]).
+    pub fn statuses_now(&self, caches: &Caches) -> Vec<LinkStatus> {
+        self.slots_now(caches).into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Every link status by slot, brought up to now.
+    fn slots_now(&self, caches: &Caches) -> Vec<(u32, LinkStatus)> {
+        let core = caches.core();
+        let (now, current) = (core.now_ms(), core.current_seq());
+        let mut all: Vec<(u32, LinkStatus)> = self
+            .statuses
+            .lock()
+            .iter()
+            .map(|(&s, st)| (s, st.clone()))
+            .collect();
+        for (_, st) in &mut all {
+            st.refresh(now, current, |acked| caches.age_after(acked, now));
+        }
+        all
+    }
+
+    /// This node's summary, made at most every [`OWN_SUMMARY_MS`].
+    pub fn own_summary(&self, caches: &Caches) -> NodeSummary {
+        let now = caches.core().now_ms();
+        let mut own = self.own.lock();
+        if let Some((at, s)) = own.as_ref()
+            && now < at + OWN_SUMMARY_MS
+        {
+            return s.clone();
+        }
+        let links = self.statuses_now(caches);
+        let up = links.iter().find(|l| l.direction == Direction::Upstream);
+        let (mut entries, mut bytes) = (0, 0);
+        for c in caches.all() {
+            let st = c.stats();
+            entries += st.entries;
+            bytes += st.bytes;
+        }
+        let core = caches.core();
+        let summary = NodeSummary {
+            id: core.id,
+            name: core.name.clone(),
+            role: self.role(),
+            hub: up.and_then(|l| l.peer_id),
+            http: self.http.get().cloned(),
+            entries,
+            bytes,
+            seq: core.current_seq(),
+            links_up: links.iter().filter(|l| l.state == LinkState::Up).count() as u32,
+            upstream: up.map(|l| UplinkSummary {
+                state: l.state,
+                address: l.address.clone(),
+                lag_changes: l.lag_changes,
+                lag_ms: l.lag_ms,
+                down_ms: l.down_ms,
+                changes_in: l.changes_in,
+                changes_out: l.changes_out,
+                last_error: l.last_error.clone(),
+                sync: l.sync.clone(),
+            }),
+            problems: self
+                .journal
+                .as_ref()
+                .map(|j| j.status().problems())
+                .unwrap_or_default(),
+            age_ms: 0,
+            stale: false,
+        }
+        .bounded();
+        *own = Some((now, summary.clone()));
+        summary
+    }
+
+    /// What link `slot`'s peer is told of the tree: this node, then what its other links told
+    /// it (ages counted up to `now`; what came over a link that is lost marked stale), each node
+    /// once, live views first, at most [`MAX_SUMMARIES`].
+    pub fn summaries_for(&self, slot: u32, own: NodeSummary, now: u64) -> Vec<NodeSummary> {
+        let mut out = vec![own];
+        let mut seen: std::collections::HashSet<NodeId> = out.iter().map(|s| s.id).collect();
+        let views = self.views.lock();
+        let mut others: Vec<&View> = views
+            .iter()
+            .filter(|(s, v)| **s != slot && v.shown(now))
+            .map(|(_, v)| v)
+            .collect();
+        others.sort_by_key(|v| !v.live);
+        for view in others {
+            let held = now.saturating_sub(view.received_ms);
+            for n in &view.nodes {
+                if out.len() >= MAX_SUMMARIES {
+                    return out;
+                }
+                if seen.insert(n.id) {
+                    let mut n = n.clone();
+                    n.age_ms = n.age_ms.saturating_add(held);
+                    n.stale |= !view.live;
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
+
+    /// Keeps what link `slot`'s peer told of the tree beyond it; a peer that came back on a new
+    /// link replaces its view from the old one.
+    pub fn heard(&self, slot: u32, nodes: Vec<NodeSummary>, now: u64) {
+        let mut views = self.views.lock();
+        if let Some(peer) = nodes.first().map(|n| n.id) {
+            views
+                .retain(|&s, v| s == slot || v.live || v.nodes.first().map(|n| n.id) != Some(peer));
+        }
+        views.insert(
+            slot,
+            View {
+                nodes,
+                received_ms: now,
+                live: true,
+            },
+        );
+    }
+
+    /// Link `slot` ended: what it told is kept, marked unreachable (the latest [`CLOSED_KEPT`]
+    /// such views).
+    pub fn lost_view(&self, slot: u32) {
+        let mut views = self.views.lock();
+        if let Some(v) = views.get_mut(&slot) {
+            v.live = false;
+        }
+        let stale: Vec<u32> = views
+            .iter()
+            .filter(|(_, v)| !v.live)
+            .map(|(&s, _)| s)
+            .collect();
+        for s in stale.iter().take(stale.len().saturating_sub(CLOSED_KEPT)) {
+            views.remove(s);
+        }
+    }
+
+    /// The tree as this node sees it now.
+    pub fn cluster(&self, caches: &Caches) -> ClusterView {
+        let own = self.own_summary(caches);
+        let now = caches.core().now_ms();
+        let links = self.slots_now(caches);
+        let views = self.views.lock().clone();
+        let mut seen: std::collections::HashSet<NodeId> = [own.id].into();
+        let mut nodes = vec![ClusterNode {
+            summary: own.clone(),
+            reachable: true,
+            via: None,
+        }];
+        // Live views first, so that a node seen both ways shows as reachable.
+        let mut ordered: Vec<(&u32, &View)> = views.iter().filter(|(_, v)| v.shown(now)).collect();
+        ordered.sort_by_key(|(_, v)| !v.live);
+        for (slot, view) in ordered {
+            let via = links
+                .iter()
+                .find(|(s, _)| s == slot)
+                .and_then(|(_, l)| l.peer_name.clone());
+            let held = now.saturating_sub(view.received_ms);
+            for n in &view.nodes {
+                if seen.insert(n.id) {
+                    let mut summary = n.clone();
+                    summary.age_ms = summary.age_ms.saturating_add(held);
+                    let reachable = view.live && !summary.stale;
+                    nodes.push(ClusterNode {
+                        summary,
+                        reachable,
+                        via: via.clone(),
+                    });
+                }
+            }
+        }
+        // A hub that cannot be reached, and a leaf gone with its part of the tree.
+        let unreachable = links
+            .iter()
+            .filter(|(_, l)| l.state != LinkState::Up)
+            .filter_map(|(slot, l)| {
+                let stale = views.get(slot).filter(|v| !v.live);
+                if l.direction == Direction::Downstream && stale.is_none() {
+                    return None;
+                }
+                Some(Unreachable {
+                    direction: l.direction,
+                    peer: l.peer_name.clone(),
+                    address: l.address.clone(),
+                    state: l.state,
+                    down_ms: l.down_ms,
+                    last_error: l.last_error.clone(),
+                    last_known: stale
+                        .map(|v| v.nodes.iter().map(|n| n.name.clone()).collect())
+                        .unwrap_or_default(),
+                })
+            })
+            .collect();
+        ClusterView {
+            node: own.name,
+            nodes,
+            unreachable,
         }
     }
 
@@ -164,6 +444,10 @@ impl LinkRegistry {
 
     pub fn publish(&self, slot: u32, status: LinkStatus) {
         let mut statuses = self.statuses.lock();
+        if statuses.get(&slot).map(|s| s.state) != Some(status.state) {
+            // A link changed state: this node's summary is out of date.
+            *self.own.lock() = None;
+        }
         if status.state == LinkState::Up {
             // The peer is back: its closed records are history.
             forget_closed_of(&mut statuses, slot, &status);
@@ -186,10 +470,6 @@ impl LinkRegistry {
         for s in closed.iter().take(closed.len().saturating_sub(CLOSED_KEPT)) {
             statuses.remove(s);
         }
-    }
-
-    pub fn statuses(&self) -> Vec<LinkStatus> {
-        self.statuses.lock().values().cloned().collect()
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::error::Error;
+pub use links::{ClusterNode, ClusterView, Unreachable};
 pub use mem::MemoryNet;
 
 /// Whether `address` only reaches this host: a Unix socket or an in-memory host, `localhost`,

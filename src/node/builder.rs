@@ -491,6 +491,9 @@ impl NodeBuilder {
                 registry.shutdown.clone(),
             ));
         }
+        if let Some(http) = node.http_addr() {
+            let _ = registry.http.set(http.to_string());
+        }
         bound_doors.spawn(&node)?;
         if let Some(listener) = listener {
             tasks.spawn(driver::accept_loop(

@@ -191,13 +191,24 @@ impl Node {
     /// Read at the call: how long a link has been down and how far behind its peer is are
     /// brought up to now, also for a link that is down or stalled.
     pub fn links(&self) -> Vec<LinkStatus> {
-        let caches = &self.inner.caches;
-        let (now, current) = (self.now_ms(), self.current_seq());
-        let mut all = self.inner.registry.statuses();
-        for st in &mut all {
-            st.refresh(now, current, |acked| caches.age_after(acked, now));
-        }
-        all
+        self.inner.registry.statuses_now(&self.inner.caches)
+    }
+
+    /// The tree as this node sees it: itself and every node its links told it of (each node
+    /// passes a summary of what lies beyond it along its links, about once a second), and the
+    /// links beyond which it cannot see, with the nodes last seen there. Served at
+    /// `/v1/cluster`.
+    ///
+    /// ```
+    /// let node = leafcache::Node::builder().name("alone").build()?;
+    /// let tree = node.cluster();
+    /// assert_eq!(tree.nodes.len(), 1);
+    /// assert_eq!(tree.nodes[0].summary.name, "alone");
+    /// assert!(tree.unreachable.is_empty());
+    /// # Ok::<(), leafcache::Error>(())
+    /// ```
+    pub fn cluster(&self) -> crate::net::ClusterView {
+        self.inner.registry.cluster(&self.inner.caches)
     }
 
     /// A link state machine over this node's caches, for a driver of one's own (the tokio driver
@@ -219,6 +230,7 @@ impl Node {
             0,
             direction,
             event,
+            self.now_ms(),
         );
     }
 

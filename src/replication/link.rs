@@ -22,6 +22,7 @@ use super::message::{
 };
 use super::replica::{Marks, Replica};
 use super::status::{Direction, LinkState, LinkStatus, SyncKind, SyncReport};
+use super::summary::{MAX_SUMMARIES, NodeSummary};
 use super::{HmacSha256, LinkError, Secret};
 use crate::cache::Change;
 use crate::clock::NodeId;
@@ -83,6 +84,11 @@ pub enum LinkEvent {
         channel: Bytes,
         /// The message.
         message: Bytes,
+    },
+    /// The peer's latest view of the tree beyond this link (its own summary first), bounded.
+    Summaries {
+        /// The summaries.
+        nodes: Vec<NodeSummary>,
     },
 }
 
@@ -174,6 +180,8 @@ pub struct Link<R: Replica> {
     watermark: Option<(NodeId, Resume)>,
     /// The newest acknowledgement not yet reported.
     acked_event: Option<u64>,
+    /// The peer's newest view of the tree, not yet reported.
+    summaries: Option<Vec<NodeSummary>>,
     last_recv_ms: u64,
     last_sent_ms: u64,
     /// Heartbeat period: a quarter of the shorter of both sides' connection timeouts.
@@ -226,6 +234,7 @@ impl<R: Replica> Link<R> {
             published: VecDeque::new(),
             watermark: None,
             acked_event: None,
+            summaries: None,
             last_recv_ms: now,
             last_sent_ms: now,
             ping_every_ms,
@@ -381,6 +390,12 @@ impl<R: Replica> Link<R> {
             }
             (Phase::Up, Message::Publish { channel, message }) => {
                 self.published.push_back((channel, message));
+                Ok(())
+            }
+            (Phase::Up, Message::Status { mut nodes }) => {
+                nodes.truncate(MAX_SUMMARIES);
+                let nodes = nodes.into_iter().map(NodeSummary::bounded).collect();
+                self.summaries = Some(nodes);
                 Ok(())
             }
             (Phase::Up, Message::Want { cache, keys }) => {
@@ -609,6 +624,15 @@ impl<R: Replica> Link<R> {
         self.outbox.push_back(Message::Fetch { id, cache, key });
     }
 
+    /// Queues this node's view of the tree beyond the peer for it, if the link is up (the driver
+    /// sends one about once a second).
+    pub fn send_summaries(&mut self, mut nodes: Vec<NodeSummary>) {
+        if self.phase == Phase::Up {
+            nodes.truncate(MAX_SUMMARIES);
+            self.outbox.push_back(Message::Status { nodes });
+        }
+    }
+
     /// Queues a pub/sub message for the peer, if the link is up (best effort: a link that is
     /// down or closing drops it).
     pub fn publish(&mut self, channel: Bytes, message: Bytes) {
@@ -628,6 +652,9 @@ impl<R: Replica> Link<R> {
         }
         if let Some((id, change)) = self.fetched.pop_front() {
             return Some(LinkEvent::Fetched { id, change });
+        }
+        if let Some(nodes) = self.summaries.take() {
+            return Some(LinkEvent::Summaries { nodes });
         }
         let (channel, message) = self.published.pop_front()?;
         Some(LinkEvent::Published { channel, message })
@@ -873,6 +900,7 @@ fn name_of(m: &Message) -> &'static str {
         Message::Fetched { .. } => "fetched",
         Message::Bye => "bye",
         Message::Publish { .. } => "publish",
+        Message::Status { .. } => "status",
         Message::Want { .. } => "want",
     }
 }

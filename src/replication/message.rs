@@ -16,8 +16,9 @@ pub const MAGIC: u32 = 0x1EAF_CA5E;
 
 /// The version of this wire protocol. Peers must speak the same one.
 ///
-/// 2: adds [`Message::Publish`] (pub/sub across the tree).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 2: adds [`Message::Publish`] (pub/sub across the tree). 4: adds [`Message::Status`] (the
+/// tree's summaries).
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Every frame on a link carries one of these.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +91,13 @@ pub enum Message {
         /// The keys.
         keys: Vec<Bytes>,
     },
+    /// What the sender knows of the tree beyond the receiver: its own summary first, then those
+    /// that reached it on its other links. Sent about once a second; at most
+    /// [`MAX_SUMMARIES`](super::summary::MAX_SUMMARIES) are kept.
+    Status {
+        /// The summaries.
+        nodes: Vec<super::summary::NodeSummary>,
+    },
 }
 
 /// Who a node is, as it introduces itself on a new link.
@@ -134,8 +142,9 @@ pub struct CacheChanges {
     pub changes: Vec<Change>,
 }
 
-/// A node's place in the tree.
+/// A node's place in the tree. In JSON, lowercase (`"hub"`); on the wire, its index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Accepts leaves, has no hub.
     Hub,

@@ -13,6 +13,7 @@ mod link;
 pub mod message;
 mod replica;
 mod status;
+mod summary;
 
 use hmac::KeyInit;
 
@@ -20,6 +21,7 @@ pub use link::{BATCH_BYTES, BATCH_RECORDS, Link, LinkConfig, LinkEvent, WINDOW};
 pub use message::{Message, Refusal, Resume, Role};
 pub use replica::{Marks, Replica};
 pub use status::{Direction, LinkState, LinkStatus, SyncKind, SyncReport};
+pub use summary::{MAX_SUMMARIES, NodeSummary, UplinkSummary};
 
 pub(crate) type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 

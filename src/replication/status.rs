@@ -1,7 +1,7 @@
 //! What a node reports about each of its links: [`LinkStatus`], read with
 //! `Node::links`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::message::Role;
 use crate::clock::NodeId;
@@ -17,7 +17,7 @@ pub enum Direction {
 }
 
 /// Where a link stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LinkState {
     /// Dialing the hub, or waiting to dial again after a failure.
@@ -33,7 +33,7 @@ pub enum LinkState {
 }
 
 /// Whether a resync sent the changes after the peer's watermark or everything.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncKind {
     /// The changes after the peer's watermark, from the change log.
@@ -44,7 +44,7 @@ pub enum SyncKind {
 }
 
 /// The resync a link sends when it comes up: what it is and what it cost.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncReport {
     /// Delta or full.
     pub kind: SyncKind,
@@ -204,6 +204,9 @@ impl LinkStatus {
             if self.last_error.is_none() {
                 self.last_error.clone_from(&before.last_error);
             }
+            // What the hub acknowledged stays acknowledged (seqs are this node's own, whatever
+            // the connection): an attempt that has not reached it yet is not lag from zero.
+            self.acked = self.acked.max(before.acked);
             // Down since the first attempt that failed, not since the latest one.
             if before.down_since_ms.is_some() {
                 self.down_since_ms = before.down_since_ms;

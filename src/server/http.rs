@@ -52,6 +52,9 @@ fn router(node: Node) -> Router {
         )
         .route("/v1/stats", get(stats))
         .route("/v1/topology", get(topology))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/events", get(cluster_events))
+        .route("/dashboard", get(dashboard))
         .route("/metrics", get(prometheus))
         .route("/health", get(health))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint") })
@@ -67,10 +70,12 @@ fn router(node: Node) -> Router {
         .with_state(node)
 }
 
-/// Counts requests and checks the bearer token (all but `/health`, which load balancers probe).
+/// Counts requests and checks the bearer token (all but `/health`, which load balancers probe,
+/// and `/dashboard`, a page without data whose script sends the token itself).
 async fn guard(State(node): State<Node>, request: Request, next: Next) -> Response {
     count(&node.doors().stats.http_requests, 1);
-    if request.uri().path() != "/health" && node.doors().password.is_some() {
+    let open = matches!(request.uri().path(), "/health" | "/dashboard");
+    if !open && node.doors().password.is_some() {
         let token = request
             .headers()
             .get(header::AUTHORIZATION)
@@ -502,6 +507,63 @@ async fn topology(State(node): State<Node>) -> Json<Topology> {
         node: node_summary(&node),
         links: node.links(),
     })
+}
+
+/// The tree as this node sees it (see `Node::cluster`).
+async fn cluster(State(node): State<Node>) -> Json<crate::net::ClusterView> {
+    Json(node.cluster())
+}
+
+/// How often `/v1/cluster/events` sends the tree.
+const CLUSTER_EVENTS_EVERY: Duration = Duration::from_secs(1);
+
+/// The tree as server-sent events: a `cluster` event with `/v1/cluster`'s JSON at once and then
+/// every second, until the client goes or the node shuts down.
+async fn cluster_events(
+    State(node): State<Node>,
+) -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let shutdown = node.registry().shutdown.clone();
+    let mut tick = tokio::time::interval(CLUSTER_EVENTS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let events = futures_util::stream::unfold(
+        (node, tick, shutdown),
+        |(node, mut tick, shutdown)| async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => None,
+                _ = tick.tick() => {
+                    let data = serde_json::to_string(&node.cluster())
+                        .unwrap_or_else(|e| json!({"error": e.to_string()}).to_string());
+                    let event = Event::default().event("cluster").data(data);
+                    Some((Ok(event), (node, tick, shutdown)))
+                }
+            }
+        },
+    );
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+/// The live dashboard: one self-contained page (no external assets) that draws the tree from
+/// `/v1/cluster/events`.
+async fn dashboard() -> impl IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                     connect-src 'self'; img-src data:",
+                ),
+            ),
+        ],
+        include_str!("dashboard.html"),
+    )
 }
 
 /// 200 while the node serves, which it does whatever its links do; `ok` when every link it

@@ -418,7 +418,7 @@ pub(crate) fn prometheus(node: &Node) -> String {
         f.sample(&name, &[], counter.load(Ordering::Relaxed));
     }
     if let Some(p) = node.persistence() {
-        let persist_metrics: [Metric<crate::PersistStatus>; 8] = [
+        let persist_metrics: [Metric<crate::persist::PersistStatus>; 8] = [
             (
                 "snapshot_last_success_timestamp_ms",
                 "gauge",
