@@ -424,6 +424,9 @@ async fn stats_topology_health_and_metrics_describe_the_node_and_its_links() {
         // Labelled by direction and peer name, not by a connection id that changes.
         "leafcache_link_up{direction=\"downstream\",peer=\"leaf\",state=\"up\"} 1",
         "leafcache_link_changes_applied_total{",
+        // The resync the hub sent the leaf when it linked: done, every record sent.
+        "leafcache_link_syncing{direction=\"downstream\",peer=\"leaf\"} 0",
+        "leafcache_link_sync_total_changes{direction=\"downstream\",peer=\"leaf\"}",
         "leafcache_server_http_requests_total ",
     ] {
         assert!(text.contains(needle), "metrics lack {needle:?}:\n{text}");

@@ -317,7 +317,31 @@ pub(crate) fn prometheus(node: &Node) -> String {
         ];
         f.sample("link_up", &labels, u64::from(l.state == LinkState::Up));
     }
-    let link_metrics: [Metric<LinkStatus>; 10] = [
+    let link_metrics: [Metric<LinkStatus>; 14] = [
+        (
+            "syncing",
+            "gauge",
+            "1 while a resync is being sent on the link.",
+            |l| u64::from(l.sync.as_ref().is_some_and(|s| !s.done)),
+        ),
+        (
+            "sync_sent_changes",
+            "gauge",
+            "Records the latest resync sent so far.",
+            |l| l.sync.as_ref().map_or(0, |s| s.changes),
+        ),
+        (
+            "sync_total_changes",
+            "gauge",
+            "Records the latest resync had to send.",
+            |l| l.sync.as_ref().map_or(0, |s| s.total_changes),
+        ),
+        (
+            "sync_sent_bytes",
+            "gauge",
+            "Frame bytes the latest resync sent so far.",
+            |l| l.sync.as_ref().map_or(0, |s| s.bytes),
+        ),
         (
             "down_ms",
             "gauge",
