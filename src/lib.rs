@@ -43,8 +43,9 @@ pub mod topology;
 
 pub use cache::merge;
 pub use cache::{
-    Cache, CacheConfig, CacheStats, Caches, Change, ENTRY_OVERHEAD, EntryInfo, Eviction, Expiry,
-    Kind, Loader, SetCondition, SetOutcome, Stamped, entry_size,
+    Cache, CacheConfig, CacheStats, Caches, Change, DEFAULT_ORIGIN_TIMEOUT, ENTRY_OVERHEAD,
+    EntryInfo, Eviction, Expiry, Kind, LOAD_BUCKETS_MS, Loader, Missing, Origin, SetCondition,
+    SetOutcome, Stamped, entry_size,
 };
 pub use clock::{Clock, ManualClock, NodeId, Timestamp, Version};
 pub use error::{BoxError, Error, parse_duration};

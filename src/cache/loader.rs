@@ -12,6 +12,26 @@ type SyncFn = dyn Fn(&[u8]) -> Result<Bytes, BoxError> + Send + Sync;
 type LoadFuture = Pin<Box<dyn Future<Output = Result<Bytes, BoxError>> + Send>>;
 type AsyncFn = dyn Fn(Bytes) -> LoadFuture + Send + Sync;
 
+/// What a load callback returns when the key does not exist where it loads from (an origin's
+/// 404, a missing file): the read is a miss, nothing is cached, and it is not an error.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let cache = leafcache::Cache::builder()
+///     .load_callback(|key: &[u8]| {
+///         if key == b"known" { Ok(b"value".to_vec()) } else { Err(leafcache::Missing) }
+///     })
+///     .build()?;
+/// assert_eq!(cache.get_or_fetch("known").await?.unwrap(), "value");
+/// assert_eq!(cache.get_or_fetch("unknown").await?, None);
+/// assert_eq!(cache.stats().load_misses, 1);
+/// # Ok::<(), leafcache::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the key is not where the cache loads from")]
+pub struct Missing;
+
 /// A cache's load callback: produces the value of a key that missed.
 ///
 /// ```

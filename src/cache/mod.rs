@@ -14,6 +14,7 @@ mod expiry;
 pub(crate) mod groups;
 mod loader;
 pub mod merge;
+mod origin;
 mod policy;
 pub(crate) mod ports;
 mod rmw;
@@ -36,9 +37,10 @@ use tokio::sync::OnceCell;
 
 pub use change::{Change, Stamped};
 pub use config::CacheConfig;
-pub use loader::Loader;
+pub use loader::{Loader, Missing};
+pub use origin::{DEFAULT_ORIGIN_TIMEOUT, Origin};
 pub(crate) use rmw::{Probe, Write};
-pub use stats::CacheStats;
+pub use stats::{CacheStats, LOAD_BUCKETS_MS};
 
 use crate::clock::{NodeId, Version};
 use crate::error::Error;
@@ -127,7 +129,7 @@ impl Padded {
     }
 }
 
-type Flight = Arc<OnceCell<Result<Bytes, Error>>>;
+type Flight = Arc<OnceCell<Result<Option<Bytes>, Error>>>;
 
 struct CacheInner {
     name: Arc<str>,
@@ -153,6 +155,9 @@ struct CacheInner {
     purge: Mutex<Option<(Version, u64, u32)>>,
     loads: AtomicU64,
     load_errors: AtomicU64,
+    load_misses: AtomicU64,
+    load_buckets: [AtomicU64; stats::LOAD_BUCKETS_MS.len() + 1],
+    load_time_us: AtomicU64,
 }
 
 /// A handle to one named cache on a node. Cheap to clone; `Send + Sync`.
@@ -233,6 +238,9 @@ impl Cache {
                 purge: Mutex::new(None),
                 loads: AtomicU64::new(0),
                 load_errors: AtomicU64::new(0),
+                load_misses: AtomicU64::new(0),
+                load_buckets: Default::default(),
+                load_time_us: AtomicU64::new(0),
             }),
         })
     }
@@ -1053,6 +1061,11 @@ impl Cache {
         let mut st = CacheStats {
             loads: self.inner.loads.load(Ordering::Relaxed),
             load_errors: self.inner.load_errors.load(Ordering::Relaxed),
+            load_misses: self.inner.load_misses.load(Ordering::Relaxed),
+            load_buckets: std::array::from_fn(|i| {
+                self.inner.load_buckets[i].load(Ordering::Relaxed)
+            }),
+            load_time_us: self.inner.load_time_us.load(Ordering::Relaxed),
             ..CacheStats::default()
         };
         for shard in self.inner.shards.iter() {
@@ -1113,18 +1126,72 @@ impl Cache {
     /// # }).unwrap();
     /// ```
     pub async fn get_or_load(&self, key: impl Into<Bytes>) -> Result<Bytes, Error> {
-        // On a node built with `fetch_on_miss`, a miss first asks the hub; only if the hub does
-        // not hold the key (or does not answer in time) does the loader run.
         let key = key.into();
         if let Some(v) = self.get(&key) {
             return Ok(v);
         }
-        let core = &self.inner.core;
-        let fetches = core.uplink.fetch_timeout.is_some();
-        let loader = self.inner.loader.clone();
-        if loader.is_none() && !fetches {
+        if !self.loads_on_miss() {
             return Err(Error::NoLoader(self.inner.name.to_string()));
         }
+        match self.fetch_missed(key).await? {
+            Some(v) => Ok(v),
+            None if self.inner.loader.is_some() => Err(Error::load(Box::new(loader::Missing))),
+            None => Err(Error::NoLoader(self.inner.name.to_string())),
+        }
+    }
+
+    /// Whether a miss here can still be answered: the cache has a load callback (or origin), or
+    /// its node asks its hub on a miss (`fetch_on_miss`). The front doors then read through
+    /// [`get_or_fetch`](Self::get_or_fetch).
+    pub fn loads_on_miss(&self) -> bool {
+        self.inner.loader.is_some() || self.inner.core.uplink.fetch_timeout.is_some()
+    }
+
+    /// The value of `key`, or on a miss what the hub holds (with `fetch_on_miss`) or else what
+    /// the load callback returns, cached with the cache's default expiry; `None` if none of them
+    /// has it (the callback returned [`Missing`]: nothing is cached). What the front doors do on
+    /// a miss.
+    ///
+    /// Concurrent misses on one key share one fetch: the hub is asked and the callback runs
+    /// once, and every caller gets the result. An error goes to every waiting caller and is not
+    /// cached.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let cache = leafcache::Cache::builder().build()?;
+    /// assert_eq!(cache.get_or_fetch("k").await?, None, "nowhere to load from: a miss");
+    /// # Ok::<(), leafcache::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// The load callback's error ([`Error::Load`]), or [`Error::ValueTooLarge`] if what it
+    /// returned cannot be cached.
+    pub async fn get_or_fetch(&self, key: impl Into<Bytes>) -> Result<Option<Bytes>, Error> {
+        let key = key.into();
+        if let Some(v) = self.get(&key) {
+            return Ok(Some(v));
+        }
+        if !self.loads_on_miss() {
+            return Ok(None);
+        }
+        self.fetch_missed(key).await
+    }
+
+    /// What [`get_or_fetch`](Self::get_or_fetch) does after its miss, for a door that already
+    /// counted one: `None` at once if the cache does not read through.
+    pub(crate) async fn after_miss(&self, key: Bytes) -> Result<Option<Bytes>, Error> {
+        if !self.loads_on_miss() {
+            return Ok(None);
+        }
+        self.fetch_missed(key).await
+    }
+
+    /// The single flight of a miss on `key`: the hub first (with `fetch_on_miss`), then the
+    /// load callback.
+    async fn fetch_missed(&self, key: Bytes) -> Result<Option<Bytes>, Error> {
+        let core = &self.inner.core;
+        let loader = self.inner.loader.clone();
         let flight: Flight = self
             .inner
             .inflight
@@ -1137,22 +1204,33 @@ impl Cache {
                 // Another flight may have finished between our miss and our joining this one.
                 let now = self.now_ms();
                 if let Some(p) = self.shard(&key).lock().peek(&key, now) {
-                    return Ok(p.value);
+                    return Ok(Some(p.value));
                 }
                 if let Some(change) = core.uplink.fetch(&self.inner.name, &key).await {
+                    // What this node evicted comes back at the version it had.
+                    self.shard(&key)
+                        .lock()
+                        .forget_dropped(&key, change.version());
                     self.apply_remote(change);
                     if let Some(p) = self.shard(&key).lock().peek(&key, self.now_ms()) {
-                        return Ok(p.value);
+                        return Ok(Some(p.value));
                     }
                 }
                 let Some(loader) = loader else {
-                    return Err(Error::NoLoader(self.inner.name.to_string()));
+                    return Ok(None);
                 };
-                match loader.load(key.clone()).await {
+                let started = std::time::Instant::now();
+                let loaded = loader.load(key.clone()).await;
+                self.time_load(started.elapsed());
+                match loaded {
                     Ok(value) => {
                         self.inner.loads.fetch_add(1, Ordering::Relaxed);
                         self.set(key.clone(), value.clone())?;
-                        Ok(value)
+                        Ok(Some(value))
+                    }
+                    Err(e) if e.is::<loader::Missing>() => {
+                        self.inner.load_misses.fetch_add(1, Ordering::Relaxed);
+                        Ok(None)
                     }
                     Err(e) => {
                         self.inner.load_errors.fetch_add(1, Ordering::Relaxed);
@@ -1167,6 +1245,18 @@ impl Cache {
             inflight.remove(&key);
         }
         result
+    }
+
+    fn time_load(&self, took: Duration) {
+        let ms = took.as_millis() as u64;
+        let bucket = stats::LOAD_BUCKETS_MS
+            .iter()
+            .position(|&b| ms < b)
+            .unwrap_or(stats::LOAD_BUCKETS_MS.len());
+        self.inner.load_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .load_time_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 }
 

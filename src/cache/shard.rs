@@ -1377,6 +1377,19 @@ impl Shard {
             .map(|i| self.store.at(i).seq)
     }
 
+    /// Forgets the record of `key` if it is one this shard dropped by itself (evicted or
+    /// expired, not deleted) at `version`, so that the same version's value can come back (a
+    /// hub's answer to a fetch on a miss). The floor stays: the key gets a newer record at once.
+    pub fn forget_dropped(&mut self, key: &[u8], version: Version) -> bool {
+        match self.store.dead(key) {
+            Some(i) if !self.store.at(i).is_tombstone() && self.store.version(i) == version => {
+                self.clear_slot(i);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The records with `after < seq <= upto`, and their key and value bytes.
     pub fn pending(&self, after: u64, upto: u64) -> (u64, u64) {
         let (mut n, mut bytes) = (0u64, 0u64);

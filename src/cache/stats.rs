@@ -17,6 +17,14 @@ pub struct CacheStats {
     pub loads: u64,
     /// Load callback runs that failed.
     pub load_errors: u64,
+    /// Load callback runs that found nothing (an origin's 404 or missing file): misses, not
+    /// cached, not errors.
+    pub load_misses: u64,
+    /// How long load callback runs took: counts per [`LOAD_BUCKETS_MS`] bound (a run is counted
+    /// in the first bucket it fits, the last counts those over every bound).
+    pub load_buckets: [u64; LOAD_BUCKETS_MS.len() + 1],
+    /// Their total time, in µs.
+    pub load_time_us: u64,
     /// Entries removed to make room.
     pub evictions: u64,
     /// Entries removed because they expired.
@@ -28,6 +36,9 @@ pub struct CacheStats {
     /// Tombstones and dropped-version records held for replication (outside the LRU).
     pub dead_records: u64,
 }
+
+/// The upper bounds (ms) of the load-time buckets of [`CacheStats::load_buckets`].
+pub const LOAD_BUCKETS_MS: [u64; 10] = [1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000];
 
 impl CacheStats {
     /// `hits / (hits + misses)`, or 0 before any read.

@@ -111,6 +111,14 @@ impl CacheBuilder {
         self
     }
 
+    /// Reads the keys that miss through `origin` (an HTTP URL or a file path with `{key}`): the
+    /// front doors and [`Cache::get_or_fetch`] load them from it, once per key however many ask
+    /// at once, and cache what it returns.
+    pub fn origin(mut self, origin: crate::cache::Origin) -> Self {
+        self.config = self.config.loader(origin.loader());
+        self
+    }
+
     /// The number of shards (see [`CacheConfig::shards`]).
     pub fn shards(mut self, n: usize) -> Self {
         self.config = self.config.shards(n);

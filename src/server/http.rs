@@ -148,6 +148,9 @@ impl From<Error> for ApiError {
             Error::NotCounted(_) => {
                 ApiError::new(StatusCode::CONFLICT, "not_counted", e.to_string())
             }
+            // The origin failed or was too slow: a gateway's error, not this node's.
+            Error::Load(_) => ApiError::new(StatusCode::BAD_GATEWAY, "origin_error", e.to_string()),
+            Error::InvalidConfig { what: "key", .. } => ApiError::bad_request(e.to_string()),
             other => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -251,9 +254,19 @@ async fn legacy_get(
 ) -> ApiResult<Response> {
     let Query(p) = query?;
     let cache = cache_of(&node, p.cache.as_deref())?;
-    match cache.get(&p.key) {
+    match read_through(&cache, &p.key).await? {
         Some(v) => Ok(value_response(v, None)),
         None => Err(not_found(&p.key, &cache)),
+    }
+}
+
+/// The value of `key`, read through the cache's origin (or its hub) on a miss when it has one.
+async fn read_through(cache: &Cache, key: &str) -> ApiResult<Option<Bytes>> {
+    match cache.get(key) {
+        Some(v) => Ok(Some(v)),
+        None => Ok(cache
+            .after_miss(Bytes::copy_from_slice(key.as_bytes()))
+            .await?),
     }
 }
 
@@ -307,7 +320,7 @@ async fn get_key(
     }
     // `get` first, so that a miss counts as one (and a hit refreshes LRU order); then `peek`
     // for the expiry header.
-    match cache.get(&key) {
+    match read_through(&cache, &key).await? {
         Some(v) => {
             let at = cache.peek(&key).and_then(|e| e.expires_at);
             Ok(value_response(v, at))

@@ -186,6 +186,55 @@ pub(crate) fn info(node: &Node, db: usize, sections: &[String], clients: &[(&str
     out
 }
 
+/// How long load callbacks (origins) took, per cache: a Prometheus histogram in seconds.
+fn load_histogram(f: &mut Family<'_>, caches: &[(&Cache, crate::cache::CacheStats)]) {
+    let name = "cache_load_duration_seconds";
+    f.header(
+        name,
+        "histogram",
+        "How long load callback (origin) runs took.",
+    );
+    for (cache, stats) in caches {
+        let mut cumulative = 0;
+        let bounds = crate::cache::LOAD_BUCKETS_MS
+            .iter()
+            .map(|&ms| format!("{}", ms as f64 / 1000.0));
+        for (i, le) in bounds.chain(["+Inf".to_string()]).enumerate() {
+            cumulative += stats.load_buckets[i];
+            f.sample(
+                &format!("{name}_bucket"),
+                &[("cache", cache.name()), ("le", &le)],
+                cumulative,
+            );
+        }
+        let _ = writeln!(
+            f.out,
+            "leafcache_{name}_sum{{cache=\"{}\"}} {}",
+            label_value(cache.name()),
+            stats.load_time_us as f64 / 1e6
+        );
+        f.sample(
+            &format!("{name}_count"),
+            &[("cache", cache.name())],
+            cumulative,
+        );
+    }
+}
+
+/// A label value escaped as the text format wants it.
+fn label_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// What names a link in metrics, stable across its reconnections: the peer's name once it said
 /// hello (an upstream link keeps it between attempts), else the address.
 fn peer_label(l: &LinkStatus) -> &str {
@@ -224,16 +273,7 @@ impl Family<'_> {
                 if i > 0 {
                     self.out.push(',');
                 }
-                let _ = write!(self.out, "{k}=\"");
-                for c in v.chars() {
-                    match c {
-                        '\\' => self.out.push_str("\\\\"),
-                        '"' => self.out.push_str("\\\""),
-                        '\n' => self.out.push_str("\\n"),
-                        c => self.out.push(c),
-                    }
-                }
-                self.out.push('"');
+                let _ = write!(self.out, "{k}=\"{}\"", label_value(v));
             }
             self.out.push('}');
         }
@@ -247,7 +287,13 @@ pub(crate) fn prometheus(node: &Node) -> String {
     let mut f = Family { out: &mut out };
     let caches: Vec<(&Cache, crate::cache::CacheStats)> =
         node.caches().iter().map(|c| (c, c.stats())).collect();
-    let cache_metrics: [Metric<crate::cache::CacheStats>; 9] = [
+    let cache_metrics: [Metric<crate::cache::CacheStats>; 10] = [
+        (
+            "load_misses_total",
+            "counter",
+            "Load callback (origin) runs that found nothing: misses, not cached.",
+            |s| s.load_misses,
+        ),
         ("hits_total", "counter", "Reads that found a value.", |s| {
             s.hits
         }),
@@ -302,6 +348,8 @@ pub(crate) fn prometheus(node: &Node) -> String {
             f.sample(&name, &[("cache", cache.name())], get(stats));
         }
     }
+
+    load_histogram(&mut f, &caches);
 
     let links = stable_links(node.links());
     f.header(

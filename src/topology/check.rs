@@ -250,7 +250,18 @@ impl<'a> Checker<'a> {
                 })
                 .ok()
         });
+        if let Some(o) = &raw.origin
+            && let Err(e) = crate::Origin::new(o.get_ref(), crate::cache::DEFAULT_ORIGIN_TIMEOUT)
+        {
+            self.error(
+                o.span(),
+                e.to_string(),
+                "origin is \"http://host:port/path/{key}\" or \"file:/dir/{key}\"".to_string(),
+            );
+        }
         CacheTableConfig {
+            origin: raw.origin.as_ref().map(|o| o.get_ref().clone()),
+            origin_timeout: raw.origin_timeout.as_ref().map(|t| t.0),
             capacity: raw.capacity.as_ref().map(|c| *c.get_ref()),
             max_bytes: raw.max_bytes.as_ref().map(|s| s.0),
             ttl: raw.ttl.as_ref().map(|t| t.0),

@@ -26,6 +26,11 @@ pub struct CacheTableConfig {
     pub tombstone_ttl: Option<Duration>,
     /// How the full cache chooses what to evict (`eviction = "lru" | "s3fifo"`).
     pub eviction: Option<crate::cache::Eviction>,
+    /// Where a miss is read through (`origin = "http://host/path/{key}"` or
+    /// `"file:/dir/{key}"`, see [`Origin`](crate::Origin)).
+    pub origin: Option<String>,
+    /// How long the origin may take to answer.
+    pub origin_timeout: Option<Duration>,
 }
 
 impl CacheTableConfig {
@@ -36,7 +41,18 @@ impl CacheTableConfig {
             ttl: self.ttl.or(base.ttl),
             tombstone_ttl: self.tombstone_ttl.or(base.tombstone_ttl),
             eviction: self.eviction.or(base.eviction),
+            origin: self.origin.clone().or_else(|| base.origin.clone()),
+            origin_timeout: self.origin_timeout.or(base.origin_timeout),
         }
+    }
+
+    /// The origin these settings read through, if any.
+    pub fn read_through(&self) -> Option<crate::Origin> {
+        let timeout = self
+            .origin_timeout
+            .unwrap_or(crate::cache::DEFAULT_ORIGIN_TIMEOUT);
+        // Checked when the file was read.
+        crate::Origin::new(self.origin.as_deref()?, timeout).ok()
     }
 
     /// The cache configuration these settings describe.
@@ -56,6 +72,9 @@ impl CacheTableConfig {
         }
         if let Some(e) = self.eviction {
             c = c.eviction(e);
+        }
+        if let Some(origin) = self.read_through() {
+            c = c.loader(origin.loader());
         }
         c
     }

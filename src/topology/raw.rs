@@ -37,6 +37,8 @@ pub(super) struct RawCache {
     pub(super) ttl: Option<Human>,
     pub(super) tombstone_ttl: Option<Human>,
     pub(super) eviction: Option<Spanned<String>>,
+    pub(super) origin: Option<Spanned<String>>,
+    pub(super) origin_timeout: Option<Human>,
     pub(super) connection_timeout: Option<Spanned<Human>>,
 }
 

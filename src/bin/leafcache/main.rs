@@ -55,7 +55,7 @@ enum Command {
         file: PathBuf,
     },
     /// Runs one node from command-line settings until Ctrl-C or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Prints the value of KEY, read through a node's HTTP door.
     Get {
         key: String,
@@ -162,6 +162,13 @@ struct ServeArgs {
     /// How the full cache chooses what to evict: "lru" (default), "lfu" or "s3fifo".
     #[arg(long, value_parser = |s: &str| s.parse::<leafcache::Eviction>().map_err(|e| e.to_string()))]
     eviction: Option<leafcache::Eviction>,
+    /// Read misses through this origin: "http://host:port/path/{key}" or "file:/dir/{key}"
+    /// (the key URL-escaped; a 404 or a missing file is a miss).
+    #[arg(long, value_parser = |s: &str| leafcache::Origin::new(s, leafcache::DEFAULT_ORIGIN_TIMEOUT).map(|_| s.to_string()).map_err(|e| e.to_string()))]
+    origin: Option<String>,
+    /// How long the origin may take to answer: "5s" (the default).
+    #[arg(long, requires = "origin", value_parser = parse_interval)]
+    origin_timeout: Option<std::time::Duration>,
     /// A link silent this long is down: "5s".
     #[arg(long, value_parser = parse_interval)]
     connection_timeout: Option<std::time::Duration>,
@@ -214,7 +221,7 @@ fn main() -> ExitCode {
             run,
         } => run_node(&topology, &name, run),
         Command::Check { file } => check(&file),
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Get { key, target } => client::get(&target, &key),
         Command::Set {
             key,
@@ -516,6 +523,8 @@ fn serve(args: ServeArgs) -> CliResult {
             ttl: args.ttl,
             tombstone_ttl: None,
             eviction: args.eviction,
+            origin: args.origin,
+            origin_timeout: args.origin_timeout,
         };
         let mut builder = Node::builder().default_cache(settings.config());
         if let Some(n) = args.name {

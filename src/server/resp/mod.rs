@@ -221,8 +221,7 @@ async fn serve_session(
                 Stop::Wait(pending) => {
                     stream.write_all(&output).await?;
                     output.clear();
-                    let reply = wait(node, pending).await;
-                    Reply::new(&mut output, session.resp3).int(reply);
+                    answer(node, pending, &mut Reply::new(&mut output, session.resp3)).await;
                 }
                 Stop::Close => {
                     stream.write_all(&output).await?;
@@ -265,13 +264,24 @@ fn write_pushes(
     }
 }
 
-/// What `WAIT` answers once its wait is over.
-async fn wait(node: &Node, pending: Pending) -> i64 {
+/// The answer of a command that waited: `WAIT`'s count, or the value `GET` read through.
+async fn answer(node: &Node, pending: Pending, out: &mut Reply<'_>) {
     match pending {
         Pending::Acked { seq, timeout } => {
-            i64::from(node.core().uplink.wait_acked_within(seq, timeout).await)
+            out.int(i64::from(
+                node.core().uplink.wait_acked_within(seq, timeout).await,
+            ));
         }
+        Pending::Load { cache, key } => match cache.after_miss(key).await {
+            Ok(value) => out.bulk_or_null(value.as_deref()),
+            Err(e) => out.error(&format!("ERR {}", one_line(&e.to_string()))),
+        },
     }
+}
+
+/// `text` on one line, as an error reply must be.
+fn one_line(text: &str) -> String {
+    text.replace(['\r', '\n'], " ")
 }
 
 /// Executes the whole requests at the start of `input`, under the node's gate, until one of the

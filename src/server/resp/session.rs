@@ -106,6 +106,9 @@ struct Multi {
 pub(crate) enum Pending {
     /// `WAIT`: the hub's acknowledgement of this connection's writes up to `seq`.
     Acked { seq: u64, timeout: Option<Duration> },
+    /// `GET` of a key that missed in a cache that reads through (an origin, or the hub with
+    /// `fetch_on_miss`): the value once fetched.
+    Load { cache: Cache, key: Bytes },
 }
 
 /// One connection's state.
@@ -170,6 +173,12 @@ impl<'n> Session<'n> {
 
     /// Whether the connection is in RESP2's subscribed mode, where only the pub/sub commands,
     /// `PING`, `QUIT` and `RESET` run.
+    /// Whether a command runs inside `MULTI`/`EXEC` (queued, or executing): it must answer at
+    /// once, without waiting for anything.
+    pub fn in_transaction(&self) -> bool {
+        self.multi.is_some() || self.executing
+    }
+
     pub fn subscribed(&self) -> bool {
         !self.resp3 && (!self.channels.is_empty() || !self.patterns.is_empty())
     }

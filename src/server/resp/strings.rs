@@ -35,6 +35,14 @@ pub(super) fn get(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
         out.error(WRONGTYPE);
         return;
     }
+    if value.is_none() && s.cache.loads_on_miss() && !s.in_transaction() {
+        // Read through: the connection answers once the origin (or the hub) has.
+        s.pending = Some(super::session::Pending::Load {
+            cache: s.cache.clone(),
+            key: Bytes::copy_from_slice(args.get(1)),
+        });
+        return;
+    }
     out.bulk_or_null(value.as_deref());
 }
 
