@@ -15,8 +15,13 @@ fn example(name: &str) -> PathBuf {
 
 /// Runs an example to completion (at most 60 s) and returns its stdout.
 fn run(name: &str) -> String {
+    run_with(name, &[])
+}
+
+fn run_with(name: &str, args: &[&str]) -> String {
     let path = example(name);
     let mut child = Command::new(&path)
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -76,4 +81,38 @@ fn star_and_local_cache_finish() {
         local.contains("100 concurrent misses -> 1 backend call(s)"),
         "{local}"
     );
+}
+
+/// The read-through benchmark, small: every lookup answered through the node's file origins,
+/// each file read from the origin at most once.
+#[test]
+fn origin_reads_files_through_a_node() {
+    let dir = std::env::temp_dir().join(format!("leafcache-origin-example-{}", std::process::id()));
+    let out = run_with(
+        "origin",
+        &[
+            "--products",
+            "300",
+            "--images",
+            "40",
+            "--reads",
+            "3000",
+            "--threads",
+            "2",
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("files, read directly"), "{out}");
+    assert!(out.contains("through a node, warm"), "{out}");
+    for line in out.lines().filter(|l| l.trim_start().starts_with("cache ")) {
+        let field = |name: &str| -> u64 {
+            let rest = line.split(name).nth(1).unwrap().trim_start();
+            rest.split_whitespace().next().unwrap().parse().unwrap()
+        };
+        assert!(field("origin reads") <= field("misses"), "{line}");
+        assert!(field("origin reads") >= 1, "{line}");
+        assert_eq!(field("origin reads"), field("entries"), "{line}");
+    }
+    std::fs::remove_dir_all(dir).ok();
 }
