@@ -267,6 +267,13 @@ fn up_runs_the_star_topology_and_a_write_at_one_leaf_reads_at_the_others() {
         let line = lines.iter().find(|l| l.starts_with(node)).unwrap();
         assert_eq!(line.split_whitespace().nth(1), Some(role), "{line}");
     }
+    let hub_http_line = address(&lines, "hub", "http");
+    assert!(
+        lines
+            .iter()
+            .any(|l| *l == format!("dashboard: http://{hub_http_line}/dashboard")),
+        "{lines:?}"
+    );
     let hub_listen = address(&lines, "hub", "listen");
     assert_eq!(address(&lines, "leaf-b", "hub"), hub_listen);
     // A status line per link once it is up.

@@ -413,6 +413,9 @@ fn run_node(file: &Path, name: &str, run: RunArgs) -> CliResult {
     runtime()?.block_on(async move {
         let node = topology.start(name)?;
         println!("{}", status::describe(&node));
+        if let Some(http) = node.http_addr() {
+            println!("dashboard: http://{http}/dashboard");
+        }
         println!("running {name}; Ctrl-C to stop");
         wait_for_signal().await?;
         tracing::info!("shutting down");
@@ -446,6 +449,9 @@ fn up(file: &Path, run: RunArgs) -> CliResult {
         let nodes = topology.start_all().await?;
         for node in &nodes {
             println!("{}", status::describe(node));
+        }
+        if let Some(http) = nodes.iter().find_map(|n| n.http_addr()) {
+            println!("dashboard: http://{http}/dashboard");
         }
         println!(
             "up: {} node(s) of cluster {:?} running; Ctrl-C to stop",
