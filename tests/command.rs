@@ -231,11 +231,7 @@ fn http_get(addr: &str, key: &str) -> Option<String> {
     }
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("leafcache-{tag}-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use support::temp_dir;
 
 /// The shipped star topology, with every port replaced by 0 so that the test runs next to
 /// anything else: `up` gives each leaf the address its hub actually bound.

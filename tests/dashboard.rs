@@ -14,7 +14,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use leafcache::Node;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -197,29 +196,10 @@ async fn the_dashboard_draws_the_tree_and_shows_a_cut_link_turn_down() {
         eprintln!("chromium not available; skipped — tests/run-all installs it");
         return;
     };
-    let hub = Node::builder()
-        .name("hub")
-        .local_address("127.0.0.1:0")
-        .http_address("127.0.0.1:0")
-        .connection_timeout("1s")
-        .build()
-        .unwrap();
+    let hub = support::http_node("hub", None, true);
     let proxy = support::proxy::Proxy::start(hub.local_addr().unwrap()).await;
-    let relay = Node::builder()
-        .name("relay")
-        .remote_address(proxy.addr())
-        .local_address("127.0.0.1:0")
-        .http_address("127.0.0.1:0")
-        .connection_timeout("1s")
-        .build()
-        .unwrap();
-    let leaf = Node::builder()
-        .name("leaf")
-        .remote_address(relay.local_addr().unwrap())
-        .http_address("127.0.0.1:0")
-        .connection_timeout("1s")
-        .build()
-        .unwrap();
+    let relay = support::http_node("relay", Some(proxy.addr()), true);
+    let leaf = support::http_node("leaf", relay.local_addr(), false);
     for i in 0..50 {
         leaf.default_cache().set(format!("k{i}"), "v").unwrap();
     }

@@ -568,21 +568,9 @@ async fn the_cli_client_reads_and_writes_through_a_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_keeps_one_record_per_leaf_and_stays_healthy_when_leaves_go() {
-    let hub = Node::builder()
-        .name("hub")
-        .local_address("127.0.0.1:0")
-        .http_address("127.0.0.1:0")
-        .connection_timeout("1s")
-        .build()
-        .unwrap();
+    let hub = support::http_node("hub", None, true);
     let proxy = support::proxy::Proxy::start(hub.local_addr().unwrap()).await;
-    let leaf = Node::builder()
-        .name("leaf")
-        .remote_address(proxy.addr())
-        .http_address("127.0.0.1:0")
-        .connection_timeout("1s")
-        .build()
-        .unwrap();
+    let leaf = support::http_node("leaf", Some(proxy.addr()), false);
     let hub_http = Http::to(&hub);
     let leaf_up = |want: usize| {
         let hub = hub.clone();
@@ -803,33 +791,12 @@ async fn the_grafana_dashboard_uses_only_metrics_a_node_exposes() {
 /// `/v1/cluster` on any node lists the whole tree, and says what lies beyond a lost link.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_lists_the_whole_tree_and_what_is_unreachable() {
-    let hub = Node::builder()
-        .name("hub")
-        .local_address("127.0.0.1:0")
-        .http_address("127.0.0.1:0")
-        .connection_timeout("1s")
-        .build()
-        .unwrap();
+    let hub = support::http_node("hub", None, true);
     let proxy = support::proxy::Proxy::start(hub.local_addr().unwrap()).await;
-    let relay = Node::builder()
-        .name("relay")
-        .remote_address(proxy.addr())
-        .local_address("127.0.0.1:0")
-        .http_address("127.0.0.1:0")
-        .connection_timeout("1s")
-        .build()
-        .unwrap();
+    let relay = support::http_node("relay", Some(proxy.addr()), true);
     let leaves: Vec<Node> = ["a", "b"]
         .iter()
-        .map(|n| {
-            Node::builder()
-                .name(*n)
-                .remote_address(relay.local_addr().unwrap())
-                .http_address("127.0.0.1:0")
-                .connection_timeout("1s")
-                .build()
-                .unwrap()
-        })
+        .map(|n| support::http_node(n, relay.local_addr(), false))
         .collect();
     leaves[0].default_cache().set("k", "v").unwrap();
     let names = |v: &Value, reachable: bool| -> Vec<String> {

@@ -116,11 +116,7 @@ http = "127.0.0.1:0"
     Topology::load(&file).unwrap()
 }
 
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("leafcache-{tag}-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use support::temp_dir;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_http_origin_is_read_once_per_key_through_every_door_and_replicated() {

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use leafcache::topology::{HubRef, SecretSource, Severity, Topology, TopologyError};
@@ -254,11 +254,7 @@ fn warnings_flag_a_dev_secret() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("leafcache-{tag}-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use support::temp_dir;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_all_runs_a_tree_in_process_and_writes_reach_every_node() {

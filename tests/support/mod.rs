@@ -267,3 +267,26 @@ fn compare(
     }
     Ok(())
 }
+
+/// A node for the tree tests of the HTTP door: named `name`, with an HTTP door on a port of the
+/// OS's, a 1 s connection timeout, accepting leaves if `hub_too`, linked to `hub` if given.
+pub fn http_node(name: &str, hub: Option<&str>, hub_too: bool) -> Node {
+    let mut b = Node::builder()
+        .name(name)
+        .http_address("127.0.0.1:0")
+        .connection_timeout("1s");
+    if hub_too {
+        b = b.local_address("127.0.0.1:0");
+    }
+    if let Some(h) = hub {
+        b = b.remote_address(h);
+    }
+    b.build().unwrap()
+}
+
+/// A fresh directory under the temp dir, named after `tag` and a random id.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("leafcache-{tag}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
