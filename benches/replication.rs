@@ -38,9 +38,12 @@ fn main() {
 }
 
 fn node(name: &str, hub: Option<&str>, listen: bool, entries: u64) -> Node {
+    // `LEAFCACHE_BENCH_COMPRESS=0` measures links without frame compression.
+    let compress = std::env::var("LEAFCACHE_BENCH_COMPRESS").map_or(true, |v| v != "0");
     let mut b = Node::builder()
         .name(name)
         .secret("bench")
+        .compression(compress)
         .default_cache(CacheConfig::new().max_entries(entries));
     if let Some(h) = hub {
         b = b.remote_address(h);

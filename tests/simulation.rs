@@ -218,6 +218,37 @@ fn garbage_on_a_link_closes_only_that_link() {
     sim.cut(0);
     sim.heal(0);
     sim.settle();
+    // Compressed frames from a hostile peer: an announced length over the limit is refused
+    // before anything is decompressed, bad data and a packed frame inside another end the link.
+    let frame = |m: &leafcache::replication::Message| {
+        let payload = leafcache::replication::codec::encode(m).unwrap();
+        let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(&payload);
+        f
+    };
+    let packed = |raw_len: u32, data: Vec<u8>| leafcache::replication::Message::Packed {
+        raw_len,
+        data: data.into(),
+    };
+    let inner = leafcache::replication::codec::encode(&packed(1, vec![0])).unwrap();
+    let nested = packed(inner.len() as u32, lz4_flex::block::compress(&inner));
+    for (attack, expect) in [
+        (packed(u32::MAX, vec![1, 2, 3]), "too large"),
+        (packed(100, vec![0xff; 40]), "malformed"),
+        (nested, "inside another"),
+    ] {
+        sim.inject_to_hub(0, &frame(&attack));
+        let err = sim.deliver_to_hub_raw(0).expect("the frame ends the link");
+        let text = match &err {
+            leafcache::LinkError::FrameTooLarge { .. } => "too large".to_string(),
+            leafcache::LinkError::Malformed(_) => "malformed".to_string(),
+            other => other.to_string(),
+        };
+        assert!(text.contains(expect), "{attack:?}: {err}");
+        sim.cut(0);
+        sim.heal(0);
+        sim.settle();
+    }
     converged_at(&all(&sim), sim.clock.now_ms()).unwrap();
 }
 

@@ -53,6 +53,8 @@ pub struct ReplicationConfig {
     /// If set, a miss in [`Cache::get_or_load`] asks the hub (waiting at most this long) before
     /// calling the loader.
     pub fetch_on_miss: Option<Duration>,
+    /// Whether links compress large frames (LZ4) for peers that read them (default on).
+    pub compress: bool,
 }
 
 impl Default for ReplicationConfig {
@@ -65,6 +67,7 @@ impl Default for ReplicationConfig {
             max_frame: DEFAULT_MAX_FRAME,
             batch_records: crate::replication::BATCH_RECORDS,
             fetch_on_miss: None,
+            compress: true,
         }
     }
 }

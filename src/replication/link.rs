@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use super::codec::{decode, encode};
 use super::message::{
-    CacheChanges, Hello, MAGIC, Message, PROTOCOL_VERSION, Refusal, Resume, Role,
+    COMPRESS_LZ4, CacheChanges, Hello, MAGIC, Message, PROTOCOL_VERSION, Refusal, Resume, Role,
 };
 use super::replica::{Marks, Replica};
 use super::status::{Direction, LinkState, LinkStatus, SyncKind, SyncReport};
@@ -50,7 +50,12 @@ pub struct LinkConfig {
     pub batch_records: usize,
     /// This node's place in the tree, as told to peers.
     pub role: Role,
+    /// Whether to compress large frames (LZ4) for a peer that reads them.
+    pub compress: bool,
 }
+
+/// Messages shorter than this are sent as they are: compressing them saves too little.
+const PACK_FROM: usize = 256;
 
 /// What a link reports to its driver, which hands it on: watermarks to persistence and the node's
 /// [`Marks`], acknowledgements to the waiting writers, fetch answers to the waiting readers.
@@ -186,6 +191,8 @@ pub struct Link<R: Replica> {
     last_sent_ms: u64,
     /// Heartbeat period: a quarter of the shorter of both sides' connection timeouts.
     ping_every_ms: u64,
+    /// Whether large frames to the peer are compressed (we compress, and it reads LZ4).
+    packing: bool,
     status: LinkStatus,
 }
 
@@ -212,6 +219,7 @@ impl<R: Replica> Link<R> {
             incarnation: replica.incarnation(),
             challenge,
             timeout_ms: config.timeout_ms,
+            compression: if config.compress { COMPRESS_LZ4 } else { 0 },
         });
         let status = LinkStatus::new(id, direction, address);
         let ping_every_ms = (config.timeout_ms / 4).max(1);
@@ -238,6 +246,7 @@ impl<R: Replica> Link<R> {
             last_recv_ms: now,
             last_sent_ms: now,
             ping_every_ms,
+            packing: false,
             status: LinkStatus {
                 state: LinkState::Handshaking,
                 ..status
@@ -392,6 +401,10 @@ impl<R: Replica> Link<R> {
                 self.published.push_back((channel, message));
                 Ok(())
             }
+            (Phase::Up, Message::Packed { raw_len, data }) => {
+                let message = self.unpack(raw_len, &data)?;
+                self.handle_message(message, now)
+            }
             (Phase::Up, Message::Status { mut nodes }) => {
                 nodes.truncate(MAX_SUMMARIES);
                 let nodes = nodes.into_iter().map(NodeSummary::bounded).collect();
@@ -410,6 +423,41 @@ impl<R: Replica> Link<R> {
                 LinkError::Protocol(format!("{} after the handshake", name_of(&other))),
             ),
         }
+    }
+
+    /// The message inside a [`Message::Packed`]: its announced length checked against the frame
+    /// limit before anything is allocated, and never another packed one.
+    fn unpack(&self, raw_len: u32, data: &[u8]) -> Result<Message, LinkError> {
+        let raw_len = raw_len as usize;
+        if raw_len > self.config.max_frame {
+            return Err(LinkError::FrameTooLarge {
+                limit: self.config.max_frame,
+            });
+        }
+        let raw = lz4_flex::block::decompress(data, raw_len)
+            .map_err(|e| LinkError::Malformed(format!("packed frame: {e}")))?;
+        match decode(&raw)? {
+            Message::Packed { .. } => {
+                Err(LinkError::Protocol("a packed frame inside another".into()))
+            }
+            m => Ok(m),
+        }
+    }
+
+    /// `payload`, compressed into a [`Message::Packed`] if the peer reads it and it shrinks.
+    fn pack(&self, payload: Vec<u8>) -> Vec<u8> {
+        if !self.packing || payload.len() < PACK_FROM {
+            return payload;
+        }
+        let data = lz4_flex::block::compress(&payload);
+        if data.len() + 8 >= payload.len() {
+            return payload;
+        }
+        let packed = Message::Packed {
+            raw_len: payload.len() as u32,
+            data: Bytes::from(data),
+        };
+        encode(&packed).unwrap_or(payload)
     }
 
     /// Queues a refusal for the peer and fails with it.
@@ -448,6 +496,7 @@ impl<R: Replica> Link<R> {
         };
         let ours = self.config.timeout_ms;
         self.ping_every_ms = (ours.min(hello.timeout_ms) / 4).max(1);
+        self.packing = self.config.compress && hello.compression & COMPRESS_LZ4 != 0;
         let proof = self.proof(&peer.challenge, self.replica.node_id(), peer.id);
         let resume = self.marks.get(peer.id);
         self.outbox.push_back(Message::Auth { proof, resume });
@@ -678,7 +727,7 @@ impl<R: Replica> Link<R> {
             Some(m) => m,
             None => self.next_batch()?,
         };
-        match encode(&message) {
+        match encode(&message).map(|p| self.pack(p)) {
             Ok(payload) => {
                 let now = self.replica.now_ms();
                 self.last_sent_ms = now;
@@ -901,6 +950,7 @@ fn name_of(m: &Message) -> &'static str {
         Message::Bye => "bye",
         Message::Publish { .. } => "publish",
         Message::Status { .. } => "status",
+        Message::Packed { .. } => "packed",
         Message::Want { .. } => "want",
     }
 }

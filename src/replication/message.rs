@@ -17,8 +17,11 @@ pub const MAGIC: u32 = 0x1EAF_CA5E;
 /// The version of this wire protocol. Peers must speak the same one.
 ///
 /// 2: adds [`Message::Publish`] (pub/sub across the tree). 4: adds [`Message::Status`] (the
-/// tree's summaries).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// tree's summaries). 5: adds [`Hello::compression`] and [`Message::Packed`].
+pub const PROTOCOL_VERSION: u16 = 5;
+
+/// [`Hello::compression`]: the sender reads [`Message::Packed`] frames compressed with LZ4.
+pub const COMPRESS_LZ4: u8 = 1;
 
 /// Every frame on a link carries one of these.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +101,14 @@ pub enum Message {
         /// The summaries.
         nodes: Vec<super::summary::NodeSummary>,
     },
+    /// Another message, postcard-encoded then compressed with LZ4 (a block, without its size):
+    /// sent only to a peer whose hello offered [`COMPRESS_LZ4`], for messages that shrink.
+    Packed {
+        /// The encoded message's length; at most the frame limit, checked before decompressing.
+        raw_len: u32,
+        /// The compressed bytes.
+        data: Bytes,
+    },
 }
 
 /// Who a node is, as it introduces itself on a new link.
@@ -122,6 +133,9 @@ pub struct Hello {
     /// The sender's connection timeout in ms: each side sends heartbeats often enough for the
     /// shorter of the two.
     pub timeout_ms: u64,
+    /// The compressions the sender reads (a bit set: [`COMPRESS_LZ4`]); each side compresses
+    /// only what the other reads.
+    pub compression: u8,
 }
 
 /// Where a resync starts: "send me what you applied after `seq` of your `incarnation`".
