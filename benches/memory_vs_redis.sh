@@ -43,7 +43,7 @@ PIDS=""
 trap 'kill $PIDS 2>/dev/null || true; rm -f "$FILL" "$RESULTS"' EXIT
 for round in $(seq "$ROUNDS"); do
     RP=$(free_port)
-    redis-server --port "$RP" --bind 127.0.0.1 --save '' --appendonly no --daemonize no --logfile /dev/null &
+    redis-server --port "$RP" --bind 127.0.0.1 --dir "$(mktemp -d)" --save '' --appendonly no --daemonize no --logfile /dev/null &
     RPID=$!
     LP=$(free_port)
     "$BIN" serve --resp "127.0.0.1:$LP" --capacity $((KEYS * 2)) --loglevel warn &

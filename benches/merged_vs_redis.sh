@@ -15,7 +15,7 @@ if ! command -v redis-server >/dev/null; then
     $SUDO apt-get install -y -qq redis-server redis-tools >/dev/null
 fi
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize no --logfile /dev/null &
+redis-server --port "$PORT" --bind 127.0.0.1 --dir "$(mktemp -d)" --save '' --appendonly no --daemonize no --logfile /dev/null &
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
 for _ in $(seq 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done

@@ -21,7 +21,7 @@ REQUESTS=${REQUESTS:-200000}
 
 REDIS_PORT=$(free_port)
 LEAF_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$(mktemp -d)" --save '' --appendonly no --daemonize no \
     --logfile /dev/null &
 REDIS_PID=$!
 "$BIN" serve --resp "127.0.0.1:$LEAF_PORT" --capacity 1000000 --loglevel warn &

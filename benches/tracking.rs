@@ -95,6 +95,8 @@ fn main() {
                     "--appendonly",
                     "no",
                 ])
+                // An empty directory: a dump.rdb where the bench runs would be loaded.
+                .current_dir(tempdir_for_redis())
                 .stdout(Stdio::null())
                 .spawn()
                 .ok()?;
@@ -115,4 +117,11 @@ fn main() {
     } else {
         println!("redis-server not installed: no side-by-side figure");
     }
+}
+
+/// A fresh directory for a redis-server to run in.
+fn tempdir_for_redis() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("leafcache-bench-redis-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

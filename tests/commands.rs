@@ -681,9 +681,14 @@ impl RedisServer {
             .local_addr()
             .unwrap()
             .port();
+        // Started in an empty directory: a dump.rdb where the tests run would be loaded.
+        let dir = std::env::temp_dir().join(format!("leafcache-redis-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
