@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use leafcache::net::{DevCa, TlsFiles};
 use leafcache::{CacheConfig, LinkState, Node, SyncKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,14 +38,47 @@ fn main() {
     }
 }
 
+/// With `LEAFCACHE_BENCH_TLS=1`, the TLS files every node of the run uses: a development CA and
+/// one certificate for 127.0.0.1, made once in a temporary directory.
+fn bench_tls() -> Option<TlsFiles> {
+    static FILES: std::sync::OnceLock<Option<TlsFiles>> = std::sync::OnceLock::new();
+    FILES
+        .get_or_init(|| {
+            if std::env::var("LEAFCACHE_BENCH_TLS").map_or(true, |v| v != "1") {
+                return None;
+            }
+            let dir =
+                std::env::temp_dir().join(format!("leafcache-bench-tls-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let ca = DevCa::new("leafcache").unwrap();
+            let node = ca.issue(&["127.0.0.1".into()]).unwrap();
+            let files = TlsFiles::new(
+                dir.join("ca.pem"),
+                dir.join("node.pem"),
+                dir.join("node-key.pem"),
+            );
+            std::fs::write(&files.ca, ca.cert_pem()).unwrap();
+            std::fs::write(&files.cert, node.cert_pem).unwrap();
+            std::fs::write(&files.key, node.key_pem).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&files.key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            Some(files)
+        })
+        .clone()
+}
+
 fn node(name: &str, hub: Option<&str>, listen: bool, entries: u64) -> Node {
-    // `LEAFCACHE_BENCH_COMPRESS=0` measures links without frame compression.
+    // `LEAFCACHE_BENCH_COMPRESS=0` measures links without frame compression,
+    // `LEAFCACHE_BENCH_TLS=1` links with TLS.
     let compress = std::env::var("LEAFCACHE_BENCH_COMPRESS").map_or(true, |v| v != "0");
     let mut b = Node::builder()
         .name(name)
         .secret("bench")
         .compression(compress)
         .default_cache(CacheConfig::new().max_entries(entries));
+    if let Some(files) = bench_tls() {
+        b = b.tls(files);
+    }
     if let Some(h) = hub {
         b = b.remote_address(h);
     }
@@ -126,6 +160,7 @@ async fn throughput(incr: bool) {
     wait_up(&b).await;
     let n = 1_000_000u64;
     let c = hub.default_cache();
+    let cpu_before = cpu_time();
     let start = Instant::now();
     let writer = tokio::task::spawn_blocking(move || {
         let value = vec![b'v'; 64];
@@ -152,6 +187,7 @@ async fn throughput(incr: bool) {
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     let done = start.elapsed();
+    let cpu = cpu_time() - cpu_before;
     let write_time = written - start;
     if incr {
         let sample = a.default_cache().get("key0000007").unwrap();
@@ -167,6 +203,10 @@ async fn throughput(incr: bool) {
         n as f64 / write_time.as_secs_f64(),
         n as f64 / done.as_secs_f64()
     );
+    println!(
+        "  cpu (user + system, every thread of the process): {cpu:?} = {:.2} µs per update per link",
+        cpu.as_secs_f64() * 1e6 / (2 * n) as f64
+    );
     let st = hub.links();
     println!(
         "  frames out per link: {:?}, changes per frame {:.0}, bytes per change {:.0}",
@@ -177,6 +217,18 @@ async fn throughput(incr: bool) {
     for n in [&hub, &a, &b] {
         n.shutdown().await;
     }
+}
+
+/// The CPU time this process used so far, user and system, over all its threads.
+fn cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// A cuttable TCP forwarder between the leaf and the hub.

@@ -38,7 +38,8 @@ fn check_accepts_every_shipped_topology() {
     let mut checked = 0;
     for entry in std::fs::read_dir(repo("topologies")).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "toml") {
+        // tls.toml names certificates `leafcache certs` makes: checked in its own test.
+        if path.extension().is_none_or(|e| e != "toml") || path.ends_with("tls.toml") {
             continue;
         }
         let (code, out, err) = run(&["check", path.to_str().unwrap()]);
@@ -57,6 +58,106 @@ fn check_accepts_every_shipped_topology() {
     assert!(tree.contains("├── relay-1 (relay)"), "{tree}");
     assert!(tree.contains("│   ├── leaf-1a (leaf)"), "{tree}");
     assert!(tree.contains("    └── leaf-2b (leaf)"), "{tree}");
+}
+
+#[test]
+fn certs_makes_what_check_accepts_and_check_reports_bad_certificates() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = support::temp_dir("certs");
+    let file = dir.join("tls.toml");
+    std::fs::copy(repo("topologies/tls.toml"), &file).unwrap();
+    let file = file.to_str().unwrap();
+    // Before the certificates exist, check says which file is missing.
+    let (code, _, err) = run(&["check", file]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("certs/ca.pem") && err.contains("No such file"),
+        "{err}"
+    );
+
+    let (code, out, err) = run(&["certs", file]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("wrote the CA"), "{out}");
+    assert!(
+        out.contains("certs/hub.pem for hub, 127.0.0.1, localhost"),
+        "{out}"
+    );
+    assert!(
+        out.contains("certs/node.pem for leaf-a, 127.0.0.1, localhost, leaf-b"),
+        "{out}"
+    );
+    let mode = |f: &str| {
+        std::fs::metadata(dir.join("certs").join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(
+        (
+            mode("ca-key.pem"),
+            mode("node-key.pem"),
+            mode("hub-key.pem")
+        ),
+        (0o600, 0o600, 0o600)
+    );
+    let (code, out, err) = run(&["check", file]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("tls: mutual on links") && out.contains("doors too"),
+        "{out}"
+    );
+
+    // Run again, it keeps what is there.
+    let (code, out, _) = run(&["certs", file]);
+    assert_eq!(code, 0);
+    assert!(out.contains("kept") && !out.contains("wrote"), "{out}");
+
+    let key = dir.join("certs/node-key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = run(&["check", file]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("node-key.pem: private key is readable by others"),
+        "{err}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // A hub certificate for another name than the one its leaves dial, then an expired one.
+    let read = |f: &str| std::fs::read_to_string(dir.join("certs").join(f)).unwrap();
+    let ca = leafcache::net::DevCa::open("tls-star", &read("ca.pem"), &read("ca-key.pem")).unwrap();
+    for (names, valid, expected) in [
+        (
+            vec!["elsewhere.example".to_string()],
+            None,
+            "is for another name",
+        ),
+        (
+            vec!["hub".into(), "127.0.0.1".into()],
+            Some(((2001, 1, 1), (2002, 1, 1))),
+            "the certificate has expired",
+        ),
+    ] {
+        let issued = ca.issue_valid(&names, valid).unwrap();
+        std::fs::write(dir.join("certs/hub.pem"), issued.cert_pem).unwrap();
+        std::fs::write(dir.join("certs/hub-key.pem"), issued.key_pem).unwrap();
+        let (code, _, err) = run(&["check", file]);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("error: node \"hub\"") && err.contains(expected),
+            "{err}"
+        );
+    }
+    // --force issues them again.
+    let (code, out, _) = run(&["certs", "--force", file]);
+    assert_eq!(code, 0);
+    assert!(out.contains("wrote") && out.contains("hub.pem"), "{out}");
+    assert_eq!(run(&["check", file]).0, 0);
+
+    // A file without [cluster.tls] has nothing to make.
+    let (code, _, err) = run(&["certs", repo("topologies/star.toml").to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no [cluster.tls]"), "{err}");
 }
 
 /// Every file in tests/topologies opens with `# expect: LINE:COLUMN: error: MESSAGE` lines:
@@ -771,4 +872,73 @@ fn serve_refuses_settings_that_cannot_work_and_keeps_a_root() {
     let mut conn = redis_at(&resp);
     assert_eq!(get(&mut conn, "kept").as_deref(), Some("yes"));
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn sighup_reloads_the_tls_certificates_of_a_running_node() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = support::temp_dir("sighup");
+    let ca = leafcache::net::DevCa::new("leafcache").unwrap();
+    let write = |name: &str, text: &str, mode: u32| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let issued = ca.issue(&["node".into(), "127.0.0.1".into()]).unwrap();
+    let ca_file = write("ca.pem", ca.cert_pem(), 0o644);
+    let cert = write("node.pem", &issued.cert_pem, 0o644);
+    let key = write("node-key.pem", &issued.key_pem, 0o600);
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--name",
+            "n",
+            "--listen",
+            "127.0.0.1:0",
+            "--secret",
+            "s",
+        ])
+        .args(["--tls-ca", &ca_file, "--tls-cert", &cert, "--tls-key", &key])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("listen=127.0.0.1:"), "{first}");
+    let pid = child.id().to_string();
+    let kill = |sig: &str| {
+        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(ok.success());
+    };
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {needle:?}"),
+            }
+        }
+    };
+    kill("-HUP");
+    wait_for("SIGHUP: TLS certificates reloaded");
+    // A broken file: SIGHUP says so and the node keeps running on the certificates it has.
+    std::fs::write(dir.join("node.pem"), "half-written").unwrap();
+    kill("-HUP");
+    wait_for("do not load; keeping those in use");
+    assert!(child.try_wait().unwrap().is_none(), "the node stopped");
+    kill("-TERM");
+    assert!(child.wait().unwrap().success());
 }

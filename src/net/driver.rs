@@ -72,6 +72,10 @@ pub(crate) async fn accept_loop(
                 let span = info_span!("link", node = %caches.core().name, peer = %peer_addr);
                 registry.tasks.spawn(
                     async move {
+                        let Some(stream) = secure_inbound(&reg, stream, &peer_addr, &caches).await
+                        else {
+                            return;
+                        };
                         let mut link = new_link(&caches, &reg, Direction::Downstream, &peer_addr);
                         let slot = link.id();
                         let fresh = LinkStatus::new(slot, Direction::Downstream, &peer_addr);
@@ -90,6 +94,62 @@ pub(crate) async fn accept_loop(
             }
         }
     }
+}
+
+/// The TLS handshake of an accepted connection, when the node has TLS: the stream to run the
+/// link on, or `None` after recording why the peer was refused (in the node's links and log).
+async fn secure_inbound(
+    registry: &LinkRegistry,
+    stream: Stream,
+    peer_addr: &str,
+    caches: &Caches,
+) -> Option<Stream> {
+    let Some(tls) = &registry.tls else {
+        return Some(stream);
+    };
+    let timeout = Duration::from_millis(registry.config.timeout_ms);
+    let reason = match tokio::time::timeout(timeout, tls.accept_link(stream)).await {
+        Ok(Ok(stream)) => return Some(stream),
+        Ok(Err(reason)) => reason,
+        Err(_) => format!("TLS: no handshake within {timeout:?}"),
+    };
+    warn!(error = %reason, "link refused");
+    let slot = registry.next_link_id();
+    let mut status = LinkStatus::new(slot, Direction::Downstream, peer_addr);
+    status.state = LinkState::Refused;
+    status.last_error = Some(reason);
+    status.went_down(caches.core().now_ms());
+    registry.retire(slot, status);
+    None
+}
+
+/// Connects to `address`, with TLS when the node has it, within `timeout`.
+async fn dial(
+    registry: &LinkRegistry,
+    transport: &dyn Transport,
+    address: &str,
+    timeout: Duration,
+) -> Result<Stream, LinkError> {
+    let work = async {
+        let stream = transport
+            .connect(address)
+            .await
+            .map_err(|e| LinkError::Io(format!("connect: {e}")))?;
+        match &registry.tls {
+            None => Ok(stream),
+            Some(tls) => tls
+                .connect_link(stream, address)
+                .await
+                .map_err(LinkError::Tls),
+        }
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(LinkError::Io(format!(
+                "connect: no answer within {timeout:?}"
+            )))
+        })
 }
 
 /// How the delay between two dials grows: exponentially from 20 ms to a cap, each delay spread by
@@ -127,11 +187,11 @@ pub(crate) async fn dial_loop(
         let connected = tokio::select! {
             biased;
             _ = registry.shutdown.cancelled() => break,
-            c = tokio::time::timeout(timeout, transport.connect(&address)) => c,
+            c = dial(&registry, transport.as_ref(), &address, timeout) => c,
         };
         let mut delay = None;
         match connected {
-            Ok(Ok(stream)) => {
+            Ok(stream) => {
                 let mut link = new_link(&caches, &registry, Direction::Upstream, &address);
                 uplink.set_fetcher(Some(fetch_tx.clone()));
                 let slot = UPSTREAM_SLOT;
@@ -156,15 +216,19 @@ pub(crate) async fn dial_loop(
                     Err(_) => {}
                 }
             }
-            Ok(Err(e)) => {
-                totals.last_error = Some(format!("connect: {e}"));
-                totals.state = LinkState::Down;
-                totals.went_down(caches.core().now_ms());
-                info!(hub = %address, error = %e, "hub unreachable");
-            }
-            Err(_) => {
-                totals.last_error = Some(format!("connect: no answer within {timeout:?}"));
-                totals.state = LinkState::Down;
+            Err(e) => {
+                if e.is_refusal() {
+                    warn!(hub = %address, error = %e, "hub refused");
+                    totals.state = LinkState::Refused;
+                    delay = Some(cap);
+                } else {
+                    info!(hub = %address, error = %e, "hub unreachable");
+                    totals.state = LinkState::Down;
+                }
+                totals.last_error = Some(match e {
+                    LinkError::Io(reason) => reason,
+                    e => e.to_string(),
+                });
                 totals.went_down(caches.core().now_ms());
             }
         }
@@ -439,4 +503,25 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
         }
     }
     Guard(Some(f))
+}
+
+/// How often the TLS files are looked at for a change.
+const TLS_WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Reloads the node's TLS files when they change, until the node shuts down. A change that does
+/// not load (a half-written or wrong file) keeps the certificates in use and is logged.
+pub(crate) async fn watch_tls(tls: Arc<super::Tls>, shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(TLS_WATCH_EVERY) => {}
+        }
+        match tls.reload_if_changed() {
+            None => {}
+            Some(Ok(())) => info!("TLS certificates reloaded"),
+            Some(Err(e)) => {
+                warn!(error = %e, "TLS certificates changed but do not load; keeping those in use")
+            }
+        }
+    }
 }

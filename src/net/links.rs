@@ -86,6 +86,8 @@ pub(crate) struct LinkRegistry {
     pub deliver: std::sync::OnceLock<Deliver>,
     /// The node's HTTP door, for its summary.
     pub http: std::sync::OnceLock<String>,
+    /// The node's TLS: links are mutual TLS when set.
+    pub tls: Option<Arc<super::tls::Tls>>,
     /// What each link's peer last told of the tree beyond it, by slot.
     views: Mutex<BTreeMap<u32, View>>,
     /// This node's own summary and when it was made, reused for a moment by every link.
@@ -180,6 +182,7 @@ impl LinkRegistry {
         has_hub: bool,
         journal: Option<Arc<Journal>>,
         entropy: Entropy,
+        tls: Option<Arc<super::tls::Tls>>,
     ) -> Self {
         LinkRegistry {
             config: Arc::new(config),
@@ -195,6 +198,7 @@ impl LinkRegistry {
             bus: tokio::sync::broadcast::Sender::new(BUS_CAPACITY),
             deliver: std::sync::OnceLock::new(),
             http: std::sync::OnceLock::new(),
+            tls,
             views: Mutex::new(BTreeMap::new()),
             own: Mutex::new(None),
         }

@@ -9,6 +9,7 @@
 pub(crate) mod driver;
 pub(crate) mod links;
 mod mem;
+pub(crate) mod tls;
 
 use std::future::Future;
 use std::io;
@@ -21,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use crate::error::Error;
 pub use links::{ClusterNode, ClusterView, Unreachable};
 pub use mem::MemoryNet;
+pub use tls::{Day, DevCa, Issued, Tls, TlsError, TlsFiles, tls_covers, tls_problems};
 
 /// Whether `address` only reaches this host: a Unix socket or an in-memory host, `localhost`,
 /// or a loopback IP (with or without a port). What a node without a secret or password may

@@ -15,7 +15,7 @@ use crate::clock::{Clock, NodeId};
 use crate::error::{Error, parse_duration};
 use crate::net::driver;
 use crate::net::links::{Entropy, LinkRegistry};
-use crate::net::{Endpoint, Sockets, Transport};
+use crate::net::{Endpoint, Sockets, Tls, TlsFiles, Transport};
 use crate::persist::{DEFAULT_FLUSH, DEFAULT_SNAPSHOT_INTERVAL, Flush, PersistConfig, Store};
 use crate::replication::{LinkConfig, Role, Secret};
 use crate::server::{self, DoorConfig};
@@ -102,6 +102,8 @@ pub struct NodeBuilder {
     transport: Option<Arc<dyn Transport>>,
     /// Draws the node's random numbers from this seed instead of the OS.
     seed: Option<u64>,
+    /// The node's TLS files: links are mutual TLS.
+    tls: Option<TlsFiles>,
     /// The first invalid setting seen; `build` reports it.
     error: Option<Error>,
 }
@@ -248,6 +250,34 @@ impl NodeBuilder {
     /// ```
     pub fn compression(mut self, on: bool) -> Self {
         self.links.compress = on;
+        self
+    }
+
+    /// Mutual TLS on this node's links: it presents `files.cert` to every peer and accepts only
+    /// peers whose certificate the CA in `files.ca` signed; a hub's certificate must also be for
+    /// the host it is dialed at. The cluster secret's handshake still runs inside. `build()`
+    /// reads and checks the files; the node reloads them when they change (and on
+    /// [`Node::reload_tls`](crate::Node::reload_tls)).
+    ///
+    /// ```no_run
+    /// use leafcache::{Node, net::TlsFiles};
+    /// # async fn demo() -> Result<(), leafcache::Error> {
+    /// let hub = Node::builder()
+    ///     .tls(TlsFiles::new("certs/ca.pem", "certs/hub.pem", "certs/hub-key.pem"))
+    ///     .local_address("10.0.0.1:7400")
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tls(mut self, files: TlsFiles) -> Self {
+        self.tls = Some(files);
+        self
+    }
+
+    /// TLS on the RESP and HTTP doors too (`redis-cli --tls --cacert ca.pem`, `curl --cacert
+    /// ca.pem https://…`), with the certificate given to [`tls`](Self::tls); clients need no
+    /// certificate of their own. The Unix socket stays plain: it never leaves the host.
+    pub fn door_tls(mut self, on: bool) -> Self {
+        self.doors.tls = on;
         self
     }
 
@@ -414,6 +444,20 @@ impl NodeBuilder {
             .clone()
             .map(|p| Store::open(p, self.id, || entropy.uuid()))
             .transpose()?;
+        if self.doors.tls && self.tls.is_none() {
+            return Err(Error::InvalidConfig {
+                what: "door_tls",
+                reason: "TLS on the doors needs the node's certificate: call .tls(files) too"
+                    .into(),
+            });
+        }
+        let tls = (self.tls.clone())
+            .map(|files| Tls::load(files).map(Arc::new))
+            .transpose()
+            .map_err(|e| Error::InvalidConfig {
+                what: "tls",
+                reason: e.to_string(),
+            })?;
         let bound_doors = server::bind(&self.doors)?;
         let listener = local
             .as_deref()
@@ -483,6 +527,7 @@ impl NodeBuilder {
             remote.is_some(),
             journal.clone(),
             entropy,
+            tls.clone(),
         ));
         registry.restore_marks(marks);
         let node = Node {
@@ -509,6 +554,9 @@ impl NodeBuilder {
             let _ = registry.http.set(http.to_string());
         }
         bound_doors.spawn(&node)?;
+        if let Some(tls) = tls {
+            tasks.spawn(driver::watch_tls(tls, registry.shutdown.clone()));
+        }
         if let Some(listener) = listener {
             tasks.spawn(driver::accept_loop(
                 caches.clone(),

@@ -101,6 +101,9 @@ pub(crate) struct Doors {
     pub unix_path: Option<PathBuf>,
     pub stats: DoorStats,
     pub started: Instant,
+    /// TLS on the TCP doors (not the Unix socket, which stays on the host), with the node's
+    /// certificate.
+    pub tls: bool,
 }
 
 impl Doors {

@@ -188,6 +188,41 @@ impl Node {
         self.inner.doors.unix_path.as_deref()
     }
 
+    /// Whether the RESP and HTTP doors speak TLS.
+    pub fn door_tls(&self) -> bool {
+        self.door_tls_config().is_some()
+    }
+
+    /// The TLS the RESP and HTTP doors speak, if they do.
+    pub(crate) fn door_tls_config(&self) -> Option<Arc<crate::net::Tls>> {
+        (self.inner.registry.tls.clone()).filter(|_| self.inner.doors.tls)
+    }
+
+    /// Reads the node's TLS files again (what SIGHUP does to `leafcache node`; a change of the
+    /// files is also picked up by itself within a second): handshakes from now on use them,
+    /// links already up keep theirs. `Ok(false)` for a node without TLS.
+    ///
+    /// ```
+    /// let node = leafcache::Node::builder().build()?;
+    /// assert!(!node.reload_tls()?);
+    /// # Ok::<(), leafcache::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// A file that does not load ([`Error::InvalidConfig`]); the certificates in use are kept.
+    pub fn reload_tls(&self) -> Result<bool, Error> {
+        match &self.inner.registry.tls {
+            None => Ok(false),
+            Some(tls) => tls
+                .reload()
+                .map(|()| true)
+                .map_err(|e| Error::InvalidConfig {
+                    what: "tls",
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
     /// The status of every link: the upstream one (if this node has a hub) and one per connected
     /// leaf.
     ///

@@ -15,6 +15,8 @@ pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
 pub struct FrameCodec {
     frames: LengthDelimitedCodec,
     max_frame: usize,
+    /// Whether a whole frame came in yet: the first bytes are checked for a TLS record.
+    framed_one: bool,
 }
 
 impl FrameCodec {
@@ -25,6 +27,7 @@ impl FrameCodec {
                 .max_frame_length(max_frame)
                 .new_codec(),
             max_frame,
+            framed_one: false,
         }
     }
 }
@@ -45,7 +48,15 @@ impl Decoder for FrameCodec {
 
     /// `Ok(None)` while a frame is incomplete — a normal state, not an error.
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, LinkError> {
-        self.frames.decode(src).map_err(|e| {
+        // A TLS record (handshake or alert, versions 3.x) where a first frame's length should be:
+        // a length of 350+ MB, never a hello. Said plainly instead of "frame too large".
+        if !self.framed_one && matches!(src.as_ref(), [0x15 | 0x16, 0x03, ..]) {
+            return Err(LinkError::Tls(
+                "the peer speaks TLS and this node does not: give it the cluster's TLS certificates"
+                    .into(),
+            ));
+        }
+        let frame = self.frames.decode(src).map_err(|e| {
             if e.kind() == std::io::ErrorKind::InvalidData {
                 LinkError::FrameTooLarge {
                     limit: self.max_frame,
@@ -53,7 +64,9 @@ impl Decoder for FrameCodec {
             } else {
                 LinkError::Io(e.to_string())
             }
-        })
+        })?;
+        self.framed_one |= frame.is_some();
+        Ok(frame)
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, LinkError> {

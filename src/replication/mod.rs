@@ -64,6 +64,9 @@ pub enum LinkError {
     /// The connection ended without a goodbye.
     #[error("connection lost")]
     Eof,
+    /// The TLS handshake failed, or only one end speaks TLS; the text says why.
+    #[error("{0}")]
+    Tls(String),
     /// A socket error.
     #[error("i/o: {0}")]
     Io(String),
@@ -75,13 +78,24 @@ pub enum LinkError {
 impl LinkError {
     /// Whether the handshake was refused (retrying quickly cannot help).
     pub fn is_refusal(&self) -> bool {
-        matches!(self, LinkError::Refused(_) | LinkError::RefusedByPeer(_))
+        matches!(
+            self,
+            LinkError::Refused(_) | LinkError::RefusedByPeer(_) | LinkError::Tls(_)
+        )
     }
 }
 
 impl From<std::io::Error> for LinkError {
+    /// A socket error; one of kind `PermissionDenied` saying `TLS: …` is the TLS layer's way of
+    /// saying the peer refused this node's certificate after the handshake (TLS 1.3 tells a client
+    /// so on its first read).
     fn from(e: std::io::Error) -> Self {
-        LinkError::Io(e.to_string())
+        let text = e.to_string();
+        if e.kind() == std::io::ErrorKind::PermissionDenied && text.starts_with("TLS: ") {
+            LinkError::Tls(text)
+        } else {
+            LinkError::Io(text)
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! `/metrics`. Errors are JSON of one shape, `{"error": {"code": "...", "message": "..."}}`, with
 //! the matching status code; bodies are bounded by `ServerLimits::max_http_body`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -26,12 +27,88 @@ use crate::replication::{Direction, LinkState};
 /// Serves the HTTP door until the node shuts down.
 pub(crate) async fn serve(node: Node, listener: TcpListener) {
     let shutdown = node.registry().shutdown.clone();
+    let tls = node.door_tls_config();
+    let timeout = node.replication_config().connection_timeout;
     let app = router(node);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+    let stopped = async move { shutdown.cancelled().await };
+    let served = match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+        Some(tls) => {
+            let listener = TlsListener::new(listener, tls, timeout);
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+    };
     if let Err(e) = served {
         warn!(error = %e, "http door stopped");
+    }
+}
+
+/// HTTPS: accepts TCP connections and hands on those whose TLS handshake completed. Each
+/// handshake runs on its own task, bounded by the connection timeout, so a slow client does
+/// not hold up the next.
+struct TlsListener {
+    tcp: TcpListener,
+    tls: Arc<crate::net::Tls>,
+    timeout: Duration,
+    done_tx: tokio::sync::mpsc::Sender<(crate::net::Stream, std::net::SocketAddr)>,
+    done_rx: tokio::sync::mpsc::Receiver<(crate::net::Stream, std::net::SocketAddr)>,
+}
+
+impl TlsListener {
+    fn new(tcp: TcpListener, tls: Arc<crate::net::Tls>, timeout: Duration) -> Self {
+        let (done_tx, done_rx) = tokio::sync::mpsc::channel(64);
+        TlsListener {
+            tcp,
+            tls,
+            timeout,
+            done_tx,
+            done_rx,
+        }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = crate::net::Stream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            tokio::select! {
+                Some(done) = self.done_rx.recv() => return done,
+                accepted = self.tcp.accept() => match accepted {
+                    Ok((stream, addr)) => {
+                        let _ = stream.set_nodelay(true);
+                        let (tls, done, timeout) = (self.tls.clone(), self.done_tx.clone(), self.timeout);
+                        tokio::spawn(async move {
+                            let stream: crate::net::Stream = Box::pin(stream);
+                            match tokio::time::timeout(timeout, tls.accept_door(stream)).await {
+                                Ok(Ok(secured)) => {
+                                    let _ = done.send((secured, addr)).await;
+                                }
+                                Ok(Err(reason)) => {
+                                    tracing::debug!(peer = %addr, error = %reason, "https connection refused");
+                                }
+                                Err(_) => {}
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "http accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                },
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }
 

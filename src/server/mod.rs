@@ -39,6 +39,8 @@ pub(crate) struct DoorConfig {
     pub unix: Option<PathBuf>,
     pub password: Option<String>,
     pub limits: ServerLimits,
+    /// TLS on the RESP and HTTP doors, with the node's certificate.
+    pub tls: bool,
 }
 
 impl DoorConfig {
@@ -125,6 +127,7 @@ impl BoundDoors {
     /// The shared state the doors will run with, naming the addresses as bound.
     pub fn doors(&self, settings: &DoorConfig) -> Doors {
         Doors {
+            tls: settings.tls,
             password: settings
                 .password
                 .as_deref()

@@ -28,6 +28,7 @@ pub(super) struct Placed {
     pub(super) resp: Option<Range<usize>>,
     pub(super) http: Option<Range<usize>>,
     pub(super) unix: Option<Range<usize>>,
+    pub(super) tls: Option<Range<usize>>,
 }
 
 impl<'a> Checker<'a> {
@@ -67,7 +68,9 @@ impl<'a> Checker<'a> {
         self.warnings.push(d);
     }
 
-    pub(super) fn check(mut self, raw: RawFile) -> Result<Topology, TopologyError> {
+    pub(super) fn check(mut self, mut raw: RawFile) -> Result<Topology, TopologyError> {
+        let raw_tls = raw.cluster.as_mut().and_then(|c| c.get_mut().tls.take());
+        let tls = raw_tls.map(|t| self.tls(t));
         let (cluster, secret, secret_span) = self.cluster(raw.cluster);
         let defaults = raw.defaults.unwrap_or_default();
         let connection_timeout = defaults.connection_timeout.as_ref().map(|t| t.get_ref().0);
@@ -103,6 +106,7 @@ impl<'a> Checker<'a> {
         }
         let placed: Vec<Placed> = raw.node.into_iter().map(|n| self.node(n)).collect();
         self.cross_check(&placed);
+        self.tls_of_nodes(tls.as_ref(), &placed);
         if !self.errors.is_empty() {
             self.errors.sort_by_key(|d| (d.line, d.column));
             return Err(TopologyError::Invalid(self.errors));
@@ -114,6 +118,7 @@ impl<'a> Checker<'a> {
             secret,
             secret_span,
             connection_timeout,
+            tls,
             caches,
             name_spans: placed.iter().map(|p| p.name.clone()).collect(),
             nodes: placed.into_iter().map(|p| p.spec).collect(),
@@ -206,6 +211,71 @@ impl<'a> Checker<'a> {
                 );
                 let (s, span) = given.swap_remove(0);
                 (name, s, span)
+            }
+        }
+    }
+
+    /// `[cluster.tls]`: a CA, and a certificate with its key or neither (then every node names
+    /// its own). The files are not read here: `leafcache certs` makes them from this file, and
+    /// `leafcache check` reads them.
+    pub(super) fn tls(&mut self, raw: Spanned<RawTls>) -> ClusterTls {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let path = |p: &Option<Spanned<String>>| p.as_ref().map(|p| self.dir.join(p.get_ref()));
+        let (ca, cert, key) = (path(&raw.ca), path(&raw.cert), path(&raw.key));
+        if ca.is_none() {
+            self.error(
+                span.clone(),
+                "[cluster.tls] has no ca".into(),
+                "add ca = \"certs/ca.pem\", the CA that signs every node's certificate (`leafcache certs FILE` makes one for development)".to_string(),
+            );
+        }
+        match (&raw.cert, &raw.key) {
+            (Some(c), None) => self.error(
+                c.span(),
+                "cert without key".into(),
+                "add key = \"certs/node-key.pem\" beside it".to_string(),
+            ),
+            (None, Some(k)) => self.error(
+                k.span(),
+                "key without cert".into(),
+                "add cert = \"certs/node.pem\" beside it".to_string(),
+            ),
+            _ => {}
+        }
+        ClusterTls {
+            ca: ca.unwrap_or_default(),
+            cert,
+            key,
+            doors: raw.doors.is_some_and(|d| *d.get_ref()),
+        }
+    }
+
+    /// Every node of a TLS cluster has a certificate and key (its own or the cluster's); a
+    /// node's own is given as a pair, and only in a TLS cluster.
+    pub(super) fn tls_of_nodes(&mut self, tls: Option<&ClusterTls>, nodes: &[Placed]) {
+        for n in nodes {
+            let (cert, key) = (&n.spec.tls_cert, &n.spec.tls_key);
+            let span = n.tls.clone().unwrap_or_else(|| n.name.clone());
+            match tls {
+                None if cert.is_some() || key.is_some() => self.error(
+                    span,
+                    "tls_cert/tls_key without [cluster.tls]".into(),
+                    "add [cluster.tls] with the ca that signed it".to_string(),
+                ),
+                None => {}
+                Some(_) if cert.is_some() != key.is_some() => self.error(
+                    span,
+                    "tls_cert and tls_key go together".into(),
+                    "give both, or neither to use [cluster.tls]'s".to_string(),
+                ),
+                Some(t) if cert.is_none() && t.cert.is_none() => self.error(
+                    n.name.clone(),
+                    format!("node {:?} has no TLS certificate", n.spec.name),
+                    "give it tls_cert and tls_key, or set cert and key in [cluster.tls]"
+                        .to_string(),
+                ),
+                Some(_) => {}
             }
         }
     }
@@ -399,7 +469,10 @@ impl<'a> Checker<'a> {
                 flush,
                 loglevel: raw.loglevel.map(Spanned::into_inner),
                 advertise,
+                tls_cert: raw.tls_cert.as_ref().map(|c| self.dir.join(c.get_ref())),
+                tls_key: raw.tls_key.as_ref().map(|k| self.dir.join(k.get_ref())),
             },
+            tls: (raw.tls_cert.as_ref().or(raw.tls_key.as_ref())).map(Spanned::span),
             name: raw.name.span(),
             hub: raw.hub.as_ref().map(Spanned::span),
             listen: raw.listen.as_ref().map(Spanned::span),

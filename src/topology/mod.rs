@@ -40,4 +40,4 @@ mod model;
 mod raw;
 
 pub use diagnostics::{Diagnostic, Severity, TopologyError};
-pub use model::{CacheTableConfig, HubRef, NodeSpec, SecretSource, Topology};
+pub use model::{CacheTableConfig, ClusterTls, HubRef, NodeSpec, SecretSource, Topology};

@@ -136,6 +136,23 @@ pub struct NodeSpec {
     /// The address its leaves dial when it differs from `listen` (a hub bound to `0.0.0.0:7400`
     /// that other machines reach as `hub.internal:7400`). Defaults to `listen`.
     pub advertise: Option<String>,
+    /// Its own TLS certificate and key, instead of `[cluster.tls]`'s.
+    pub tls_cert: Option<PathBuf>,
+    /// The key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+}
+
+/// `[cluster.tls]`, paths resolved against the topology file's directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterTls {
+    /// The cluster CA's certificate.
+    pub ca: PathBuf,
+    /// The certificate of every node that names none of its own.
+    pub cert: Option<PathBuf>,
+    /// Its key.
+    pub key: Option<PathBuf>,
+    /// Whether the RESP and HTTP doors speak TLS too.
+    pub doors: bool,
 }
 
 impl NodeSpec {
@@ -185,6 +202,7 @@ pub struct Topology {
     pub(super) secret: SecretSource,
     pub(super) secret_span: Range<usize>,
     pub(super) connection_timeout: Option<Duration>,
+    pub(super) tls: Option<ClusterTls>,
     pub(super) caches: Vec<(String, CacheTableConfig)>,
     pub(super) nodes: Vec<NodeSpec>,
     /// Where each node's `name` value is, for errors found when starting it.
@@ -257,6 +275,64 @@ impl Topology {
         self
     }
 
+    /// `[cluster.tls]`, if the cluster speaks TLS.
+    pub fn tls(&self) -> Option<&ClusterTls> {
+        self.tls.as_ref()
+    }
+
+    /// The TLS files node `spec` uses: its own certificate and key, else the cluster's; `None`
+    /// without `[cluster.tls]`.
+    pub fn tls_files(&self, spec: &NodeSpec) -> Option<crate::net::TlsFiles> {
+        let tls = self.tls.as_ref()?;
+        let cert = spec.tls_cert.clone().or_else(|| tls.cert.clone())?;
+        let key = spec.tls_key.clone().or_else(|| tls.key.clone())?;
+        Some(crate::net::TlsFiles::new(&tls.ca, cert, key))
+    }
+
+    /// What is wrong with the files the nodes will read, which [`parse`](Self::parse) does not
+    /// open: for each node of a TLS cluster, its certificate, key and CA (they exist and parse,
+    /// the key matches and only its owner can read it, the CA signed the certificate, it has not
+    /// expired), and that a hub's certificate is for the host its leaves dial. What
+    /// `leafcache check` reports after the file's own errors.
+    pub fn file_problems(&self) -> Vec<Diagnostic> {
+        let source = Source {
+            path: &self.path,
+            text: &self.source,
+        };
+        let mut found = Vec::new();
+        for (i, spec) in self.nodes.iter().enumerate() {
+            let Some(files) = self.tls_files(spec) else {
+                continue;
+            };
+            let at = |message: String, help: &str| {
+                Diagnostic::at(
+                    &source,
+                    self.name_spans[i].clone(),
+                    message,
+                    Some(help.into()),
+                )
+            };
+            let problems = crate::net::tls_problems(&files);
+            let readable = problems.is_empty();
+            for p in problems {
+                found.push(at(
+                    format!("node {:?}: {p}", spec.name),
+                    "`leafcache certs FILE` makes development certificates for every node",
+                ));
+            }
+            let dialed = spec.advertise.as_ref().or(spec.listen.as_ref());
+            if let Some(address) = dialed.filter(|_| readable)
+                && let Err(e) = crate::net::tls_covers(&files, address)
+            {
+                found.push(at(
+                    format!("node {:?}: {e}", spec.name),
+                    "its leaves check the hub's certificate against the host they dial:                      add that name to the certificate (or set advertise)",
+                ));
+            }
+        }
+        found
+    }
+
     /// The file this topology was read from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -322,6 +398,13 @@ impl Topology {
             },
             self.nodes.len()
         );
+        if let Some(tls) = &self.tls {
+            out.push_str(&format!(
+                "tls: mutual on links, CA {}{}\n",
+                tls.ca.display(),
+                if tls.doors { "; doors too" } else { "" }
+            ));
+        }
         for (name, s) in &self.caches {
             out.push_str(&format!(
                 "cache {name:?}: capacity {}, max_bytes {}, ttl {}\n",
@@ -568,6 +651,10 @@ impl Topology {
         }
         if let Some(Hidden(p)) = &self.password {
             b = b.password(p);
+        }
+        if let Some(files) = self.tls_files(spec) {
+            b = b.tls(files);
+            b = b.door_tls(self.tls.as_ref().is_some_and(|t| t.doors));
         }
         Ok(b)
     }

@@ -27,6 +27,18 @@ pub(super) struct RawCluster {
     pub(super) secret: Option<Spanned<String>>,
     pub(super) secret_env: Option<Spanned<String>>,
     pub(super) secret_file: Option<Spanned<String>>,
+    pub(super) tls: Option<Spanned<RawTls>>,
+}
+
+/// `[cluster.tls]`: the cluster CA, the certificate and key every node uses unless it names its
+/// own, and whether the front doors speak TLS too.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) ca: Option<Spanned<String>>,
+    pub(super) cert: Option<Spanned<String>>,
+    pub(super) key: Option<Spanned<String>>,
+    pub(super) doors: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -56,6 +68,8 @@ pub(super) struct RawNode {
     pub(super) flush: Option<Spanned<String>>,
     pub(super) loglevel: Option<Spanned<String>>,
     pub(super) advertise: Option<Spanned<String>>,
+    pub(super) tls_cert: Option<Spanned<String>>,
+    pub(super) tls_key: Option<Spanned<String>>,
 }
 
 /// A human duration (`"120s"`, `"30m"`, `"1d"`) or whole seconds; never zero.

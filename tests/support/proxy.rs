@@ -34,7 +34,12 @@ pub struct Proxy {
     pub down_bytes: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
     conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// The first bytes forwarded either way, for tests that look at what a wire carries.
+    seen: Arc<Mutex<Vec<u8>>>,
 }
+
+/// How many forwarded bytes [`Proxy::seen`] keeps.
+const SEEN_KEPT: usize = 16 << 20;
 
 impl Proxy {
     /// A proxy on `127.0.0.1:0` forwarding to `target`.
@@ -45,10 +50,12 @@ impl Proxy {
         let up_bytes = Arc::new(AtomicU64::new(0));
         let down_bytes = Arc::new(AtomicU64::new(0));
         let conns = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(Mutex::new(Vec::new()));
         let target = target.to_string();
         let task = tokio::spawn({
             let faults = faults.clone();
             let (up, down, conns) = (up_bytes.clone(), down_bytes.clone(), conns.clone());
+            let seen = seen.clone();
             async move {
                 loop {
                     let Ok((leaf, _)) = listener.accept().await else {
@@ -65,8 +72,22 @@ impl Proxy {
                     let _ = hub.set_nodelay(true);
                     let (lr, lw) = leaf.into_split();
                     let (hr, hw) = hub.into_split();
-                    let a = tokio::spawn(pump(lr, hw, faults.subscribe(), up.clone(), true));
-                    let b = tokio::spawn(pump(hr, lw, faults.subscribe(), down.clone(), false));
+                    let a = tokio::spawn(pump(
+                        lr,
+                        hw,
+                        faults.subscribe(),
+                        up.clone(),
+                        seen.clone(),
+                        true,
+                    ));
+                    let b = tokio::spawn(pump(
+                        hr,
+                        lw,
+                        faults.subscribe(),
+                        down.clone(),
+                        seen.clone(),
+                        false,
+                    ));
                     conns.lock().extend([a, b]);
                 }
             }
@@ -78,7 +99,13 @@ impl Proxy {
             down_bytes,
             task,
             conns,
+            seen,
         }
+    }
+
+    /// The bytes forwarded so far, both ways interleaved (the first 16 MiB).
+    pub fn seen(&self) -> Vec<u8> {
+        self.seen.lock().clone()
     }
 
     /// The address the leaf should dial.
@@ -146,6 +173,7 @@ async fn pump(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut faults: watch::Receiver<Faults>,
     counter: Arc<AtomicU64>,
+    seen: Arc<Mutex<Vec<u8>>>,
     toward_hub: bool,
 ) {
     let mut buf = vec![0u8; 64 << 10];
@@ -197,6 +225,11 @@ async fn pump(
                 .write_all(&buf[..n.div_ceil(2).min(n.saturating_sub(1)).max(1)])
                 .await;
             return;
+        }
+        {
+            let mut seen = seen.lock();
+            let room = SEEN_KEPT.saturating_sub(seen.len()).min(n);
+            seen.extend_from_slice(&buf[..room]);
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;

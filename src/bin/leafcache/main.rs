@@ -2,6 +2,7 @@
 //! (`serve`), talk to a running node over its HTTP door (`get`, `set`, `del`, `stats`,
 //! `topology`), or size a cache from a key trace (`replay`).
 
+mod certs;
 mod client;
 mod status;
 
@@ -53,6 +54,16 @@ enum Command {
     Check {
         /// The topology file.
         file: PathBuf,
+    },
+    /// Makes a development CA and a certificate for every node of a topology file with
+    /// [cluster.tls], at the paths it names (the CA's key beside the CA as NAME-key.pem). Files
+    /// already there are kept, unless --force; an existing CA is reused.
+    Certs {
+        /// The topology file.
+        file: PathBuf,
+        /// Issue the node certificates again even where they exist (the CA is kept).
+        #[arg(long)]
+        force: bool,
     },
     /// Runs one node from command-line settings until Ctrl-C or SIGTERM.
     Serve(Box<ServeArgs>),
@@ -182,6 +193,18 @@ struct ServeArgs {
     /// default).
     #[arg(long, requires = "root", value_parser = |s: &str| s.parse::<leafcache::Flush>().map_err(|e| e.to_string()))]
     flush: Option<leafcache::Flush>,
+    /// The cluster CA (PEM): with --tls-cert and --tls-key, links are mutual TLS.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM).
+    #[arg(long, requires = "tls_ca")]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM, mode 600).
+    #[arg(long, requires = "tls_ca")]
+    tls_key: Option<PathBuf>,
+    /// TLS on the RESP and HTTP doors too, with the node's certificate.
+    #[arg(long, requires = "tls_ca")]
+    tls_doors: bool,
     /// Log filter, e.g. "info" or "leafcache=debug" (or RUST_LOG).
     #[arg(long, default_value = "info")]
     loglevel: String,
@@ -221,6 +244,7 @@ fn main() -> ExitCode {
             run,
         } => run_node(&topology, &name, run),
         Command::Check { file } => check(&file),
+        Command::Certs { file, force } => certs::make(&file, force),
         Command::Serve(args) => serve(*args),
         Command::Get { key, target } => client::get(&target, &key),
         Command::Set {
@@ -389,7 +413,19 @@ fn check(file: &Path) -> CliResult {
     for w in topology.warnings() {
         eprintln!("{w}");
     }
+    let problems = topology.file_problems();
+    for p in &problems {
+        eprintln!("{p}");
+    }
     print!("{}", topology.render());
+    if !problems.is_empty() {
+        eprintln!(
+            "{}: {} problem(s) with the files it names",
+            file.display(),
+            problems.len()
+        );
+        return Ok(ExitCode::from(2));
+    }
     println!("{}: ok", file.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -414,10 +450,10 @@ fn run_node(file: &Path, name: &str, run: RunArgs) -> CliResult {
         let node = topology.start(name)?;
         println!("{}", status::describe(&node));
         if let Some(http) = node.http_addr() {
-            println!("dashboard: http://{http}/dashboard");
+            println!("dashboard: {}://{http}/dashboard", scheme(&node));
         }
         println!("running {name}; Ctrl-C to stop");
-        wait_for_signal().await?;
+        wait_for_signal(std::slice::from_ref(&node)).await?;
         tracing::info!("shutting down");
         node.shutdown().await;
         Ok(ExitCode::SUCCESS)
@@ -450,8 +486,8 @@ fn up(file: &Path, run: RunArgs) -> CliResult {
         for node in &nodes {
             println!("{}", status::describe(node));
         }
-        if let Some(http) = nodes.iter().find_map(|n| n.http_addr()) {
-            println!("dashboard: http://{http}/dashboard");
+        if let Some((node, http)) = nodes.iter().find_map(|n| n.http_addr().map(|a| (n, a))) {
+            println!("dashboard: {}://{http}/dashboard", scheme(node));
         }
         println!(
             "up: {} node(s) of cluster {:?} running; Ctrl-C to stop",
@@ -459,7 +495,7 @@ fn up(file: &Path, run: RunArgs) -> CliResult {
             topology.cluster()
         );
         tokio::select! {
-            r = wait_for_signal() => r?,
+            r = wait_for_signal(&nodes) => r?,
             () = status::watch(&topology, &nodes, log) => {}
         }
         for node in &nodes {
@@ -572,9 +608,14 @@ fn serve(args: ServeArgs) -> CliResult {
         if let Some(flush) = args.flush {
             builder = builder.flush(flush);
         }
+        if let (Some(ca), Some(cert), Some(key)) = (args.tls_ca, args.tls_cert, args.tls_key) {
+            builder = builder
+                .tls(leafcache::net::TlsFiles::new(ca, cert, key))
+                .door_tls(args.tls_doors);
+        }
         let node = builder.build()?;
         println!("{}", status::describe(&node));
-        wait_for_signal().await?;
+        wait_for_signal(std::slice::from_ref(&node)).await?;
         tracing::info!("shutting down");
         node.shutdown().await;
         Ok(ExitCode::SUCCESS)
@@ -582,12 +623,30 @@ fn serve(args: ServeArgs) -> CliResult {
 }
 
 /// Waits for Ctrl-C or SIGTERM.
-async fn wait_for_signal() -> std::io::Result<()> {
+/// `https` for a node whose doors speak TLS, else `http`.
+fn scheme(node: &Node) -> &'static str {
+    if node.door_tls() { "https" } else { "http" }
+}
+
+/// Waits for Ctrl-C or SIGTERM; on SIGHUP reloads the TLS files of `nodes` and goes on waiting.
+async fn wait_for_signal(nodes: &[leafcache::Node]) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => return r,
+            _ = term.recv() => return Ok(()),
+            _ = hup.recv() => {
+                for node in nodes {
+                    match node.reload_tls() {
+                        Ok(true) => tracing::info!(node = node.name(), "SIGHUP: TLS certificates reloaded"),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(node = node.name(), error = %e, "SIGHUP: TLS certificates do not load; keeping those in use"),
+                    }
+                }
+            }
+        }
     }
 }
 

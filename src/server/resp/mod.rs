@@ -123,8 +123,22 @@ pub(crate) async fn accept_loop(
         let node = node.clone();
         let shared = shared.clone();
         let local = local.clone();
+        let tls = node
+            .door_tls_config()
+            .filter(|_| !local.starts_with("unix:"));
         node.registry().tasks.clone().spawn(async move {
             let stats = &node.doors().stats;
+            if let Some(tls) = tls {
+                let timeout = node.replication_config().connection_timeout;
+                stream = match tokio::time::timeout(timeout, tls.accept_door(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(reason)) => {
+                        debug!(peer = %peer, error = %reason, "resp connection refused");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            }
             stats.connections_open.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = serve(&node, &shared, stream, peer.clone(), local).await {
                 debug!(peer = %peer, error = %e, "resp connection closed");
