@@ -470,3 +470,78 @@ lissen = "127.0.0.1:7001"
     let e = parse("[defaults\ncapacty = 1\n").expect_err("invalid");
     assert_eq!(e.diagnostics().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_list_resolves_in_order_and_start_all_starts_every_hub_first() {
+    let t = parse(
+        r#"
+[[node]]
+name = "leaf"
+hub = ["eu-1", "eu-2", "10.0.0.9:7400"]
+
+[[node]]
+name = "eu-2"
+listen = "127.0.0.1:0"
+hub = "core"
+
+[[node]]
+name = "eu-1"
+listen = "127.0.0.1:0"
+hub = "core"
+
+[[node]]
+name = "core"
+listen = "127.0.0.1:0"
+"#,
+    )
+    .unwrap();
+    let leaf = t.node("leaf").unwrap();
+    assert_eq!(leaf.hub, Some(HubRef::Node("eu-1".into())));
+    assert_eq!(
+        leaf.fallback_hubs,
+        [
+            HubRef::Node("eu-2".into()),
+            HubRef::Address("10.0.0.9:7400".into())
+        ]
+    );
+    assert_eq!(leaf.role(), Role::Leaf);
+    assert!(
+        t.render()
+            .contains("leaf (leaf) fails over to eu-2, 10.0.0.9:7400"),
+        "{}",
+        t.render()
+    );
+    let nodes = t.start_all().await.unwrap();
+    let by = |name: &str| nodes.iter().find(|n| n.name() == name).unwrap();
+    let links = by("leaf").replication_config().clone();
+    assert_eq!(links.remote_address.as_deref(), by("eu-1").local_addr());
+    assert_eq!(
+        links.fallback_hubs,
+        [by("eu-2").local_addr().unwrap(), "10.0.0.9:7400"]
+    );
+    by("leaf").default_cache().set("k", "v").unwrap();
+    eventually(Duration::from_secs(20), "the write at the core", || {
+        by("core")
+            .default_cache()
+            .get("k")
+            .map(|_| ())
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    for n in &nodes {
+        n.shutdown().await;
+    }
+    // Edges of every list count: a fallback below the node makes a cycle.
+    let (line, column, message) = first_error(
+        "[[node]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nhub = [\"b\", \"c\"]\n[[node]]\nname = \"b\"\nlisten = \"127.0.0.1:2\"\n[[node]]\nname = \"c\"\nlisten = \"127.0.0.1:3\"\nhub = \"a\"\n",
+    );
+    assert_eq!((line, column), (4, 7));
+    assert_eq!(message, "hubs could form a cycle: a -> c -> a");
+    let (_, _, message) = first_error("[[node]]\nname = \"a\"\nhub = []\n");
+    assert!(message.contains("an empty hub list"), "{message}");
+    let (_, _, message) = first_error("[[node]]\nname = \"a\"\nhub = 7\n");
+    assert!(
+        message.contains("a hub (a node's name or host:port) or a list of them"),
+        "{message}"
+    );
+}

@@ -79,7 +79,7 @@ pub(crate) async fn accept_loop(
                         let mut link = new_link(&caches, &reg, Direction::Downstream, &peer_addr);
                         let slot = link.id();
                         let fresh = LinkStatus::new(slot, Direction::Downstream, &peer_addr);
-                        let result = run(&reg, &mut link, stream, slot, &fresh, None).await;
+                        let result = run(&reg, &mut link, stream, slot, &fresh, None, None).await;
                         report(&link, &result);
                         reg.retire(slot, link.status());
                         drop(permit);
@@ -156,13 +156,28 @@ async fn dial(
 /// ±50 % with the node's [`Entropy`](super::links::Entropy) (so a simulated run replays).
 const BACKOFF_SPREAD: f64 = 0.5;
 
-/// Keeps a link to the hub at `address` up until the node shuts down: dial, run, and on failure
-/// wait an exponentially growing, jittered, capped delay (the cap at once after a refusal).
+/// How often a leaf linked to a later hub of its list tries the earlier ones, in connection
+/// timeouts: with the default 5 s timeout, every 10 s.
+const RETURN_PROBE_TIMEOUTS: u32 = 2;
+
+/// Keeps a link to one of `hubs` up until the node shuts down: dial, run, and on failure wait an
+/// exponentially growing, jittered, capped delay (the cap at once after a refusal).
+///
+/// With several hubs, the rule is:
+/// - at start, the first of the list that can be reached (each is tried once, in order, before
+///   any wait);
+/// - a hub whose link is lost, or that cannot be reached, is dialed again with backoff; once it
+///   has been unreachable for the connection timeout, the leaf moves to the next hub of the list
+///   (after the last, the first);
+/// - while linked to a later hub, the leaf tries the earlier ones every two connection timeouts,
+///   and moves back to the first that completes a connection (TLS included), closing the current
+///   link cleanly: frames in flight are delivered, writes not yet acknowledged are sent to the new
+///   hub by its resync, so no acknowledged write is lost and none waits for a dead hub.
 pub(crate) async fn dial_loop(
     caches: Caches,
     registry: Arc<LinkRegistry>,
     transport: Arc<dyn Transport>,
-    address: String,
+    hubs: Vec<String>,
 ) {
     let timeout = Duration::from_millis(registry.config.timeout_ms);
     let cap = timeout.clamp(Duration::from_millis(500), Duration::from_secs(30));
@@ -176,39 +191,79 @@ pub(crate) async fn dial_loop(
         ..Default::default()
     };
     let uplink: &Uplink = &caches.core().uplink;
-    let mut totals = LinkStatus::new(0, Direction::Upstream, &address);
+    let now = || caches.core().now_ms();
+    let mut totals = LinkStatus::new(0, Direction::Upstream, &hubs[0]);
     // Down until it first comes up: a hub never reached has been down since the node started.
-    totals.went_down(caches.core().now_ms());
+    totals.went_down(now());
     let (fetch_tx, mut fetch_rx) = mpsc::channel::<FetchRequest>(256);
+    // The hub dialed, since when it has been unreachable, and the hubs tried at start.
+    let mut at = 0usize;
+    let mut unreachable_since: Option<u64> = None;
+    let mut first_pass = hubs.len() > 1;
+    let mut ready: Option<Stream> = None;
+    let timeout_ms = registry.config.timeout_ms;
     loop {
+        let address = hubs[at].clone();
         let mut status = totals.clone();
         status.state = LinkState::Connecting;
+        status.address = address.clone();
         registry.publish(UPSTREAM_SLOT, status);
-        let connected = tokio::select! {
-            biased;
-            _ = registry.shutdown.cancelled() => break,
-            c = dial(&registry, transport.as_ref(), &address, timeout) => c,
+        let connected = match ready.take() {
+            Some(stream) => Ok(stream),
+            None => tokio::select! {
+                biased;
+                _ = registry.shutdown.cancelled() => break,
+                c = dial(&registry, transport.as_ref(), &address, timeout) => c,
+            },
         };
         let mut delay = None;
         match connected {
             Ok(stream) => {
                 let mut link = new_link(&caches, &registry, Direction::Upstream, &address);
                 uplink.set_fetcher(Some(fetch_tx.clone()));
-                let slot = UPSTREAM_SLOT;
+                let leave = tokio_util::sync::CancellationToken::new();
+                let found = Arc::new(parking_lot::Mutex::new(None));
+                let probe = (at > 0).then(|| {
+                    tokio::spawn(probe_earlier(
+                        registry.clone(),
+                        transport.clone(),
+                        hubs[..at].to_vec(),
+                        timeout * RETURN_PROBE_TIMEOUTS,
+                        leave.clone(),
+                        found.clone(),
+                    ))
+                });
                 let result = run(
                     &registry,
                     &mut link,
                     stream,
-                    slot,
+                    UPSTREAM_SLOT,
                     &totals,
                     Some(&mut fetch_rx),
+                    Some(&leave),
                 )
                 .await;
+                if let Some(p) = probe {
+                    p.abort();
+                }
                 uplink.set_fetcher(None);
-                report(&link, &result);
                 let mut st = link.status();
                 st.carry(&totals);
                 totals = st;
+                if link.frames() > 2 {
+                    // It was up: the hub is unreachable from now, if at all.
+                    unreachable_since = None;
+                    first_pass = false;
+                }
+                let moving = found.lock().take();
+                if let Some((earlier, stream)) = moving {
+                    info!(from = %address, to = %hubs[earlier], "moving back to an earlier hub");
+                    at = earlier;
+                    ready = Some(stream);
+                    backoff.reset();
+                    continue;
+                }
+                report(&link, &result);
                 match &result {
                     Ok(()) => break,
                     Err(e) if e.is_refusal() => delay = Some(cap),
@@ -225,14 +280,29 @@ pub(crate) async fn dial_loop(
                     info!(hub = %address, error = %e, "hub unreachable");
                     totals.state = LinkState::Down;
                 }
+                totals.address = address.clone();
                 totals.last_error = Some(match e {
                     LinkError::Io(reason) => reason,
                     e => e.to_string(),
                 });
-                totals.went_down(caches.core().now_ms());
+                totals.went_down(now());
             }
         }
         registry.publish(UPSTREAM_SLOT, totals.clone());
+        let since = *unreachable_since.get_or_insert_with(now);
+        if hubs.len() > 1 && (first_pass || now().saturating_sub(since) >= timeout_ms) {
+            let next = (at + 1) % hubs.len();
+            if first_pass && next == 0 {
+                // Every hub tried once: from now on each gets its connection timeout.
+                first_pass = false;
+            } else {
+                info!(from = %address, to = %hubs[next], "failing over to the next hub");
+                at = next;
+                unreachable_since = None;
+                backoff.reset();
+                continue;
+            }
+        }
         let wait = delay.unwrap_or_else(|| {
             let grown = backoff.next_backoff().unwrap_or(cap);
             grown
@@ -243,6 +313,30 @@ pub(crate) async fn dial_loop(
             biased;
             _ = registry.shutdown.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// While a leaf is linked to a later hub: every `every`, dials the `earlier` hubs in order; the
+/// first that connects is left in `found` with its stream, and `leave` cancelled so that the
+/// current link closes cleanly and the leaf moves there.
+async fn probe_earlier(
+    registry: Arc<LinkRegistry>,
+    transport: Arc<dyn Transport>,
+    earlier: Vec<String>,
+    every: Duration,
+    leave: tokio_util::sync::CancellationToken,
+    found: Arc<parking_lot::Mutex<Option<(usize, Stream)>>>,
+) {
+    let timeout = Duration::from_millis(registry.config.timeout_ms);
+    loop {
+        tokio::time::sleep(every.mul_f64(registry.entropy.jitter(BACKOFF_SPREAD))).await;
+        for (i, address) in earlier.iter().enumerate() {
+            if let Ok(stream) = dial(&registry, transport.as_ref(), address, timeout).await {
+                *found.lock() = Some((i, stream));
+                leave.cancel();
+                return;
+            }
         }
     }
 }
@@ -268,6 +362,7 @@ async fn run(
     slot: u32,
     before: &LinkStatus,
     mut fetches: Option<&mut mpsc::Receiver<FetchRequest>>,
+    leave: Option<&tokio_util::sync::CancellationToken>,
 ) -> Result<(), LinkError> {
     let core = link.replica().core().clone();
     let timeout = Duration::from_millis(registry.config.timeout_ms);
@@ -326,6 +421,9 @@ async fn run(
             tokio::select! {
                 biased;
                 _ = registry.shutdown.cancelled() => {
+                    return close(link, &mut framed, timeout, registry).await;
+                }
+                _ = cancelled(leave) => {
                     return close(link, &mut framed, timeout, registry).await;
                 }
                 frame = framed.next() => match frame {
@@ -456,6 +554,14 @@ async fn close(
         }
     }
     Ok(())
+}
+
+/// Until `token` is cancelled; never without one.
+async fn cancelled(token: Option<&tokio_util::sync::CancellationToken>) {
+    match token {
+        Some(t) => t.cancelled().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn recv(rx: &mut Option<&mut mpsc::Receiver<FetchRequest>>) -> Option<FetchRequest> {

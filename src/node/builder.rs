@@ -299,9 +299,63 @@ impl NodeBuilder {
     pub fn remote_address(mut self, addr: impl Into<String>) -> Self {
         let addr = addr.into();
         match Endpoint::parse("remote_address", &addr) {
-            Ok(_) => self.links.remote_address = Some(addr),
+            Ok(_) => {
+                self.links.remote_address = Some(addr);
+                self.links.fallback_hubs.clear();
+            }
             Err(e) => self.fail(e),
         }
+        self
+    }
+
+    /// Several hubs, in order of preference: the node links to one at a time. At start, the
+    /// first that can be reached; when its hub has been unreachable for the connection timeout,
+    /// the next of the list (after the last, the first); while on a later hub it tries the earlier
+    /// ones every two connection timeouts and moves back to the first that answers, closing the
+    /// current link cleanly. A hub it meets for the first time resyncs with it like any peer, so
+    /// a write the old hub acknowledged but had not passed on reaches the new one.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let leaf = leafcache::Node::builder()
+    ///     .remote_addresses(["10.0.0.1:7400", "10.0.0.2:7400"])
+    ///     .build()?;
+    /// let links = leaf.replication_config();
+    /// assert_eq!(links.remote_address.as_deref(), Some("10.0.0.1:7400"));
+    /// assert_eq!(links.fallback_hubs, ["10.0.0.2:7400"]);
+    /// # leaf.shutdown().await;
+    /// # Ok::<(), leafcache::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn remote_addresses<S: Into<String>>(mut self, hubs: impl IntoIterator<Item = S>) -> Self {
+        let hubs: Vec<String> = hubs.into_iter().map(Into::into).collect();
+        if hubs.is_empty() {
+            self.fail(Error::InvalidConfig {
+                what: "remote_addresses",
+                reason: "names no hub".into(),
+            });
+            return self;
+        }
+        for h in &hubs {
+            if let Err(e) = Endpoint::parse("remote_addresses", h) {
+                self.fail(e);
+                return self;
+            }
+        }
+        if let Some(dup) = hubs
+            .iter()
+            .enumerate()
+            .find(|(i, h)| hubs[..*i].contains(h))
+        {
+            self.fail(Error::InvalidConfig {
+                what: "remote_addresses",
+                reason: format!("{:?} is listed twice", dup.1),
+            });
+            return self;
+        }
+        let mut hubs = hubs.into_iter();
+        self.links.remote_address = hubs.next();
+        self.links.fallback_hubs = hubs.collect();
         self
     }
 
@@ -426,6 +480,7 @@ impl NodeBuilder {
             self.links.local_address.clone(),
             self.links.remote_address.clone(),
         );
+        let fallbacks = self.links.fallback_hubs.clone();
         if (local.is_some() || remote.is_some() || self.doors.any() || self.persist.is_some())
             && tokio::runtime::Handle::try_current().is_err()
         {
@@ -567,7 +622,12 @@ impl NodeBuilder {
         if let Some(address) = remote {
             let span = tracing::info_span!("link", node = %node.name(), hub = %address);
             tasks.spawn(tracing::Instrument::instrument(
-                driver::dial_loop(caches, registry.clone(), transport, address),
+                driver::dial_loop(
+                    caches,
+                    registry.clone(),
+                    transport,
+                    std::iter::once(address).chain(fallbacks).collect(),
+                ),
                 span,
             ));
         }

@@ -39,6 +39,9 @@ pub struct ReplicationConfig {
     pub connection_timeout: Duration,
     /// The hub this node is a leaf of (`host:port`, `unix:/path` or `mem:name`), if any.
     pub remote_address: Option<String>,
+    /// The hubs it fails over to, in order, when `remote_address` is unreachable (see
+    /// [`NodeBuilder::remote_addresses`](crate::NodeBuilder::remote_addresses)).
+    pub fallback_hubs: Vec<String>,
     /// The address this node accepts leaves on (`host:port`, `unix:/path` or `mem:name`): having
     /// one makes it a hub.
     pub local_address: Option<String>,
@@ -62,6 +65,7 @@ impl Default for ReplicationConfig {
         ReplicationConfig {
             connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
             remote_address: None,
+            fallback_hubs: Vec::new(),
             local_address: None,
             cluster: DEFAULT_CLUSTER.to_string(),
             max_frame: DEFAULT_MAX_FRAME,

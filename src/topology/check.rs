@@ -386,20 +386,35 @@ impl<'a> Checker<'a> {
                 }
             }
         });
-        let hub = raw.hub.as_ref().and_then(|h| {
-            let value = h.get_ref().trim();
-            if value.contains(':') {
-                match Endpoint::parse("hub", value) {
-                    Ok(_) => Some(HubRef::Address(value.to_string())),
-                    Err(e) => {
-                        self.error(h.span(), reason(&e), None);
-                        None
+        let mut hubs: Vec<HubRef> = Vec::new();
+        if let Some(h) = &raw.hub {
+            for value in &h.get_ref().0 {
+                let value = value.trim();
+                let hub = if value.contains(':') {
+                    match Endpoint::parse("hub", value) {
+                        Ok(_) => HubRef::Address(value.to_string()),
+                        Err(e) => {
+                            self.error(h.span(), reason(&e), None);
+                            continue;
+                        }
                     }
+                } else {
+                    HubRef::Node(value.to_string())
+                };
+                if hubs.contains(&hub) {
+                    self.error(
+                        h.span(),
+                        format!("hub {value:?} is listed twice"),
+                        "list each hub once, in order of preference".to_string(),
+                    );
+                    continue;
                 }
-            } else {
-                Some(HubRef::Node(value.to_string()))
+                hubs.push(hub);
             }
-        });
+        }
+        let mut hubs = hubs.into_iter();
+        let hub = hubs.next();
+        let fallback_hubs: Vec<HubRef> = hubs.collect();
         let door = |checker: &mut Self, what: &'static str, d: &Option<Spanned<String>>| {
             d.as_ref().and_then(
                 |d| match crate::server::door_address(what, d.get_ref().trim()) {
@@ -461,6 +476,7 @@ impl<'a> Checker<'a> {
                 name,
                 listen,
                 hub,
+                fallback_hubs,
                 resp,
                 http,
                 unix,
@@ -507,8 +523,11 @@ impl<'a> Checker<'a> {
             .collect::<Vec<_>>()
             .join(", ");
         let mut warned = std::collections::HashSet::new();
-        for n in nodes {
-            let (Some(HubRef::Node(hub)), Some(span)) = (&n.spec.hub, &n.hub) else {
+        for (n, hub) in nodes
+            .iter()
+            .flat_map(|n| n.spec.hubs().map(move |h| (n, h)))
+        {
+            let (HubRef::Node(hub), Some(span)) = (hub, &n.hub) else {
                 continue;
             };
             if *hub == n.spec.name {
@@ -551,39 +570,52 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        // Cycles: follow each chain of hubs; a chain that comes back to a node already on it is
-        // a cycle, reported once, at the first of its nodes in the file.
+        // Cycles over every hub of every list (a leaf may fail over to any of them, so each
+        // is an edge): a walk that comes back to a node already on it is a cycle, reported
+        // once, at the first of its nodes in the file.
+        let edges: Vec<Vec<usize>> = (nodes.iter())
+            .map(|n| {
+                (n.spec.hubs())
+                    .filter_map(|h| match h {
+                        HubRef::Node(h) => names.get(h.as_str()).copied(),
+                        HubRef::Address(_) => None,
+                    })
+                    .collect()
+            })
+            .collect();
         let mut reported = vec![false; nodes.len()];
+        let mut done = vec![false; nodes.len()];
+        let mut cycles = Vec::new();
         for start in 0..nodes.len() {
-            let mut path = vec![start];
-            let mut at = start;
-            while let Some(HubRef::Node(h)) = &nodes[at].spec.hub {
-                let Some(&next) = names.get(h.as_str()) else {
-                    break;
-                };
-                if next == at {
-                    break; // its own hub: reported above
+            find_cycles(start, &edges, &mut vec![start], &mut done, &mut cycles);
+        }
+        for cycle in cycles {
+            if cycle.iter().any(|&c| reported[c]) {
+                continue;
+            }
+            let first = *cycle.iter().min().expect("non-empty");
+            let mut names_in: Vec<&str> =
+                cycle.iter().map(|&c| nodes[c].spec.name.as_str()).collect();
+            names_in.push(names_in[0]);
+            let several = cycle
+                .iter()
+                .any(|&c| !nodes[c].spec.fallback_hubs.is_empty());
+            self.error(
+                nodes[first].hub.clone().unwrap_or(0..0),
+                format!(
+                    "hubs {} a cycle: {}",
+                    if several { "could form" } else { "form" },
+                    names_in.join(" -> ")
+                ),
+                if several {
+                    "a node's hubs, fallbacks included, must all be above it: remove one of these from a hub list"
+                } else {
+                    "a tree needs a root: remove `hub` from one of these nodes"
                 }
-                if let Some(pos) = path.iter().position(|&p| p == next) {
-                    let cycle = &path[pos..];
-                    if cycle.iter().all(|&c| !reported[c]) {
-                        let first = *cycle.iter().min().expect("non-empty");
-                        let mut names_in: Vec<&str> =
-                            cycle.iter().map(|&c| nodes[c].spec.name.as_str()).collect();
-                        names_in.push(names_in[0]);
-                        self.error(
-                            nodes[first].hub.clone().unwrap_or(0..0),
-                            format!("hubs form a cycle: {}", names_in.join(" -> ")),
-                            "a tree needs a root: remove `hub` from one of these nodes".to_string(),
-                        );
-                        for &c in cycle {
-                            reported[c] = true;
-                        }
-                    }
-                    break;
-                }
-                path.push(next);
-                at = next;
+                .to_string(),
+            );
+            for &c in &cycle {
+                reported[c] = true;
             }
         }
         // Addresses: every bound address once across the file (port 0 is the OS's choice).
@@ -650,4 +682,31 @@ pub(super) fn reason(e: &Error) -> String {
         Error::InvalidConfig { what, reason } => format!("invalid {what}: {reason}"),
         other => other.to_string(),
     }
+}
+
+/// Every cycle reachable from the last node of `path` along `edges` (a node's hubs), each as the
+/// nodes on it; `done` marks nodes from which every walk was already followed.
+fn find_cycles(
+    at: usize,
+    edges: &[Vec<usize>],
+    path: &mut Vec<usize>,
+    done: &mut [bool],
+    cycles: &mut Vec<Vec<usize>>,
+) {
+    if done[at] {
+        return;
+    }
+    for &next in &edges[at] {
+        if next == at {
+            continue; // its own hub: reported on its own
+        }
+        if let Some(pos) = path.iter().position(|&p| p == next) {
+            cycles.push(path[pos..].to_vec());
+            continue;
+        }
+        path.push(next);
+        find_cycles(next, edges, path, done, cycles);
+        path.pop();
+    }
+    done[at] = true;
 }

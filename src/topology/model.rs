@@ -117,8 +117,10 @@ pub struct NodeSpec {
     pub name: String,
     /// The peer address it accepts leaves on (makes it a hub).
     pub listen: Option<String>,
-    /// Its hub (makes it a leaf).
+    /// Its hub (makes it a leaf): the first of `hub = [...]`.
     pub hub: Option<HubRef>,
+    /// The hubs it fails over to, in order: the rest of `hub = [...]`.
+    pub fallback_hubs: Vec<HubRef>,
     /// RESP door (`host:port`).
     pub resp: Option<String>,
     /// HTTP door (`host:port`).
@@ -156,6 +158,11 @@ pub struct ClusterTls {
 }
 
 impl NodeSpec {
+    /// Its hubs in order of preference: `hub`, then `fallback_hubs`.
+    pub fn hubs(&self) -> impl Iterator<Item = &HubRef> {
+        self.hub.iter().chain(&self.fallback_hubs)
+    }
+
     /// Hub, leaf, relay (both) or standalone (neither).
     pub fn role(&self) -> Role {
         Role::of(self.listen.is_some(), self.hub.is_some())
@@ -461,27 +468,30 @@ impl Topology {
     /// [`TopologyError::Start`] if the root cannot be created.
     pub fn node_builder(&self, name: &str) -> Result<NodeBuilder, TopologyError> {
         let spec = self.node(name)?;
-        let hub = match &spec.hub {
-            None => None,
-            Some(HubRef::Address(a)) => Some(a.clone()),
-            Some(HubRef::Node(h)) => {
-                let hub = self.find(h);
-                let listen = hub.and_then(|n| n.advertise.clone().or_else(|| n.listen.clone()));
-                let listen = listen.unwrap_or_default();
-                if listen.ends_with(":0") {
-                    let at = self.nodes.iter().position(|n| n.name == name);
-                    return Err(self.invalid_at(
-                        at.map_or(0..0, |i| self.name_spans[i].clone()),
-                        format!(
-                            "hub {h:?} listens on port 0, so {name:?} cannot find it from another process"
-                        ),
-                        "give the hub a fixed port, or run every node with `leafcache up`",
-                    ));
+        let mut hubs = Vec::new();
+        for hub in spec.hubs() {
+            hubs.push(match hub {
+                HubRef::Address(a) => a.clone(),
+                HubRef::Node(h) => {
+                    let hub = self.find(h);
+                    let listen =
+                        hub.and_then(|n| n.advertise.clone().or_else(|| n.listen.clone()));
+                    let listen = listen.unwrap_or_default();
+                    if listen.ends_with(":0") {
+                        let at = self.nodes.iter().position(|n| n.name == name);
+                        return Err(self.invalid_at(
+                            at.map_or(0..0, |i| self.name_spans[i].clone()),
+                            format!(
+                                "hub {h:?} listens on port 0, so {name:?} cannot find it from another process"
+                            ),
+                            "give the hub a fixed port, or run every node with `leafcache up`",
+                        ));
+                    }
+                    listen
                 }
-                Some(listen)
-            }
-        };
-        self.builder_with_hub(spec, hub)
+            });
+        }
+        self.builder_with_hub(spec, hubs)
     }
 
     /// Starts node `name` (see [`node_builder`](Self::node_builder)). Must run inside a tokio
@@ -514,14 +524,15 @@ impl Topology {
         let mut started: HashMap<&str, Node> = HashMap::new();
         for i in order {
             let spec = &self.nodes[i];
-            let hub = match &spec.hub {
-                None => None,
-                Some(HubRef::Address(a)) => Some(a.clone()),
-                Some(HubRef::Node(h)) => started
-                    .get(h.as_str())
-                    .and_then(|n| n.local_addr().map(str::to_string)),
-            };
-            let node = (self.builder_with_hub(spec, hub)).and_then(|b| build(&spec.name, b));
+            let hubs = (spec.hubs())
+                .filter_map(|hub| match hub {
+                    HubRef::Address(a) => Some(a.clone()),
+                    HubRef::Node(h) => started
+                        .get(h.as_str())
+                        .and_then(|n| n.local_addr().map(str::to_string)),
+                })
+                .collect();
+            let node = (self.builder_with_hub(spec, hubs)).and_then(|b| build(&spec.name, b));
             match node {
                 Ok(node) => {
                     started.insert(&spec.name, node);
@@ -541,20 +552,23 @@ impl Topology {
             .collect())
     }
 
-    /// Hops from the node to the top of its tree within the file.
+    /// Hops from the node to the top of its tree within the file, by its longest chain of hubs
+    /// (fallback hubs included, so that `start_all` starts every hub of a node before it).
     pub(super) fn depth(&self, i: usize) -> usize {
-        let mut depth = 0;
-        let mut at = &self.nodes[i];
-        while let Some(HubRef::Node(h)) = &at.hub {
-            match self.find(h) {
-                Some(n) if depth < self.nodes.len() => {
-                    at = n;
-                    depth += 1;
-                }
-                _ => break,
+        fn walk(t: &Topology, i: usize, budget: usize) -> usize {
+            if budget == 0 {
+                return 0; // a cycle, refused by the checks; bounded here all the same
             }
+            (t.nodes[i].hubs())
+                .filter_map(|h| match h {
+                    HubRef::Node(h) => t.nodes.iter().position(|n| n.name == *h),
+                    HubRef::Address(_) => None,
+                })
+                .map(|h| 1 + walk(t, h, budget - 1))
+                .max()
+                .unwrap_or(0)
         }
-        depth
+        walk(self, i, self.nodes.len())
     }
 
     /// An error found after checking (when starting a node), at `span` of the file.
@@ -609,7 +623,7 @@ impl Topology {
     pub(super) fn builder_with_hub(
         &self,
         spec: &NodeSpec,
-        hub: Option<String>,
+        hubs: Vec<String>,
     ) -> Result<NodeBuilder, TopologyError> {
         let mut b = Node::builder()
             .name(&spec.name)
@@ -637,8 +651,8 @@ impl Topology {
         if let Some(a) = &spec.listen {
             b = b.local_address(a);
         }
-        if let Some(a) = hub {
-            b = b.remote_address(a);
+        if !hubs.is_empty() {
+            b = b.remote_addresses(hubs);
         }
         if let Some(a) = &spec.resp {
             b = b.resp_address(a);
@@ -685,6 +699,14 @@ pub(super) fn describe(node: &NodeSpec) -> String {
     }
     if let Some(HubRef::Address(a)) = &node.hub {
         s.push_str(&format!(" hub={a}"));
+    }
+    if !node.fallback_hubs.is_empty() {
+        let names: Vec<&str> = (node.fallback_hubs.iter())
+            .map(|h| match h {
+                HubRef::Node(n) | HubRef::Address(n) => n.as_str(),
+            })
+            .collect();
+        s.push_str(&format!(" fails over to {}", names.join(", ")));
     }
     s
 }

@@ -59,7 +59,7 @@ pub(super) struct RawCache {
 pub(super) struct RawNode {
     pub(super) name: Spanned<String>,
     pub(super) listen: Option<Spanned<String>>,
-    pub(super) hub: Option<Spanned<String>>,
+    pub(super) hub: Option<Spanned<Hubs>>,
     pub(super) resp: Option<Spanned<String>>,
     pub(super) http: Option<Spanned<String>>,
     pub(super) unix: Option<Spanned<String>>,
@@ -70,6 +70,37 @@ pub(super) struct RawNode {
     pub(super) advertise: Option<Spanned<String>>,
     pub(super) tls_cert: Option<Spanned<String>>,
     pub(super) tls_key: Option<Spanned<String>>,
+}
+
+/// `hub = "eu-1"` or `hub = ["eu-1", "eu-2"]`: one hub, or several in order of preference.
+pub(super) struct Hubs(pub(super) Vec<String>);
+
+impl<'de> Deserialize<'de> for Hubs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct HubsVisitor;
+        impl<'de> Visitor<'de> for HubsVisitor {
+            type Value = Hubs;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a hub (a node's name or host:port) or a list of them")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Hubs, E> {
+                Ok(Hubs(vec![s.to_string()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Hubs, A::Error> {
+                let mut hubs = Vec::new();
+                while let Some(h) = seq.next_element::<String>()? {
+                    hubs.push(h);
+                }
+                if hubs.is_empty() {
+                    return Err(de::Error::custom(
+                        "an empty hub list: name at least one hub, or remove `hub`",
+                    ));
+                }
+                Ok(Hubs(hubs))
+            }
+        }
+        d.deserialize_any(HubsVisitor)
+    }
 }
 
 /// A human duration (`"120s"`, `"30m"`, `"1d"`) or whole seconds; never zero.

@@ -140,9 +140,10 @@ struct ServeArgs {
     /// Accept leaves on this address (host:port or unix:/path): makes the node a hub.
     #[arg(long)]
     listen: Option<String>,
-    /// The hub to link to (host:port or unix:/path): makes the node a leaf.
+    /// The hub to link to (host:port or unix:/path): makes the node a leaf. Repeated, the hubs
+    /// in order of preference: it fails over down the list.
     #[arg(long)]
-    hub: Option<String>,
+    hub: Vec<String>,
     /// RESP (Redis protocol) door: host:port, or a port on 127.0.0.1.
     #[arg(long)]
     resp: Option<String>,
@@ -575,8 +576,8 @@ fn serve(args: ServeArgs) -> CliResult {
         if let Some(a) = args.listen {
             builder = builder.local_address(a);
         }
-        if let Some(a) = args.hub {
-            builder = builder.remote_address(a);
+        if !args.hub.is_empty() {
+            builder = builder.remote_addresses(args.hub);
         }
         if let Some(a) = args.resp {
             builder = builder.resp_address(a);
