@@ -5,7 +5,10 @@
 //! 3. delta resync after 1,000 keys changed during a partition of a 1M-entry cache, and the full
 //!    sync of 1M entries to a new leaf (time and bytes).
 //!
-//! `cargo bench --bench replication` (`-- latency|throughput|incr|resync` for one part).
+//! 4. a leaf of 1M entries failing over to a hub it never met that differs by 1,000 keys: what
+//!    the resync by difference sends each way (`-- failover`).
+//!
+//! `cargo bench --bench replication` (`-- latency|throughput|incr|resync|failover` for one part).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +38,9 @@ fn main() {
     }
     if run("resync") {
         rt.block_on(resync());
+    }
+    if run("failover") {
+        rt.block_on(failover());
     }
 }
 
@@ -364,4 +370,110 @@ async fn resync() {
     }
     hub.shutdown().await;
     leaf.shutdown().await;
+}
+
+/// A leaf of 1M entries loses its hub (a cut); 1,000 keys change meanwhile and reach a second
+/// hub, to which the leaf fails over: they never met, so each way the digests are compared and
+/// only the records of the differing buckets sent.
+async fn failover() {
+    const N: u64 = 1_000_000;
+    let core = node("core", None, true, N + 100_000);
+    let core_addr = core.local_addr().unwrap().to_string();
+    let second = node("second", Some(&core_addr), true, N + 100_000);
+    let second_addr = second.local_addr().unwrap().to_string();
+    let proxy = cuttable(core_addr.clone()).await;
+    let compress = std::env::var("LEAFCACHE_BENCH_COMPRESS").map_or(true, |v| v != "0");
+    let leaf = Node::builder()
+        .name("leaf")
+        .secret("bench")
+        .compression(compress)
+        .connection_timeout("2s")
+        .default_cache(CacheConfig::new().max_entries(N + 100_000))
+        .remote_addresses([proxy.addr.clone(), second_addr.clone()])
+        .build()
+        .unwrap();
+    // The leaf must not meet the second hub before the failover: it starts on the core.
+    let on = |n: &Node, address: &str| {
+        (n.links().first()).is_some_and(|l| l.state == LinkState::Up && l.address == address)
+    };
+    while !on(&leaf, &proxy.addr) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let c = core.default_cache();
+    let value = vec![b'v'; 64];
+    for i in 0..N {
+        c.set(format!("key{i:06}"), value.clone()).unwrap();
+    }
+    while leaf.default_cache().len() < N as usize || second.default_cache().len() < N as usize {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.open.store(false, Ordering::SeqCst);
+    proxy.generation.fetch_add(1, Ordering::SeqCst);
+    let changed = vec![b'w'; 64];
+    for i in (0..N).step_by(1000) {
+        c.set(format!("key{i:06}"), changed.clone()).unwrap();
+    }
+    let last = format!("key{:06}", N - 1000);
+    while second
+        .default_cache()
+        .get(&last)
+        .is_none_or(|v| v[..] != changed[..])
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        second
+            .links()
+            .iter()
+            .all(|l| l.peer_name.as_deref() != Some("leaf")),
+        "the leaf met the second hub before the failover"
+    );
+    let start = Instant::now();
+    let up = loop {
+        if on(&leaf, &second_addr) {
+            break start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    while leaf
+        .default_cache()
+        .get(&last)
+        .is_none_or(|v| v[..] != changed[..])
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let applied = start.elapsed() - up;
+    let done = |links: Vec<leafcache::LinkStatus>| {
+        links
+            .into_iter()
+            .find(|l| l.state == LinkState::Up && l.peer_name.as_deref() != Some("core"))
+            .filter(|l| l.sync.as_ref().is_some_and(|s| s.done))
+    };
+    let (toward_leaf, toward_hub) = loop {
+        if let (Some(a), Some(b)) = (done(second.links()), done(leaf.links())) {
+            break (a, b);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // 1,000 changed entries: 10-byte key, 64-byte value, their version and framing, as the
+    // delta resync above measures them (105 bytes each).
+    let payload = 1_000.0 * 105.0;
+    for (what, l) in [("hub → leaf", &toward_leaf), ("leaf → hub", &toward_hub)] {
+        let s = l.sync.as_ref().unwrap();
+        println!(
+            "failover {what}: {:?} resync, {} changes in {} bytes ({:.2}x the differing payload); link bytes out {} (digest and control included), in {}",
+            s.kind,
+            s.changes,
+            s.bytes,
+            s.bytes as f64 / payload,
+            l.bytes_out,
+            l.bytes_in
+        );
+    }
+    println!(
+        "failover: the leaf was up on the second hub {up:?} after the changes reached it (connection_timeout 2 s), and held the last changed key {applied:?} later"
+    );
+    for n in [&leaf, &second, &core] {
+        n.shutdown().await;
+    }
 }

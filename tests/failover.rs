@@ -262,3 +262,94 @@ hub = ["eu-1", "eu-2"]
     rt.block_on(leaf.shutdown());
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_failing_over_to_a_hub_it_never_met_is_sent_only_the_difference() {
+    use support::proxy::Proxy;
+    // core ← second (a leaf of the core, and a hub); core ← leaf through a cuttable proxy, with
+    // the second as its fallback.
+    let core = node("core", Some("127.0.0.1:0"), &[]);
+    let core_addr = core.local_addr().unwrap().to_string();
+    let second = node("second", Some("127.0.0.1:0"), &[&core_addr]);
+    let second_addr = second.local_addr().unwrap().to_string();
+    let proxy = Proxy::start(&core_addr).await;
+    let leaf = node("leaf", None, &[proxy.addr(), &second_addr]);
+    up_to(&leaf, proxy.addr()).await;
+    let cache = core.default_cache();
+    for i in 0..20_000 {
+        cache
+            .set(format!("key{i:05}"), format!("value {i}"))
+            .unwrap();
+    }
+    eventually(WAIT, "20,000 entries everywhere", || {
+        let n = [&leaf, &second].map(|n| n.default_cache().len());
+        if n == [20_000, 20_000] {
+            Ok(())
+        } else {
+            Err(format!("{n:?}"))
+        }
+    })
+    .await;
+    // The leaf loses its hub; 100 keys change meanwhile, and reach the second hub.
+    proxy.cut();
+    for i in (0..20_000).step_by(200) {
+        cache.set(format!("key{i:05}"), "changed").unwrap();
+    }
+    eventually(WAIT, "the changes at the second hub", || {
+        let changed = second.default_cache().get("key19800");
+        if changed.as_deref() == Some(&b"changed"[..]) {
+            Ok(())
+        } else {
+            Err(format!("{changed:?}"))
+        }
+    })
+    .await;
+    up_to(&leaf, &second_addr).await;
+    eventually(WAIT, "the changes at the leaf", || {
+        let all = (0..20_000).step_by(200).all(|i| {
+            leaf.default_cache().get(format!("key{i:05}")).as_deref() == Some(&b"changed"[..])
+        });
+        if all { Ok(()) } else { Err("not yet".into()) }
+    })
+    .await;
+    // Each way, a resync by difference: the records of the 100 buckets that differ (the 100
+    // keys and the few that share their buckets), instead of 20,000 — toward the leaf the new
+    // values, toward the hub the leaf's old ones (which the hub, holding newer, ignores).
+    let done = |links: Vec<leafcache::LinkStatus>| {
+        links
+            .into_iter()
+            .find(|l| l.state == LinkState::Up && l.peer_name.as_deref() != Some("core"))
+            .and_then(|l| l.sync)
+            .filter(|s| s.done)
+    };
+    let mut syncs = None;
+    eventually(WAIT, "both resyncs done", || {
+        syncs = done(second.links()).zip(done(leaf.links()));
+        syncs
+            .as_ref()
+            .map(|_| ())
+            .ok_or_else(|| format!("{:?}", second.links()))
+    })
+    .await;
+    let (toward_leaf, toward_hub) = syncs.unwrap();
+    assert_eq!(
+        toward_leaf.kind,
+        leafcache::SyncKind::Digest,
+        "{toward_leaf:?}"
+    );
+    assert!(
+        (100..=200).contains(&toward_leaf.changes),
+        "{toward_leaf:?}"
+    );
+    assert_eq!(
+        toward_hub.kind,
+        leafcache::SyncKind::Digest,
+        "{toward_hub:?}"
+    );
+    assert!((100..=200).contains(&toward_hub.changes), "{toward_hub:?}");
+    eprintln!("toward the leaf: {toward_leaf:?}\ntoward the hub: {toward_hub:?}");
+    assert_eq!(leaf.default_cache().len(), 20_000);
+    for n in [&leaf, &second, &core] {
+        n.shutdown().await;
+    }
+}

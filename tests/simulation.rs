@@ -371,6 +371,26 @@ fn random_schedules_converge() {
     });
 }
 
+/// Leaves of several hubs failing over between them (and, in the wide schedules above, leaves
+/// moving to any node not under them): every move meets a peer with no watermark or an old one,
+/// and the tree still converges.
+fn run_multi_hub_schedule(seed: u64) {
+    let mut sim = Sim::multi_hub(seed);
+    sim.run_random(400, true);
+    sim.settle();
+    if let Err(why) = converged_at(&all(&sim), sim.now_ms()) {
+        panic!("not converged: {why}\n{}", sim.trace_tail());
+    }
+}
+
+#[test]
+fn multi_hub_schedules_converge() {
+    support::run_seeds(
+        support::seeds("LEAFCACHE_SIM_MULTIHUB_SCHEDULES", 5_000),
+        run_multi_hub_schedule,
+    );
+}
+
 /// Transactions (and the renames built from them) are never seen half applied at any node, at
 /// any step, through partitions, reordered delivery and duplicated batches; and the tree still
 /// converges. See the README's "Transactions and multi-key writes".

@@ -193,7 +193,69 @@ pub struct Link<R: Replica> {
     ping_every_ms: u64,
     /// Whether large frames to the peer are compressed (we compress, and it reads LZ4).
     packing: bool,
+    /// A resync by difference: waiting for the peer's digest, then sending only the records of
+    /// the buckets where it differs.
+    digest: DigestSync,
     status: LinkStatus,
+}
+
+/// Where a resync without a usable watermark stands.
+#[derive(Debug)]
+enum DigestSync {
+    /// None asked for, or done.
+    Off,
+    /// The peer was asked for its digest; nothing is sent until it comes.
+    Waiting,
+    /// Up to `target`, only records in the buckets set in `differ` are sent.
+    Filter {
+        log2: u8,
+        differ: Vec<u64>,
+        target: u64,
+    },
+}
+
+/// The most buckets a digest has: 2^20 sums of 4 bytes, 4 MiB.
+pub const DIGEST_MAX_LOG2: u8 = 20;
+/// The fewest: 2^8.
+const DIGEST_MIN_LOG2: u8 = 8;
+
+/// The bucket of a record: a hash of its cache and key (keyless records, purges, share their
+/// cache's bucket). CRC-32 because both ends must compute the same value, whatever their build;
+/// it is also what the disk format uses.
+fn bucket_of(cache: &str, change: &Change, log2: u8) -> usize {
+    let mut h = crc32fast::Hasher::new();
+    h.update(cache.as_bytes());
+    h.update(&[0xff]);
+    if let Some(key) = change.key() {
+        h.update(key);
+    }
+    // CRC-32 is linear: keys that differ in a pattern (`key00000`, `key00200`...) get CRCs that
+    // differ in a pattern, and their low bits crowd into a few buckets. A multiplication by an
+    // odd 64-bit constant (Fibonacci hashing) spreads every bit of it into the high bits taken.
+    let mixed = u64::from(h.finalize()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (mixed >> (64 - u32::from(log2))) as usize
+}
+
+/// A record's contribution to its bucket's sum: a hash of its cache and its encoding. Two nodes
+/// hold the same records in a bucket when the sums agree (but for a 2^-32 chance).
+fn record_hash(cache: &str, change: &Change, scratch: &mut Vec<u8>) -> u32 {
+    scratch.clear();
+    let encoded = postcard::to_io(change, &mut *scratch).is_ok();
+    let mut h = crc32fast::Hasher::new();
+    h.update(cache.as_bytes());
+    h.update(&[0xff]);
+    if encoded {
+        h.update(scratch);
+    }
+    h.finalize()
+}
+
+/// How many buckets a digest of `records` gets: about one record per bucket, within bounds, and
+/// small enough to go in half a frame.
+fn digest_log2(records: u64, max_frame: usize) -> u8 {
+    let wanted = (64 - records.max(1).saturating_sub(1).leading_zeros()) as u8;
+    let fits = ((max_frame / 8).max(1).ilog2() as u8).max(DIGEST_MIN_LOG2);
+    wanted.clamp(DIGEST_MIN_LOG2, DIGEST_MAX_LOG2.min(fits))
 }
 
 impl<R: Replica> Link<R> {
@@ -247,6 +309,7 @@ impl<R: Replica> Link<R> {
             last_sent_ms: now,
             ping_every_ms,
             packing: false,
+            digest: DigestSync::Off,
             status: LinkStatus {
                 state: LinkState::Handshaking,
                 ..status
@@ -411,6 +474,29 @@ impl<R: Replica> Link<R> {
                 self.summaries = Some(nodes);
                 Ok(())
             }
+            (Phase::Up, Message::DigestRequest { records }) => {
+                let (own, _) = self.replica.pending(0, self.replica.current_seq());
+                let answer = if own == 0 {
+                    Message::Digest {
+                        log2: 0,
+                        sums: Bytes::new(),
+                    }
+                } else {
+                    let log2 = digest_log2(records.max(own), self.config.max_frame);
+                    let sums = self.digest_sums(log2, self.replica.current_seq());
+                    let mut bytes = Vec::with_capacity(sums.len() * 4);
+                    for s in sums {
+                        bytes.extend_from_slice(&s.to_le_bytes());
+                    }
+                    Message::Digest {
+                        log2,
+                        sums: bytes.into(),
+                    }
+                };
+                self.outbox.push_back(answer);
+                Ok(())
+            }
+            (Phase::Up, Message::Digest { log2, sums }) => self.on_digest(log2, &sums),
             (Phase::Up, Message::Want { cache, keys }) => {
                 for key in keys.iter().take(MAX_WANTED) {
                     self.replica.resend(&cache, key);
@@ -423,6 +509,78 @@ impl<R: Replica> Link<R> {
                 LinkError::Protocol(format!("{} after the handshake", name_of(&other))),
             ),
         }
+    }
+
+    /// Per bucket of `2^log2`, the sum of the hashes of this node's records up to `upto` (every
+    /// record a full sync would send, read the same way).
+    fn digest_sums(&self, log2: u8, upto: u64) -> Vec<u32> {
+        let mut sums = vec![0u32; 1 << log2];
+        let (mut after, mut scratch) = (0, Vec::new());
+        while after < upto {
+            let (mut records, mut reached, _) =
+                (self.replica).changes(after, upto, 0, 4096, 1 << 20, u32::MAX);
+            if reached <= after {
+                // No progress in bounded steps (a group of changes made together stands in the
+                // way): read the rest at once. A digest must cover every record, or a bucket
+                // missing one would wrongly agree with a peer that lacks it.
+                (records, _, _) =
+                    (self.replica).changes(after, upto, 0, usize::MAX, usize::MAX, u32::MAX);
+                reached = upto;
+            }
+            for (index, change) in &records {
+                let cache = self.replica.cache_name(*index);
+                let b = bucket_of(cache, change, log2);
+                sums[b] = sums[b].wrapping_add(record_hash(cache, change, &mut scratch));
+            }
+            after = reached;
+        }
+        sums
+    }
+
+    /// The peer's digest: compare it with this node's and send only the records of the buckets
+    /// that differ (none, if none does), or everything to a peer that holds nothing.
+    fn on_digest(&mut self, log2: u8, sums: &[u8]) -> Result<(), LinkError> {
+        if !matches!(self.digest, DigestSync::Waiting) {
+            return Err(LinkError::Protocol("a digest nobody asked for".into()));
+        }
+        let target = self.sync.as_ref().map_or(0, |(_, t)| *t);
+        if log2 == 0 && sums.is_empty() {
+            self.digest = DigestSync::Off;
+            self.status.full_syncs += 1;
+            return Ok(());
+        }
+        if !(DIGEST_MIN_LOG2..=DIGEST_MAX_LOG2).contains(&log2) || sums.len() != 4 << log2 {
+            return Err(LinkError::Protocol(format!(
+                "a digest of {} bytes for 2^{log2} buckets",
+                sums.len()
+            )));
+        }
+        let ours = self.digest_sums(log2, target);
+        let mut differ = vec![0u64; (1usize << log2).div_ceil(64)];
+        let mut differing = 0u64;
+        for (b, (mine, theirs)) in ours.iter().zip(sums.chunks_exact(4)).enumerate() {
+            let theirs = u32::from_le_bytes(theirs.try_into().expect("4 bytes"));
+            if *mine != theirs {
+                differ[b / 64] |= 1 << (b % 64);
+                differing += 1;
+            }
+        }
+        self.status.digest_syncs += 1;
+        if let Some((report, _)) = &mut self.sync {
+            report.kind = SyncKind::Digest;
+        }
+        info!(
+            link = self.id,
+            buckets = 1u64 << log2,
+            differing,
+            "digests compared"
+        );
+        self.digest = DigestSync::Filter {
+            log2,
+            differ,
+            target,
+        };
+        Ok(())
     }
 
     /// The message inside a [`Message::Packed`]: its announced length checked against the frame
@@ -552,12 +710,21 @@ impl<R: Replica> Link<R> {
             _ => {
                 self.cursor = 0;
                 self.since = 0;
+                // Ask what the peer holds before sending it everything: its answer decides
+                // between a full sync (it holds nothing) and one by difference.
+                let (records, _) = self.replica.pending(0, current);
+                if records > 0 {
+                    self.outbox.push_back(Message::DigestRequest { records });
+                    self.digest = DigestSync::Waiting;
+                } else {
+                    self.status.full_syncs += 1;
+                }
                 SyncKind::Full
             }
         };
         match kind {
             SyncKind::Delta => self.status.delta_syncs += 1,
-            SyncKind::Full => self.status.full_syncs += 1,
+            SyncKind::Full | SyncKind::Digest => {}
         }
         self.status.acked = self.cursor;
         let (total_changes, total_bytes) = self.replica.pending(self.cursor, current);
@@ -711,7 +878,9 @@ impl<R: Replica> Link<R> {
 
     /// Whether the link would send changes now if there were any: up, and its window not full.
     pub fn wants_changes(&self) -> bool {
-        self.phase == Phase::Up && self.inflight.len() < WINDOW
+        self.phase == Phase::Up
+            && self.inflight.len() < WINDOW
+            && !matches!(self.digest, DigestSync::Waiting)
     }
 
     /// Whether anything is ready to go out: a queued message or unsent changes within the window.
@@ -777,11 +946,21 @@ impl<R: Replica> Link<R> {
         }
         let max_frame = self.config.max_frame;
         loop {
-            let upto = self.replica.current_seq();
+            let end = self.replica.current_seq();
+            let mut upto = end;
+            // A resync by difference stops at its target, so that its filter applies to the
+            // records it compared and to nothing newer.
+            if let DigestSync::Filter { target, .. } = &self.digest {
+                if self.cursor >= *target {
+                    self.digest = DigestSync::Off;
+                } else {
+                    upto = upto.min(*target);
+                }
+            }
             if self.cursor >= upto {
                 return None;
             }
-            let (records, reached, together) = self.replica.changes(
+            let (mut records, reached, together) = self.replica.changes(
                 self.cursor,
                 upto,
                 self.since,
@@ -789,9 +968,25 @@ impl<R: Replica> Link<R> {
                 BATCH_BYTES,
                 self.id,
             );
+            // Only records up to the target were compared: a batch reaching past it (a group of
+            // changes made together is never split) goes whole.
+            if let DigestSync::Filter {
+                log2,
+                differ,
+                target,
+            } = &self.digest
+                && reached <= *target
+            {
+                let replica = &self.replica;
+                records.retain(|(index, change)| {
+                    let b = bucket_of(replica.cache_name(*index), change, *log2);
+                    differ[b / 64] & (1 << (b % 64)) != 0
+                });
+            }
             self.cursor = reached;
-            if reached >= upto {
-                // Every record up to `upto` is now on its way, with every part of its state.
+            if reached >= end {
+                // Every record of the log is now on its way, with every part of its state (a
+                // scan stopped at a digest's target has not seen the keys written after it).
                 self.since = reached;
             }
             if records.is_empty() {
@@ -952,5 +1147,7 @@ fn name_of(m: &Message) -> &'static str {
         Message::Status { .. } => "status",
         Message::Packed { .. } => "packed",
         Message::Want { .. } => "want",
+        Message::DigestRequest { .. } => "digest request",
+        Message::Digest { .. } => "digest",
     }
 }

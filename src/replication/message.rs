@@ -17,8 +17,9 @@ pub const MAGIC: u32 = 0x1EAF_CA5E;
 /// The version of this wire protocol. Peers must speak the same one.
 ///
 /// 2: adds [`Message::Publish`] (pub/sub across the tree). 4: adds [`Message::Status`] (the
-/// tree's summaries). 5: adds [`Hello::compression`] and [`Message::Packed`].
-pub const PROTOCOL_VERSION: u16 = 5;
+/// tree's summaries). 5: adds [`Hello::compression`] and [`Message::Packed`]. 6: adds
+/// [`Message::DigestRequest`] and [`Message::Digest`] (resync by difference).
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// [`Hello::compression`]: the sender reads [`Message::Packed`] frames compressed with LZ4.
 pub const COMPRESS_LZ4: u8 = 1;
@@ -108,6 +109,21 @@ pub enum Message {
         raw_len: u32,
         /// The compressed bytes.
         data: Bytes,
+    },
+    /// The sender has no usable watermark of the receiver and would send it every record: it
+    /// asks what the receiver holds first, to send only where they differ.
+    DigestRequest {
+        /// How many records the sender holds, for the receiver to size the digest.
+        records: u64,
+    },
+    /// The answer to [`Message::DigestRequest`]: for each of `2^log2` buckets of key hashes, the
+    /// sum of the hashes of the records the receiver holds there (little-endian `u32`s). Empty
+    /// when it holds nothing (the sender then sends everything).
+    Digest {
+        /// The number of buckets, as a power of two.
+        log2: u8,
+        /// One `u32` per bucket.
+        sums: Bytes,
     },
 }
 

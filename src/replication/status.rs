@@ -39,8 +39,11 @@ pub enum SyncKind {
     /// The changes after the peer's watermark, from the change log.
     Delta,
     /// Every record, because the peer's watermark was unusable (unknown incarnation, or older
-    /// than what the log still holds).
+    /// than what the log still holds) and the peer held nothing.
     Full,
+    /// No usable watermark, but the peer held records: the records of the key ranges where the
+    /// peer's digest differs from this node's (see [`Message::Digest`](super::Message::Digest)).
+    Digest,
 }
 
 /// The resync a link sends when it comes up: what it is and what it cost.
@@ -117,6 +120,8 @@ pub struct LinkStatus {
     pub full_syncs: u64,
     /// Delta syncs sent on this link.
     pub delta_syncs: u64,
+    /// Syncs by difference sent on this link (no usable watermark, digests compared).
+    pub digest_syncs: u64,
     /// The latest resync sent, in progress or done.
     pub sync: Option<SyncReport>,
 }
@@ -154,6 +159,7 @@ impl LinkStatus {
             changes_out: 0,
             unknown_cache_changes: 0,
             full_syncs: 0,
+            digest_syncs: 0,
             delta_syncs: 0,
             sync: None,
         }
@@ -190,6 +196,7 @@ impl LinkStatus {
         self.changes_out += before.changes_out;
         self.unknown_cache_changes += before.unknown_cache_changes;
         self.full_syncs += before.full_syncs;
+        self.digest_syncs += before.digest_syncs;
         self.delta_syncs += before.delta_syncs;
         if self.sync.is_none() {
             self.sync.clone_from(&before.sync);

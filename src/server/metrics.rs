@@ -365,7 +365,7 @@ pub(crate) fn prometheus(node: &Node) -> String {
         ];
         f.sample("link_up", &labels, u64::from(l.state == LinkState::Up));
     }
-    let link_metrics: [Metric<LinkStatus>; 14] = [
+    let link_metrics: [Metric<LinkStatus>; 15] = [
         (
             "syncing",
             "gauge",
@@ -432,6 +432,12 @@ pub(crate) fn prometheus(node: &Node) -> String {
         ("delta_syncs_total", "counter", "Delta syncs sent.", |l| {
             l.delta_syncs
         }),
+        (
+            "digest_syncs_total",
+            "counter",
+            "Syncs by difference (digests compared) sent.",
+            |l| l.digest_syncs,
+        ),
     ];
     for (name, kind, help, get) in link_metrics {
         let name = format!("link_{name}");

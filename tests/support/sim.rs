@@ -38,7 +38,11 @@ struct Connection {
 
 struct SimLink {
     leaf: usize,
+    /// The hub it is linked to now.
     hub: usize,
+    /// Its hubs in order of preference (one for a node of one hub); empty on a random tree,
+    /// where a failover may move the link to any node not under the leaf.
+    hubs: Vec<usize>,
     conn: Option<Connection>,
     /// Held: nothing moves on this link while others go on.
     held: bool,
@@ -68,6 +72,9 @@ fn random_tree(seed: u64, max: usize) -> (StdRng, Vec<Option<usize>>) {
     (rng, parents)
 }
 
+/// Numbers the simulations of this process.
+static NEXT_RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The simulated cluster.
 pub struct Sim {
     /// The reference clock; with skew, each node's clock follows it with its offset and drift.
@@ -91,6 +98,12 @@ pub struct Sim {
     wide: bool,
     /// The most changes a batch carries.
     batch_records: usize,
+    /// Unique in the process: simulations of one seed run side by side (each test its own), and
+    /// their roots must not meet.
+    run: u64,
+    /// Whether cuts may be failovers (a leaf moving to another hub), and the generator that
+    /// decides, apart from the schedule's own so that runs without failovers replay unchanged.
+    failovers: Option<StdRng>,
     /// A runtime the persisting nodes are built in (never driven: their op logs are written by
     /// the writes themselves, with `Flush::Always`, or not at all).
     runtime: tokio::runtime::Runtime,
@@ -129,6 +142,82 @@ impl Sim {
             persist,
             leafcache::replication::BATCH_RECORDS,
         )
+    }
+
+    /// Leaves of several hubs: a core (n0), two hubs under it (n1, n2), and three leaves whose
+    /// hub lists are `[n1, n2]`, `[n2, n1]` and `[n1, n2]`, with one clock each (offset and
+    /// drift) and, in a quarter of the runs, roots. A third of the cuts are failovers: the leaf's
+    /// link moves to the next hub of its list, a peer it may never have met.
+    pub fn multi_hub(seed: u64) -> Sim {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x2_4b5);
+        let persist = rng.random_bool(0.25);
+        let parents = [None, Some(0), Some(0), Some(1), Some(2), Some(1)];
+        let mut sim = Sim::with(
+            seed,
+            &parents,
+            true,
+            persist,
+            leafcache::replication::BATCH_RECORDS,
+        );
+        for link in &mut sim.links {
+            link.hubs = match link.leaf {
+                3 | 5 => vec![1, 2],
+                4 => vec![2, 1],
+                _ => vec![link.hub],
+            };
+        }
+        sim.trace
+            .push("hub lists: n3 [n1, n2], n4 [n2, n1], n5 [n1, n2]".into());
+        sim
+    }
+
+    /// The nodes under `node` now: those whose chain of hubs reaches it, and itself.
+    fn subtree(&self, node: usize) -> Vec<bool> {
+        let hub_of = |i: usize| self.links.iter().find(|l| l.leaf == i).map(|l| l.hub);
+        (0..self.nodes.len())
+            .map(|i| {
+                let mut at = Some(i);
+                for _ in 0..=self.nodes.len() {
+                    match at {
+                        Some(a) if a == node => return true,
+                        Some(a) => at = hub_of(a),
+                        None => return false,
+                    }
+                }
+                false
+            })
+            .collect()
+    }
+
+    /// Moves link `l` to another hub, as a leaf failing over does: the connection drops, and
+    /// the next heal links the leaf to the next hub of its list — or, on a random tree, to any
+    /// node not under the leaf (the tree stays a tree).
+    pub fn failover(&mut self, l: usize) {
+        self.cut(l);
+        let link = &self.links[l];
+        let under = self.subtree(link.leaf);
+        let next = if !link.hubs.is_empty() {
+            // The next of its list that is not under it now (another leaf's failover may have
+            // put it there): a leaf never links below itself.
+            let at = link.hubs.iter().position(|&h| h == link.hub).unwrap_or(0);
+            (1..link.hubs.len())
+                .map(|k| link.hubs[(at + k) % link.hubs.len()])
+                .find(|&h| !under[h])
+        } else {
+            let candidates: Vec<usize> = (0..self.nodes.len())
+                .filter(|&n| !under[n] && n != link.hub)
+                .collect();
+            let rng = self.failovers.as_mut().expect("failovers on");
+            (!candidates.is_empty()).then(|| candidates[rng.random_range(0..candidates.len())])
+        };
+        if let Some(hub) = next {
+            let leaf = self.links[l].leaf;
+            self.trace.push(format!(
+                "failover {l}: n{leaf} from n{} to n{hub}",
+                self.links[l].hub
+            ));
+            self.links[l].hub = hub;
+        }
     }
 
     /// [`random`](Self::random) without persistence, and with batches of 1 to 6 changes, so
@@ -174,6 +263,7 @@ impl Sim {
                 p.map(|hub| SimLink {
                     leaf: i,
                     hub,
+                    hubs: Vec::new(),
                     conn: None,
                     held: false,
                 })
@@ -197,6 +287,8 @@ impl Sim {
             disks: (0..parents.len()).map(|_| None).collect(),
             wide: skew,
             batch_records,
+            run: NEXT_RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            failovers: skew.then(|| StdRng::seed_from_u64(seed ^ 0xfa11_0e55)),
             runtime: tokio::runtime::Builder::new_current_thread()
                 .build()
                 .unwrap(),
@@ -217,8 +309,9 @@ impl Sim {
     /// An empty root for node `i`, written with `Flush::Always` or never written at all.
     fn new_disk(&mut self, i: usize) -> Disk {
         let root = std::env::temp_dir().join(format!(
-            "leafcache-sim-{}-{}-n{i}-g{}",
+            "leafcache-sim-{}-{}-{}-n{i}-g{}",
             std::process::id(),
+            self.run,
             self.seed,
             self.generations[i]
         ));
@@ -693,7 +786,14 @@ impl Sim {
                     self.links[l].held = !self.links[l].held;
                     self.trace.push(format!("hold {l}: {}", self.links[l].held));
                 }
-                930..965 if faults => self.cut(l),
+                930..965 if faults => {
+                    let fail_over = (self.failovers.as_mut()).is_some_and(|r| r.random_bool(0.3));
+                    if fail_over {
+                        self.failover(l);
+                    } else {
+                        self.cut(l);
+                    }
+                }
                 965..995 if faults => self.heal(l),
                 995..1000 if faults => {
                     let i = self.rng.random_range(0..self.nodes.len());

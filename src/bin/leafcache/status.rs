@@ -65,6 +65,7 @@ fn progress(sync: &SyncReport) -> String {
     let kind = match sync.kind {
         SyncKind::Full => "full",
         SyncKind::Delta => "delta",
+        SyncKind::Digest => "by difference",
     };
     let pct = (sync.changes * 100)
         .checked_div(sync.total_changes)
