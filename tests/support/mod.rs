@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod proxy;
 pub mod resp;
 pub mod sim;
+pub mod wan;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
