@@ -183,8 +183,9 @@ async fn delay_line(
             break;
         }
         count.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        if shape.bits_per_sec > 0 {
-            let nanos = chunk.len() as u64 * 8 * 1_000_000_000 / shape.bits_per_sec;
+        if let Some(nanos) =
+            (chunk.len() as u64 * 8 * 1_000_000_000).checked_div(shape.bits_per_sec)
+        {
             free_at = start + Duration::from_nanos(nanos);
         }
         // A cut ends the connection at once, queued bytes with it.
