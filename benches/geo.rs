@@ -181,7 +181,7 @@ async fn full_syncs() {
             c.set(format!("key{i:06}"), value.clone()).unwrap();
         }
         let shape = Shape::new(40, 4, 100);
-        let wan = Wan::start(&core.local_addr().unwrap().to_string(), shape, shape, 7).await;
+        let wan = Wan::start(core.local_addr().unwrap(), shape, shape, 7).await;
         let start = Instant::now();
         let joiner = with(builder("joiner").remote_address(wan.addr()))
             .build()
