@@ -8,7 +8,11 @@
 //! 4. a leaf of 1M entries failing over to a hub it never met that differs by 1,000 keys: what
 //!    the resync by difference sends each way (`-- failover`).
 //!
-//! `cargo bench --bench replication` (`-- latency|throughput|incr|resync|failover` for one part).
+//! 5. 50 new leaves connecting at once to a hub of 100k entries, with 4 syncs at a time (the
+//!    default) and with 50 (`-- storm`).
+//!
+//! `cargo bench --bench replication` (`-- latency|throughput|incr|resync|failover|storm` for one
+//! part).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,6 +45,11 @@ fn main() {
     }
     if run("failover") {
         rt.block_on(failover());
+    }
+    if run("storm") {
+        for slots in [4, 50] {
+            rt.block_on(storm(slots));
+        }
     }
 }
 
@@ -474,6 +483,63 @@ async fn failover() {
         "failover: the leaf was up on the second hub {up:?} after the changes reached it (connection_timeout 2 s), and held the last changed key {applied:?} later"
     );
     for n in [&leaf, &second, &core] {
+        n.shutdown().await;
+    }
+}
+
+#[path = "support/rss.rs"]
+mod rss;
+
+/// 50 new leaves connect at once to a hub of 100k entries: each needs a full sync; the hub sends
+/// `slots` of them at a time. Time until every leaf holds everything, and the process's resident
+/// memory at its highest meanwhile (every node is in this process: the leaves' 50 copies
+/// included).
+async fn storm(slots: usize) {
+    const N: u64 = 100_000;
+    let hub = Node::builder()
+        .name("hub")
+        .secret("bench")
+        .local_address("127.0.0.1:0")
+        .max_concurrent_syncs(slots)
+        .default_cache(CacheConfig::new().max_entries(2 * N))
+        .build()
+        .unwrap();
+    let value = vec![b'v'; 64];
+    for i in 0..N {
+        hub.default_cache()
+            .set(format!("key{i:06}"), value.clone())
+            .unwrap();
+    }
+    let addr = hub.local_addr().unwrap().to_string();
+    let before = rss::rss_bytes();
+    let start = Instant::now();
+    let leaves: Vec<Node> = (0..50)
+        .map(|i| node(&format!("l{i}"), Some(&addr), false, 2 * N))
+        .collect();
+    let mut peak_rss = before;
+    let mut first = None;
+    loop {
+        peak_rss = peak_rss.max(rss::rss_bytes());
+        let full = leaves
+            .iter()
+            .filter(|l| l.default_cache().len() as u64 >= N)
+            .count();
+        if full > 0 && first.is_none() {
+            first = Some(start.elapsed());
+        }
+        if full == leaves.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "storm, 50 leaves × 100k entries, {slots} syncs at a time: first leaf full after {:?}, all after {:?}; peak syncs {}; resident memory +{} MB at most",
+        first.unwrap(),
+        start.elapsed(),
+        hub.sync_slots().peak(),
+        (peak_rss - before) >> 20
+    );
+    for n in leaves.iter().chain([&hub]) {
         n.shutdown().await;
     }
 }

@@ -656,3 +656,63 @@ async fn frames_are_compressed_when_both_ends_read_lz4() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_leaves_at_once_get_their_full_syncs_a_few_at_a_time() {
+    let root = Node::builder()
+        .name("root")
+        .secret("s3cret")
+        .local_address("127.0.0.1:0")
+        .max_concurrent_syncs(2)
+        .build()
+        .unwrap();
+    for i in 0..5_000 {
+        root.default_cache().set(format!("k{i}"), "v").unwrap();
+    }
+    let count = 50;
+    let leaves: Vec<Node> = (0..count)
+        .map(|i| leaf(&format!("leaf-{i}"), &addr(&root)))
+        .collect();
+    eventually(
+        Duration::from_secs(60),
+        "every leaf holds the 5,000",
+        || {
+            let short = leaves
+                .iter()
+                .filter(|l| l.default_cache().len() < 5_000)
+                .count();
+            if short == 0 {
+                Ok(())
+            } else {
+                Err(format!("{short} leaves short"))
+            }
+        },
+    )
+    .await;
+    let slots = root.sync_slots();
+    assert!(
+        slots.peak() >= 1 && slots.peak() <= 2,
+        "peak {}",
+        slots.peak()
+    );
+    eventually(WAIT, "every slot given back", || {
+        if slots.in_use() == 0 {
+            Ok(())
+        } else {
+            Err(format!("{} in use", slots.in_use()))
+        }
+    })
+    .await;
+    eventually(WAIT, "a full sync counted for every leaf", || {
+        let full: u64 = root.links().iter().map(|l| l.full_syncs).sum();
+        if full == count as u64 {
+            Ok(())
+        } else {
+            Err(format!("{full}"))
+        }
+    })
+    .await;
+    for n in leaves.iter().chain([&root]) {
+        n.shutdown().await;
+    }
+}

@@ -281,6 +281,21 @@ impl NodeBuilder {
         self
     }
 
+    /// How many full syncs and syncs by difference this node sends at once (default
+    /// [`SYNC_SLOTS`](crate::replication::SYNC_SLOTS), 4). When many leaves reconnect at once —
+    /// to a hub that restarted — the others wait, linked and sending nothing, for a slot: the
+    /// hub scans its cache for a few peers at a time instead of for all of them at once.
+    pub fn max_concurrent_syncs(mut self, n: usize) -> Self {
+        if n == 0 {
+            self.fail(Error::ZeroCapacity {
+                what: "max_concurrent_syncs",
+            });
+        } else {
+            self.links.max_syncs = n;
+        }
+        self
+    }
+
     /// On a miss in [`Cache::get_or_load`](crate::Cache::get_or_load), ask the hub first, waiting at most `timeout`; a value
     /// found there is cached here. Off by default.
     pub fn fetch_on_miss(mut self, timeout: impl IntoDuration) -> Self {
@@ -575,6 +590,7 @@ impl NodeBuilder {
             batch_records: self.links.batch_records,
             role: Role::of(local.is_some(), remote.is_some()),
             compress: self.links.compress,
+            sync_slots: Arc::new(crate::replication::SyncSlots::new(self.links.max_syncs)),
         };
         let registry = Arc::new(LinkRegistry::new(
             config,

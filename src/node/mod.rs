@@ -58,6 +58,8 @@ pub struct ReplicationConfig {
     pub fetch_on_miss: Option<Duration>,
     /// Whether links compress large frames (LZ4) for peers that read them (default on).
     pub compress: bool,
+    /// How many full syncs and syncs by difference are sent at once.
+    pub max_syncs: usize,
 }
 
 impl Default for ReplicationConfig {
@@ -72,6 +74,7 @@ impl Default for ReplicationConfig {
             batch_records: crate::replication::BATCH_RECORDS,
             fetch_on_miss: None,
             compress: true,
+            max_syncs: crate::replication::SYNC_SLOTS,
         }
     }
 }
@@ -190,6 +193,18 @@ impl Node {
     /// The Unix socket speaking RESP, if the node has one.
     pub fn unix_socket(&self) -> Option<&std::path::Path> {
         self.inner.doors.unix_path.as_deref()
+    }
+
+    /// The node's slots for full syncs and syncs by difference: how many are in use, and the
+    /// most that ever were at once (see [`NodeBuilder::max_concurrent_syncs`](crate::NodeBuilder::max_concurrent_syncs)).
+    ///
+    /// ```
+    /// let node = leafcache::Node::builder().max_concurrent_syncs(2).build()?;
+    /// assert_eq!((node.sync_slots().in_use(), node.sync_slots().peak()), (0, 0));
+    /// # Ok::<(), leafcache::Error>(())
+    /// ```
+    pub fn sync_slots(&self) -> &crate::replication::SyncSlots {
+        &self.inner.registry.config.sync_slots
     }
 
     /// Whether the RESP and HTTP doors speak TLS.

@@ -52,6 +52,68 @@ pub struct LinkConfig {
     pub role: Role,
     /// Whether to compress large frames (LZ4) for a peer that reads them.
     pub compress: bool,
+    /// The node's full syncs and syncs by difference in progress, bounded: every link of the
+    /// node shares these.
+    pub sync_slots: Arc<SyncSlots>,
+}
+
+/// How many full syncs and syncs by difference a node sends at once. When 50 leaves reconnect
+/// to a restarted hub at once, each one that needs more than a delta waits for a slot (its link
+/// up, sending nothing yet) instead of 50 scans of the whole cache running side by side: the CPU
+/// and the memory in flight stay those of `max` syncs. Deltas take no slot.
+#[derive(Debug)]
+pub struct SyncSlots {
+    max: usize,
+    used: std::sync::atomic::AtomicUsize,
+    /// The most in use at once so far, for tests and benches.
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+/// Full syncs and syncs by difference a node sends at once by default.
+pub const SYNC_SLOTS: usize = 4;
+
+impl Default for SyncSlots {
+    fn default() -> Self {
+        SyncSlots::new(SYNC_SLOTS)
+    }
+}
+
+impl SyncSlots {
+    /// At most `max` at once (at least one).
+    pub fn new(max: usize) -> Self {
+        SyncSlots {
+            max: max.max(1),
+            used: std::sync::atomic::AtomicUsize::new(0),
+            peak: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn try_take(&self) -> bool {
+        use std::sync::atomic::Ordering::AcqRel;
+        let taken = self
+            .used
+            .fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            });
+        if let Ok(before) = taken {
+            self.peak.fetch_max(before + 1, AcqRel);
+        }
+        taken.is_ok()
+    }
+
+    fn give_back(&self) {
+        self.used.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Slots in use now.
+    pub fn in_use(&self) -> usize {
+        self.used.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The most slots in use at once since the node started.
+    pub fn peak(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// Messages shorter than this are sent as they are: compressing them saves too little.
@@ -196,6 +258,8 @@ pub struct Link<R: Replica> {
     /// A resync by difference: waiting for the peer's digest, then sending only the records of
     /// the buckets where it differs.
     digest: DigestSync,
+    /// Whether this link holds one of the node's sync slots.
+    slot: bool,
     status: LinkStatus,
 }
 
@@ -204,6 +268,11 @@ pub struct Link<R: Replica> {
 enum DigestSync {
     /// None asked for, or done.
     Off,
+    /// Waiting for one of the node's [`SyncSlots`]; nothing is sent until one is free.
+    Queued {
+        /// The records this node holds, for the digest request.
+        records: u64,
+    },
     /// The peer was asked for its digest; nothing is sent until it comes.
     Waiting,
     /// Up to `target`, only records in the buckets set in `differ` are sent.
@@ -212,6 +281,16 @@ enum DigestSync {
         differ: Vec<u64>,
         target: u64,
     },
+}
+
+/// How often a sync waiting for a slot looks for one.
+const SLOT_RETRY_MS: u64 = 10;
+
+impl<R: Replica> Drop for Link<R> {
+    /// A link that ends in the middle of a sync gives its slot back.
+    fn drop(&mut self) {
+        self.release_slot();
+    }
 }
 
 /// The most buckets a digest has: 2^20 sums of 4 bytes, 4 MiB.
@@ -310,6 +389,7 @@ impl<R: Replica> Link<R> {
             ping_every_ms,
             packing: false,
             digest: DigestSync::Off,
+            slot: false,
             status: LinkStatus {
                 state: LinkState::Handshaking,
                 ..status
@@ -508,6 +588,24 @@ impl<R: Replica> Link<R> {
             (Phase::Up, other @ (Message::Hello(_) | Message::Auth { .. })) => Err(
                 LinkError::Protocol(format!("{} after the handshake", name_of(&other))),
             ),
+        }
+    }
+
+    /// A sync waiting for a slot starts if one is free: its digest request goes out.
+    fn start_sync_if_free(&mut self) {
+        if let DigestSync::Queued { records } = self.digest
+            && self.config.sync_slots.try_take()
+        {
+            self.slot = true;
+            self.outbox.push_back(Message::DigestRequest { records });
+            self.digest = DigestSync::Waiting;
+        }
+    }
+
+    /// Gives the sync slot back, if this link holds one.
+    fn release_slot(&mut self) {
+        if std::mem::take(&mut self.slot) {
+            self.config.sync_slots.give_back();
         }
     }
 
@@ -714,8 +812,7 @@ impl<R: Replica> Link<R> {
                 // between a full sync (it holds nothing) and one by difference.
                 let (records, _) = self.replica.pending(0, current);
                 if records > 0 {
-                    self.outbox.push_back(Message::DigestRequest { records });
-                    self.digest = DigestSync::Waiting;
+                    self.digest = DigestSync::Queued { records };
                 } else {
                     self.status.full_syncs += 1;
                 }
@@ -747,6 +844,7 @@ impl<R: Replica> Link<R> {
         self.last_sent_ms = now;
         let peer = self.peer.as_ref().expect("hello came first");
         info!(link = self.id, peer = %peer.name, sync = ?kind, from = self.cursor, "link up");
+        self.start_sync_if_free();
         self.finish_sync_if_done();
         Ok(())
     }
@@ -880,7 +978,7 @@ impl<R: Replica> Link<R> {
     pub fn wants_changes(&self) -> bool {
         self.phase == Phase::Up
             && self.inflight.len() < WINDOW
-            && !matches!(self.digest, DigestSync::Waiting)
+            && !matches!(self.digest, DigestSync::Waiting | DigestSync::Queued { .. })
     }
 
     /// Whether anything is ready to go out: a queued message or unsent changes within the window.
@@ -892,6 +990,7 @@ impl<R: Replica> Link<R> {
     /// The next frame payload to send, if any: queued control messages first, then a batch of
     /// changes read from the log after the cursor.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.start_sync_if_free();
         let message = match self.outbox.pop_front() {
             Some(m) => m,
             None => self.next_batch()?,
@@ -936,6 +1035,7 @@ impl<R: Replica> Link<R> {
             );
             self.status.sync = Some(report.clone());
             self.sync = None;
+            self.release_slot();
         }
     }
 
@@ -1027,6 +1127,7 @@ impl<R: Replica> Link<R> {
     /// # Errors
     /// [`LinkError::Timeout`] once the peer is silent for `connection_timeout`.
     pub fn tick(&mut self) -> Result<(), LinkError> {
+        self.start_sync_if_free();
         let now = self.replica.now_ms();
         let timeout = self.config.timeout_ms;
         if now.saturating_sub(self.last_recv_ms) >= timeout {
@@ -1046,7 +1147,12 @@ impl<R: Replica> Link<R> {
     /// When [`tick`](Self::tick) next has something to do, in the node clock's ms.
     pub fn next_tick_ms(&self) -> u64 {
         let timeout = self.config.timeout_ms;
-        (self.last_recv_ms + timeout).min(self.last_sent_ms + self.ping_every_ms)
+        let next = (self.last_recv_ms + timeout).min(self.last_sent_ms + self.ping_every_ms);
+        if matches!(self.digest, DigestSync::Queued { .. }) {
+            // Look for a free sync slot again soon.
+            return next.min(self.replica.now_ms() + SLOT_RETRY_MS);
+        }
+        next
     }
 
     /// Starts a clean close: every change applied here so far is queued for the peer, then a
@@ -1076,6 +1182,7 @@ impl<R: Replica> Link<R> {
 
     /// Records why the link ended, in its status.
     pub fn fail(&mut self, error: &LinkError) {
+        self.release_slot();
         if self.phase == Phase::Closing && *error == LinkError::Closed {
             self.phase = Phase::Closed;
             return;

@@ -17,7 +17,9 @@ mod summary;
 
 use hmac::KeyInit;
 
-pub use link::{BATCH_BYTES, BATCH_RECORDS, Link, LinkConfig, LinkEvent, WINDOW};
+pub use link::{
+    BATCH_BYTES, BATCH_RECORDS, Link, LinkConfig, LinkEvent, SYNC_SLOTS, SyncSlots, WINDOW,
+};
 pub use message::{Message, Refusal, Resume, Role};
 pub use replica::{Marks, Replica};
 pub use status::{Direction, LinkState, LinkStatus, SyncKind, SyncReport};
