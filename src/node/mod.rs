@@ -40,7 +40,7 @@ pub struct ReplicationConfig {
     /// The hub this node is a leaf of (`host:port`, `unix:/path` or `mem:name`), if any.
     pub remote_address: Option<String>,
     /// The hubs it fails over to, in order, when `remote_address` is unreachable (see
-    /// [`NodeBuilder::remote_addresses`](crate::NodeBuilder::remote_addresses)).
+    /// `NodeBuilder::remote_addresses`).
     pub fallback_hubs: Vec<String>,
     /// The address this node accepts leaves on (`host:port`, `unix:/path` or `mem:name`): having
     /// one makes it a hub.
@@ -196,7 +196,7 @@ impl Node {
     }
 
     /// The node's slots for full syncs and syncs by difference: how many are in use, and the
-    /// most that ever were at once (see [`NodeBuilder::max_concurrent_syncs`](crate::NodeBuilder::max_concurrent_syncs)).
+    /// most that ever were at once (see `NodeBuilder::max_concurrent_syncs`).
     ///
     /// ```
     /// let node = leafcache::Node::builder().max_concurrent_syncs(2).build()?;
