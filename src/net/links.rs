@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
@@ -92,6 +92,9 @@ pub(crate) struct LinkRegistry {
     views: Mutex<BTreeMap<u32, View>>,
     /// This node's own summary and when it was made, reused for a moment by every link.
     own: Mutex<Option<(u64, NodeSummary)>>,
+    /// Bumped whenever a link changes state, so that a summary made from the statuses before
+    /// is not kept after.
+    own_generation: AtomicU64,
 }
 
 /// What one link's peer last told this node of the tree beyond it.
@@ -201,6 +204,7 @@ impl LinkRegistry {
             tls,
             views: Mutex::new(BTreeMap::new()),
             own: Mutex::new(None),
+            own_generation: AtomicU64::new(0),
         }
     }
 
@@ -228,12 +232,15 @@ impl LinkRegistry {
     /// This node's summary, made at most every [`OWN_SUMMARY_MS`].
     pub fn own_summary(&self, caches: &Caches) -> NodeSummary {
         let now = caches.core().now_ms();
-        let mut own = self.own.lock();
-        if let Some((at, s)) = own.as_ref()
+        if let Some((at, s)) = self.own.lock().as_ref()
             && now < at + OWN_SUMMARY_MS
         {
             return s.clone();
         }
+        // Made holding no lock: `publish` takes `statuses` then `own`, and this reads
+        // `statuses` (holding `own` here deadlocked two links). A link that changes state
+        // meanwhile bumps the generation, and the summary made before is not kept.
+        let generation = self.own_generation.load(Ordering::Acquire);
         let links = self.statuses_now(caches);
         let up = links.iter().find(|l| l.direction == Direction::Upstream);
         let (mut entries, mut bytes) = (0, 0);
@@ -273,7 +280,10 @@ impl LinkRegistry {
             stale: false,
         }
         .bounded();
-        *own = Some((now, summary.clone()));
+        let mut own = self.own.lock();
+        if self.own_generation.load(Ordering::Acquire) == generation {
+            *own = Some((now, summary.clone()));
+        }
         summary
     }
 
@@ -450,6 +460,7 @@ impl LinkRegistry {
         let mut statuses = self.statuses.lock();
         if statuses.get(&slot).map(|s| s.state) != Some(status.state) {
             // A link changed state: this node's summary is out of date.
+            self.own_generation.fetch_add(1, Ordering::AcqRel);
             *self.own.lock() = None;
         }
         if status.state == LinkState::Up {
