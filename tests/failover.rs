@@ -348,6 +348,20 @@ async fn a_leaf_failing_over_to_a_hub_it_never_met_is_sent_only_the_difference()
     );
     assert!((100..=200).contains(&toward_hub.changes), "{toward_hub:?}");
     eprintln!("toward the leaf: {toward_leaf:?}\ntoward the hub: {toward_hub:?}");
+    // The digests went in two rounds: 2^10 coarse sums, then the fine sums (of 2^15) under the
+    // ~100 coarse buckets that differ. A few KB each way, where all 2^15 fine sums would be
+    // 128 KiB of incompressible bytes.
+    for (who, links) in [("leaf", leaf.links()), ("second", second.links())] {
+        let link = links
+            .iter()
+            .find(|l| l.state == LinkState::Up && l.peer_name.as_deref() != Some("core"))
+            .unwrap();
+        eprintln!(
+            "{who} sent {} bytes in {} frames",
+            link.bytes_out, link.frames_out
+        );
+        assert!(link.bytes_out < 48 * 1024, "{who}: {link:?}");
+    }
     assert_eq!(leaf.default_cache().len(), 20_000);
     for n in [&leaf, &second, &core] {
         n.shutdown().await;

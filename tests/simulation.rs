@@ -232,10 +232,34 @@ fn garbage_on_a_link_closes_only_that_link() {
     };
     let inner = leafcache::replication::codec::encode(&packed(1, vec![0])).unwrap();
     let nested = packed(inner.len() as u32, lz4_flex::block::compress(&inner));
+    // Digests out of turn or out of shape end the link too.
+    use leafcache::replication::Message::{Digest, DigestFine, DigestRefine};
+    let refine = |log2: u8, fine: u8, bitmap: usize| DigestRefine {
+        log2,
+        fine,
+        buckets: vec![0xff; bitmap].into(),
+    };
     for (attack, expect) in [
         (packed(u32::MAX, vec![1, 2, 3]), "too large"),
         (packed(100, vec![0xff; 40]), "malformed"),
         (nested, "inside another"),
+        (refine(2, 8, 1), "refinement of 2^2 into 2^8"),
+        (refine(3, 8, 2), "in 2 bytes"),
+        (refine(16, 21, 8192), "refinement of 2^16 into 2^21"),
+        (
+            DigestFine {
+                sums: vec![0; 128].into(),
+            },
+            "nobody asked",
+        ),
+        (
+            Digest {
+                log2: 3,
+                fine: 8,
+                sums: vec![0; 32].into(),
+            },
+            "nobody asked",
+        ),
     ] {
         sim.inject_to_hub(0, &frame(&attack));
         let err = sim.deliver_to_hub_raw(0).expect("the frame ends the link");

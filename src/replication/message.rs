@@ -18,8 +18,10 @@ pub const MAGIC: u32 = 0x1EAF_CA5E;
 ///
 /// 2: adds [`Message::Publish`] (pub/sub across the tree). 4: adds [`Message::Status`] (the
 /// tree's summaries). 5: adds [`Hello::compression`] and [`Message::Packed`]. 6: adds
-/// [`Message::DigestRequest`] and [`Message::Digest`] (resync by difference).
-pub const PROTOCOL_VERSION: u16 = 6;
+/// [`Message::DigestRequest`] and [`Message::Digest`] (resync by difference). 7: the digest in two
+/// rounds, coarse then fine where the coarse differs ([`Message::DigestRefine`],
+/// [`Message::DigestFine`]).
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// [`Hello::compression`]: the sender reads [`Message::Packed`] frames compressed with LZ4.
 pub const COMPRESS_LZ4: u8 = 1;
@@ -116,13 +118,32 @@ pub enum Message {
         /// How many records the sender holds, for the receiver to size the digest.
         records: u64,
     },
-    /// The answer to [`Message::DigestRequest`]: for each of `2^log2` buckets of key hashes, the
-    /// sum of the hashes of the records the receiver holds there (little-endian `u32`s). Empty
-    /// when it holds nothing (the sender then sends everything).
+    /// The answer to [`Message::DigestRequest`], its first round: for each of `2^log2` coarse
+    /// buckets of key hashes, the sum of the hashes of the records the receiver holds there
+    /// (little-endian `u32`s). Empty when it holds nothing (the sender then sends everything).
     Digest {
-        /// The number of buckets, as a power of two.
+        /// The number of coarse buckets, as a power of two.
         log2: u8,
-        /// One `u32` per bucket.
+        /// The number of fine buckets the second round compares, as a power of two (at least
+        /// `log2`; each coarse bucket is the `2^(fine - log2)` fine ones that share its prefix).
+        fine: u8,
+        /// One `u32` per coarse bucket.
+        sums: Bytes,
+    },
+    /// The second round: the coarse buckets whose sums differ, for the receiver to send the fine
+    /// sums under them.
+    DigestRefine {
+        /// The coarse buckets, as a power of two (as in the [`Message::Digest`] answered).
+        log2: u8,
+        /// The fine buckets, as a power of two.
+        fine: u8,
+        /// A bitmap of the `2^log2` coarse buckets: bucket `b` is bit `b % 8` of byte `b / 8`.
+        buckets: Bytes,
+    },
+    /// The answer to [`Message::DigestRefine`]: for each coarse bucket set in it, in ascending
+    /// order, the `2^(fine - log2)` sums of its fine buckets (little-endian `u32`s).
+    DigestFine {
+        /// The sums, coarse bucket after coarse bucket.
         sums: Bytes,
     },
 }
