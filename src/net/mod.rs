@@ -24,6 +24,30 @@ pub use links::{ClusterNode, ClusterView, Unreachable};
 pub use mem::MemoryNet;
 pub use tls::{Day, DevCa, Issued, Tls, TlsError, TlsFiles, tls_covers, tls_problems};
 
+/// The host of a network address, without its port or an IPv6 address's brackets; `None` for a
+/// Unix socket or an in-memory host, which have none.
+///
+/// ```
+/// use leafcache::net::host_of;
+/// assert_eq!(host_of("eu-1.example:7000"), Some("eu-1.example"));
+/// assert_eq!(host_of("[::1]:7000"), Some("::1"));
+/// assert_eq!(host_of("::1"), Some("::1"));
+/// assert_eq!(host_of("10.0.0.5"), Some("10.0.0.5"));
+/// assert_eq!(host_of("unix:/run/lc.sock"), None);
+/// ```
+pub fn host_of(address: &str) -> Option<&str> {
+    if address.starts_with("unix:") || address.starts_with("mem:") {
+        return None;
+    }
+    if let Some(rest) = address.strip_prefix('[') {
+        return Some(rest.split_once(']').map_or(rest, |(h, _)| h));
+    }
+    if address.parse::<std::net::IpAddr>().is_ok() {
+        return Some(address);
+    }
+    Some(address.rsplit_once(':').map_or(address, |(h, _)| h))
+}
+
 /// Whether `address` only reaches this host: a Unix socket or an in-memory host, `localhost`,
 /// or a loopback IP (with or without a port). What a node without a secret or password may
 /// listen on without being refused or warned about.
@@ -35,14 +59,9 @@ pub use tls::{Day, DevCa, Issued, Tls, TlsError, TlsFiles, tls_covers, tls_probl
 /// assert!(!stays_on_host("0.0.0.0:7000") && !stays_on_host("10.0.0.5:7000"));
 /// ```
 pub fn stays_on_host(address: &str) -> bool {
-    if address.starts_with("unix:") || address.starts_with("mem:") {
+    let Some(host) = host_of(address) else {
         return true;
-    }
-    let host = address
-        .rsplit_once(':')
-        .map_or(address, |(h, _)| h)
-        .trim_start_matches('[')
-        .trim_end_matches(']');
+    };
     host == "localhost"
         || host
             .parse::<std::net::IpAddr>()

@@ -413,14 +413,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Explained<S> {
 /// The name a hub's certificate must carry when dialed at `address`: the host of `host:port`, or
 /// `localhost` for a Unix socket or an in-memory host.
 fn server_name(address: &str) -> Result<ServerName<'static>, String> {
-    if address.starts_with("unix:") || address.starts_with("mem:") {
-        return Ok(ServerName::try_from("localhost").expect("a valid name"));
-    }
-    let host = address
-        .rsplit_once(':')
-        .map_or(address, |(h, _)| h)
-        .trim_start_matches('[')
-        .trim_end_matches(']');
+    // A Unix socket or an in-memory host is this host.
+    let host = super::host_of(address).unwrap_or("localhost");
     ServerName::try_from(host.to_string())
         .map_err(|e| format!("TLS: {host:?} cannot be checked against a certificate: {e}"))
 }

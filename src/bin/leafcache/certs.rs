@@ -30,13 +30,9 @@ fn names_of(spec: &NodeSpec, names: &mut Vec<String>) {
     add(&spec.name);
     let addresses = [&spec.listen, &spec.advertise, &spec.resp, &spec.http];
     for address in addresses.into_iter().flatten() {
-        if address.starts_with("unix:") {
+        let Some(host) = leafcache::net::host_of(address) else {
             continue;
-        }
-        let host = address
-            .rsplit_once(':')
-            .map_or(address.as_str(), |(h, _)| h);
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        };
         let wildcard = host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_unspecified());
