@@ -222,7 +222,6 @@ pub(crate) async fn dial_loop(
                 let mut link = new_link(&caches, &registry, Direction::Upstream, &address);
                 uplink.set_fetcher(Some(fetch_tx.clone()));
                 let leave = tokio_util::sync::CancellationToken::new();
-                let found = Arc::new(parking_lot::Mutex::new(None));
                 let probe = (at > 0).then(|| {
                     tokio::spawn(probe_earlier(
                         registry.clone(),
@@ -230,7 +229,6 @@ pub(crate) async fn dial_loop(
                         hubs[..at].to_vec(),
                         timeout * RETURN_PROBE_TIMEOUTS,
                         leave.clone(),
-                        found.clone(),
                     ))
                 });
                 let result = run(
@@ -243,9 +241,15 @@ pub(crate) async fn dial_loop(
                     Some(&leave),
                 )
                 .await;
-                if let Some(p) = probe {
-                    p.abort();
-                }
+                // A probe that cancelled `leave` has returned, with the earlier hub's stream.
+                let moving = match probe {
+                    Some(p) if leave.is_cancelled() => p.await.ok(),
+                    Some(p) => {
+                        p.abort();
+                        None
+                    }
+                    None => None,
+                };
                 uplink.set_fetcher(None);
                 let mut st = link.status();
                 st.carry(&totals);
@@ -255,7 +259,6 @@ pub(crate) async fn dial_loop(
                     unreachable_since = None;
                     first_pass = false;
                 }
-                let moving = found.lock().take();
                 if let Some((earlier, stream)) = moving {
                     info!(from = %address, to = %hubs[earlier], "moving back to an earlier hub");
                     at = earlier;
@@ -317,8 +320,8 @@ pub(crate) async fn dial_loop(
     }
 }
 
-/// While a leaf is linked to a later hub: every `every`, dials the `earlier` hubs in order; the
-/// first that connects is left in `found` with its stream, and `leave` cancelled so that the
+/// While a leaf is linked to a later hub: every `every`, dials the `earlier` hubs in order. The
+/// first that connects is returned with its stream, after `leave` is cancelled so that the
 /// current link closes cleanly and the leaf moves there.
 async fn probe_earlier(
     registry: Arc<LinkRegistry>,
@@ -326,16 +329,14 @@ async fn probe_earlier(
     earlier: Vec<String>,
     every: Duration,
     leave: tokio_util::sync::CancellationToken,
-    found: Arc<parking_lot::Mutex<Option<(usize, Stream)>>>,
-) {
+) -> (usize, Stream) {
     let timeout = Duration::from_millis(registry.config.timeout_ms);
     loop {
         tokio::time::sleep(every.mul_f64(registry.entropy.jitter(BACKOFF_SPREAD))).await;
         for (i, address) in earlier.iter().enumerate() {
             if let Ok(stream) = dial(&registry, transport.as_ref(), address, timeout).await {
-                *found.lock() = Some((i, stream));
                 leave.cancel();
-                return;
+                return (i, stream);
             }
         }
     }
