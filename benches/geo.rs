@@ -38,12 +38,6 @@ fn node(name: &str, listen: bool, hub: Option<&str>) -> Node {
     b.build().unwrap()
 }
 
-async fn wait_up(n: &Node) {
-    while !n.links().first().is_some_and(|l| l.state == LinkState::Up) {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
@@ -59,30 +53,11 @@ fn main() {
 }
 
 async fn regions() {
-    let core = node("core", true, None);
-    let core_addr = core.local_addr().unwrap().to_string();
-    let mut regions = Vec::new();
-    for (i, (name, ms, mbit)) in [("eu", 40u64, 100u64), ("us", 80, 50), ("ap", 150, 10)]
-        .into_iter()
-        .enumerate()
-    {
-        let shape = Shape::new(ms, ms / 10, mbit);
-        let wan = Wan::start(&core_addr, shape, shape, i as u64).await;
-        let hub = node(name, true, Some(wan.addr()));
-        let at = hub.local_addr().unwrap().to_string();
-        let leaves = [
-            node(&format!("{name}-1"), false, Some(&at)),
-            node(&format!("{name}-2"), false, Some(&at)),
-        ];
-        for n in [&hub, &leaves[0], &leaves[1]] {
-            wait_up(n).await;
-        }
-        regions.push((name, ms, wan, hub, leaves));
-    }
+    let (core, regions) = wan::geo(node).await;
     // 1. Lag: a write at an eu leaf every 20 ms, timed until a leaf in each other region reads it.
-    let writer = regions[0].4[0].default_cache();
+    let writer = regions[0].leaves[0].default_cache();
     for (to, physical) in [(1usize, 40 + 80), (2, 40 + 150)] {
-        let reader = regions[to].4[1].default_cache();
+        let reader = regions[to].leaves[1].default_cache();
         let mut lags = Vec::new();
         for i in 0..300u32 {
             let key = format!("lag{to}-{i}");
@@ -97,7 +72,7 @@ async fn regions() {
         lags.sort();
         println!(
             "lag eu leaf → {} leaf, 300 writes: p50 {:?} p99 {:?} (one-way latencies {physical} ms, jitter up to {} ms)",
-            regions[to].0,
+            regions[to].name,
             percentile(&lags, 0.5),
             percentile(&lags, 0.99),
             physical / 10
@@ -105,9 +80,9 @@ async fn regions() {
     }
     // 2. ap is cut off while 100k keys are written at an eu leaf, then healed.
     let ap = &regions[2];
-    ap.2.cut();
+    ap.wan.cut();
     while ap
-        .3
+        .hub
         .links()
         .first()
         .is_some_and(|l| l.state == LinkState::Up)
@@ -118,19 +93,19 @@ async fn regions() {
     for i in 0..100_000u32 {
         writer.set(format!("part{i:06}"), value.clone()).unwrap();
     }
-    let reader = ap.4[1].default_cache();
-    while regions[0].3.default_cache().get("part099999").is_none() {
+    let reader = ap.leaves[1].default_cache();
+    while regions[0].hub.default_cache().get("part099999").is_none() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let before = ap.2.bytes_down.load(std::sync::atomic::Ordering::Relaxed);
+    let before = ap.wan.bytes_down.load(std::sync::atomic::Ordering::Relaxed);
     let start = Instant::now();
-    ap.2.heal();
+    ap.wan.heal();
     while reader.get("part099999").is_none() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let took = start.elapsed();
-    let bytes = ap.2.bytes_down.load(std::sync::atomic::Ordering::Relaxed) - before;
-    let sync = ap.3.links()[0].clone();
+    let bytes = ap.wan.bytes_down.load(std::sync::atomic::Ordering::Relaxed) - before;
+    let sync = ap.hub.links()[0].clone();
     println!(
         "resync of ap (10 Mbit/s, 150 ms) after 100k changes elsewhere: {took:?} until its leaf holds the last, {:.1} MB toward it; the core's sync to it: {:?}",
         bytes as f64 / 1e6,
@@ -141,8 +116,8 @@ async fn regions() {
             .map(|s| (s.kind, s.changes))
     );
     drop(sync);
-    for (_, _, _, hub, leaves) in &regions {
-        for n in [hub, &leaves[0], &leaves[1]] {
+    for r in &regions {
+        for n in [&r.hub, &r.leaves[0], &r.leaves[1]] {
             n.shutdown().await;
         }
     }

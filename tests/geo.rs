@@ -9,7 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use leafcache::{LinkState, Node};
-use support::wan::{Shape, Wan};
+use support::wan::geo;
 use support::{converged, eventually};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -28,45 +28,9 @@ fn node(name: &str, listen: bool, hub: Option<&str>) -> Node {
     b.build().unwrap()
 }
 
-struct Region {
-    wan: Wan,
-    hub: Node,
-    leaves: [Node; 2],
-}
-
-async fn geo() -> (Node, Vec<Region>) {
-    let core = node("core", true, None);
-    let core_addr = core.local_addr().unwrap().to_string();
-    let mut regions = Vec::new();
-    for (i, (name, ms, mbit)) in [("eu", 40, 100), ("us", 80, 50), ("ap", 150, 10)]
-        .into_iter()
-        .enumerate()
-    {
-        let shape = Shape::new(ms, ms / 10, mbit);
-        let wan = Wan::start(&core_addr, shape, shape, i as u64).await;
-        let hub = node(name, true, Some(wan.addr()));
-        let at = hub.local_addr().unwrap().to_string();
-        let leaves = [
-            node(&format!("{name}-1"), false, Some(&at)),
-            node(&format!("{name}-2"), false, Some(&at)),
-        ];
-        regions.push(Region { wan, hub, leaves });
-    }
-    for r in &regions {
-        for n in [&r.hub, &r.leaves[0], &r.leaves[1]] {
-            eventually(WAIT, "links up", || match n.links().first() {
-                Some(l) if l.state == LinkState::Up => Ok(()),
-                other => Err(format!("{other:?}")),
-            })
-            .await;
-        }
-    }
-    (core, regions)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_cross_regions_within_the_links_limits_and_a_cut_off_region_catches_up() {
-    let (core, regions) = geo().await;
+    let (core, regions) = geo(node).await;
     let (eu, ap) = (&regions[0], &regions[2]);
     // Europe → Asia: leaf → eu hub → (40 ms) core → (150 ms) ap hub → leaf.
     let start = Instant::now();

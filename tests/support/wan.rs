@@ -195,3 +195,57 @@ async fn delay_line(
     }
     reader.abort();
 }
+
+/// The regions of the `geo` scenario: name, one-way latency to the core in ms, Mbit/s.
+pub const REGIONS: [(&str, u64, u64); 3] = [("eu", 40, 100), ("us", 80, 50), ("ap", 150, 10)];
+
+/// One region of the `geo` scenario: its hub reaches the core through `wan`.
+pub struct Region {
+    pub name: &'static str,
+    /// One-way latency to the core, in ms.
+    pub latency_ms: u64,
+    pub wan: Wan,
+    pub hub: leafcache::Node,
+    pub leaves: [leafcache::Node; 2],
+}
+
+/// The `geo` scenario: a core and the [`REGIONS`], each a hub and two leaves, jitter a tenth of
+/// the latency, every link up when it returns. `node(name, listens, hub)` builds each node.
+pub async fn geo(
+    node: impl Fn(&str, bool, Option<&str>) -> leafcache::Node,
+) -> (leafcache::Node, Vec<Region>) {
+    let core = node("core", true, None);
+    let core_addr = core.local_addr().unwrap().to_string();
+    let mut regions = Vec::new();
+    for (i, (name, ms, mbit)) in REGIONS.into_iter().enumerate() {
+        let shape = Shape::new(ms, ms / 10, mbit);
+        let wan = Wan::start(&core_addr, shape, shape, i as u64).await;
+        let hub = node(name, true, Some(wan.addr()));
+        let at = hub.local_addr().unwrap().to_string();
+        let leaves = [
+            node(&format!("{name}-1"), false, Some(&at)),
+            node(&format!("{name}-2"), false, Some(&at)),
+        ];
+        regions.push(Region {
+            name,
+            latency_ms: ms,
+            wan,
+            hub,
+            leaves,
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for r in &regions {
+        for n in [&r.hub, &r.leaves[0], &r.leaves[1]] {
+            while !n
+                .links()
+                .first()
+                .is_some_and(|l| l.state == leafcache::LinkState::Up)
+            {
+                assert!(Instant::now() < deadline, "{:?}", n.links());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
+    (core, regions)
+}
