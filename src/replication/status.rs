@@ -81,7 +81,7 @@ pub struct LinkStatus {
     pub peer_name: Option<String>,
     /// The peer's node id, once it said hello. Serialized as its hex text: JSON numbers cannot
     /// hold 128 bits.
-    #[serde(serialize_with = "id_as_text")]
+    #[serde(serialize_with = "super::summary::opt_id_text::serialize")]
     pub peer_id: Option<NodeId>,
     /// The peer's role, once it said hello.
     pub peer_role: Option<Role>,
@@ -124,13 +124,6 @@ pub struct LinkStatus {
     pub digest_syncs: u64,
     /// The latest resync sent, in progress or done.
     pub sync: Option<SyncReport>,
-}
-
-fn id_as_text<S: serde::Serializer>(id: &Option<NodeId>, s: S) -> Result<S::Ok, S::Error> {
-    match id {
-        Some(id) => s.collect_str(id),
-        None => s.serialize_none(),
-    }
 }
 
 impl LinkStatus {

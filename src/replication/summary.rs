@@ -125,7 +125,9 @@ mod id_text {
     }
 }
 
-mod opt_id_text {
+/// An optional node id: its hex text in human-readable formats (JSON numbers cannot hold 128
+/// bits), its binary form on the wire.
+pub(super) mod opt_id_text {
     use serde::{Deserialize, Deserializer, Serializer};
 
     use crate::clock::NodeId;
