@@ -1684,7 +1684,7 @@ impl Shard {
 
     /// Turns a live slot (already unaccounted) into a `Gone` record, keeping its version and seq.
     fn bury(&mut self, i: Idx, now: u64) {
-        self.store.kill(i, false, now, None);
+        self.store.kill(i, false, now);
         self.dead_bytes += dead_size(self.store.at(i).key().len());
         self.bound_dead();
     }
