@@ -727,9 +727,8 @@ impl<R: Replica> Link<R> {
     }
 
     /// The peer's coarse digest: compare it with this node's. Where no coarse bucket differs,
-    /// or there is no finer level, the records of the buckets that differ are sent (none, if
-    /// none does); else the peer is asked for the fine sums under those that differ. A peer that
-    /// holds nothing gets everything.
+    /// nothing up to the target is sent; else the peer is asked for the fine sums under those
+    /// that differ. A peer that holds nothing gets everything.
     fn on_digest(&mut self, log2: u8, fine: u8, sums: &[u8]) -> Result<(), LinkError> {
         if !matches!(self.digest, DigestSync::Waiting) {
             return Err(LinkError::Protocol("a digest nobody asked for".into()));
