@@ -650,3 +650,62 @@ impl NodeBuilder {
         Ok(node)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use crate::Node;
+    use crate::replication::{Direction, LinkState, LinkStatus};
+
+    /// Links publish their state while others read the node's summary, as on a hub with many
+    /// leaves; neither waits on the other for good. (Each once held one lock and waited for the
+    /// other's: two of the fifty leaves of a test blocked the hub for ever.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn publishing_link_states_while_reading_the_summary_never_deadlocks() {
+        let node = Arc::new(Node::builder().name("hub").build().unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (done, finished) = std::sync::mpsc::channel();
+        let publisher = {
+            let (node, stop, done) = (node.clone(), stop.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut status = LinkStatus::new(7, Direction::Downstream, "leaf");
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // Every publication changes the state, so each clears the summary.
+                    status.state = if n % 2 == 0 {
+                        LinkState::Up
+                    } else {
+                        LinkState::Down
+                    };
+                    node.registry().publish(7, status.clone());
+                    n += 1;
+                }
+                done.send(n).unwrap();
+            })
+        };
+        let reader = {
+            let (node, stop) = (node.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    node.registry().own_summary(node.cache_set());
+                    n += 1;
+                }
+                done.send(n).unwrap();
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        for _ in 0..2 {
+            let rounds = finished
+                .recv_timeout(Duration::from_secs(20))
+                .expect("a thread stuck: the two locks deadlocked");
+            assert!(rounds > 0);
+        }
+        publisher.join().unwrap();
+        reader.join().unwrap();
+    }
+}
