@@ -675,7 +675,7 @@ mod tests {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     // Every publication changes the state, so each clears the summary.
-                    status.state = if n % 2 == 0 {
+                    status.state = if n.is_multiple_of(2) {
                         LinkState::Up
                     } else {
                         LinkState::Down
