@@ -193,6 +193,70 @@ fn a_short_partition_resyncs_exactly_the_delta_and_a_restart_gets_a_full_sync() 
 }
 
 #[test]
+fn the_window_widens_while_acknowledgements_come_back_and_stays_bounded() {
+    use leafcache::replication::{WINDOW, WINDOW_MAX};
+    // 4 changes per batch: 5,000 keys are 1,250 batches.
+    let mut sim = Sim::with_batches(6, &[None, Some(0)], 4);
+    sim.settle();
+    sim.cut(0);
+    let hub = sim.nodes[0].default_cache();
+    for i in 0..5_000 {
+        hub.set(format!("key{i}"), "v").unwrap();
+    }
+    assert_eq!(hub.len(), 5_000);
+    sim.heal(0);
+    let mut per_round = Vec::new();
+    while sim.nodes[1].default_cache().len() < 5_000 {
+        per_round.push(sim.round_trip(0));
+        assert!(per_round.len() < 1_000, "no progress: {per_round:?}");
+    }
+    let batches: usize = per_round.iter().sum();
+    assert!(
+        batches >= 1_250,
+        "{batches} batches for 1,250 batches' worth"
+    );
+    let first = per_round.iter().position(|&n| n > 0).unwrap();
+    assert_eq!(
+        per_round[first], WINDOW,
+        "a link starts with the initial window"
+    );
+    assert_eq!(
+        per_round[first + 1],
+        2 * WINDOW,
+        "each batch acknowledged to a full window widens it by one: {per_round:?}"
+    );
+    assert!(
+        per_round.iter().all(|&n| n <= WINDOW_MAX),
+        "never more than the widest window in flight: {per_round:?}"
+    );
+    assert!(
+        per_round.contains(&WINDOW_MAX),
+        "a long transfer reaches the widest window: {per_round:?}"
+    );
+    // A fixed window of 8 needs 157 round trips; doubling to 64 needs 4 + (1,250 - 120) / 64.
+    assert!(
+        per_round.len() - first <= 24,
+        "{} round trips: {per_round:?}",
+        per_round.len() - first
+    );
+    sim.settle();
+    converged_at(&all(&sim), sim.clock.now_ms()).unwrap();
+
+    // A new link starts from the initial window again.
+    sim.cut(0);
+    for i in 0..1_000 {
+        hub.set(format!("key{i}"), "w").unwrap();
+    }
+    sim.heal(0);
+    let again: Vec<usize> = (0..3).map(|_| sim.round_trip(0)).collect();
+    assert_eq!(
+        again.iter().find(|&&n| n > 0),
+        Some(&WINDOW),
+        "a reconnect starts narrow: {again:?}"
+    );
+}
+
+#[test]
 fn garbage_on_a_link_closes_only_that_link() {
     let mut sim = Sim::new(6, &[None, Some(0), Some(0)]);
     sim.settle();

@@ -27,9 +27,16 @@ use super::{HmacSha256, LinkError, Secret};
 use crate::cache::Change;
 use crate::clock::NodeId;
 
-/// Batches sent and not yet acknowledged, at most. With [`BATCH_BYTES`] this bounds what a link
-/// has in flight, whatever the peer's speed.
+/// Batches sent and not yet acknowledged, at most, when a link comes up. With [`BATCH_BYTES`]
+/// this bounds what a link has in flight toward a peer that does not acknowledge, whatever its
+/// speed.
 pub const WINDOW: usize = 8;
+/// The most the window grows to. Once a link has filled its window and still has more to send,
+/// the round trip holds it back, not the peer or the network: until it catches up, each batch
+/// acknowledged widens the window by one (it doubles per round trip) up to this, so a long link
+/// carries what its bandwidth allows. A peer that stops acknowledging never opens it. Sent batches are read from the log, not kept, so a
+/// wider window costs the sender no memory; what is in flight sits in the sockets and on the wire.
+pub const WINDOW_MAX: usize = 64;
 /// Records per batch, at most.
 pub const BATCH_RECORDS: usize = 1024;
 /// Approximate payload bytes per batch, at most (a single larger record still goes alone).
@@ -235,6 +242,11 @@ pub struct Link<R: Replica> {
     recv_upto: u64,
     /// Batches sent and not acknowledged: (their `upto`, when sent).
     inflight: VecDeque<(u64, u64)>,
+    /// How many batches may be in flight: from [`WINDOW`] up to [`WINDOW_MAX`].
+    window: usize,
+    /// The window filled since the link last caught up: it, not the peer, holds the link back,
+    /// and each acknowledged batch widens it.
+    window_filled: bool,
     /// The resync in progress, until the cursor reaches `target`.
     sync: Option<(SyncReport, u64)>,
     /// Control messages waiting to go out ahead of batches.
@@ -416,6 +428,8 @@ impl<R: Replica> Link<R> {
             since: 0,
             recv_upto: 0,
             inflight: VecDeque::new(),
+            window: WINDOW,
+            window_filled: false,
             sync: None,
             outbox: VecDeque::from([hello]),
             fetched: VecDeque::new(),
@@ -1072,6 +1086,13 @@ impl<R: Replica> Link<R> {
     fn on_ack(&mut self, upto: u64) {
         while self.inflight.front().is_some_and(|&(u, _)| u <= upto) {
             self.inflight.pop_front();
+            if self.window_filled {
+                self.window = (self.window + 1).min(WINDOW_MAX);
+            }
+        }
+        if self.cursor >= self.replica.current_seq() {
+            // Caught up: the window is no longer what holds the link back.
+            self.window_filled = false;
         }
         // With nothing left in flight, the peer has everything up to the cursor: what lies
         // between the last batch and the cursor came from the peer itself.
@@ -1136,7 +1157,7 @@ impl<R: Replica> Link<R> {
     /// Whether the link would send changes now if there were any: up, and its window not full.
     pub fn wants_changes(&self) -> bool {
         self.phase == Phase::Up
-            && self.inflight.len() < WINDOW
+            && self.inflight.len() < self.window
             && !matches!(
                 self.digest,
                 DigestSync::Waiting | DigestSync::Queued { .. } | DigestSync::Refining { .. }
@@ -1167,6 +1188,9 @@ impl<R: Replica> Link<R> {
                     let n: usize = caches.iter().map(|c| c.changes.len()).sum();
                     self.status.changes_out += n as u64;
                     self.inflight.push_back((*upto, now));
+                    if self.inflight.len() >= self.window {
+                        self.window_filled = true;
+                    }
                     if let Some((report, _)) = &mut self.sync {
                         report.changes += n as u64;
                         report.bytes += payload.len() as u64 + 4;

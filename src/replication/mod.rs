@@ -19,6 +19,7 @@ use hmac::KeyInit;
 
 pub use link::{
     BATCH_BYTES, BATCH_RECORDS, Link, LinkConfig, LinkEvent, SYNC_SLOTS, SyncSlots, WINDOW,
+    WINDOW_MAX,
 };
 pub use message::{Message, Refusal, Resume, Role};
 pub use replica::{Marks, Replica};

@@ -228,6 +228,11 @@ impl Sim {
         Sim::with(seed, &parents, true, false, batch)
     }
 
+    /// [`new`](Self::new) with at most `batch_records` changes per batch.
+    pub fn with_batches(seed: u64, parents: &[Option<usize>], batch_records: usize) -> Sim {
+        Sim::with(seed, parents, false, false, batch_records)
+    }
+
     fn with(
         seed: u64,
         parents: &[Option<usize>],
@@ -447,6 +452,26 @@ impl Sim {
                 .encode(Bytes::from(p), &mut c.to_leaf.wire)
                 .unwrap();
         }
+    }
+
+    /// One round trip on link `l`: each end puts on the wire what it has ready, the hub's frames
+    /// reach the leaf, then the leaf's answers reach the hub. The number of batches that were
+    /// on the wire toward the leaf.
+    pub fn round_trip(&mut self, l: usize) -> usize {
+        self.transmit(l);
+        let batches = self.links[l].conn.as_ref().map_or(0, |c| {
+            let mut wire = c.to_leaf.wire.clone();
+            let mut codec = FrameCodec::new(DEFAULT_MAX_FRAME);
+            let mut n = 0;
+            while let Ok(Some(frame)) = codec.decode(&mut wire) {
+                n += usize::from(matches!(decode(&frame), Ok(Message::Batch { .. })));
+            }
+            n
+        });
+        self.deliver(l, false, usize::MAX);
+        self.transmit(l);
+        self.deliver(l, true, usize::MAX);
+        batches
     }
 
     /// Delivers up to `n` frames in one direction of link `l`. A link error cuts the link; errors
