@@ -34,8 +34,9 @@ pub const WINDOW: usize = 8;
 /// The most the window grows to. Once a link has filled its window and still has more to send,
 /// the round trip holds it back, not the peer or the network: until it catches up, each batch
 /// acknowledged widens the window by one (it doubles per round trip) up to this, so a long link
-/// carries what its bandwidth allows. A peer that stops acknowledging never opens it. Sent batches are read from the log, not kept, so a
-/// wider window costs the sender no memory; what is in flight sits in the sockets and on the wire.
+/// carries what its bandwidth allows. A peer that stops acknowledging never opens it. Sent
+/// batches are read from the log, not kept, so a wider window costs the sender no memory; what
+/// is in flight sits in the sockets and on the wire.
 pub const WINDOW_MAX: usize = 64;
 /// Records per batch, at most.
 pub const BATCH_RECORDS: usize = 1024;
