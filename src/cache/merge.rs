@@ -508,6 +508,9 @@ pub struct Hash {
     pub size: usize,
     /// The newest version of any field, kept as they change.
     pub top: Version,
+    /// The expiry the TTL register holds (ms; `u64::MAX` for never), kept with the state so that
+    /// a hash held dead here carries its register whole, as a counter does.
+    pub ttl_at: u64,
 }
 
 impl Hash {
@@ -799,18 +802,19 @@ impl Merged {
         }
     }
 
-    /// The expiry a deleted counter's TTL register holds (a live key's is its entry's).
+    /// The expiry the TTL register holds: the key's expiry, live or dead.
     pub fn ttl_at(&self) -> u64 {
         match self {
             Merged::Counter(c) => c.ttl_at,
-            Merged::Hash(_) => u64::MAX,
+            Merged::Hash(h) => h.ttl_at,
         }
     }
 
     /// Keeps the state's copy of the key's expiry.
     pub fn set_ttl_at(&mut self, at: u64) {
-        if let Merged::Counter(c) = self {
-            c.ttl_at = at;
+        match self {
+            Merged::Counter(c) => c.ttl_at = at,
+            Merged::Hash(h) => h.ttl_at = at,
         }
     }
 
@@ -929,6 +933,7 @@ impl Merged {
                     ttl_source: source,
                     size: 0,
                     top: ORIGIN,
+                    ttl_at: u64::MAX,
                 };
                 h.join(*reset, fields, seq, source);
                 h.reg_seq = seq;
@@ -957,10 +962,12 @@ impl Merged {
         }
     }
 
-    /// Joins a received expiry register; returns whether it won.
-    pub fn join_ttl(&mut self, version: Version, seq: u64, source: u32) -> bool {
-        if version > self.ttl_version() {
+    /// Joins a received expiry register `(version, at)`; returns whether it won. The register is
+    /// joined as a whole: see [`ttl_beats`].
+    pub fn join_ttl(&mut self, version: Version, at: u64, seq: u64, source: u32) -> bool {
+        if ttl_beats((version, at), (self.ttl_version(), self.ttl_at())) {
             self.set_ttl(version, seq, source);
+            self.set_ttl_at(at);
             true
         } else {
             false
@@ -986,6 +993,13 @@ impl Merged {
     pub fn fingerprint(&self) -> Vec<u8> {
         postcard::to_allocvec(&self.body()).unwrap_or_default()
     }
+}
+
+/// The join rule of a key's expiry register `(version, at)`: the newer version wins; between two
+/// expiries under one version (one write seen with two expiries: never issued, but every node
+/// must keep the same one should it happen) the later expiry wins, [`u64::MAX`] (never) latest.
+pub fn ttl_beats(a: (Version, u64), b: (Version, u64)) -> bool {
+    a > b
 }
 
 /// An integer as Redis reads one from a value: optional `-`, no leading zeros or `+`, fits `i64`.
@@ -1166,6 +1180,7 @@ mod tests {
             ttl_source: 0,
             size: 0,
             top: ORIGIN,
+            ttl_at: u64::MAX,
         };
         let mut b = a.clone();
         a.set("x".into(), Some("1".into()), v(5), 1);

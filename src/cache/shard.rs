@@ -359,6 +359,7 @@ fn begun(
             ttl_source: LOCAL,
             size: 0,
             top: ORIGIN,
+            ttl_at: NEVER,
         })),
     }
 }
@@ -823,7 +824,8 @@ impl Shard {
                     dead.and_then(|d| self.store.at(d).merged().cloned()),
                     target,
                 ) {
-                    (Some(m @ Merged::Counter(_)), Target::Counter) => {
+                    (Some(m @ Merged::Counter(_)), Target::Counter)
+                    | (Some(m @ Merged::Hash(_)), Target::Hash) => {
                         let at = m.ttl_at();
                         (m, at)
                     }
@@ -925,11 +927,14 @@ impl Shard {
         }
         self.clear_key(key);
         if !state.exists() {
-            // A hash left without fields is deleted at its newest version: a fact made here,
-            // so it goes to every link, the one the last change came from too.
-            let (version, state, seq) = match state {
-                Merged::Hash(h) => (h.newest().max(version), None, (seq.0, LOCAL)),
-                counter => (version, Some(counter), seq),
+            // Deleted: the dead record keeps the state (its registers, parts, field tombstones and
+            // expiry register), so that whatever arrives later joins the same state here as
+            // anywhere. A hash holding nothing above its reset is that reset's tombstone exactly.
+            let (state, seq) = match state {
+                Merged::Hash(h) if h.fields.is_empty() && h.ttl <= h.reset => {
+                    (None, (seq.0, LOCAL))
+                }
+                state => (Some(state), seq),
             };
             self.install_dead(key, version, seq, true, now, state);
         } else {
@@ -1155,8 +1160,9 @@ impl Shard {
                 Some(d) => {
                     let e = self.store.at(d);
                     match (e.merged(), &m.body) {
-                        (Some(s @ Merged::Counter(_)), Body::Counter { .. }) => {
-                            Some((s.clone(), NEVER))
+                        (Some(s @ Merged::Counter(_)), Body::Counter { .. })
+                        | (Some(s @ Merged::Hash(_)), Body::Hash { .. }) => {
+                            Some((s.clone(), s.ttl_at()))
                         }
                         _ if e.is_tombstone() => {
                             let target = match m.body {
@@ -1179,12 +1185,10 @@ impl Shard {
         };
         let seq = stamp();
         let (state, expires_at, changed) = match held {
-            Some((mut state, mut at)) => {
+            Some((mut state, _)) => {
                 let changed = state.join(&m.body, seq, source).unwrap_or(false);
-                let ttl = state.join_ttl(m.ttl, seq, source);
-                if ttl {
-                    at = expires;
-                }
+                let ttl = state.join_ttl(m.ttl, expires, seq, source);
+                let at = state.ttl_at();
                 if m.complete && state.partial() && !m.partial {
                     state.set_partial(false);
                 }
@@ -1217,12 +1221,13 @@ impl Shard {
             return false;
         }
         if let Merged::Hash(h) = &state
-            && !state.exists()
+            && h.fields.is_empty()
+            && h.ttl <= h.reset
             && dead.is_some_and(|(tomb, version, stateless)| {
                 tomb && stateless && version >= h.newest()
             })
         {
-            // A hash without fields is a tombstone: this one is here already.
+            // A hash holding nothing above its reset is that reset's tombstone: here already.
             return false;
         }
         // A whole state from a peer that this node holds more than: the peer lacks something,

@@ -321,7 +321,7 @@ impl Cache {
             _ => Target::Counter,
         };
         self.change_merged_at(key, target, 0, |m, at, _, version, seq| {
-            m.join_ttl(version, seq, super::LOCAL);
+            m.join_ttl(version, expires_at, seq, super::LOCAL);
             *at = expires_at;
             Ok(())
         })

@@ -80,11 +80,13 @@ pub enum Record {
     },
     Deleted(Version),
     Dropped(Version),
-    /// A counter or hash: its newest version, what it reads as, and its expiry.
+    /// A counter or hash: its newest version, what it reads as, its expiry, and its whole state
+    /// (registers, parts, fields and field tombstones, the TTL register's version).
     Merged {
         version: Version,
         reading: leafcache::merge::Reading,
         expires_at: Option<u64>,
+        state: (leafcache::merge::Body, Version),
     },
 }
 
@@ -151,6 +153,7 @@ pub fn contents_at(
                             version: m.version,
                             reading: m.read(),
                             expires_at: m.expires_at,
+                            state: (m.body.clone(), m.ttl),
                         },
                     );
                 }
@@ -178,9 +181,12 @@ pub fn converged(nodes: &[&Node]) -> Result<(), String> {
     converged_at(nodes, now_ms())
 }
 
-/// Invariant 1 over a set of nodes that should be connected: every key held live on two nodes has
-/// the same version and value there; no node holds a live key that a newer tombstone or purge on
-/// another node removed; all purge marks agree. `Ok` or the first difference found.
+/// Invariant 1 over a set of nodes that should be connected, exactly: a key held live on one node
+/// is held on every other at the same version, live with the same content (for a counter or hash
+/// its whole state, field tombstones and parts included, and its expiry) or dropped there (evicted,
+/// expired, too large) at that very version. An older record elsewhere is a lost update, a newer
+/// one a stale survivor, a tombstone at the same version a difference. All purge marks agree.
+/// `Ok` or the first difference found.
 pub fn converged_at(nodes: &[&Node], now_ms: u64) -> Result<(), String> {
     let all: Vec<_> = nodes
         .iter()
@@ -206,7 +212,7 @@ pub fn converged_at(nodes: &[&Node], now_ms: u64) -> Result<(), String> {
 
 /// Two live records agree: equal, or a string and a counter whose text it is (increments under
 /// a register that is not a number stay unseen; the string's holder gets them with the key's
-/// next change).
+/// next change). Two merged records compare whole: what they read as and their states.
 fn same(a: &Record, b: &Record) -> bool {
     use leafcache::merge::Reading;
     let text = |r: &Record| match r {
@@ -219,10 +225,12 @@ fn same(a: &Record, b: &Record) -> bool {
             version,
             reading: Reading::Value(v),
             expires_at,
+            ..
         } => Some((v.clone(), *version, *expires_at)),
         _ => None,
     };
-    a == b || (text(a).is_some() && text(a) == text(b))
+    let string = |r: &Record| matches!(r, Record::Live { .. });
+    a == b || ((string(a) || string(b)) && text(a).is_some() && text(a) == text(b))
 }
 
 fn compare(
@@ -232,30 +240,36 @@ fn compare(
     b_name: &str,
     b: &BTreeMap<Bytes, Record>,
 ) -> Result<(), String> {
+    let live = |r: &Record| match r {
+        Record::Live { .. } => true,
+        Record::Merged { reading, .. } => *reading != leafcache::merge::Reading::Nothing,
+        _ => false,
+    };
     for (key, ra) in a {
-        let version = match ra {
-            Record::Live { version, .. } => version,
-            Record::Merged {
-                version, reading, ..
-            } if *reading != leafcache::merge::Reading::Nothing => version,
-            _ => continue,
-        };
+        let version = ra.version();
+        if !live(ra) {
+            continue;
+        }
         match b.get(key) {
-            Some(rb @ (Record::Live { .. } | Record::Merged { .. })) if !same(ra, rb) => {
-                return Err(format!(
-                    "{cache}/{key:?}: {ra:?} on {a_name}, {rb:?} on {b_name}"
-                ));
+            Some(rb) if live(rb) => {
+                if !same(ra, rb) {
+                    return Err(format!(
+                        "{cache}/{key:?}: {ra:?} on {a_name}, {rb:?} on {b_name}"
+                    ));
+                }
             }
-            Some(Record::Deleted(v)) if v > version => {
+            // Dropped by the other node itself at this very version: evicted, expired, too large.
+            Some(Record::Dropped(v)) if *v == version => {}
+            Some(rb) => {
+                let what = if rb.version() > version {
+                    "a newer record (a stale survivor here)"
+                } else if rb.version() < version {
+                    "an older record (a lost update there)"
+                } else {
+                    "another content at the same version"
+                };
                 return Err(format!(
-                    "{cache}/{key:?}: live {version:?} on {a_name}, deleted at {v:?} on {b_name}"
-                ));
-            }
-            Some(Record::Deleted(v)) | Some(Record::Dropped(v)) if v == version => {}
-            Some(Record::Dropped(v)) if v > version => {
-                // b dropped a newer version it held: a has a stale survivor (invariant 2).
-                return Err(format!(
-                    "{cache}/{key:?}: {version:?} on {a_name}, newer {v:?} dropped on {b_name}"
+                    "{cache}/{key:?}: live {ra:?} on {a_name}, {what} on {b_name}: {rb:?}"
                 ));
             }
             None => {
@@ -263,7 +277,6 @@ fn compare(
                     "{cache}/{key:?}: live on {a_name}, unknown on {b_name}"
                 ));
             }
-            _ => {}
         }
     }
     Ok(())
