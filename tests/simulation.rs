@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use leafcache::SyncKind;
-use support::sim::Sim;
+use support::sim::{Options, Sim};
 use support::{Record, contents_at, converged_at};
 
 /// hub 0; leaves 1 and 2; 3 and 4 are leaves of relay 1.
@@ -419,6 +419,121 @@ fn two_contents_under_one_version_converge_to_one_winner() {
             n.name()
         );
     }
+}
+
+/// Merged values that replication alone left different (issue 28), each on the schedule it failed
+/// on before the expiry register was joined whole and deleted hashes kept their state.
+#[test]
+fn regression_seeds_of_merged_values_that_stayed_different() {
+    for seed in [7970, 9072, 14_811, 27_970, 40_290, 53_055, 7_008_307] {
+        run_schedule(seed);
+        run_wide_schedule(seed);
+    }
+}
+
+/// Still different after replication alone, as of issue 28: a hash field and the TTL register
+/// written with it (seed 43722), or a field, reach some nodes and not others. Anti-entropy heals
+/// both (`anti_entropy_heals_the_seeds_replication_alone_leaves_different`); the root cause in the
+/// delta path is not yet found.
+#[test]
+#[ignore = "open divergence: replication alone leaves a hash field missing at one node"]
+fn regression_seeds_43722_and_7024020_replication_alone() {
+    run_wide_schedule(43_722);
+    run_wide_schedule(7_024_020);
+}
+
+/// Still different after replication alone, found by the exact checker in multi-hub seeds
+/// 5,000–65,000: a hash missing fields at one node under the same newest version (31709), and a
+/// counter held live at one node (a part its delete did not see) while another holds only the
+/// delete's stateless tombstone at that version (59553): a tombstone and a counter register
+/// deleting at one version are not yet one state.
+#[test]
+#[ignore = "open divergence: multi-hub seeds 31709 and 59553, replication alone"]
+fn regression_multi_hub_seeds_31709_and_59553_replication_alone() {
+    run_multi_hub_schedule(31_709);
+    run_multi_hub_schedule(59_553);
+}
+
+/// The wide schedule of `seed`, then anti-entropy rounds until converged: the number of rounds.
+fn heal_with_anti_entropy(seed: u64, fault_permille: u32) -> (usize, bool, u64) {
+    let every = Duration::from_secs(30);
+    let options = Options {
+        anti_entropy: Some(every),
+        fault_permille,
+    };
+    let mut sim = Sim::random_with(seed, 12, options);
+    sim.run_random(400, true);
+    sim.settle();
+    let diverged = converged_at(&all(&sim), sim.now_ms()).is_err();
+    let mut rounds = 0;
+    while let Err(why) = converged_at(&all(&sim), sim.now_ms()) {
+        let links: Vec<_> = (0..sim.link_count())
+            .filter_map(|l| sim.link_status(l))
+            .map(|(leaf, hub)| {
+                (
+                    leaf.antientropy_rounds,
+                    leaf.antientropy_repairs,
+                    hub.antientropy_rounds,
+                )
+            })
+            .collect();
+        assert!(
+            rounds < 12,
+            "seed {seed}: not converged after {rounds} anti-entropy rounds (per link: {links:?}): {why}\n{}",
+            sim.trace_tail()
+        );
+        // A round is due every `every`; time moves a second at a time, heartbeats delivered.
+        for _ in 0..=every.as_secs() {
+            sim.tick_all(Duration::from_secs(1));
+            sim.settle();
+        }
+        rounds += 1;
+    }
+    let repairs = (0..sim.link_count())
+        .filter_map(|l| sim.link_status(l))
+        .map(|(leaf, hub)| leaf.antientropy_repairs + hub.antientropy_repairs)
+        .sum();
+    (rounds, diverged, repairs)
+}
+
+#[test]
+fn anti_entropy_heals_the_seeds_replication_alone_leaves_different() {
+    for seed in [43_722, 7_024_020] {
+        let (rounds, diverged, repairs) = heal_with_anti_entropy(seed, 0);
+        assert!(
+            diverged,
+            "seed {seed} no longer diverges: move it to the fixed seeds"
+        );
+        // The key is held live and different on both sides of a node that dropped it at the
+        // same version: sent back whole, not counted (a drop is no fault).
+        assert!(
+            rounds >= 1,
+            "seed {seed}: {rounds} rounds, {repairs} repairs"
+        );
+    }
+}
+
+/// The fault switch proves the safety net: with 30 % of merged deltas' parts and fields left out
+/// of every batch, replication alone leaves the tree different, and anti-entropy rounds heal it,
+/// counting each key they repair.
+#[test]
+fn anti_entropy_heals_what_lossy_deltas_leave_behind() {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    let (diverged, repairs) = (AtomicU64::new(0), AtomicU64::new(0));
+    support::run_seeds(
+        support::seeds("LEAFCACHE_SIM_LOSSY_SCHEDULES", 150),
+        |seed| {
+            let (_, d, r) = heal_with_anti_entropy(seed, 300);
+            diverged.fetch_add(u64::from(d), Relaxed);
+            repairs.fetch_add(r, Relaxed);
+        },
+    );
+    let (diverged, repairs) = (diverged.into_inner(), repairs.into_inner());
+    assert!(diverged > 0, "the fault switch never made a difference");
+    assert!(
+        repairs > 0,
+        "anti-entropy repaired differences without counting them"
+    );
 }
 
 #[test]

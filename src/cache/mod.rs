@@ -158,6 +158,7 @@ struct CacheInner {
     load_misses: AtomicU64,
     load_buckets: [AtomicU64; stats::LOAD_BUCKETS_MS.len() + 1],
     load_time_us: AtomicU64,
+    antientropy_repairs: AtomicU64,
 }
 
 /// A handle to one named cache on a node. Cheap to clone; `Send + Sync`.
@@ -241,6 +242,7 @@ impl Cache {
                 load_misses: AtomicU64::new(0),
                 load_buckets: Default::default(),
                 load_time_us: AtomicU64::new(0),
+                antientropy_repairs: AtomicU64::new(0),
             }),
         })
     }
@@ -1056,6 +1058,13 @@ impl Cache {
             .unwrap_or(0)
     }
 
+    /// Counts a key anti-entropy repaired (see [`CacheStats::antientropy_repairs`]).
+    pub(crate) fn note_repair(&self) {
+        self.inner
+            .antientropy_repairs
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A snapshot of the cache's counters and size.
     pub fn stats(&self) -> CacheStats {
         let mut st = CacheStats {
@@ -1066,6 +1075,7 @@ impl Cache {
                 self.inner.load_buckets[i].load(Ordering::Relaxed)
             }),
             load_time_us: self.inner.load_time_us.load(Ordering::Relaxed),
+            antientropy_repairs: self.inner.antientropy_repairs.load(Ordering::Relaxed),
             ..CacheStats::default()
         };
         for shard in self.inner.shards.iter() {

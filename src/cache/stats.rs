@@ -35,6 +35,10 @@ pub struct CacheStats {
     pub bytes: u64,
     /// Tombstones and dropped-version records held for replication (outside the LRU).
     pub dead_records: u64,
+    /// Keys anti-entropy found held differently here and at a peer, and had sent whole again: a
+    /// difference replication left behind. Zero on a healthy tree; anything else is a bug to
+    /// report.
+    pub antientropy_repairs: u64,
 }
 
 /// The upper bounds (ms) of the load-time buckets of [`CacheStats::load_buckets`].

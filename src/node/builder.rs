@@ -253,6 +253,37 @@ impl NodeBuilder {
         self
     }
 
+    /// How often anti-entropy runs on each link this node dials (default a minute; `None` turns
+    /// it off). A round compares the two ends' digests of every key's whole content (two rounds of
+    /// bucket sums, a few KB when nothing differs), then key by key where they differ, and has
+    /// both ends send the whole state of each key held differently; every such key is counted
+    /// (`leafcache_antientropy_repairs_total`) and logged at `warn`. A safety net: on a healthy
+    /// tree it repairs nothing. Rounds share the node's sync slots with resyncs.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let node = leafcache::Node::builder().anti_entropy(Some(Duration::from_secs(10))).build()?;
+    /// assert_eq!(node.replication_config().anti_entropy, Some(Duration::from_secs(10)));
+    /// # Ok::<(), leafcache::Error>(())
+    /// ```
+    pub fn anti_entropy(mut self, every: Option<Duration>) -> Self {
+        match every {
+            Some(d) if d.is_zero() => self.fail(Error::ZeroDuration {
+                what: "anti_entropy",
+            }),
+            every => self.links.anti_entropy = every,
+        }
+        self
+    }
+
+    /// Test-only fault: leaves `permille` per mille of the parts and fields of merged deltas out of
+    /// the batches this node sends, to prove that anti-entropy heals what deltas lose.
+    #[doc(hidden)]
+    pub fn fault_drop_merged_parts(mut self, permille: u32) -> Self {
+        self.links.fault_drop_permille = permille.min(1000);
+        self
+    }
+
     /// Mutual TLS on this node's links: it presents `files.cert` to every peer and accepts only
     /// peers whose certificate the CA in `files.ca` signed; a hub's certificate must also be for
     /// the host it is dialed at. The cluster secret's handshake still runs inside. `build()`
@@ -591,6 +622,11 @@ impl NodeBuilder {
             role: Role::of(local.is_some(), remote.is_some()),
             compress: self.links.compress,
             sync_slots: Arc::new(crate::replication::SyncSlots::new(self.links.max_syncs)),
+            anti_entropy_ms: self
+                .links
+                .anti_entropy
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)),
+            fault_drop_permille: self.links.fault_drop_permille,
         };
         let registry = Arc::new(LinkRegistry::new(
             config,

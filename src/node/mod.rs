@@ -60,7 +60,17 @@ pub struct ReplicationConfig {
     pub compress: bool,
     /// How many full syncs and syncs by difference are sent at once.
     pub max_syncs: usize,
+    /// How often the side that dialed a link runs an anti-entropy round on it (default
+    /// [`DEFAULT_ANTI_ENTROPY`]); `None`: never.
+    pub anti_entropy: Option<Duration>,
+    /// Test-only fault: per mille of merged deltas' parts and fields left out (see
+    /// `NodeBuilder::fault_drop_merged_parts`).
+    #[doc(hidden)]
+    pub fault_drop_permille: u32,
 }
+
+/// How often anti-entropy runs on a link by default: a minute.
+pub const DEFAULT_ANTI_ENTROPY: Duration = Duration::from_secs(60);
 
 impl Default for ReplicationConfig {
     fn default() -> Self {
@@ -75,6 +85,8 @@ impl Default for ReplicationConfig {
             fetch_on_miss: None,
             compress: true,
             max_syncs: crate::replication::SYNC_SLOTS,
+            anti_entropy: Some(DEFAULT_ANTI_ENTROPY),
+            fault_drop_permille: 0,
         }
     }
 }

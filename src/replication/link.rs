@@ -8,7 +8,7 @@
 //! sync from zero are the same loop, a slow peer costs a cursor instead of a growing queue, and a
 //! key written a thousand times while the peer was away is sent once.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 use hmac::Mac;
@@ -18,14 +18,15 @@ use std::sync::Arc;
 
 use super::codec::{decode, encode};
 use super::message::{
-    COMPRESS_LZ4, CacheChanges, Hello, MAGIC, Message, PROTOCOL_VERSION, Refusal, Resume, Role,
+    COMPRESS_LZ4, CacheChanges, Hello, KeySum, MAGIC, MAX_KEY_BUCKETS, MAX_KEY_SUMS, Message,
+    PROTOCOL_VERSION, Refusal, Resume, Role,
 };
 use super::replica::{Marks, Replica};
 use super::status::{Direction, LinkState, LinkStatus, SyncKind, SyncReport};
 use super::summary::{MAX_SUMMARIES, NodeSummary};
 use super::{HmacSha256, LinkError, Secret};
 use crate::cache::Change;
-use crate::clock::NodeId;
+use crate::clock::{NodeId, Version};
 
 /// Batches sent and not yet acknowledged, at most, when a link comes up. With [`BATCH_BYTES`]
 /// this bounds what a link has in flight toward a peer that does not acknowledge, whatever its
@@ -63,6 +64,12 @@ pub struct LinkConfig {
     /// The node's full syncs and syncs by difference in progress, bounded: every link of the
     /// node shares these.
     pub sync_slots: Arc<SyncSlots>,
+    /// How often the side that dialed a link runs an anti-entropy round on it (`None`: never).
+    pub anti_entropy_ms: Option<u64>,
+    /// Test-only fault: per mille of the parts and fields of merged deltas left out of batches,
+    /// to prove that anti-entropy heals what deltas lose. 0 in every real node.
+    #[doc(hidden)]
+    pub fault_drop_permille: u32,
 }
 
 /// How many full syncs and syncs by difference a node sends at once. When 50 leaves reconnect
@@ -273,8 +280,40 @@ pub struct Link<R: Replica> {
     digest: DigestSync,
     /// Whether this link holds one of the node's sync slots.
     slot: bool,
+    /// Where this link's anti-entropy round stands.
+    ae: AntiEntropy,
     status: LinkStatus,
 }
+
+/// Anti-entropy on one link: the side that dialed compares the two ends' digests (coarse, then
+/// fine where the coarse differ, then key by key in the fine buckets that still differ) and has
+/// both ends send the whole state of every key that differs; joins do the rest. A safety net:
+/// on a healthy tree it finds nothing, and each key it repairs is counted and logged.
+#[derive(Debug)]
+enum AntiEntropy {
+    /// Between rounds (or off: `next_ms` is `u64::MAX`): the next starts at `next_ms`.
+    Idle { next_ms: u64 },
+    /// The peer was asked for its coarse digest.
+    Waiting { started_ms: u64 },
+    /// The peer was asked for the fine sums under the coarse buckets set in `differ`.
+    Refining {
+        started_ms: u64,
+        log2: u8,
+        fine: u8,
+        differ: Vec<u64>,
+        ours: Vec<u32>,
+    },
+    /// The peer was asked for its records in `buckets` (of `2^fine`).
+    Keys {
+        started_ms: u64,
+        fine: u8,
+        buckets: Vec<u32>,
+    },
+}
+
+/// What anti-entropy compares of one record: its version, its digest hash, whether it was
+/// dropped by its holder.
+type Held = (Version, u32, bool);
 
 /// Where a resync without a usable watermark stands.
 #[derive(Debug)]
@@ -337,18 +376,98 @@ fn bucket_of(cache: &str, change: &Change, log2: u8) -> usize {
     (mixed >> (64 - u32::from(log2))) as usize
 }
 
-/// A record's contribution to its bucket's sum: a hash of its cache and its encoding. Two nodes
-/// hold the same records in a bucket when the sums agree (but for a 2^-32 chance).
-fn record_hash(cache: &str, change: &Change, scratch: &mut Vec<u8>) -> u32 {
-    scratch.clear();
-    let encoded = postcard::to_io(change, &mut *scratch).is_ok();
+/// A record's contribution to its bucket's sum. Two nodes hold the same records in a bucket when
+/// the sums agree (but for a 2^-32 chance).
+///
+/// A string's record (a value, a tombstone, a dropped version) is hashed by its cache, key and
+/// version: a version names one write, so a copy evicted or expired at one node and held at
+/// another is no difference. A merged state is hashed whole (registers, parts, fields, the TTL
+/// register and the expiry), leaving out the marks that are the sender's own: two states under
+/// one version may differ, and that is what the digest must see.
+fn record_hash(cache: &str, change: &mut Change, scratch: &mut Vec<u8>) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(cache.as_bytes());
     h.update(&[0xff]);
+    scratch.clear();
+    let encoded = match change {
+        Change::Merge(m) => {
+            m.complete = true;
+            m.partial = false;
+            postcard::to_io(&**m, &mut *scratch).is_ok()
+        }
+        other => {
+            if let Some(key) = other.key() {
+                h.update(key);
+            }
+            postcard::to_io(&other.version(), &mut *scratch).is_ok()
+        }
+    };
     if encoded {
         h.update(scratch);
     }
     h.finalize()
+}
+
+/// Which coarse buckets of `2^log2` differ: this node's fine sums `ours`, summed by prefix,
+/// against the peer's coarse `sums` (whose length the caller checked). A bitmap, and how many.
+fn coarse_differ(ours: &[u32], log2: u8, fine: u8, sums: &[u8]) -> (Vec<u64>, u64) {
+    let split = fine - log2;
+    let mut differ = vec![0u64; (1usize << log2).div_ceil(64)];
+    let mut differing = 0u64;
+    for (b, (group, theirs)) in ours.chunks(1 << split).zip(sums_of(sums)).enumerate() {
+        let mine = group.iter().fold(0u32, |a, s| a.wrapping_add(*s));
+        if mine != theirs {
+            differ[b / 64] |= 1 << (b % 64);
+            differing += 1;
+        }
+    }
+    (differ, differing)
+}
+
+/// A bitmap of `2^log2` buckets as [`Message::DigestRefine`] carries it.
+fn bitmap_bytes(differ: &[u64], log2: u8) -> Bytes {
+    let mut buckets = vec![0u8; (1usize << log2) / 8];
+    for (b, byte) in buckets.iter_mut().enumerate() {
+        *byte = (differ[b / 8] >> ((b % 8) * 8)) as u8;
+    }
+    buckets.into()
+}
+
+/// Which fine buckets of `2^fine` differ: under each coarse bucket set in `coarse`, this node's
+/// fine sums `ours` against the peer's answer `sums`.
+///
+/// # Errors
+/// [`LinkError::Protocol`] if `sums` is not one sum per fine bucket asked for.
+fn fine_differ(
+    ours: &[u32],
+    log2: u8,
+    fine: u8,
+    coarse: &[u64],
+    sums: &[u8],
+) -> Result<Vec<u64>, LinkError> {
+    let split = fine - log2;
+    let asked: u32 = coarse.iter().map(|w| w.count_ones()).sum();
+    if sums.len() != (asked as usize) << split << 2 {
+        return Err(LinkError::Protocol(format!(
+            "{} bytes of fine sums for {asked} buckets of 2^{split}",
+            sums.len()
+        )));
+    }
+    let mut differ = vec![0u64; (1usize << fine).div_ceil(64)];
+    let mut theirs = sums_of(sums);
+    for c in set_bits(coarse, 1 << log2) {
+        for f in c << split..(c + 1) << split {
+            if theirs.next() != Some(ours[f]) {
+                differ[f / 64] |= 1 << (f % 64);
+            }
+        }
+    }
+    Ok(differ)
+}
+
+/// The buckets set in a bitmap of `n` bits.
+fn set_bits(bits: &[u64], n: usize) -> impl Iterator<Item = usize> + '_ {
+    (0..n).filter(move |b| bits[b / 64] & (1 << (b % 64)) != 0)
 }
 
 /// How many fine buckets a coarse bucket of a digest holds, as a power of two. The first round
@@ -415,6 +534,7 @@ impl<R: Replica> Link<R> {
             compression: if config.compress { COMPRESS_LZ4 } else { 0 },
         });
         let status = LinkStatus::new(id, direction, address);
+        let anti_entropy_ms = config.anti_entropy_ms;
         let ping_every_ms = (config.timeout_ms / 4).max(1);
         Link {
             replica,
@@ -444,6 +564,12 @@ impl<R: Replica> Link<R> {
             packing: false,
             digest: DigestSync::Off,
             slot: false,
+            ae: AntiEntropy::Idle {
+                next_ms: match (direction, anti_entropy_ms) {
+                    (Direction::Upstream, Some(every)) => now.saturating_add(every),
+                    _ => u64::MAX,
+                },
+            },
             status: LinkStatus {
                 state: LinkState::Handshaking,
                 ..status
@@ -642,8 +768,24 @@ impl<R: Replica> Link<R> {
                 self.outbox.push_back(Message::DigestFine { sums: answer });
                 Ok(())
             }
+            (Phase::Up, Message::Digest { log2, fine, sums })
+                if !matches!(self.ae, AntiEntropy::Idle { .. }) =>
+            {
+                self.on_ae_digest(log2, fine, &sums)
+            }
             (Phase::Up, Message::Digest { log2, fine, sums }) => self.on_digest(log2, fine, &sums),
+            (Phase::Up, Message::DigestFine { sums })
+                if matches!(self.ae, AntiEntropy::Refining { .. }) =>
+            {
+                self.on_ae_fine(&sums)
+            }
             (Phase::Up, Message::DigestFine { sums }) => self.on_fine_digest(&sums),
+            (Phase::Up, Message::KeysRequest { fine, buckets }) => {
+                let answer = self.key_sums(fine, &buckets)?;
+                self.outbox.push_back(Message::Keys { caches: answer });
+                Ok(())
+            }
+            (Phase::Up, Message::Keys { caches }) => self.on_keys(caches),
             (Phase::Up, Message::Want { cache, keys }) => {
                 for key in keys.iter().take(MAX_WANTED) {
                     self.replica.resend(&cache, key);
@@ -718,7 +860,19 @@ impl<R: Replica> Link<R> {
     /// Calls `add(bucket, hash)` for each of this node's records up to `upto`, with its bucket of
     /// `2^log2`.
     fn digest_scan(&self, log2: u8, upto: u64, mut add: impl FnMut(usize, u32)) {
-        let (mut after, mut scratch) = (0, Vec::new());
+        let mut scratch = Vec::new();
+        self.scan_records(upto, |cache, change| {
+            add(
+                bucket_of(cache, change, log2),
+                record_hash(cache, change, &mut scratch),
+            );
+        });
+    }
+
+    /// Calls `f(cache, record)` for each of this node's records up to `upto`, whole (every
+    /// record a full sync would send, read the same way).
+    fn scan_records(&self, upto: u64, mut f: impl FnMut(&str, &mut Change)) {
+        let mut after = 0;
         while after < upto {
             let (mut records, mut reached, _) =
                 (self.replica).changes(after, upto, 0, 4096, 1 << 20, u32::MAX);
@@ -730,15 +884,226 @@ impl<R: Replica> Link<R> {
                     (self.replica).changes(after, upto, 0, usize::MAX, usize::MAX, u32::MAX);
                 reached = upto;
             }
-            for (index, change) in &records {
-                let cache = self.replica.cache_name(*index);
-                add(
-                    bucket_of(cache, change, log2),
-                    record_hash(cache, change, &mut scratch),
-                );
+            for (index, change) in &mut records {
+                f(self.replica.cache_name(*index), change);
             }
             after = reached;
         }
+    }
+
+    /// This node's records in the fine buckets `buckets` (ascending) of `2^fine`, with what
+    /// anti-entropy compares of each, at most [`MAX_KEY_SUMS`].
+    fn records_in(&self, fine: u8, buckets: &[u32]) -> Vec<(String, Bytes, Held)> {
+        let mut out = Vec::new();
+        let mut scratch = Vec::new();
+        self.scan_records(self.replica.current_seq(), |cache, change| {
+            let b = bucket_of(cache, change, fine) as u32;
+            if out.len() >= MAX_KEY_SUMS || buckets.binary_search(&b).is_err() {
+                return;
+            }
+            let Some(key) = change.key().cloned() else {
+                return;
+            };
+            let dropped = matches!(change, Change::Invalidate { .. });
+            let version = change.version();
+            let hash = record_hash(cache, change, &mut scratch);
+            out.push((cache.to_string(), key, (version, hash, dropped)));
+        });
+        out
+    }
+
+    /// Starts an anti-entropy round if one is due, this link is caught up and a sync slot is free.
+    fn start_anti_entropy(&mut self, now: u64) {
+        let AntiEntropy::Idle { next_ms } = self.ae else {
+            return;
+        };
+        if now < next_ms
+            || self.phase != Phase::Up
+            || self.sync.is_some()
+            || !matches!(self.digest, DigestSync::Off)
+            || !self.inflight.is_empty()
+            || self.cursor < self.replica.current_seq()
+        {
+            return;
+        }
+        if !self.config.sync_slots.try_take() {
+            self.ae = AntiEntropy::Idle {
+                next_ms: now + SLOT_RETRY_MS,
+            };
+            return;
+        }
+        self.slot = true;
+        let (records, _) = self.replica.pending(0, self.replica.current_seq());
+        self.outbox.push_back(Message::DigestRequest { records });
+        self.ae = AntiEntropy::Waiting { started_ms: now };
+    }
+
+    /// Ends the round: the slot goes back, the next round is due an interval from now.
+    fn end_anti_entropy(&mut self) {
+        self.release_slot();
+        self.status.antientropy_rounds += 1;
+        let every = self.config.anti_entropy_ms.unwrap_or(u64::MAX);
+        self.ae = AntiEntropy::Idle {
+            next_ms: self.replica.now_ms().saturating_add(every),
+        };
+    }
+
+    /// Anti-entropy's coarse round answered: compare, and ask for the fine sums where it differs.
+    fn on_ae_digest(&mut self, log2: u8, fine: u8, sums: &[u8]) -> Result<(), LinkError> {
+        let AntiEntropy::Waiting { started_ms } = self.ae else {
+            return Err(LinkError::Protocol("a digest nobody asked for".into()));
+        };
+        if log2 == 0 && fine == 0 && sums.is_empty() {
+            // The peer holds nothing: nothing it holds differs (what it lacks is not ours to know).
+            self.end_anti_entropy();
+            return Ok(());
+        }
+        if !digest_shape_ok(log2, fine) || sums.len() != 4 << log2 {
+            return Err(LinkError::Protocol(format!(
+                "a digest of {} bytes for 2^{log2} buckets (2^{fine} fine)",
+                sums.len()
+            )));
+        }
+        let ours = self.digest_sums(fine, self.replica.current_seq());
+        let (differ, differing) = coarse_differ(&ours, log2, fine, sums);
+        if differing == 0 {
+            self.end_anti_entropy();
+            return Ok(());
+        }
+        self.outbox.push_back(Message::DigestRefine {
+            log2,
+            fine,
+            buckets: bitmap_bytes(&differ, log2),
+        });
+        self.ae = AntiEntropy::Refining {
+            started_ms,
+            log2,
+            fine,
+            differ,
+            ours,
+        };
+        Ok(())
+    }
+
+    /// Anti-entropy's fine round answered: ask for the records of the fine buckets that differ.
+    fn on_ae_fine(&mut self, sums: &[u8]) -> Result<(), LinkError> {
+        let AntiEntropy::Refining {
+            started_ms,
+            log2,
+            fine,
+            differ,
+            ours,
+        } = std::mem::replace(&mut self.ae, AntiEntropy::Idle { next_ms: u64::MAX })
+        else {
+            return Err(LinkError::Protocol("fine sums nobody asked for".into()));
+        };
+        let bits = fine_differ(&ours, log2, fine, &differ, sums)?;
+        let mut buckets: Vec<u32> = set_bits(&bits, 1 << fine).map(|b| b as u32).collect();
+        buckets.truncate(MAX_KEY_BUCKETS);
+        if buckets.is_empty() {
+            self.end_anti_entropy();
+            return Ok(());
+        }
+        self.outbox.push_back(Message::KeysRequest {
+            fine,
+            buckets: buckets.clone(),
+        });
+        self.ae = AntiEntropy::Keys {
+            started_ms,
+            fine,
+            buckets,
+        };
+        Ok(())
+    }
+
+    /// The answer to a [`Message::KeysRequest`].
+    fn key_sums(&self, fine: u8, buckets: &[u32]) -> Result<Vec<(String, Vec<KeySum>)>, LinkError> {
+        if !(DIGEST_MIN_LOG2..=DIGEST_MAX_LOG2).contains(&fine)
+            || buckets.len() > MAX_KEY_BUCKETS
+            || buckets.windows(2).any(|w| w[0] >= w[1])
+            || buckets.last().is_some_and(|&b| b >> fine != 0)
+        {
+            return Err(LinkError::Protocol(format!(
+                "a request for the keys of {} buckets of 2^{fine}",
+                buckets.len()
+            )));
+        }
+        let mut caches: Vec<(String, Vec<KeySum>)> = Vec::new();
+        for (cache, key, (version, hash, dropped)) in self.records_in(fine, buckets) {
+            let sum = KeySum {
+                key,
+                version,
+                hash,
+                dropped,
+            };
+            match caches.iter_mut().find(|(c, _)| *c == cache) {
+                Some((_, sums)) => sums.push(sum),
+                None => caches.push((cache, vec![sum])),
+            }
+        }
+        Ok(caches)
+    }
+
+    /// Anti-entropy's last round: the peer's records where the digests differ, key by key. Each
+    /// key both ends hold differently — another version, or the same version with another
+    /// content (a string dropped at one end hashes as its live copy does, a merged state does
+    /// not) — is sent whole by both ends (ours on every link, the peer's asked for with `Want`),
+    /// and joins settle it. A key only one end holds is no difference: the other dropped and
+    /// forgot it, or never needed it. Counted as repairs: the keys neither end dropped, whose
+    /// versions are older than a connection timeout before the round (a newer one may still be
+    /// on its way).
+    fn on_keys(&mut self, theirs: Vec<(String, Vec<KeySum>)>) -> Result<(), LinkError> {
+        let AntiEntropy::Keys {
+            started_ms,
+            fine,
+            buckets,
+        } = std::mem::replace(&mut self.ae, AntiEntropy::Idle { next_ms: u64::MAX })
+        else {
+            return Err(LinkError::Protocol("keys nobody asked for".into()));
+        };
+        if theirs.iter().map(|(_, k)| k.len()).sum::<usize>() > MAX_KEY_SUMS {
+            return Err(LinkError::Protocol("more keys than a round lists".into()));
+        }
+        let ours: HashMap<(String, Bytes), Held> = self
+            .records_in(fine, &buckets)
+            .into_iter()
+            .map(|(c, k, held)| ((c, k), held))
+            .collect();
+        // A change made within a connection timeout of the round may still be on its way: it is
+        // sent again, but not counted as a repair.
+        let settled =
+            |v: Version| v.ts.physical_ms().saturating_add(self.config.timeout_ms) < started_ms;
+        for (cache, sums) in theirs {
+            let mut wanted = Vec::new();
+            for sum in sums {
+                let Some(&(version, hash, dropped)) = ours.get(&(cache.clone(), sum.key.clone()))
+                else {
+                    continue;
+                };
+                if version == sum.version && hash == sum.hash {
+                    continue;
+                }
+                // A merged state one end dropped by itself (evicted, expired) at the version the
+                // other holds live is sent back whole: states under one version may differ, and
+                // the dropped copy must not stand between two that do. Not counted: eviction is
+                // no fault.
+                if !dropped && !sum.dropped && settled(version) && settled(sum.version) {
+                    self.status.antientropy_repairs += 1;
+                    self.replica
+                        .repaired(&cache, &sum.key, version, sum.version);
+                }
+                self.replica.resend(&cache, &sum.key);
+                wanted.push(sum.key);
+            }
+            for keys in wanted.chunks(MAX_WANTED) {
+                self.outbox.push_back(Message::Want {
+                    cache: cache.clone(),
+                    keys: keys.to_vec(),
+                });
+            }
+        }
+        self.end_anti_entropy();
+        Ok(())
     }
 
     /// The peer's coarse digest: compare it with this node's. Where no coarse bucket differs,
@@ -766,16 +1131,7 @@ impl<R: Replica> Link<R> {
         }
         // This node's fine sums, read once: the coarse ones are their sums by prefix.
         let ours = self.digest_sums(fine, target);
-        let split = fine - log2;
-        let mut differ = vec![0u64; (1usize << log2).div_ceil(64)];
-        let mut differing = 0u64;
-        for (b, (group, theirs)) in ours.chunks(1 << split).zip(sums_of(sums)).enumerate() {
-            let mine = group.iter().fold(0u32, |a, s| a.wrapping_add(*s));
-            if mine != theirs {
-                differ[b / 64] |= 1 << (b % 64);
-                differing += 1;
-            }
-        }
+        let (differ, differing) = coarse_differ(&ours, log2, fine, sums);
         info!(
             link = self.id,
             buckets = 1u64 << log2,
@@ -790,14 +1146,10 @@ impl<R: Replica> Link<R> {
             };
             return Ok(());
         }
-        let mut buckets = vec![0u8; (1usize << log2) / 8];
-        for (b, byte) in buckets.iter_mut().enumerate() {
-            *byte = (differ[b / 8] >> ((b % 8) * 8)) as u8;
-        }
         self.outbox.push_back(Message::DigestRefine {
             log2,
             fine,
-            buckets: buckets.into(),
+            buckets: bitmap_bytes(&differ, log2),
         });
         self.digest = DigestSync::Refining {
             log2,
@@ -822,25 +1174,12 @@ impl<R: Replica> Link<R> {
         else {
             return Err(LinkError::Protocol("fine sums nobody asked for".into()));
         };
-        let split = fine - log2;
-        let asked: u32 = coarse.iter().map(|w| w.count_ones()).sum();
-        if sums.len() != (asked as usize) << split << 2 {
-            return Err(LinkError::Protocol(format!(
-                "{} bytes of fine sums for {asked} buckets of 2^{split}",
-                sums.len()
-            )));
-        }
-        let mut differ = vec![0u64; (1usize << fine).div_ceil(64)];
-        let mut differing = 0u64;
-        let mut theirs = sums_of(sums);
-        for c in (0..1usize << log2).filter(|c| coarse[c / 64] & (1 << (c % 64)) != 0) {
-            for f in c << split..(c + 1) << split {
-                if theirs.next() != Some(ours[f]) {
-                    differ[f / 64] |= 1 << (f % 64);
-                    differing += 1;
-                }
-            }
-        }
+        let differ = fine_differ(&ours, log2, fine, &coarse, sums)?;
+        let differing: u64 = differ.iter().map(|w| u64::from(w.count_ones())).sum();
+        let (split, asked) = (
+            fine - log2,
+            coarse.iter().map(|w| w.count_ones()).sum::<u32>(),
+        );
         info!(
             link = self.id,
             buckets = u64::from(asked) << split,
@@ -853,6 +1192,53 @@ impl<R: Replica> Link<R> {
             target,
         };
         Ok(())
+    }
+
+    /// The test-only fault of [`LinkConfig::fault_drop_permille`]: a merged change of the live
+    /// stream (not of a resync) loses that share of its parts or fields, picked by a hash of the
+    /// link, the cursor, the key and the part, so that a seeded run replays.
+    fn fault(&self, change: Change) -> Change {
+        let permille = self.config.fault_drop_permille;
+        let Change::Merge(mut m) = change else {
+            return change;
+        };
+        if permille == 0 || self.since == 0 {
+            return Change::Merge(m);
+        }
+        let (id, cursor) = (self.id, self.cursor);
+        let dropped = |what: &[u8]| {
+            let mut h = crc32fast::Hasher::new();
+            h.update(&id.to_le_bytes());
+            h.update(&cursor.to_le_bytes());
+            h.update(&m.key);
+            h.update(what);
+            h.finalize() % 1000 < permille
+        };
+        let body = match &m.body {
+            crate::cache::merge::Body::Counter { register, parts } => {
+                crate::cache::merge::Body::Counter {
+                    register: register.clone(),
+                    parts: parts
+                        .iter()
+                        .filter(|p| !dropped(&p.run.to_le_bytes()))
+                        .cloned()
+                        .collect(),
+                }
+            }
+            crate::cache::merge::Body::Hash { reset, fields } => crate::cache::merge::Body::Hash {
+                reset: *reset,
+                fields: fields
+                    .iter()
+                    .filter(|(name, _)| !dropped(name))
+                    .cloned()
+                    .collect(),
+            },
+        };
+        if body != m.body {
+            m.body = body;
+            m.complete = false;
+        }
+        Change::Merge(m)
     }
 
     /// The message inside a [`Message::Packed`]: its announced length checked against the frame
@@ -1296,6 +1682,7 @@ impl<R: Replica> Link<R> {
                         changes: Vec::new(),
                     });
                 }
+                let change = self.fault(change);
                 if let Some(group) = caches.last_mut() {
                     group.changes.push(fit_in_frame(change, max_frame));
                 }
@@ -1316,6 +1703,7 @@ impl<R: Replica> Link<R> {
     pub fn tick(&mut self) -> Result<(), LinkError> {
         self.start_sync_if_free();
         let now = self.replica.now_ms();
+        self.start_anti_entropy(now);
         let timeout = self.config.timeout_ms;
         if now.saturating_sub(self.last_recv_ms) >= timeout {
             let e = LinkError::Timeout { ms: timeout };
@@ -1339,7 +1727,10 @@ impl<R: Replica> Link<R> {
             // Look for a free sync slot again soon.
             return next.min(self.replica.now_ms() + SLOT_RETRY_MS);
         }
-        next
+        match self.ae {
+            AntiEntropy::Idle { next_ms } => next.min(next_ms),
+            _ => next,
+        }
     }
 
     /// Starts a clean close: every change applied here so far is queued for the peer, then a
@@ -1445,5 +1836,7 @@ fn name_of(m: &Message) -> &'static str {
         Message::Digest { .. } => "digest",
         Message::DigestRefine { .. } => "digest refinement",
         Message::DigestFine { .. } => "fine digest",
+        Message::KeysRequest { .. } => "keys request",
+        Message::Keys { .. } => "keys",
     }
 }

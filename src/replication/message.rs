@@ -20,8 +20,9 @@ pub const MAGIC: u32 = 0x1EAF_CA5E;
 /// tree's summaries). 5: adds [`Hello::compression`] and [`Message::Packed`]. 6: adds
 /// [`Message::DigestRequest`] and [`Message::Digest`] (resync by difference). 7: the digest in two
 /// rounds, coarse then fine where the coarse differs ([`Message::DigestRefine`],
-/// [`Message::DigestFine`]).
-pub const PROTOCOL_VERSION: u16 = 7;
+/// [`Message::DigestFine`]). 8: anti-entropy ([`Message::KeysRequest`], [`Message::Keys`]); the
+/// digest hashes a string record by its key and version only, and a merged state whole.
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// [`Hello::compression`]: the sender reads [`Message::Packed`] frames compressed with LZ4.
 pub const COMPRESS_LZ4: u8 = 1;
@@ -146,6 +147,41 @@ pub enum Message {
         /// The sums, coarse bucket after coarse bucket.
         sums: Bytes,
     },
+    /// Anti-entropy's third round: the fine buckets whose sums still differ, for the receiver to
+    /// list what it holds there, key by key.
+    KeysRequest {
+        /// The fine buckets, as a power of two (as in the digest compared).
+        fine: u8,
+        /// The buckets, ascending; at most [`MAX_KEY_BUCKETS`].
+        buckets: Vec<u32>,
+    },
+    /// The answer to [`Message::KeysRequest`]: every record the sender holds in those buckets,
+    /// as the key's version and the hash of its whole content; at most [`MAX_KEY_SUMS`].
+    Keys {
+        /// Per cache, its records.
+        caches: Vec<(String, Vec<KeySum>)>,
+    },
+}
+
+/// The most buckets one [`Message::KeysRequest`] asks for.
+pub const MAX_KEY_BUCKETS: usize = 4_096;
+
+/// The most records one [`Message::Keys`] lists; a round that finds more differing keys
+/// repairs these and leaves the rest to the next round.
+pub const MAX_KEY_SUMS: usize = 16_384;
+
+/// One record, as anti-entropy compares it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySum {
+    /// The key.
+    pub key: Bytes,
+    /// Its version (a merged state's newest).
+    pub version: crate::clock::Version,
+    /// The hash the digest gave the record (its whole content for a merged state).
+    pub hash: u32,
+    /// Whether the sender dropped the key by itself (evicted, expired, too large): a copy of it at
+    /// this version elsewhere is no difference.
+    pub dropped: bool,
 }
 
 /// Who a node is, as it introduces itself on a new link.

@@ -69,6 +69,17 @@ pub trait Replica {
     }
     /// The live entry of `key` in `cache`, as a `Set` (or a whole `Merge`).
     fn peek(&self, cache: &str, key: &[u8]) -> Option<Change>;
+    /// Anti-entropy found `key` of `cache` held at `ours` here and differently at the peer
+    /// (`theirs`): a difference that replication left behind. Counted and logged by the node.
+    fn repaired(
+        &self,
+        cache: &str,
+        key: &[u8],
+        ours: crate::clock::Version,
+        theirs: crate::clock::Version,
+    ) {
+        let _ = (cache, key, ours, theirs);
+    }
 }
 
 impl Replica for Caches {
@@ -142,6 +153,25 @@ impl Replica for Caches {
     fn resend(&self, cache: &str, key: &[u8]) {
         if let Some(c) = self.get(cache) {
             c.resend(key);
+        }
+    }
+
+    fn repaired(
+        &self,
+        cache: &str,
+        key: &[u8],
+        ours: crate::clock::Version,
+        theirs: crate::clock::Version,
+    ) {
+        tracing::warn!(
+            cache,
+            key = %String::from_utf8_lossy(key),
+            ours = ?ours,
+            theirs = ?theirs,
+            "anti-entropy repairs a key that replication left different"
+        );
+        if let Some(c) = self.get(cache) {
+            c.note_repair();
         }
     }
 

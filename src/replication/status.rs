@@ -122,6 +122,12 @@ pub struct LinkStatus {
     pub delta_syncs: u64,
     /// Syncs by difference sent on this link (no usable watermark, digests compared).
     pub digest_syncs: u64,
+    /// Anti-entropy rounds this end ran on the link (the side that dialed runs them).
+    #[serde(default)]
+    pub antientropy_rounds: u64,
+    /// Keys those rounds found different at both ends and had sent whole again.
+    #[serde(default)]
+    pub antientropy_repairs: u64,
     /// The latest resync sent, in progress or done.
     pub sync: Option<SyncReport>,
 }
@@ -154,6 +160,8 @@ impl LinkStatus {
             full_syncs: 0,
             digest_syncs: 0,
             delta_syncs: 0,
+            antientropy_rounds: 0,
+            antientropy_repairs: 0,
             sync: None,
         }
     }
@@ -191,6 +199,8 @@ impl LinkStatus {
         self.full_syncs += before.full_syncs;
         self.digest_syncs += before.digest_syncs;
         self.delta_syncs += before.delta_syncs;
+        self.antientropy_rounds += before.antientropy_rounds;
+        self.antientropy_repairs += before.antientropy_repairs;
         if self.sync.is_none() {
             self.sync.clone_from(&before.sync);
         }

@@ -116,12 +116,14 @@ pub(crate) fn info(node: &Node, db: usize, sections: &[String], clients: &[(&str
             total.misses += s.misses;
             total.evictions += s.evictions;
             total.expirations += s.expirations;
+            total.antientropy_repairs += s.antientropy_repairs;
         }
         let _ = write!(
             out,
             "# Stats\r\ntotal_connections_received:{}\r\nrejected_connections:{}\r\n\
              total_commands_processed:{}\r\nprotocol_errors:{}\r\nkeyspace_hits:{}\r\n\
-             keyspace_misses:{}\r\nevicted_keys:{}\r\nexpired_keys:{}\r\n\r\n",
+             keyspace_misses:{}\r\nevicted_keys:{}\r\nexpired_keys:{}\r\n\
+             leafcache_antientropy_repairs:{}\r\n\r\n",
             stats.connections_received.load(Ordering::Relaxed),
             stats.connections_rejected.load(Ordering::Relaxed),
             stats.commands.load(Ordering::Relaxed),
@@ -130,6 +132,7 @@ pub(crate) fn info(node: &Node, db: usize, sections: &[String], clients: &[(&str
             total.misses,
             total.evictions,
             total.expirations,
+            total.antientropy_repairs,
         );
     }
     if wants("replication") {
@@ -287,7 +290,7 @@ pub(crate) fn prometheus(node: &Node) -> String {
     let mut f = Family { out: &mut out };
     let caches: Vec<(&Cache, crate::cache::CacheStats)> =
         node.caches().iter().map(|c| (c, c.stats())).collect();
-    let cache_metrics: [Metric<crate::cache::CacheStats>; 10] = [
+    let cache_metrics: [Metric<crate::cache::CacheStats>; 11] = [
         (
             "load_misses_total",
             "counter",
@@ -314,6 +317,12 @@ pub(crate) fn prometheus(node: &Node) -> String {
             "counter",
             "Entries removed because they expired.",
             |s| s.expirations,
+        ),
+        (
+            "antientropy_repairs_total",
+            "counter",
+            "Keys anti-entropy found different at a peer and sent whole again (0 on a healthy tree).",
+            |s| s.antientropy_repairs,
         ),
         (
             "loads_total",

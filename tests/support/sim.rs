@@ -107,6 +107,17 @@ pub struct Sim {
     /// A runtime the persisting nodes are built in (never driven: their op logs are written by
     /// the writes themselves, with `Flush::Always`, or not at all).
     runtime: tokio::runtime::Runtime,
+    options: Options,
+}
+
+/// What a simulation's nodes run with beyond the defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Anti-entropy on every link at this interval (off by default: the stories are about what
+    /// replication does by itself).
+    pub anti_entropy: Option<Duration>,
+    /// The test-only fault: per mille of merged deltas' parts and fields left out of batches.
+    pub fault_permille: u32,
 }
 
 impl Drop for Sim {
@@ -133,14 +144,19 @@ impl Sim {
     /// A random tree of 2 to `max` nodes (relays included), each node with a clock of its own —
     /// offset up to ±400 ms, drifting up to ±2,000 ppm — and, in a quarter of the runs, a root.
     pub fn random(seed: u64, max: usize) -> Sim {
+        Sim::random_with(seed, max, Options::default())
+    }
+
+    /// [`random`](Self::random), its nodes run with `options`.
+    pub fn random_with(seed: u64, max: usize, options: Options) -> Sim {
         let (mut rng, parents) = random_tree(seed, max);
         let persist = rng.random_bool(0.25);
-        Sim::with(
+        Sim::with_options(
             seed,
             &parents,
-            true,
-            persist,
+            (true, persist),
             leafcache::replication::BATCH_RECORDS,
+            options,
         )
     }
 
@@ -240,6 +256,22 @@ impl Sim {
         persist: bool,
         batch_records: usize,
     ) -> Sim {
+        Sim::with_options(
+            seed,
+            parents,
+            (skew, persist),
+            batch_records,
+            Options::default(),
+        )
+    }
+
+    fn with_options(
+        seed: u64,
+        parents: &[Option<usize>],
+        (skew, persist): (bool, bool),
+        batch_records: usize,
+        options: Options,
+    ) -> Sim {
         let start_ms = 1_700_000_000_000;
         let clock = ManualClock::new(start_ms);
         let mut rng = StdRng::seed_from_u64(seed);
@@ -297,6 +329,7 @@ impl Sim {
             runtime: tokio::runtime::Builder::new_current_thread()
                 .build()
                 .unwrap(),
+            options,
         };
         for i in 0..parents.len() {
             if persist {
@@ -337,7 +370,9 @@ impl Sim {
             .clock(self.clocks[i].clock.clone())
             .default_cache(self.config.clone())
             .batch_records(self.batch_records)
-            .connection_timeout(self.timeout);
+            .connection_timeout(self.timeout)
+            .anti_entropy(self.options.anti_entropy)
+            .fault_drop_merged_parts(self.options.fault_permille);
         let _runtime = self.runtime.enter();
         if let Some(disk) = &self.disks[i] {
             b = b.root(&disk.root).snapshot_interval("1h").flush(disk.flush);
@@ -564,6 +599,14 @@ impl Sim {
                 self.trace_tail()
             ),
             Err(e) => self.link_error(l, e),
+        }
+    }
+
+    /// Moves time on by `by` and lets every link's timers run (anti-entropy rounds among them).
+    pub fn tick_all(&mut self, by: Duration) {
+        self.advance(by);
+        for l in 0..self.links.len() {
+            self.tick(l);
         }
     }
 
