@@ -734,7 +734,7 @@ async fn anti_entropy_heals_a_lossy_link_over_tcp() {
         .secret("s3cret")
         .remote_address(addr(&hub))
         .connection_timeout("300ms")
-        .anti_entropy(Some(Duration::from_millis(700)))
+        .anti_entropy(Some(Duration::from_secs(2)))
         .fault_drop_merged_parts(500)
         .build()
         .unwrap();

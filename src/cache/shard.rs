@@ -804,7 +804,7 @@ impl Shard {
                 (Some(Merged::Counter(_)), Target::Counter) | (Some(Merged::Hash(_)), Target::Hash)
             )
         {
-            return self.change_in_place(k, grow, seq, now, f);
+            return self.change_in_place(k, grow, (version, seq), now, f);
         }
         let (mut state, mut expires_at) = match self.store.live(k) {
             Some(i) => {
@@ -842,6 +842,12 @@ impl Shard {
             }
         };
         let out = f(&mut state, &mut expires_at)?;
+        if !state.exists() {
+            // Gone (a counter deleted, a hash's last field removed): a key written again later
+            // has no expiry, as in Redis. A write of the expiry register, at this change.
+            state.set_ttl(version, seq, LOCAL);
+            expires_at = NEVER;
+        }
         let size = entry_size(k.len(), state.bytes());
         if size > self.limits.max_entry {
             let limit = self.limits.max_entry;
@@ -858,7 +864,7 @@ impl Shard {
         &mut self,
         k: &[u8],
         grow: usize,
-        seq: u64,
+        (version, seq): (Version, u64),
         now: u64,
         f: impl FnOnce(&mut Merged, &mut u64) -> Result<T, E>,
     ) -> Result<T, E> {
@@ -878,6 +884,11 @@ impl Shard {
         };
         let mut at = old_at;
         let out = f(m, &mut at)?;
+        if !m.exists() {
+            // As in `change_merged`: a key gone has no expiry left for a later write.
+            m.set_ttl(version, seq, LOCAL);
+            at = NEVER;
+        }
         m.set_ttl_at(at);
         if !m.exists() || at <= now {
             // Deleted (a counter's parts kept), or expired by the change: out of the live lists.
