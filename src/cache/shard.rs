@@ -1153,15 +1153,13 @@ impl Shard {
         let expires = m.expires_at.unwrap_or(NEVER);
         let dead = self.store.dead(key);
         // What the key holds, as a merged state to join into (or `None`: take the change whole).
-        let held: Option<(Merged, u64)> = match self.store.live(key) {
+        let held: Option<Merged> = match self.store.live(key) {
             Some(i) => {
                 let e = self.store.at(i);
                 match (e.val(), &m.body) {
                     (Val::Merged(s @ Merged::Counter(_)), Body::Counter { .. })
-                    | (Val::Merged(s @ Merged::Hash(_)), Body::Hash { .. }) => {
-                        Some((s.clone(), e.at))
-                    }
-                    (Val::Str(b), Body::Counter { .. }) => Some((self.counter_of(i, b), e.at)),
+                    | (Val::Merged(s @ Merged::Hash(_)), Body::Hash { .. }) => Some(s.clone()),
+                    (Val::Str(b), Body::Counter { .. }) => Some(self.counter_of(i, b)),
                     // Another type: the newer key wins whole.
                     _ if m.version > self.store.version(i) && m.complete => None,
                     _ => return false,
@@ -1172,16 +1170,14 @@ impl Shard {
                     let e = self.store.at(d);
                     match (e.merged(), &m.body) {
                         (Some(s @ Merged::Counter(_)), Body::Counter { .. })
-                        | (Some(s @ Merged::Hash(_)), Body::Hash { .. }) => {
-                            Some((s.clone(), s.ttl_at()))
-                        }
+                        | (Some(s @ Merged::Hash(_)), Body::Hash { .. }) => Some(s.clone()),
                         _ if e.is_tombstone() => {
                             let target = match m.body {
                                 Body::Counter { .. } => Target::Counter,
                                 Body::Hash { .. } => Target::Hash,
                             };
                             let version = self.store.version(d);
-                            Some((begun(target, version, false, (e.seq, e.source)), NEVER))
+                            Some(begun(target, version, false, (e.seq, e.source)))
                         }
                         // A merged value dropped here comes back whole (one version may name
                         // states that differ in older parts); a dropped string only to a newer one.
@@ -1196,7 +1192,7 @@ impl Shard {
         };
         let seq = stamp();
         let (state, expires_at, changed) = match held {
-            Some((mut state, _)) => {
+            Some(mut state) => {
                 let changed = state.join(&m.body, seq, source).unwrap_or(false);
                 let ttl = state.join_ttl(m.ttl, expires, seq, source);
                 let at = state.ttl_at();

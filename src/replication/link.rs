@@ -408,6 +408,25 @@ fn record_hash(cache: &str, change: &mut Change, scratch: &mut Vec<u8>) -> u32 {
     h.finalize()
 }
 
+/// Whether a peer's coarse [`Message::Digest`] says it holds records (`false`: the empty digest
+/// of a peer holding nothing).
+///
+/// # Errors
+/// [`LinkError::Protocol`] for a digest this node could not have asked for: a shape it never
+/// uses, or not one sum per coarse bucket.
+fn holds_records(log2: u8, fine: u8, sums: &[u8]) -> Result<bool, LinkError> {
+    if log2 == 0 && fine == 0 && sums.is_empty() {
+        return Ok(false);
+    }
+    if !digest_shape_ok(log2, fine) || sums.len() != 4 << log2 {
+        return Err(LinkError::Protocol(format!(
+            "a digest of {} bytes for 2^{log2} buckets (2^{fine} fine)",
+            sums.len()
+        )));
+    }
+    Ok(true)
+}
+
 /// Which coarse buckets of `2^log2` differ: this node's fine sums `ours`, summed by prefix,
 /// against the peer's coarse `sums` (whose length the caller checked). A bitmap, and how many.
 fn coarse_differ(ours: &[u32], log2: u8, fine: u8, sums: &[u8]) -> (Vec<u64>, u64) {
@@ -953,16 +972,10 @@ impl<R: Replica> Link<R> {
         let AntiEntropy::Waiting { started_ms } = self.ae else {
             return Err(LinkError::Protocol("a digest nobody asked for".into()));
         };
-        if log2 == 0 && fine == 0 && sums.is_empty() {
+        if !holds_records(log2, fine, sums)? {
             // The peer holds nothing: nothing it holds differs (what it lacks is not ours to know).
             self.end_anti_entropy();
             return Ok(());
-        }
-        if !digest_shape_ok(log2, fine) || sums.len() != 4 << log2 {
-            return Err(LinkError::Protocol(format!(
-                "a digest of {} bytes for 2^{log2} buckets (2^{fine} fine)",
-                sums.len()
-            )));
         }
         let ours = self.digest_sums(fine, self.replica.current_seq());
         let (differ, differing) = coarse_differ(&ours, log2, fine, sums);
@@ -1114,16 +1127,10 @@ impl<R: Replica> Link<R> {
             return Err(LinkError::Protocol("a digest nobody asked for".into()));
         }
         let target = self.sync.as_ref().map_or(0, |(_, t)| *t);
-        if log2 == 0 && fine == 0 && sums.is_empty() {
+        if !holds_records(log2, fine, sums)? {
             self.digest = DigestSync::Off;
             self.status.full_syncs += 1;
             return Ok(());
-        }
-        if !digest_shape_ok(log2, fine) || sums.len() != 4 << log2 {
-            return Err(LinkError::Protocol(format!(
-                "a digest of {} bytes for 2^{log2} buckets (2^{fine} fine)",
-                sums.len()
-            )));
         }
         self.status.digest_syncs += 1;
         if let Some((report, _)) = &mut self.sync {
