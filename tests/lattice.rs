@@ -32,6 +32,8 @@ enum Step {
     },
     /// Time passes (the HLC of each replica moves on).
     Tick(u8),
+    /// Hours pass: keys given an expiry expire (and may be written again afterwards).
+    Hours(u8),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -48,6 +50,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (r.clone(), key.clone()).prop_map(|(r, k)| Step::Persist(r, k)),
         4 => (r.clone(), r.clone(), any::<bool>()).prop_map(|(from, to, whole)| Step::Deliver { from, to, whole }),
         1 => (1u8..5).prop_map(Step::Tick),
+        1 => (1u8..30).prop_map(Step::Hours),
     ]
 }
 
@@ -74,6 +77,9 @@ impl Replicas {
             .map(|i| {
                 Cache::builder()
                     .maximum_capacity(1_000)
+                    // Dead records kept for the whole history: forgetting one past its
+                    // retention is the bounded-memory rule (it raises the floor), not a join.
+                    .tombstone_ttl(Duration::from_secs(10_000 * 86_400))
                     .node_id(NodeId(i as u128 + 1))
                     .clock(clock.clone())
                     .build()
@@ -138,6 +144,9 @@ impl Replicas {
             }
             Step::Deliver { .. } => {}
             Step::Tick(ms) => self.clock.advance(Duration::from_millis(u64::from(ms))),
+            Step::Hours(h) => self
+                .clock
+                .advance(Duration::from_secs(u64::from(h) * 3_600)),
         }
     }
 
@@ -163,13 +172,19 @@ impl Replicas {
     }
 }
 
-/// A replica's whole contents: key → its record, as a full sync would send it (node-local marks
-/// left out).
-fn contents(c: &Cache) -> BTreeMap<Bytes, Change> {
+/// A replica's whole contents at `now_ms`: key → its record, as a full sync would send it
+/// (node-local marks left out; a string expired but not yet swept as the drop it is).
+fn contents(c: &Cache, now_ms: u64) -> BTreeMap<Bytes, Change> {
     c.changes_since(0, usize::MAX)
         .into_iter()
         .filter_map(|s| {
             let change = match s.change {
+                Change::Set {
+                    key,
+                    version,
+                    expires_at: Some(at),
+                    ..
+                } if at <= now_ms => Change::Invalidate { key, version },
                 Change::Merge(mut m) => {
                     m.complete = true;
                     m.partial = false;
@@ -196,9 +211,9 @@ proptest! {
             r.run(s);
         }
         r.join_all();
-        let first = contents(&r.caches[0]);
+        let first = contents(&r.caches[0], r.clock.now_ms());
         for (i, c) in r.caches.iter().enumerate().skip(1) {
-            let other = contents(c);
+            let other = contents(c, r.clock.now_ms());
             for (key, a) in &first {
                 prop_assert_eq!(Some(a), other.get(key), "key {:?}: replica 0 vs {}", key, i);
             }
@@ -220,10 +235,10 @@ proptest! {
         for s in &steps {
             r.run(s);
         }
-        let before = contents(&r.caches[0]);
+        let before = contents(&r.caches[0], r.clock.now_ms());
         for s in r.caches[0].changes_since(0, usize::MAX) {
             prop_assert!(!r.caches[0].apply_remote(s.change));
         }
-        prop_assert_eq!(before, contents(&r.caches[0]));
+        prop_assert_eq!(before, contents(&r.caches[0], r.clock.now_ms()));
     }
 }

@@ -85,6 +85,15 @@ pub struct Part {
     pub source: u32,
 }
 
+/// Whether copy `a` of a part replaces copy `b` of the same part: the one with more operations.
+/// A run's part only grows, so that is the newer copy; should two copies ever hold as many
+/// operations but differ (a node forgot a deleted key's state past its retention, learned an
+/// older copy of its own part and counted on it), the one with the newer last increment wins,
+/// the same on every node.
+fn part_beats(a: &Part, b: &Part) -> bool {
+    (a.sum.ops, a.version) > (b.sum.ops, b.version)
+}
+
 /// The last write (or delete) of a cell, with the increments it had seen.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Register {
@@ -294,7 +303,7 @@ impl Cell {
                 .parts
                 .binary_search_by_key(&(p.run, p.origin), |q| (q.run, q.origin))
             {
-                Ok(i) if p.sum.ops > self.parts[i].sum.ops => {
+                Ok(i) if part_beats(p, &self.parts[i]) => {
                     self.parts[i].sum = p.sum;
                     self.parts[i].version = p.version;
                     self.parts[i].seq = seq;
@@ -832,6 +841,27 @@ impl Merged {
             Merged::Counter(c) => c.partial = partial,
             Merged::Hash(h) => h.partial = partial,
         }
+    }
+
+    /// A local delete at `version` that saw everything the state holds: every register and
+    /// field written empty, the expiry register written to never. What a write to a key that
+    /// expired does first, so that the key counts from nothing, as in Redis.
+    pub fn forget_all(&mut self, version: Version, seq: u64) {
+        match self {
+            Merged::Counter(c) => {
+                c.cell.write(version, None);
+                c.reg_seq = seq;
+                c.reg_source = 0;
+            }
+            Merged::Hash(h) => {
+                let names: Vec<Bytes> = h.fields.keys().cloned().collect();
+                for name in names {
+                    h.set(name, None, version, seq);
+                }
+            }
+        }
+        self.set_ttl(version, seq, 0);
+        self.set_ttl_at(u64::MAX);
     }
 
     /// Moves every part of the state to `seq`: the next scan of any link sends it whole.

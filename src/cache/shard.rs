@@ -738,20 +738,20 @@ impl Shard {
         let Some(i) = self.store.find(key) else {
             return false;
         };
-        let e = self.store.at(i);
-        if e.is_live() && e.at <= now {
-            return false;
-        }
-        matches!(e.merged(), Some(Merged::Counter(_)))
+        let _ = now;
+        matches!(self.store.at(i).merged(), Some(Merged::Counter(_)))
     }
 
-    /// The merged state `key` holds — live, or a deleted counter's — if it holds one.
+    /// The merged state `key` holds — live, or dead: a deleted counter's or hash's, or one that
+    /// expired — if it holds one.
+    ///
+    /// Dead states are kept so that what arrives later joins the same state here as anywhere,
+    /// and goes on to the other links: a node that dropped a key stands between its neighbours, and
+    /// a stateless record there would stop the state's later changes (its TTL register among
+    /// them) from reaching the nodes beyond it.
     pub fn merged(&self, key: &[u8], now: u64) -> Option<&Merged> {
-        let e = self.store.at(self.store.find(key)?);
-        if e.is_live() && e.at <= now {
-            return None;
-        }
-        e.merged()
+        let _ = now;
+        self.store.at(self.store.find(key)?).merged()
     }
 
     /// A string entry's contents as a counter whose register holds it.
@@ -824,10 +824,17 @@ impl Shard {
                     dead.and_then(|d| self.store.at(d).merged().cloned()),
                     target,
                 ) {
-                    (Some(m @ Merged::Counter(_)), Target::Counter)
-                    | (Some(m @ Merged::Hash(_)), Target::Hash) => {
-                        let at = m.ttl_at();
-                        (m, at)
+                    (Some(mut m @ Merged::Counter(_)), Target::Counter)
+                    | (Some(mut m @ Merged::Hash(_)), Target::Hash) => {
+                        if tombstone.is_none() {
+                            // Expired: the key is gone, as in Redis. This write first deletes
+                            // everything the state held, as a delete that saw it all.
+                            m.forget_all(version, seq);
+                            (m, NEVER)
+                        } else {
+                            let at = m.ttl_at();
+                            (m, at)
+                        }
                     }
                     (_, target) => {
                         let mut m = match tombstone {
@@ -948,8 +955,12 @@ impl Shard {
                 state => (Some(state), seq),
             };
             self.install_dead(key, version, seq, true, now, state);
+        } else if fits {
+            // Expired: dropped, keeping the state, as a live one that expires here does (see
+            // `Shard::merged`).
+            self.install_dead(key, version, seq, false, now, Some(state));
         } else {
-            // Expired already, or too large to hold here.
+            // Too large to hold here.
             self.install_dead(key, version, seq, false, now, None);
         }
     }
@@ -1221,10 +1232,10 @@ impl Shard {
             )
         });
         if state.exists()
-            && (expires_at <= now || !fits)
+            && !fits
             && dead.is_some_and(|(tomb, version, _)| !tomb && version == newest)
         {
-            // Dropped here already, as it would be again.
+            // Dropped here already (too large), as it would be again.
             return false;
         }
         if let Merged::Hash(h) = &state
@@ -1557,7 +1568,7 @@ impl Shard {
     fn expired(&mut self, i: Idx, now: u64) {
         self.counters.expirations += 1;
         self.report(i);
-        self.bury(i, now);
+        self.bury(i, now, true);
     }
 
     /// Removes every record of `key` (entry or dead record, with their log and expiry records) and
@@ -1694,9 +1705,10 @@ impl Shard {
         self.bound_dead();
     }
 
-    /// Turns a live slot (already unaccounted) into a `Gone` record, keeping its version and seq.
-    fn bury(&mut self, i: Idx, now: u64) {
-        self.store.kill(i, false, now);
+    /// Turns a live slot (already unaccounted) into a `Gone` record, keeping its version and seq;
+    /// one that `expired` keeps its merged state (see [`Shard::merged`]).
+    fn bury(&mut self, i: Idx, now: u64, expired: bool) {
+        self.store.kill(i, false, now, expired);
         self.dead_bytes += dead_size(self.store.at(i).key().len());
         self.bound_dead();
     }
@@ -1759,7 +1771,7 @@ impl Shard {
             } else {
                 self.counters.evictions += 1;
             }
-            self.bury(i, now);
+            self.bury(i, now, expired);
         }
     }
 }

@@ -609,15 +609,18 @@ impl Store {
     }
 
     /// Turns a live slot into a dead record in place (same key, version, seq and log place), at
-    /// the back of the dead list, holding nothing but its key.
-    pub fn kill(&mut self, i: Idx, tombstone: bool, since: u64) {
+    /// the back of the dead list, holding nothing but its key — and its merged state, if it has
+    /// one and `keep_merged`.
+    pub fn kill(&mut self, i: Idx, tombstone: bool, since: u64, keep_merged: bool) {
         self.unlink(i);
         let e = &mut self.slots[i as usize];
         let k = e.key_len();
         if e.other.is_none() && e.data.len() > k {
             e.data = Block::concat(e.key(), b"");
         }
-        e.other = None;
+        if !(keep_merged && e.merged().is_some()) {
+            e.other = None;
+        }
         let m = e.meta.get_mut();
         *m = (*m & KEY_MASK) | if tombstone { F_TOMBSTONE } else { 0 };
         e.at = since;
