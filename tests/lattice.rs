@@ -187,7 +187,6 @@ fn contents(c: &Cache, now_ms: u64) -> BTreeMap<Bytes, Change> {
                 } if at <= now_ms => Change::Invalidate { key, version },
                 Change::Merge(mut m) => {
                     m.complete = true;
-                    m.partial = false;
                     Change::Merge(m)
                 }
                 other => other,

@@ -360,8 +360,6 @@ pub struct Counter {
     pub cell: Cell,
     /// The version of the last write of the key's expiry.
     pub ttl: Version,
-    /// Begun here on a key this node held nothing of: peers may hold parts it lacks.
-    pub partial: bool,
     /// Seq and source of the last change of the register.
     pub reg_seq: u64,
     pub reg_source: u32,
@@ -504,8 +502,6 @@ pub struct Hash {
     pub fields: BTreeMap<Bytes, Field>,
     /// The version of the last write of the key's expiry.
     pub ttl: Version,
-    /// Begun here on a key this node held nothing of: peers may hold fields it lacks.
-    pub partial: bool,
     /// Seq and source of the last change of the reset.
     pub reg_seq: u64,
     pub reg_source: u32,
@@ -727,8 +723,8 @@ pub struct Merge {
     pub body: Body,
     /// Whether the body is the sender's whole state of the key, not only what changed.
     pub complete: bool,
-    /// Whether the sender began the key on nothing and may lack parts or fields others hold: a
-    /// receiver holding more sends its whole state back.
+    /// Unused, always `false`: kept so that changes recorded on disk by earlier versions still
+    /// read (the "began on nothing" mark it carried decided nothing; joins converge without it).
     pub partial: bool,
 }
 
@@ -824,22 +820,6 @@ impl Merged {
         match self {
             Merged::Counter(c) => c.ttl_at = at,
             Merged::Hash(h) => h.ttl_at = at,
-        }
-    }
-
-    /// Whether the key was begun here on nothing.
-    pub fn partial(&self) -> bool {
-        match self {
-            Merged::Counter(c) => c.partial,
-            Merged::Hash(h) => h.partial,
-        }
-    }
-
-    /// Clears or sets the partial mark.
-    pub fn set_partial(&mut self, partial: bool) {
-        match self {
-            Merged::Counter(c) => c.partial = partial,
-            Merged::Hash(h) => h.partial = partial,
         }
     }
 
@@ -943,7 +923,6 @@ impl Merged {
                 Merged::Counter(Box::new(Counter {
                     cell,
                     ttl,
-                    partial: false,
                     reg_seq: seq,
                     reg_source: source,
                     ttl_seq: seq,
@@ -956,7 +935,6 @@ impl Merged {
                     reset: ORIGIN,
                     fields: BTreeMap::new(),
                     ttl,
-                    partial: false,
                     reg_seq: seq,
                     reg_source: source,
                     ttl_seq: seq,
@@ -1203,7 +1181,6 @@ mod tests {
             reset: ORIGIN,
             fields: BTreeMap::new(),
             ttl: ORIGIN,
-            partial: false,
             reg_seq: 0,
             reg_source: 0,
             ttl_seq: 0,

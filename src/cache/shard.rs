@@ -328,20 +328,14 @@ pub enum Target {
 }
 
 /// A state of `target`'s type holding nothing: on a key whose last change was a delete at
-/// `reset`, or (`partial`) on a key this node knows nothing of.
+/// `reset`, or ([`ORIGIN`]) on a key this node knows nothing of.
 /// The tombstone's seq and source become the state's register's: a tombstone not yet sent goes
 /// out as the register of what replaces it.
-fn begun(
-    target: Target,
-    reset: Version,
-    partial: bool,
-    (reg_seq, reg_source): (u64, u32),
-) -> Merged {
+fn begun(target: Target, reset: Version, (reg_seq, reg_source): (u64, u32)) -> Merged {
     match target {
         Target::Counter => Merged::Counter(Box::new(Counter {
             cell: Cell::written(reset, None),
             ttl: ORIGIN,
-            partial,
             reg_seq,
             reg_source,
             ttl_seq: 0,
@@ -352,7 +346,6 @@ fn begun(
             reset,
             fields: std::collections::BTreeMap::new(),
             ttl: ORIGIN,
-            partial,
             reg_seq,
             reg_source,
             ttl_seq: 0,
@@ -381,7 +374,7 @@ fn merge_change(
         expires_at: (expires_at != NEVER).then_some(expires_at),
         body,
         complete,
-        partial: m.partial(),
+        partial: false,
     })))
 }
 
@@ -761,7 +754,6 @@ impl Shard {
         Merged::Counter(Box::new(Counter {
             cell: Cell::written(version, Some(Bytes::copy_from_slice(b))),
             ttl: version,
-            partial: false,
             reg_seq: e.seq,
             reg_source: e.source,
             ttl_seq: e.seq,
@@ -838,8 +830,8 @@ impl Shard {
                     }
                     (_, target) => {
                         let mut m = match tombstone {
-                            Some((version, seq)) => begun(target, version, false, seq),
-                            None => begun(target, ORIGIN, true, (0, LOCAL)),
+                            Some((version, seq)) => begun(target, version, seq),
+                            None => begun(target, ORIGIN, (0, LOCAL)),
                         };
                         // The key's expiry is this write's: its default TTL.
                         m.set_ttl(version, seq, LOCAL);
@@ -1188,7 +1180,7 @@ impl Shard {
                                 Body::Hash { .. } => Target::Hash,
                             };
                             let version = self.store.version(d);
-                            Some(begun(target, version, false, (e.seq, e.source)))
+                            Some(begun(target, version, (e.seq, e.source)))
                         }
                         // A merged value dropped here comes back whole (one version may name
                         // states that differ in older parts); a dropped string only to a newer one.
@@ -1207,14 +1199,10 @@ impl Shard {
                 let changed = state.join(&m.body, seq, source).unwrap_or(false);
                 let ttl = state.join_ttl(m.ttl, expires, seq, source);
                 let at = state.ttl_at();
-                if m.complete && state.partial() && !m.partial {
-                    state.set_partial(false);
-                }
                 (state, at, changed || ttl)
             }
             None => {
-                let mut state = Merged::from_body(&m.body, m.ttl, seq, source);
-                state.set_partial(m.partial);
+                let state = Merged::from_body(&m.body, m.ttl, seq, source);
                 (state, expires, true)
             }
         };

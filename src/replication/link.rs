@@ -382,7 +382,7 @@ fn bucket_of(cache: &str, change: &Change, log2: u8) -> usize {
 /// A string's record (a value, a tombstone, a dropped version) is hashed by its cache, key and
 /// version: a version names one write, so a copy evicted or expired at one node and held at
 /// another is no difference. A merged state is hashed whole (registers, parts, fields, the TTL
-/// register and the expiry), leaving out the marks that are the sender's own: two states under
+/// register and the expiry), leaving out whether the sender sent it whole: two states under
 /// one version may differ, and that is what the digest must see.
 fn record_hash(cache: &str, change: &mut Change, scratch: &mut Vec<u8>) -> u32 {
     let mut h = crc32fast::Hasher::new();
@@ -392,7 +392,6 @@ fn record_hash(cache: &str, change: &mut Change, scratch: &mut Vec<u8>) -> u32 {
     let encoded = match change {
         Change::Merge(m) => {
             m.complete = true;
-            m.partial = false;
             postcard::to_io(&**m, &mut *scratch).is_ok()
         }
         other => {
