@@ -50,8 +50,8 @@ use ports::{Recorder, Stored};
 pub use set::Caches;
 pub use set::DEFAULT_CACHE;
 pub(crate) use set::approx_size;
-pub use shard::Kind;
 pub(crate) use shard::{DeadKind, LOCAL, NEVER, Peeked, Restored};
+pub use shard::{DigestItem, Kind};
 pub use shard::{ENTRY_OVERHEAD, entry_size};
 use shard::{KeyArg, Limits, Shard, skipped};
 
@@ -895,6 +895,14 @@ impl Cache {
         self.apply_from(&change, LOCAL)
     }
 
+    /// Bench- and test-only: [`apply_remote`](Self::apply_remote) as if `change` had come in on
+    /// link `link` of this node, so that replication does not send it back there — a difference
+    /// between this node and that peer made on purpose, for anti-entropy to find.
+    #[doc(hidden)]
+    pub fn apply_as_if_from(&self, change: &Change, link: u32) -> bool {
+        self.apply_from(change, link)
+    }
+
     /// [`apply_remote`](Self::apply_remote) for a change that came in on link `source`, so that
     /// replication does not send it back there.
     pub(crate) fn apply_from(&self, change: &Change, source: u32) -> bool {
@@ -981,6 +989,23 @@ impl Cache {
     /// `after`): everything the receiver may lack. A scan cut short by `max` moves a receiver's
     /// watermark past parts of keys whose record lies further on, so `since` stays where the last
     /// scan that reached `upto` left it.
+    /// Calls `f(key, item)` for every record of this cache with a seq up to `upto` (the purge
+    /// mark with no key), shard by shard: what a digest covers. See [`Shard::digest_records`].
+    pub(crate) fn digest_records(&self, upto: u64, f: &mut dyn FnMut(Option<&[u8]>, DigestItem)) {
+        let now = self.now_ms();
+        for shard in self.inner.shards.iter() {
+            shard
+                .0
+                .read()
+                .digest_records(upto, now, &mut |k, item| f(Some(k), item));
+        }
+        if let Some((version, seq, _)) = *self.inner.purge.lock()
+            && seq <= upto
+        {
+            f(None, DigestItem::Purge(version));
+        }
+    }
+
     pub(crate) fn changes_between(
         &self,
         after: u64,

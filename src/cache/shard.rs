@@ -318,6 +318,18 @@ impl From<WrongKind> for Refused {
     }
 }
 
+/// A record as a digest sees it (see [`Shard::digest_records`]).
+#[derive(Debug)]
+pub enum DigestItem {
+    /// A string, a tombstone or a dropped version: its version, and whether it is a drop (an
+    /// entry evicted, expired or too large here).
+    Version(Version, bool),
+    /// A merged state, whole, and whether it expired here.
+    Merged(Box<Merge>, bool),
+    /// The cache's purge mark (no key).
+    Purge(Version),
+}
+
 /// The type a local change to a merged value works on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -1354,6 +1366,34 @@ impl Shard {
                 },
             };
             out.push(Stamped { seq, change });
+        }
+    }
+
+    /// Calls `f(key, item)` for every record with a seq up to `upto`, in no particular order: what
+    /// a digest of this shard covers. A merged state comes whole, as a full sync sends it; any
+    /// other record as its version alone (with whether it is a drop), reading no value.
+    pub fn digest_records(&self, upto: u64, now: u64, f: &mut dyn FnMut(&[u8], DigestItem)) {
+        let s = &self.store;
+        for i in s.iter_records() {
+            let e = s.at(i);
+            if e.seq > upto {
+                continue;
+            }
+            let version = s.version(i);
+            let item = match e.val() {
+                Val::Merged(m) => {
+                    let at = if e.is_live() { e.at } else { m.ttl_at() };
+                    let key = Bytes::copy_from_slice(e.key());
+                    match merge_change(&key, m, version, at, 0, LOCAL) {
+                        Some(Change::Merge(m)) => DigestItem::Merged(m, at <= now),
+                        _ => continue,
+                    }
+                }
+                _ => {
+                    DigestItem::Version(version, !e.is_tombstone() && (!e.is_live() || e.at <= now))
+                }
+            };
+            f(e.key(), item);
         }
     }
 

@@ -427,6 +427,14 @@ impl Store {
     }
 
     /// Every live slot (main list, then small).
+    /// Every entry and dead record, in slab order (a sequential walk of the slots, for scans
+    /// whose order does not matter). A used slot is always in the log; a free one never.
+    pub fn iter_records(&self) -> impl Iterator<Item = Idx> + '_ {
+        (self.slots.iter().enumerate())
+            .filter(|(_, e)| e.logpos != NIL)
+            .map(|(i, _)| i as Idx)
+    }
+
     pub fn iter_live(&self) -> impl Iterator<Item = Idx> + '_ {
         self.iter(List::Main).chain(self.iter(List::Small))
     }

@@ -25,7 +25,7 @@ use super::replica::{Marks, Replica};
 use super::status::{Direction, LinkState, LinkStatus, SyncKind, SyncReport};
 use super::summary::{MAX_SUMMARIES, NodeSummary};
 use super::{HmacSha256, LinkError, Secret};
-use crate::cache::Change;
+use crate::cache::{Change, DigestItem};
 use crate::clock::{NodeId, Version};
 
 /// Batches sent and not yet acknowledged, at most, when a link comes up. With [`BATCH_BYTES`]
@@ -362,13 +362,24 @@ const DIGEST_MIN_LOG2: u8 = 8;
 /// The bucket of a record: a hash of its cache and key (keyless records, purges, share their
 /// cache's bucket). CRC-32 because both ends must compute the same value, whatever their build;
 /// it is also what the disk format uses.
-fn bucket_of(cache: &str, change: &Change, log2: u8) -> usize {
+fn bucket_of(cache: &str, key: Option<&[u8]>, log2: u8) -> usize {
+    bucket_in(&key_hasher(cache, key), log2)
+}
+
+/// A CRC-32 of a record's cache and key: the start of both its bucket and its hash.
+fn key_hasher(cache: &str, key: Option<&[u8]>) -> crc32fast::Hasher {
     let mut h = crc32fast::Hasher::new();
     h.update(cache.as_bytes());
     h.update(&[0xff]);
-    if let Some(key) = change.key() {
+    if let Some(key) = key {
         h.update(key);
     }
+    h
+}
+
+/// [`bucket_of`] from the record's [`key_hasher`].
+fn bucket_in(h: &crc32fast::Hasher, log2: u8) -> usize {
+    let h = h.clone();
     // CRC-32 is linear: keys that differ in a pattern (`key00000`, `key00200`...) get CRCs that
     // differ in a pattern, and their low bits crowd into a few buckets. A multiplication by an
     // odd 64-bit constant (Fibonacci hashing) spreads every bit of it into the high bits taken.
@@ -384,27 +395,31 @@ fn bucket_of(cache: &str, change: &Change, log2: u8) -> usize {
 /// another is no difference. A merged state is hashed whole (registers, parts, fields, the TTL
 /// register and the expiry), leaving out whether the sender sent it whole: two states under
 /// one version may differ, and that is what the digest must see.
-fn record_hash(cache: &str, change: &mut Change, scratch: &mut Vec<u8>) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(cache.as_bytes());
-    h.update(&[0xff]);
-    scratch.clear();
-    let encoded = match change {
-        Change::Merge(m) => {
+fn record_hash(
+    cache: &str,
+    keyed: &crc32fast::Hasher,
+    item: &mut DigestItem,
+    scratch: &mut Vec<u8>,
+) -> u32 {
+    match item {
+        DigestItem::Merged(m, _) => {
             m.complete = true;
-            postcard::to_io(&**m, &mut *scratch).is_ok()
-        }
-        other => {
-            if let Some(key) = other.key() {
-                h.update(key);
+            let mut h = crc32fast::Hasher::new();
+            h.update(cache.as_bytes());
+            h.update(&[0xff]);
+            scratch.clear();
+            if postcard::to_io(&**m, &mut *scratch).is_ok() {
+                h.update(scratch);
             }
-            postcard::to_io(&other.version(), &mut *scratch).is_ok()
+            h.finalize()
         }
-    };
-    if encoded {
-        h.update(scratch);
+        DigestItem::Version(version, _) | DigestItem::Purge(version) => {
+            let mut h = keyed.clone();
+            h.update(&version.ts.0.to_le_bytes());
+            h.update(&version.node.0.to_le_bytes());
+            h.finalize()
+        }
     }
-    h.finalize()
 }
 
 /// Whether a peer's coarse [`Message::Digest`] says it holds records (`false`: the empty digest
@@ -413,11 +428,11 @@ fn record_hash(cache: &str, change: &mut Change, scratch: &mut Vec<u8>) -> u32 {
 /// # Errors
 /// [`LinkError::Protocol`] for a digest this node could not have asked for: a shape it never
 /// uses, or not one sum per coarse bucket.
-fn holds_records(log2: u8, fine: u8, sums: &[u8]) -> Result<bool, LinkError> {
+fn holds_records(log2: u8, fine: u8, split: u8, sums: &[u8]) -> Result<bool, LinkError> {
     if log2 == 0 && fine == 0 && sums.is_empty() {
         return Ok(false);
     }
-    if !digest_shape_ok(log2, fine) || sums.len() != 4 << log2 {
+    if !digest_shape_ok(log2, fine, split) || sums.len() != 4 << log2 {
         return Err(LinkError::Protocol(format!(
             "a digest of {} bytes for 2^{log2} buckets (2^{fine} fine)",
             sums.len()
@@ -493,15 +508,20 @@ fn set_bits(bits: &[u64], n: usize) -> impl Iterator<Item = usize> + '_ {
 /// (2^20 fine buckets) and 1,000 keys changed, 128 KiB and about 125 KiB instead of 4 MiB.
 pub const DIGEST_SPLIT: u8 = 5;
 
-/// The coarse buckets of a digest with `2^fine` fine ones (`fine` is at least
-/// [`DIGEST_MIN_LOG2`], so there are at least 8, a byte of the refinement's bitmap).
-fn coarse_log2(fine: u8) -> u8 {
-    fine.saturating_sub(DIGEST_SPLIT)
+/// The split of anti-entropy's digest: its first round, every round on an idle link, sends
+/// `2^(fine - 7)` sums (32 KiB for 1M records); the second 128 for each coarse bucket that
+/// differs, which on a healthy tree is none.
+pub const ANTI_ENTROPY_SPLIT: u8 = 7;
+
+/// The coarse buckets of a digest with `2^fine` fine ones split `2^split` ways: at least 8, a
+/// byte of the refinement's bitmap.
+fn coarse_log2(fine: u8, split: u8) -> u8 {
+    fine.saturating_sub(split).max(3)
 }
 
-/// Whether a peer's `(coarse, fine)` pair is one this node could have sent.
-fn digest_shape_ok(log2: u8, fine: u8) -> bool {
-    (DIGEST_MIN_LOG2..=DIGEST_MAX_LOG2).contains(&fine) && coarse_log2(fine) == log2
+/// Whether a peer's `(coarse, fine)` pair is one this node could have asked for with `split`.
+fn digest_shape_ok(log2: u8, fine: u8, split: u8) -> bool {
+    (DIGEST_MIN_LOG2..=DIGEST_MAX_LOG2).contains(&fine) && coarse_log2(fine, split) == log2
 }
 
 /// `sums` as little-endian bytes, the wire form of a digest.
@@ -752,7 +772,12 @@ impl<R: Replica> Link<R> {
                 self.summaries = Some(nodes);
                 Ok(())
             }
-            (Phase::Up, Message::DigestRequest { records }) => {
+            (Phase::Up, Message::DigestRequest { records, split }) => {
+                if !(DIGEST_SPLIT..=ANTI_ENTROPY_SPLIT).contains(&split) {
+                    return Err(LinkError::Protocol(format!(
+                        "a digest request split {split} ways"
+                    )));
+                }
                 let (own, _) = self.replica.pending(0, self.replica.current_seq());
                 let answer = if own == 0 {
                     Message::Digest {
@@ -762,7 +787,7 @@ impl<R: Replica> Link<R> {
                     }
                 } else {
                     let fine = digest_log2(records.max(own), self.config.max_frame);
-                    let log2 = coarse_log2(fine);
+                    let log2 = coarse_log2(fine, split);
                     // A coarse bucket is a prefix of fine ones: the scan at `log2` sums them.
                     let sums = self.digest_sums(log2, self.replica.current_seq());
                     Message::Digest {
@@ -824,7 +849,10 @@ impl<R: Replica> Link<R> {
             && self.config.sync_slots.try_take()
         {
             self.slot = true;
-            self.outbox.push_back(Message::DigestRequest { records });
+            self.outbox.push_back(Message::DigestRequest {
+                records,
+                split: DIGEST_SPLIT,
+            });
             self.digest = DigestSync::Waiting;
         }
     }
@@ -847,7 +875,10 @@ impl<R: Replica> Link<R> {
     /// The answer to a [`Message::DigestRefine`]: the fine sums under the coarse buckets set in
     /// `buckets`, coarse bucket after coarse bucket.
     fn fine_sums(&self, log2: u8, fine: u8, buckets: &[u8]) -> Result<Bytes, LinkError> {
-        if !digest_shape_ok(log2, fine) || buckets.len() != (1usize << log2) / 8 {
+        let asked_for = |split| digest_shape_ok(log2, fine, split);
+        if !(DIGEST_SPLIT..=ANTI_ENTROPY_SPLIT).any(asked_for)
+            || buckets.len() != (1usize << log2) / 8
+        {
             return Err(LinkError::Protocol(format!(
                 "a digest refinement of 2^{log2} into 2^{fine} buckets in {} bytes",
                 buckets.len()
@@ -879,34 +910,14 @@ impl<R: Replica> Link<R> {
     /// `2^log2`.
     fn digest_scan(&self, log2: u8, upto: u64, mut add: impl FnMut(usize, u32)) {
         let mut scratch = Vec::new();
-        self.scan_records(upto, |cache, change| {
-            add(
-                bucket_of(cache, change, log2),
-                record_hash(cache, change, &mut scratch),
-            );
-        });
-    }
-
-    /// Calls `f(cache, record)` for each of this node's records up to `upto`, whole (every
-    /// record a full sync would send, read the same way).
-    fn scan_records(&self, upto: u64, mut f: impl FnMut(&str, &mut Change)) {
-        let mut after = 0;
-        while after < upto {
-            let (mut records, mut reached, _) =
-                (self.replica).changes(after, upto, 0, 4096, 1 << 20, u32::MAX);
-            if reached <= after {
-                // No progress in bounded steps (a group of changes made together stands in the
-                // way): read the rest at once. A digest must cover every record, or a bucket
-                // missing one would wrongly agree with a peer that lacks it.
-                (records, _, _) =
-                    (self.replica).changes(after, upto, 0, usize::MAX, usize::MAX, u32::MAX);
-                reached = upto;
-            }
-            for (index, change) in &mut records {
-                f(self.replica.cache_name(*index), change);
-            }
-            after = reached;
-        }
+        self.replica
+            .digest_records(upto, &mut |cache, key, mut item| {
+                let keyed = key_hasher(cache, key);
+                add(
+                    bucket_in(&keyed, log2),
+                    record_hash(cache, &keyed, &mut item, &mut scratch),
+                );
+            });
     }
 
     /// This node's records in the fine buckets `buckets` (ascending) of `2^fine`, with what
@@ -914,19 +925,29 @@ impl<R: Replica> Link<R> {
     fn records_in(&self, fine: u8, buckets: &[u32]) -> Vec<(String, Bytes, Held)> {
         let mut out = Vec::new();
         let mut scratch = Vec::new();
-        self.scan_records(self.replica.current_seq(), |cache, change| {
-            let b = bucket_of(cache, change, fine) as u32;
-            if out.len() >= MAX_KEY_SUMS || buckets.binary_search(&b).is_err() {
-                return;
-            }
-            let Some(key) = change.key().cloned() else {
-                return;
-            };
-            let dropped = matches!(change, Change::Invalidate { .. });
-            let version = change.version();
-            let hash = record_hash(cache, change, &mut scratch);
-            out.push((cache.to_string(), key, (version, hash, dropped)));
-        });
+        let upto = self.replica.current_seq();
+        self.replica
+            .digest_records(upto, &mut |cache, key, mut item| {
+                let Some(key) = key else {
+                    return;
+                };
+                let keyed = key_hasher(cache, Some(key));
+                let b = bucket_in(&keyed, fine) as u32;
+                if out.len() >= MAX_KEY_SUMS || buckets.binary_search(&b).is_err() {
+                    return;
+                }
+                let (version, dropped) = match &item {
+                    DigestItem::Version(v, dropped) => (*v, *dropped),
+                    DigestItem::Merged(m, expired) => (m.version, *expired),
+                    DigestItem::Purge(v) => (*v, false),
+                };
+                let hash = record_hash(cache, &keyed, &mut item, &mut scratch);
+                out.push((
+                    cache.to_string(),
+                    Bytes::copy_from_slice(key),
+                    (version, hash, dropped),
+                ));
+            });
         out
     }
 
@@ -952,7 +973,10 @@ impl<R: Replica> Link<R> {
         }
         self.slot = true;
         let (records, _) = self.replica.pending(0, self.replica.current_seq());
-        self.outbox.push_back(Message::DigestRequest { records });
+        self.outbox.push_back(Message::DigestRequest {
+            records,
+            split: ANTI_ENTROPY_SPLIT,
+        });
         self.ae = AntiEntropy::Waiting { started_ms: now };
     }
 
@@ -971,7 +995,7 @@ impl<R: Replica> Link<R> {
         let AntiEntropy::Waiting { started_ms } = self.ae else {
             return Err(LinkError::Protocol("a digest nobody asked for".into()));
         };
-        if !holds_records(log2, fine, sums)? {
+        if !holds_records(log2, fine, ANTI_ENTROPY_SPLIT, sums)? {
             // The peer holds nothing: nothing it holds differs (what it lacks is not ours to know).
             self.end_anti_entropy();
             return Ok(());
@@ -1126,7 +1150,7 @@ impl<R: Replica> Link<R> {
             return Err(LinkError::Protocol("a digest nobody asked for".into()));
         }
         let target = self.sync.as_ref().map_or(0, |(_, t)| *t);
-        if !holds_records(log2, fine, sums)? {
+        if !holds_records(log2, fine, DIGEST_SPLIT, sums)? {
             self.digest = DigestSync::Off;
             self.status.full_syncs += 1;
             return Ok(());
@@ -1658,7 +1682,8 @@ impl<R: Replica> Link<R> {
             {
                 let replica = &self.replica;
                 records.retain(|(index, change)| {
-                    let b = bucket_of(replica.cache_name(*index), change, *log2);
+                    let key = change.key().map(|k| &k[..]);
+                    let b = bucket_of(replica.cache_name(*index), key, *log2);
                     differ[b / 64] & (1 << (b % 64)) != 0
                 });
             }

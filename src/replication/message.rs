@@ -118,6 +118,10 @@ pub enum Message {
     DigestRequest {
         /// How many records the sender holds, for the receiver to size the digest.
         records: u64,
+        /// How many fine buckets each coarse bucket of the answer holds, as a power of two:
+        /// 5 for a resync, 7 for anti-entropy (whose coarse round must be small, and where few
+        /// buckets differ).
+        split: u8,
     },
     /// The answer to [`Message::DigestRequest`], its first round: for each of `2^log2` coarse
     /// buckets of key hashes, the sum of the hashes of the records the receiver holds there

@@ -52,6 +52,13 @@ pub trait Replica {
         let _ = together;
         apply();
     }
+    /// Calls `f(cache, key, item)` for every record with a seq up to `upto`, in no particular
+    /// order (the purge mark with no key): what a digest covers, read without copying values.
+    fn digest_records(
+        &self,
+        upto: u64,
+        f: &mut dyn FnMut(&str, Option<&[u8]>, crate::cache::DigestItem),
+    );
     /// The name of the cache at `index` (as [`changes`](Self::changes) numbers them).
     fn cache_name(&self, index: usize) -> &str;
     /// Applies a change that came in on link `source` to cache `cache`: `None` if the node has no
@@ -140,6 +147,17 @@ impl Replica for Caches {
 
     fn cache_name(&self, index: usize) -> &str {
         self.all()[index].name()
+    }
+
+    fn digest_records(
+        &self,
+        upto: u64,
+        f: &mut dyn FnMut(&str, Option<&[u8]>, crate::cache::DigestItem),
+    ) {
+        for cache in self.all() {
+            let name = cache.name();
+            cache.digest_records(upto, &mut |key, item| f(name, key, item));
+        }
     }
 
     fn apply(&self, cache: &str, change: &Change, source: u32) -> Option<bool> {
