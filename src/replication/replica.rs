@@ -10,6 +10,10 @@ use super::message::Resume;
 use crate::cache::{Caches, Change};
 use crate::clock::NodeId;
 
+/// What [`Replica::digest_records`] calls for each record: its cache, its key (none for a purge
+/// mark), and the record as the digest sees it.
+pub type DigestVisit<'a> = dyn FnMut(&str, Option<&[u8]>, crate::cache::DigestItem) + 'a;
+
 /// The node as one link sees it: its change log to read from, its caches to apply to.
 pub trait Replica {
     /// The node's id.
@@ -54,11 +58,7 @@ pub trait Replica {
     }
     /// Calls `f(cache, key, item)` for every record with a seq up to `upto`, in no particular
     /// order (the purge mark with no key): what a digest covers, read without copying values.
-    fn digest_records(
-        &self,
-        upto: u64,
-        f: &mut dyn FnMut(&str, Option<&[u8]>, crate::cache::DigestItem),
-    );
+    fn digest_records(&self, upto: u64, f: &mut DigestVisit<'_>);
     /// The name of the cache at `index` (as [`changes`](Self::changes) numbers them).
     fn cache_name(&self, index: usize) -> &str;
     /// Applies a change that came in on link `source` to cache `cache`: `None` if the node has no
@@ -149,11 +149,7 @@ impl Replica for Caches {
         self.all()[index].name()
     }
 
-    fn digest_records(
-        &self,
-        upto: u64,
-        f: &mut dyn FnMut(&str, Option<&[u8]>, crate::cache::DigestItem),
-    ) {
+    fn digest_records(&self, upto: u64, f: &mut DigestVisit<'_>) {
         for cache in self.all() {
             let name = cache.name();
             cache.digest_records(upto, &mut |key, item| f(name, key, item));
