@@ -50,8 +50,8 @@ pub use cache::{
 pub use clock::{Clock, ManualClock, NodeId, Timestamp, Version};
 pub use error::{BoxError, Error, parse_duration};
 pub use node::{
-    CacheBuilder, DEFAULT_CACHE, DEFAULT_CLUSTER, DEFAULT_CONNECTION_TIMEOUT, IntoDuration, Node,
-    NodeBuilder, ReplicationConfig, ServerLimits,
+    CacheBuilder, DEFAULT_ANTI_ENTROPY, DEFAULT_CACHE, DEFAULT_CLUSTER, DEFAULT_CONNECTION_TIMEOUT,
+    IntoDuration, Node, NodeBuilder, ReplicationConfig, ServerLimits,
 };
 pub use persist::{DEFAULT_FLUSH, DEFAULT_SNAPSHOT_INTERVAL, Flush, PersistStatus, SnapshotReport};
 pub use replication::{Direction, LinkError, LinkState, LinkStatus, Role, SyncKind, SyncReport};

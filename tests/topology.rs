@@ -545,3 +545,33 @@ listen = "127.0.0.1:0"
         "{message}"
     );
 }
+
+/// `anti_entropy` under `[defaults]`: a period, or "off"; a cache table may not set it.
+#[test]
+fn anti_entropy_is_a_period_or_off_set_under_defaults() {
+    let every = |value: &str| {
+        let t = parse(&format!(
+            "[defaults]\nanti_entropy = {value}\n[[node]]\nname = \"solo\"\n"
+        ))
+        .unwrap();
+        let node = t.node_builder("solo").unwrap().build().unwrap();
+        node.replication_config().anti_entropy
+    };
+    assert_eq!(every("\"10s\""), Some(Duration::from_secs(10)));
+    assert_eq!(every("30"), Some(Duration::from_secs(30)));
+    assert_eq!(every("\"off\""), None);
+    let unset = parse("[[node]]\nname = \"solo\"\n").unwrap();
+    let node = unset.node_builder("solo").unwrap().build().unwrap();
+    assert_eq!(
+        node.replication_config().anti_entropy,
+        Some(leafcache::DEFAULT_ANTI_ENTROPY)
+    );
+    let (_, _, message) = first_error("[defaults]\nanti_entropy = \"sometimes\"\n");
+    assert!(
+        message.contains("\"off\"") || message.contains("sometimes"),
+        "{message}"
+    );
+    let (_, _, message) =
+        first_error("[caches.s]\nanti_entropy = \"10s\"\n[[node]]\nname = \"solo\"\n");
+    assert!(message.contains("node setting"), "{message}");
+}

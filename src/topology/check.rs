@@ -74,6 +74,7 @@ impl<'a> Checker<'a> {
         let (cluster, secret, secret_span) = self.cluster(raw.cluster);
         let defaults = raw.defaults.unwrap_or_default();
         let connection_timeout = defaults.connection_timeout.as_ref().map(|t| t.get_ref().0);
+        let anti_entropy = defaults.anti_entropy.as_ref().map(|t| t.get_ref().0);
         let defaults = self.cache_settings(&defaults);
         let mut caches = vec![(DEFAULT_CACHE.to_string(), defaults.clone())];
         for (name, raw_cache) in &raw.caches {
@@ -81,6 +82,13 @@ impl<'a> Checker<'a> {
                 self.error(
                     t.span(),
                     "connection_timeout is a node setting, not a cache's".into(),
+                    "set it under [defaults]".to_string(),
+                );
+            }
+            if let Some(t) = &raw_cache.anti_entropy {
+                self.error(
+                    t.span(),
+                    "anti_entropy is a node setting, not a cache's".into(),
                     "set it under [defaults]".to_string(),
                 );
             }
@@ -118,6 +126,7 @@ impl<'a> Checker<'a> {
             secret,
             secret_span,
             connection_timeout,
+            anti_entropy,
             tls,
             caches,
             name_spans: placed.iter().map(|p| p.name.clone()).collect(),

@@ -11,6 +11,7 @@
 //! max_bytes = "256MiB"
 //! ttl = "1h"
 //! connection_timeout = "5s"
+//! anti_entropy = "60s"                # or "off": how often each link compares digests
 //!
 //! [caches.sessions]
 //! capacity = 10000

@@ -209,6 +209,8 @@ pub struct Topology {
     pub(super) secret: SecretSource,
     pub(super) secret_span: Range<usize>,
     pub(super) connection_timeout: Option<Duration>,
+    /// `[defaults] anti_entropy`: a period, or `Some(None)` for "off"; `None` if unset.
+    pub(super) anti_entropy: Option<Option<Duration>>,
     pub(super) tls: Option<ClusterTls>,
     pub(super) caches: Vec<(String, CacheTableConfig)>,
     pub(super) nodes: Vec<NodeSpec>,
@@ -226,6 +228,7 @@ impl fmt::Debug for Topology {
             .field("cluster", &self.cluster)
             .field("secret", &self.secret)
             .field("connection_timeout", &self.connection_timeout)
+            .field("anti_entropy", &self.anti_entropy)
             .field("caches", &self.caches)
             .field("nodes", &self.nodes)
             .finish_non_exhaustive()
@@ -631,6 +634,9 @@ impl Topology {
             .secret(self.secret()?);
         if let Some(t) = self.connection_timeout {
             b = b.connection_timeout(t);
+        }
+        if let Some(every) = self.anti_entropy {
+            b = b.anti_entropy(every);
         }
         for (name, settings) in &self.caches {
             b = if name == DEFAULT_CACHE {

@@ -52,6 +52,7 @@ pub(super) struct RawCache {
     pub(super) origin: Option<Spanned<String>>,
     pub(super) origin_timeout: Option<Human>,
     pub(super) connection_timeout: Option<Spanned<Human>>,
+    pub(super) anti_entropy: Option<Spanned<Every>>,
 }
 
 #[derive(Deserialize)]
@@ -182,6 +183,33 @@ impl<T: Quantity> Visitor<'_> for QuantityVisitor<T> {
                 T::EXAMPLES
             ))),
         }
+    }
+}
+
+/// `anti_entropy = "60s"` (a period, as [`Human`]) or `"off"`.
+pub(super) struct Every(pub(super) Option<Duration>);
+
+impl<'de> Deserialize<'de> for Every {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EveryVisitor;
+        impl Visitor<'_> for EveryVisitor {
+            type Value = Every;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a period such as \"60s\", or \"off\"")
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Every, E> {
+                let h: Human = QuantityVisitor(std::marker::PhantomData).visit_i64(n)?;
+                Ok(Every(Some(h.0)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Every, E> {
+                if s == "off" {
+                    return Ok(Every(None));
+                }
+                let h: Human = QuantityVisitor(std::marker::PhantomData).visit_str(s)?;
+                Ok(Every(Some(h.0)))
+            }
+        }
+        d.deserialize_any(EveryVisitor)
     }
 }
 
