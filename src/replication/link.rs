@@ -1085,9 +1085,9 @@ impl<R: Replica> Link<R> {
     /// content (a string dropped at one end hashes as its live copy does, a merged state does
     /// not) — is sent whole by both ends (ours on every link, the peer's asked for with `Want`),
     /// and joins settle it. A key only one end holds is no difference: the other dropped and
-    /// forgot it, or never needed it. Counted as repairs: the keys neither end dropped, whose
-    /// versions are older than a connection timeout before the round (a newer one may still be
-    /// on its way).
+    /// forgot it, or never needed it. Counted as repairs: the keys not merely dropped at one end
+    /// at the version the other holds, whose versions are older than a connection timeout before
+    /// the round (a newer one may still be on its way).
     fn on_keys(&mut self, theirs: Vec<(String, Vec<KeySum>)>) -> Result<(), LinkError> {
         let AntiEntropy::Keys {
             started_ms,
@@ -1122,8 +1122,9 @@ impl<R: Replica> Link<R> {
                 // A merged state one end dropped by itself (evicted, expired) at the version the
                 // other holds live is sent back whole: states under one version may differ, and
                 // the dropped copy must not stand between two that do. Not counted: eviction is
-                // no fault.
-                if !dropped && !sum.dropped && settled(version) && settled(sum.version) {
+                // no fault. Any other difference is one replication left behind.
+                let evicted = version == sum.version && (dropped || sum.dropped);
+                if !evicted && settled(version) && settled(sum.version) {
                     self.status.antientropy_repairs += 1;
                     self.replica
                         .repaired(&cache, &sum.key, version, sum.version);
