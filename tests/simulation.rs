@@ -297,7 +297,9 @@ fn garbage_on_a_link_closes_only_that_link() {
     let inner = leafcache::replication::codec::encode(&packed(1, vec![0])).unwrap();
     let nested = packed(inner.len() as u32, lz4_flex::block::compress(&inner));
     // Digests out of turn or out of shape end the link too.
-    use leafcache::replication::Message::{Digest, DigestFine, DigestRefine};
+    use leafcache::replication::Message::{
+        Digest, DigestFine, DigestRefine, DigestRequest, Keys, KeysRequest,
+    };
     let refine = |log2: u8, fine: u8, bitmap: usize| DigestRefine {
         log2,
         fine,
@@ -324,6 +326,44 @@ fn garbage_on_a_link_closes_only_that_link() {
             },
             "nobody asked",
         ),
+        // Anti-entropy's messages: a request of a shape never used, out of order or out of
+        // range, too long, and an answer nobody asked for.
+        (
+            DigestRequest {
+                records: 10,
+                split: 9,
+            },
+            "split 9 ways",
+        ),
+        (
+            KeysRequest {
+                fine: 30,
+                buckets: vec![1],
+            },
+            "keys of 1 buckets of 2^30",
+        ),
+        (
+            KeysRequest {
+                fine: 8,
+                buckets: vec![5, 3],
+            },
+            "keys of 2 buckets of 2^8",
+        ),
+        (
+            KeysRequest {
+                fine: 8,
+                buckets: vec![256],
+            },
+            "keys of 1 buckets of 2^8",
+        ),
+        (
+            KeysRequest {
+                fine: 20,
+                buckets: (0..5_000).collect(),
+            },
+            "keys of 5000 buckets",
+        ),
+        (Keys { caches: vec![] }, "keys nobody asked for"),
     ] {
         sim.inject_to_hub(0, &frame(&attack));
         let err = sim.deliver_to_hub_raw(0).expect("the frame ends the link");
