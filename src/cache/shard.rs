@@ -369,27 +369,6 @@ fn begun(target: Target, reset: Version, (reg_seq, reg_source): (u64, u32)) -> M
     }
 }
 
-/// `m`'s state changed after `since`, as a change (`None` if nothing of it is left to send).
-fn merge_change(
-    key: &Bytes,
-    m: &Merged,
-    version: Version,
-    expires_at: u64,
-    since: u64,
-    skip: u32,
-) -> Option<Change> {
-    let (body, complete) = m.delta(since, skip)?;
-    Some(Change::Merge(Box::new(Merge {
-        key: key.clone(),
-        version,
-        ttl: m.ttl_version(),
-        expires_at: (expires_at != NEVER).then_some(expires_at),
-        body,
-        complete,
-        partial: false,
-    })))
-}
-
 /// Expired entries and old dead records removed, at most, per write.
 const SWEEP_PER_WRITE: usize = 4;
 
@@ -1341,14 +1320,10 @@ impl Shard {
             }
             let version = s.version(i);
             let change = match e.val() {
-                Val::Merged(m) => {
-                    let at = if e.is_live() { e.at } else { m.ttl_at() };
-                    let key = Bytes::copy_from_slice(e.key());
-                    match merge_change(&key, m, version, at, since, skip) {
-                        Some(c) => c,
-                        None => continue,
-                    }
-                }
+                Val::Merged(m) => match self.listed(i, m, since, skip) {
+                    Some(m) => Change::Merge(m),
+                    None => continue,
+                },
                 _ if skipped(e.source, skip) => continue,
                 Val::Str(_) => Change::Set {
                     key: Bytes::copy_from_slice(e.key()),
@@ -1381,14 +1356,13 @@ impl Shard {
             }
             let version = s.version(i);
             let item = match e.val() {
-                Val::Merged(m) => {
-                    let at = if e.is_live() { e.at } else { m.ttl_at() };
-                    let key = Bytes::copy_from_slice(e.key());
-                    match merge_change(&key, m, version, at, 0, LOCAL) {
-                        Some(Change::Merge(m)) => DigestItem::Merged(m, at <= now),
-                        _ => continue,
+                Val::Merged(m) => match self.listed(i, m, 0, LOCAL) {
+                    Some(m) => {
+                        let expired = m.expires_at.is_some_and(|at| at <= now);
+                        DigestItem::Merged(m, expired)
                     }
-                }
+                    None => continue,
+                },
                 _ => {
                     DigestItem::Version(version, !e.is_tombstone() && (!e.is_live() || e.at <= now))
                 }
@@ -1400,24 +1374,34 @@ impl Shard {
     /// The whole state of `key` as a change, if it holds a merged one (for a fetch or an export).
     pub fn merged_change(&self, key: &[u8], now: u64) -> Option<Change> {
         let i = self.unexpired(key, now)?;
-        let e = self.store.at(i);
-        let m = e.merged()?;
-        let key = Bytes::copy_from_slice(key);
-        merge_change(&key, m, self.store.version(i), e.at, 0, LOCAL)
+        let m = self.store.at(i).merged()?;
+        self.listed(i, m, 0, LOCAL).map(Change::Merge)
     }
 
     /// The local change just made to `key` at `seq`, as the op log records it: the parts of its
     /// merged state stamped with `seq`.
     pub fn merged_at(&self, key: &[u8], seq: u64) -> Option<Merge> {
         let i = self.store.find(key)?;
+        let m = self.store.at(i).merged()?;
+        self.listed(i, m, seq - 1, LOCAL).map(|m| *m)
+    }
+
+    /// The merged state `m` of slot `i` as a scan lists it: the part changed after `since`,
+    /// leaving out what came from link `skip` (`None` if nothing of it is left), with the expiry
+    /// its entry holds, or a dead record's TTL register.
+    fn listed(&self, i: Idx, m: &Merged, since: u64, skip: u32) -> Option<Box<Merge>> {
         let e = self.store.at(i);
-        let m = e.merged()?;
         let expires_at = if e.is_live() { e.at } else { m.ttl_at() };
-        let key = Bytes::copy_from_slice(key);
-        match merge_change(&key, m, self.store.version(i), expires_at, seq - 1, LOCAL)? {
-            Change::Merge(m) => Some(*m),
-            _ => None,
-        }
+        let (body, complete) = m.delta(since, skip)?;
+        Some(Box::new(Merge {
+            key: Bytes::copy_from_slice(e.key()),
+            version: self.store.version(i),
+            ttl: m.ttl_version(),
+            expires_at: (expires_at != NEVER).then_some(expires_at),
+            body,
+            complete,
+            partial: false,
+        }))
     }
 
     /// The smallest seq in this shard's log above `after`.
@@ -1542,9 +1526,7 @@ impl Shard {
             let version = s.version(i);
             match e.val() {
                 Val::Merged(m) => {
-                    let at = if e.is_live() { e.at } else { m.ttl_at() };
-                    let key = Bytes::copy_from_slice(e.key());
-                    if let Some(Change::Merge(m)) = merge_change(&key, m, version, at, 0, LOCAL) {
+                    if let Some(m) = self.listed(i, m, 0, LOCAL) {
                         f(e.seq, Stored::Merged { merge: &m })?;
                     }
                 }
