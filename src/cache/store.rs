@@ -88,6 +88,18 @@ pub(crate) enum Put {
     None,
 }
 
+impl Put {
+    /// The bytes accounted for the value (nothing for a dead record's).
+    #[inline]
+    pub fn len(&self) -> usize {
+        match self {
+            Put::Str(b) => b.len(),
+            Put::Merged(m) => m.bytes(),
+            Put::None => 0,
+        }
+    }
+}
+
 /// One slot of the slab: a live entry, a dead record, or free. 64 bytes, aligned to a cache line:
 /// a lookup touches one line of the slab.
 #[repr(align(64))]
