@@ -1,5 +1,6 @@
 //! Framing and encoding: a 4-byte big-endian length, then one postcard-encoded [`Message`]. The length is
-//! checked against the limit before any buffer grows, so a hostile length costs nothing.
+//! checked against the limit before any buffer grows, so a hostile length costs nothing. A large
+//! payload may travel LZ4-compressed inside a [`Message::Packed`] ([`pack`], [`unpack`]).
 
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
@@ -40,6 +41,44 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, LinkError> {
 /// The message one frame's payload holds.
 pub fn decode(payload: &[u8]) -> Result<Message, LinkError> {
     postcard::from_bytes(payload).map_err(|e| LinkError::Malformed(e.to_string()))
+}
+
+/// Payloads shorter than this are sent as they are: compressing them saves too little.
+const PACK_FROM: usize = 256;
+
+/// `payload` compressed into a [`Message::Packed`], if it shrinks; else `payload` as it is.
+pub fn pack(payload: Vec<u8>) -> Vec<u8> {
+    if payload.len() < PACK_FROM {
+        return payload;
+    }
+    let data = lz4_flex::block::compress(&payload);
+    if data.len() + 8 >= payload.len() {
+        return payload;
+    }
+    let packed = Message::Packed {
+        raw_len: payload.len() as u32,
+        data: Bytes::from(data),
+    };
+    encode(&packed).unwrap_or(payload)
+}
+
+/// The message inside a [`Message::Packed`]: its announced length checked against `max_frame`
+/// before anything is allocated, and never another packed one.
+///
+/// # Errors
+/// [`LinkError::FrameTooLarge`] for a length over the limit, [`LinkError::Malformed`] for data
+/// that does not decompress or decode, [`LinkError::Protocol`] for a packed message inside one.
+pub fn unpack(raw_len: u32, data: &[u8], max_frame: usize) -> Result<Message, LinkError> {
+    let raw_len = raw_len as usize;
+    if raw_len > max_frame {
+        return Err(LinkError::FrameTooLarge { limit: max_frame });
+    }
+    let raw = lz4_flex::block::decompress(data, raw_len)
+        .map_err(|e| LinkError::Malformed(format!("packed frame: {e}")))?;
+    match decode(&raw)? {
+        Message::Packed { .. } => Err(LinkError::Protocol("a packed frame inside another".into())),
+        m => Ok(m),
+    }
 }
 
 impl Decoder for FrameCodec {
@@ -138,6 +177,37 @@ mod tests {
         assert!(matches!(
             decode(&[0xfe, 0xfe, 0xfe]),
             Err(LinkError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn large_payloads_pack_and_unpack_and_limits_hold() {
+        let m = Message::Ack { upto: 7 };
+        let small = encode(&m).unwrap();
+        assert_eq!(pack(small.clone()), small, "a small payload goes as it is");
+        let big = Message::Want {
+            cache: "c".into(),
+            keys: vec![Bytes::from_static(b"the same key, again and again"); 64],
+        };
+        let payload = encode(&big).unwrap();
+        let packed = pack(payload.clone());
+        assert!(packed.len() < payload.len());
+        let Message::Packed { raw_len, data } = decode(&packed).unwrap() else {
+            panic!("not packed");
+        };
+        assert_eq!(unpack(raw_len, &data, 1 << 20).unwrap(), big);
+        assert!(matches!(
+            unpack(raw_len, &data, 16),
+            Err(LinkError::FrameTooLarge { limit: 16 })
+        ));
+        assert!(matches!(
+            unpack(raw_len, &data[..data.len() / 2], 1 << 20),
+            Err(LinkError::Malformed(_))
+        ));
+        let nested = lz4_flex::block::compress(&packed);
+        assert!(matches!(
+            unpack(packed.len() as u32, &nested, 1 << 20),
+            Err(LinkError::Protocol(_))
         ));
     }
 }

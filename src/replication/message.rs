@@ -167,6 +167,33 @@ pub enum Message {
     },
 }
 
+impl Message {
+    /// The message's name, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "hello",
+            Message::Auth { .. } => "auth",
+            Message::Reject(_) => "reject",
+            Message::Batch { .. } => "batch",
+            Message::Ack { .. } => "ack",
+            Message::Ping { .. } => "ping",
+            Message::Fetch { .. } => "fetch",
+            Message::Fetched { .. } => "fetched",
+            Message::Bye => "bye",
+            Message::Publish { .. } => "publish",
+            Message::Status { .. } => "status",
+            Message::Packed { .. } => "packed",
+            Message::Want { .. } => "want",
+            Message::DigestRequest { .. } => "digest request",
+            Message::Digest { .. } => "digest",
+            Message::DigestRefine { .. } => "digest refinement",
+            Message::DigestFine { .. } => "fine digest",
+            Message::KeysRequest { .. } => "keys request",
+            Message::Keys { .. } => "keys",
+        }
+    }
+}
+
 /// The most buckets one [`Message::KeysRequest`] asks for.
 pub const MAX_KEY_BUCKETS: usize = 4_096;
 

@@ -9,22 +9,26 @@
 //! the change log instead of keeping queues.
 
 pub mod codec;
+mod digest;
+mod handshake;
 mod link;
 pub mod message;
 mod replica;
+mod slots;
 mod status;
 mod summary;
+mod window;
 
 use hmac::KeyInit;
 
-pub use link::{
-    BATCH_BYTES, BATCH_RECORDS, Link, LinkConfig, LinkEvent, SYNC_SLOTS, SyncSlots, WINDOW,
-    WINDOW_MAX,
-};
+pub use digest::{ANTI_ENTROPY_SPLIT, DIGEST_MAX_LOG2, DIGEST_SPLIT};
+pub use link::{BATCH_BYTES, BATCH_RECORDS, Link, LinkConfig, LinkEvent};
 pub use message::{Message, Refusal, Resume, Role};
 pub use replica::{Marks, Replica};
+pub use slots::{SYNC_SLOTS, SyncSlots};
 pub use status::{Direction, LinkState, LinkStatus, SyncKind, SyncReport};
 pub use summary::{MAX_SUMMARIES, NodeSummary, UplinkSummary};
+pub use window::{WINDOW, WINDOW_MAX};
 
 pub(crate) type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
