@@ -12,7 +12,7 @@ const PART_BYTES: usize = std::mem::size_of::<Part>();
 const CELL_BYTES: usize = std::mem::size_of::<super::merge::Cell>() + PART_BYTES;
 use super::ports::Stored;
 use super::shard::{KeyArg, Kind, Target};
-use super::{Cache, Change, Expiry, write_out};
+use super::{Cache, Expiry, write_out};
 use crate::error::Error;
 
 impl Cache {
@@ -273,45 +273,6 @@ impl Cache {
             self.tell(&mut shard, None);
         }
         Ok(out)
-    }
-
-    /// The whole state of `key` as one change, if it holds a value that merges: what the hub
-    /// answers a fetch with.
-    pub(crate) fn merged_change(&self, key: &[u8]) -> Option<Change> {
-        let now = self.now_ms();
-        self.shard(key).lock().merged_change(key, now)
-    }
-
-    /// Whether this cache holds nothing of `key` at or above `version` (see `Replica::wants`).
-    pub(crate) fn wants(&self, key: &[u8], version: crate::clock::Version) -> bool {
-        let now = self.now_ms();
-        self.shard(key).lock().wants(key, version, now)
-    }
-
-    /// Sends the whole merged state of `key` again on every link — or the record of its drop, if
-    /// it is gone since — if this cache holds either.
-    pub(crate) fn resend(&self, key: &[u8]) {
-        let core = &self.inner.core;
-        let mut shard = self.shard(key).lock();
-        // The whole state, or the record of its drop (it may have expired since it was sent).
-        if let Some(old) = shard.record_seq(key) {
-            let seq = core.next_seq();
-            shard.restamp_key(key, seq);
-            if core.groups.any() {
-                core.groups.moved(old, seq);
-            }
-            drop(shard);
-            core.changed();
-        }
-    }
-
-    /// Moves every merged state to a new seq, so that every link sends it whole: after a restart
-    /// from disk.
-    pub(crate) fn restamp_merged(&self) {
-        let core = &self.inner.core;
-        for shard in self.inner.shards.iter() {
-            shard.lock().restamp_merged(&mut || core.next_seq());
-        }
     }
 
     /// Changes the expiry of a key holding a value that merges, as a write of its expiry alone.
