@@ -12,6 +12,8 @@ use std::ops::Range;
 
 use bytes::{BufMut, BytesMut};
 
+pub(crate) use crate::cache::merge::parse_int;
+
 /// How far one request may go; see [`ServerLimits`](crate::node::ServerLimits) for the settings.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ParseLimits {
@@ -157,26 +159,6 @@ fn header(
     }
     let n = parse_int(&window[..cr]).ok_or(bad)?;
     Ok(Some((n, skip + cr + 2)))
-}
-
-/// A decimal integer as Redis writes them: an optional `-`, then digits, nothing else.
-pub(crate) fn parse_int(digits: &[u8]) -> Option<i64> {
-    let (neg, digits) = match digits.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, digits),
-    };
-    if digits.is_empty() || digits.len() > 19 {
-        return None;
-    }
-    // Accumulated negatively, so that i64::MIN, which has no positive twin, parses too.
-    let mut n: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        n = n.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
-    }
-    if neg { Some(n) } else { n.checked_neg() }
 }
 
 fn parse_inline(
@@ -500,17 +482,6 @@ mod tests {
             Err(ProtocolError::ExpectedBulk('*'))
         );
         assert_eq!(request(&[b'a'; 100]), Err(ProtocolError::InlineTooLong));
-    }
-
-    #[test]
-    fn integers_parse_strictly() {
-        assert_eq!(parse_int(b"0"), Some(0));
-        assert_eq!(parse_int(b"-42"), Some(-42));
-        assert_eq!(parse_int(b"9223372036854775807"), Some(i64::MAX));
-        assert_eq!(parse_int(b"-9223372036854775808"), Some(i64::MIN));
-        for bad in [&b""[..], b"-", b"+1", b"1a", b" 1", b"9223372036854775808"] {
-            assert_eq!(parse_int(bad), None, "{bad:?}");
-        }
     }
 
     #[test]
