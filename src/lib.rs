@@ -28,9 +28,10 @@
 //! | [`net`] | the [`net::Transport`] trait ([`net::Sockets`] for TCP and Unix sockets, [`net::MemoryNet`] in memory with faults), the link registry, and the tokio driver: accept, dial with backoff, frames between a connection and a link |
 //! | `node` (handle) | the [`Node`] handle, and what its front doors share ([`ServerLimits`], addresses, counters) |
 //! | `server` | front doors over the node handle: RESP (TCP and Unix socket; its own parser with limits checked on headers), HTTP (axum), `INFO` and Prometheus text |
-//! | `node` (builders) | [`NodeBuilder`] and [`CacheBuilder`] (`LRUCacheDistributed`-style), which bind the doors and wire everything up |
+//! | `build` | [`NodeBuilder`] and [`CacheBuilder`] (`LRUCacheDistributed`-style), above the node handle and the doors: they bind the doors and wire everything up |
 //! | [`topology`] | topology TOML files: the raw file, diagnostics at `file:line:column`, the checked model, starting one node or all of them |
 
+mod build;
 mod cache;
 pub mod clock;
 mod error;
@@ -41,6 +42,7 @@ pub mod replication;
 mod server;
 pub mod topology;
 
+pub use build::{CacheBuilder, IntoDuration, NodeBuilder};
 pub use cache::merge;
 pub use cache::{
     Cache, CacheConfig, CacheStats, Caches, Change, DEFAULT_ORIGIN_TIMEOUT, ENTRY_OVERHEAD,
@@ -50,8 +52,8 @@ pub use cache::{
 pub use clock::{Clock, ManualClock, NodeId, Timestamp, Version};
 pub use error::{BoxError, Error, parse_duration};
 pub use node::{
-    CacheBuilder, DEFAULT_ANTI_ENTROPY, DEFAULT_CACHE, DEFAULT_CLUSTER, DEFAULT_CONNECTION_TIMEOUT,
-    IntoDuration, Node, NodeBuilder, ReplicationConfig, ServerLimits,
+    DEFAULT_ANTI_ENTROPY, DEFAULT_CACHE, DEFAULT_CLUSTER, DEFAULT_CONNECTION_TIMEOUT, Node,
+    ReplicationConfig, ServerLimits,
 };
 pub use persist::{DEFAULT_FLUSH, DEFAULT_SNAPSHOT_INTERVAL, Flush, PersistStatus, SnapshotReport};
 pub use replication::{Direction, LinkError, LinkState, LinkStatus, Role, SyncKind, SyncReport};

@@ -1,16 +1,12 @@
-//! A node: the named caches one process (or one embedded value) holds, its links and front doors,
-//! wired together. [`Node`] is the running handle; [`NodeBuilder`] builds one with any number of
-//! caches, and [`CacheBuilder`] one cache in the style of the original `LRUCacheDistributed(...)`.
+//! The node handle: the named caches one process (or one embedded value) holds, its links and
+//! its front doors' settings and counters. [`Node`] is what applications and the doors hold;
+//! the builders one layer up (src/build/) make one.
 
-mod builder;
-mod cache_builder;
 mod doors;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use builder::{IntoDuration, NodeBuilder};
-pub use cache_builder::CacheBuilder;
 pub use doors::ServerLimits;
 pub(crate) use doors::{DoorStats, Doors};
 
@@ -121,9 +117,25 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// A builder for a node with any number of named caches.
-    pub fn builder() -> NodeBuilder {
-        NodeBuilder::default()
+    /// The handle over what `NodeBuilder::build` wired together.
+    pub(crate) fn assemble(
+        caches: Caches,
+        config: ReplicationConfig,
+        registry: Arc<LinkRegistry>,
+        bound: Option<String>,
+        doors: Doors,
+        journal: Option<Arc<Journal>>,
+    ) -> Node {
+        Node {
+            inner: Arc::new(NodeInner {
+                caches,
+                config,
+                registry,
+                bound,
+                doors,
+                journal,
+            }),
+        }
     }
 
     /// What the node's caches share: clock, seq, gate, uplink, ports.

@@ -111,7 +111,7 @@ mod tests {
             cluster: cluster.into(),
             node: NodeId(node),
             name: "peer".into(),
-            role: super::super::message::Role::Leaf,
+            role: crate::replication::Role::Leaf,
             incarnation: 1,
             challenge: [7; 32],
             timeout_ms: 1_000,

@@ -8,6 +8,8 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+pub use super::role::Role;
+use super::summary::NodeSummary;
 use crate::cache::Change;
 use crate::clock::NodeId;
 
@@ -103,7 +105,7 @@ pub enum Message {
     /// [`MAX_SUMMARIES`](super::summary::MAX_SUMMARIES) are kept.
     Status {
         /// The summaries.
-        nodes: Vec<super::summary::NodeSummary>,
+        nodes: Vec<NodeSummary>,
     },
     /// Another message, postcard-encoded then compressed with LZ4 (a block, without its size):
     /// sent only to a peer whose hello offered [`COMPRESS_LZ4`], for messages that shrink.
@@ -258,43 +260,6 @@ pub struct CacheChanges {
     pub cache: String,
     /// The changes, in the sender's seq order.
     pub changes: Vec<Change>,
-}
-
-/// A node's place in the tree. In JSON, lowercase (`"hub"`); on the wire, its index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Accepts leaves, has no hub.
-    Hub,
-    /// Has a hub, accepts no leaves.
-    Leaf,
-    /// Has a hub and accepts leaves.
-    Relay,
-    /// Neither (only seen in tests driving links by hand).
-    Standalone,
-}
-
-impl Role {
-    /// The role of a node that does or does not accept leaves and have a hub.
-    pub fn of(accepts: bool, has_hub: bool) -> Role {
-        match (accepts, has_hub) {
-            (true, false) => Role::Hub,
-            (false, true) => Role::Leaf,
-            (true, true) => Role::Relay,
-            (false, false) => Role::Standalone,
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Role::Hub => "hub",
-            Role::Leaf => "leaf",
-            Role::Relay => "relay",
-            Role::Standalone => "standalone",
-        })
-    }
 }
 
 /// Why a handshake was refused. Sent in [`Message::Reject`] and reported on both sides.

@@ -14,6 +14,7 @@ mod handshake;
 mod link;
 pub mod message;
 mod replica;
+mod role;
 mod slots;
 mod status;
 mod summary;
@@ -23,8 +24,9 @@ use hmac::KeyInit;
 
 pub use digest::{ANTI_ENTROPY_SPLIT, DIGEST_MAX_LOG2, DIGEST_SPLIT};
 pub use link::{BATCH_BYTES, BATCH_RECORDS, Link, LinkConfig, LinkEvent};
-pub use message::{Message, Refusal, Resume, Role};
+pub use message::{Message, Refusal, Resume};
 pub use replica::{Marks, Replica};
+pub use role::Role;
 pub use slots::{SYNC_SLOTS, SyncSlots};
 pub use status::{Direction, LinkState, LinkStatus, SyncKind, SyncReport};
 pub use summary::{MAX_SUMMARIES, NodeSummary, UplinkSummary};

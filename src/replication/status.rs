@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::message::Role;
+use super::role::Role;
 use crate::clock::NodeId;
 
 /// Which way a link points in the tree.
@@ -81,7 +81,7 @@ pub struct LinkStatus {
     pub peer_name: Option<String>,
     /// The peer's node id, once it said hello. Serialized as its hex text: JSON numbers cannot
     /// hold 128 bits.
-    #[serde(serialize_with = "super::summary::opt_id_text::serialize")]
+    #[serde(serialize_with = "crate::clock::opt_id_text::serialize")]
     pub peer_id: Option<NodeId>,
     /// The peer's role, once it said hello.
     pub peer_role: Option<Role>,

@@ -4,9 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::message::Role;
+use super::role::Role;
 use super::status::{LinkState, SyncReport};
-use crate::clock::NodeId;
+use crate::clock::{NodeId, id_text, opt_id_text};
 
 /// Summaries one status message carries, at most: a tree larger than this shows its nearest
 /// nodes and says how many it left out.
@@ -103,45 +103,6 @@ fn cut(s: &mut String) {
             end -= 1;
         }
         s.truncate(end);
-    }
-}
-
-/// A node id as its hex text in JSON and other human-readable formats, as bytes on the wire.
-mod id_text {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    use crate::clock::NodeId;
-
-    pub fn serialize<S: Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            s.collect_str(id)
-        } else {
-            id.serialize(s)
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NodeId, D::Error> {
-        NodeId::deserialize(d)
-    }
-}
-
-/// An optional node id: its hex text in human-readable formats (JSON numbers cannot hold 128
-/// bits), its binary form on the wire.
-pub(super) mod opt_id_text {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    use crate::clock::NodeId;
-
-    pub fn serialize<S: Serializer>(id: &Option<NodeId>, s: S) -> Result<S::Ok, S::Error> {
-        match id {
-            Some(id) if s.is_human_readable() => s.collect_str(id),
-            Some(id) => s.serialize_some(id),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NodeId>, D::Error> {
-        Option::<NodeId>::deserialize(d)
     }
 }
 

@@ -6,9 +6,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::check::Checker;
 use super::diagnostics::{Diagnostic, Source, TopologyError};
-use super::raw::RawFile;
 use crate::replication::Role;
 use crate::{CacheConfig, DEFAULT_CACHE, Flush, Node, NodeBuilder};
 
@@ -246,37 +244,6 @@ impl fmt::Debug for Hidden {
 }
 
 impl Topology {
-    /// Reads and checks the file at `path`.
-    ///
-    /// # Errors
-    /// [`TopologyError::Read`] if it cannot be read, [`TopologyError::Invalid`] with every
-    /// problem found otherwise.
-    pub fn load(path: impl AsRef<Path>) -> Result<Topology, TopologyError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| TopologyError::Read {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        Topology::parse(&text, path)
-    }
-
-    /// Checks `text` as the file at `path` (which names it in diagnostics and anchors its
-    /// relative paths; it is not read).
-    ///
-    /// # Errors
-    /// [`TopologyError::Invalid`] with every problem found. A TOML syntax error stops at the
-    /// first; every schema error (an unknown key, a value of the wrong type) is reported at once;
-    /// then, in a file free of those, every other problem (unknown hub, a cycle, a node that is its
-    /// own hub, duplicate names or addresses, no secret).
-    pub fn parse(text: &str, path: impl AsRef<Path>) -> Result<Topology, TopologyError> {
-        let source = Source {
-            path: path.as_ref(),
-            text,
-        };
-        let raw = read_raw(&source)?;
-        Checker::new(&source).check(raw)
-    }
-
     /// Sets the front-door password (RESP `AUTH`, HTTP bearer token) of every node started from
     /// this topology. It is kept out of the file on purpose: pass it from the environment.
     #[must_use]
@@ -715,48 +682,4 @@ pub(super) fn describe(node: &NodeSpec) -> String {
         s.push_str(&format!(" fails over to {}", names.join(", ")));
     }
     s
-}
-
-/// Schema errors reported at most, per file.
-const MAX_SCHEMA_ERRORS: usize = 50;
-
-/// The file's tables, or every schema error in it: after each error, the line it is on is blanked
-/// (offsets kept, so the next error's position is the file's) and the file read again, until it
-/// reads, or an error is not on a line of its own (a syntax error, a missing key, a broken table).
-fn read_raw(source: &Source<'_>) -> Result<RawFile, TopologyError> {
-    let mut text = source.text.to_string();
-    let mut found = Vec::new();
-    loop {
-        let e = match toml::from_str::<RawFile>(&text) {
-            Ok(raw) if found.is_empty() => return Ok(raw),
-            Ok(_) => return Err(TopologyError::Invalid(found)),
-            Err(e) => e,
-        };
-        let span = e.span().unwrap_or(0..0);
-        found.push(Diagnostic::at(
-            source,
-            span.clone(),
-            e.message().to_string(),
-            None,
-        ));
-        let line_start = text[..span.start.min(text.len())]
-            .rfind('\n')
-            .map_or(0, |i| i + 1);
-        let line_end = text[line_start..]
-            .find('\n')
-            .map_or(text.len(), |i| line_start + i);
-        let syntax = text.parse::<toml::Table>().is_err();
-        let own_line =
-            span.end <= line_end && !text[line_start..line_end].trim_start().starts_with('[');
-        if syntax || span.is_empty() || !own_line || found.len() >= MAX_SCHEMA_ERRORS {
-            return Err(TopologyError::Invalid(found));
-        }
-        // Blank the line, keeping every byte offset (and newline) where it was; if that breaks
-        // the syntax (the line was part of a longer value), what was found is all there is.
-        let blank = " ".repeat(line_end - line_start);
-        text.replace_range(line_start..line_end, &blank);
-        if text.parse::<toml::Table>().is_err() {
-            return Err(TopologyError::Invalid(found));
-        }
-    }
 }

@@ -3,10 +3,11 @@
 
 use bytes::Bytes;
 
-use super::{IntoDuration, Node, NodeBuilder};
+use super::{IntoDuration, NodeBuilder};
 use crate::cache::{Cache, CacheConfig, Loader};
 use crate::clock::{Clock, NodeId};
 use crate::error::{BoxError, Error};
+use crate::node::Node;
 
 impl Cache {
     /// A builder for a standalone cache on a node of its own, in the style of the original

@@ -1,13 +1,17 @@
-//! [`NodeBuilder`]: every setting of a node, checked as it is given and reported by `build()`,
-//! and the wiring `build()` does — root, caches, ports, links, doors, tasks.
+//! The builders, a layer above the node handle and its doors, which they wire together:
+//! [`NodeBuilder`] (every setting of a node, checked as it is given and reported by `build()`,
+//! and the wiring `build()` does — root, caches, ports, links, doors, tasks) and, in `cache.rs`,
+//! [`CacheBuilder`].
+
+mod cache;
+
+pub use cache::CacheBuilder;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::ServerLimits;
-use super::{Node, NodeInner, ReplicationConfig};
 use crate::cache::core::Core;
 use crate::cache::ports::Uplink;
 use crate::cache::{CacheConfig, Caches, DEFAULT_CACHE};
@@ -16,9 +20,17 @@ use crate::error::{Error, parse_duration};
 use crate::net::driver;
 use crate::net::links::{Entropy, LinkRegistry};
 use crate::net::{Endpoint, Sockets, Tls, TlsFiles, Transport};
+use crate::node::{Node, ReplicationConfig, ServerLimits};
 use crate::persist::{DEFAULT_FLUSH, DEFAULT_SNAPSHOT_INTERVAL, Flush, PersistConfig, Store};
 use crate::replication::{LinkConfig, Role, Secret};
 use crate::server::{self, DoorConfig};
+
+impl Node {
+    /// A builder for a node with any number of named caches.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+}
 
 /// A value accepted where a duration is expected: a [`Duration`], a human string (`"120s"`,
 /// `"30m"`, `"1d"`), or a whole number of seconds as the original Python API took.
@@ -637,16 +649,14 @@ impl NodeBuilder {
             tls.clone(),
         ));
         registry.restore_marks(marks);
-        let node = Node {
-            inner: Arc::new(NodeInner {
-                caches: caches.clone(),
-                bound: listener.as_ref().map(|l| l.local_addr()),
-                config: self.links,
-                registry: registry.clone(),
-                doors: bound_doors.doors(&self.doors),
-                journal: journal.clone(),
-            }),
-        };
+        let node = Node::assemble(
+            caches.clone(),
+            self.links,
+            registry.clone(),
+            listener.as_ref().map(|l| l.local_addr()),
+            bound_doors.doors(&self.doors),
+            journal.clone(),
+        );
         let tasks = &registry.tasks;
         if let Some(journal) = journal {
             let reg = registry.clone();
