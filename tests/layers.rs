@@ -328,6 +328,76 @@ fn lower_layers_name_nothing_above_them() {
     }
 }
 
+/// The RESP door's files, bottom to top, and the files of the door each may name: dispatch
+/// flows one way, and no command file takes another's helpers.
+const RESP: &[(&str, &[&str])] = &[
+    ("args", &[]),
+    ("clients", &["args"]),
+    ("session", &["args", "clients"]),
+    ("tracking", &["args", "clients", "session"]),
+    ("pubsub", &["args", "clients", "session"]),
+    ("connection", &["args", "session"]),
+    ("transactions", &["args", "session"]),
+    ("strings", &["args", "session", "tracking"]),
+    ("keys", &["args", "session"]),
+    ("hashes", &["args", "session", "tracking"]),
+    ("client", &["args", "clients", "session", "tracking"]),
+    ("admin", &["args", "clients", "session"]),
+    (
+        "table",
+        &[
+            "args",
+            "session",
+            "connection",
+            "transactions",
+            "strings",
+            "keys",
+            "hashes",
+            "client",
+            "admin",
+            "pubsub",
+        ],
+    ),
+    ("dispatch", &["args", "session", "table", "tracking"]),
+];
+
+#[test]
+fn the_resp_door_dispatches_one_way() {
+    let mods = modules();
+    let door = ["server", "resp"];
+    let mut violations = Vec::new();
+    let mut files = BTreeSet::new();
+    for m in &mods {
+        if m.path.len() == 3 && m.path.starts_with(&door.map(String::from)) {
+            files.insert(m.path[2].clone());
+        }
+    }
+    for file in &files {
+        assert!(
+            RESP.iter().any(|(f, _)| f == file),
+            "src/server/resp/{file}.rs has no place in RESP: add it"
+        );
+    }
+    for (from, to, at) in edges(&mods) {
+        if from.len() < 3 || to.len() < 3 || !from.starts_with(&door.map(String::from)) {
+            continue;
+        }
+        if !to.starts_with(&door.map(String::from)) {
+            continue;
+        }
+        let (a, b) = (&from[2], &to[2]);
+        let allowed = RESP.iter().find(|(f, _)| f == a).map_or(&[][..], |(_, n)| n);
+        if a != b && !allowed.contains(&b.as_str()) {
+            violations.push(format!("{at}: {a} names {b}"));
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "the RESP door's files naming what they may not:\n{}",
+        violations.join("\n")
+    );
+}
+
 /// The modules a layer is made of: a file or directory directly under it (`cache::shard` for
 /// every file of `src/cache/shard/`), or the layer itself.
 fn unit(path: &[String]) -> Vec<String> {

@@ -4,12 +4,12 @@
 
 use bytes::Bytes;
 
-use super::session::{Args, NOT_AN_INTEGER, SYNTAX, Session, int_arg};
-use super::strings::{count_error, float_arg};
+use super::args::{Args, NOT_AN_INTEGER, SYNTAX, count_error, float_arg, int_arg, parse_int};
+use super::session::Session;
 use crate::cache::merge::{Hash, format_float};
 use crate::error::Error;
 use crate::server::glob;
-use crate::server::protocol::{Reply, parse_int};
+use crate::server::protocol::Reply;
 
 /// Answers a hash command's error: `WRONGTYPE` for a key of another type.
 fn error(out: &mut Reply<'_>, e: &Error) {

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::session::{Args, NOT_AN_INTEGER, SYNTAX, Session, error_line, int_arg};
+use super::args::{Args, NOT_AN_INTEGER, SYNTAX, error_line, int_arg, parse_int};
+use super::session::Session;
 use crate::cache::{Cache, Expiry, Kind, NEVER, Write};
 use crate::server::glob;
-use crate::server::protocol::{Reply, parse_int};
+use crate::server::protocol::Reply;
 
 /// How many records `KEYS` reads per pass over the change log.
 const KEYS_BATCH: usize = 4096;
@@ -464,7 +465,7 @@ pub(super) fn object(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
             "HELP",
             "    Print this help.",
         ];
-        super::session::help(out, &lines);
+        super::args::help(out, &lines);
         return;
     }
     if args.len() != 3 {

@@ -9,9 +9,20 @@
 //! Commands run under the node's gate (`Core::gate`): shared by ordinary commands, held alone by
 //! `EXEC` and the multi-key writes, so those are atomic on the node. The shared hold is taken once
 //! for a run of pipelined commands, and never across an `.await`.
+//!
+//! Inside, dispatch flows one way (bottom to top): `args` (arguments, parsers, error texts) →
+//! `session` (one connection's state) → the registries (`clients`, `tracking`; `pubsub` holds its
+//! commands beside its registry) → the command files (`connection`, `transactions`, `strings`,
+//! `keys`, `hashes`, `client`, `admin`, `pubsub`), which name none of one another → `table` (one
+//! row per command, and `COMMAND`) → `dispatch` (checks, `MULTI` queueing, running `EXEC`'s
+//! queue) → this file's connection loop. tests/layers.rs holds the door to that order.
 
 mod admin;
+mod args;
+mod client;
 mod clients;
+mod connection;
+mod dispatch;
 mod hashes;
 mod keys;
 mod pubsub;
@@ -19,6 +30,7 @@ mod session;
 mod strings;
 mod table;
 mod tracking;
+mod transactions;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -34,9 +46,10 @@ use super::count;
 use super::protocol::{ParseLimits, Parsed, Reply, parse};
 use crate::net::{Listener, Stream};
 use crate::node::Node;
+use args::Args;
 use clients::Clients;
 use pubsub::PubSub;
-use session::{Args, Pending, Session};
+use session::{Pending, Session};
 use tracking::Tracking;
 
 /// Output above this is written before the next request is executed, so that a long pipeline of
@@ -52,6 +65,8 @@ pub(crate) struct Shared {
     clients: Clients,
     tracking: Tracking,
     pubsub: PubSub,
+    /// A command's name by its table index (for `CLIENT LIST`), without the table below it.
+    names: fn(usize) -> &'static str,
 }
 
 impl Shared {
@@ -60,6 +75,7 @@ impl Shared {
             clients: Clients::default(),
             tracking: Tracking::new(max_tracked_keys),
             pubsub: PubSub::default(),
+            names: |i| table::COMMANDS[i].name,
         })
     }
 }

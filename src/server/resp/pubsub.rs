@@ -6,13 +6,13 @@
 //! message that arrives on a link is delivered here by [`Shared::deliver`].
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 
 use super::Shared;
-use super::session::{Args, Session};
+use super::args::Args;
+use super::session::Session;
 use crate::server::glob;
 use crate::server::protocol::Reply;
 
@@ -49,7 +49,7 @@ impl PubSub {
         }
     }
 
-    fn remove_channel(&self, client: u64, channel: &[u8]) {
+    pub(super) fn remove_channel(&self, client: u64, channel: &[u8]) {
         let mut all = self.channels.lock();
         if let Some(ids) = all.get_mut(channel) {
             ids.retain(|&id| id != client);
@@ -66,7 +66,7 @@ impl PubSub {
         }
     }
 
-    fn remove_pattern(&self, client: u64, pattern: &[u8]) {
+    pub(super) fn remove_pattern(&self, client: u64, pattern: &[u8]) {
         self.patterns
             .lock()
             .retain(|(p, id)| !(*id == client && p == pattern));
@@ -134,11 +134,6 @@ fn count(s: &Session<'_>) -> usize {
     s.channels.len() + s.patterns.len()
 }
 
-fn update_counts(s: &Session<'_>) {
-    s.client.channels.store(s.channels.len(), Ordering::Relaxed);
-    s.client.patterns.store(s.patterns.len(), Ordering::Relaxed);
-}
-
 pub(super) fn subscribe(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
     join(s, args, out, false);
 }
@@ -166,7 +161,7 @@ fn join(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>, patterns: bool
                 s.channels.push(name);
             }
         }
-        update_counts(s);
+        s.count_subscriptions();
         confirm(out, kind, Some(name), count(s));
     }
 }
@@ -204,20 +199,9 @@ fn leave(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>, patterns: boo
             s.shared.pubsub.remove_channel(s.client.id, &name);
             s.channels.retain(|c| *c != name);
         }
-        update_counts(s);
+        s.count_subscriptions();
         confirm(out, kind, Some(&name), count(s));
     }
-}
-
-/// Drops every subscription of `s`'s client (`RESET`, disconnect).
-pub(super) fn leave_all(s: &mut Session<'_>) {
-    for c in std::mem::take(&mut s.channels) {
-        s.shared.pubsub.remove_channel(s.client.id, &c);
-    }
-    for p in std::mem::take(&mut s.patterns) {
-        s.shared.pubsub.remove_pattern(s.client.id, &p);
-    }
-    update_counts(s);
 }
 
 /// `PUBLISH channel message`: delivered here and sent on every link; answers how many
@@ -280,7 +264,7 @@ pub(super) fn introspect(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_
                 "HELP",
                 "    Print this help.",
             ];
-            super::session::help(out, &lines);
+            super::args::help(out, &lines);
         }
         _ => out.error(&format!(
             "ERR unknown subcommand or wrong number of arguments for '{}'. Try PUBSUB HELP.",

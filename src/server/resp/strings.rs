@@ -11,10 +11,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::session::{Args, NOT_AN_INTEGER, SYNTAX, Session, error_line, int_arg};
+use super::args::{
+    Args, NOT_AN_INTEGER, SYNTAX, WRONGTYPE, count_error, error_line, float_arg, int_arg, parse_int,
+};
+use super::session::Session;
 use crate::cache::{Expiry, NEVER, SetCondition, Write};
 use crate::error::Error;
-use crate::server::protocol::{Reply, parse_int};
+use crate::server::protocol::Reply;
 
 /// A read of `key` by a client: registered for tracking first (so any change after the read is
 /// invalidated), without promoting the key under `CLIENT NO-TOUCH`.
@@ -596,40 +599,6 @@ pub(super) fn incrbyfloat(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'
         Err(e) => out.error(&count_error(&e, true, false)),
     }
 }
-
-/// A float argument as Redis reads one, or its error answered.
-pub(super) fn float_arg(raw: &[u8], out: &mut Reply<'_>) -> Option<f64> {
-    let f = crate::cache::merge::parse_float(raw);
-    if f.is_none() {
-        out.error("ERR value is not a valid float");
-    }
-    f
-}
-
-/// Redis's error line for a refused increment of a key (or, with `field`, of a hash field).
-pub(super) fn count_error(e: &Error, float: bool, field: bool) -> String {
-    use crate::cache::merge::NotCounted;
-    match e {
-        Error::NotCounted(NotCounted::NotANumber) => match (field, float) {
-            (false, false) => NOT_AN_INTEGER.into(),
-            (false, true) => "ERR value is not a valid float".into(),
-            (true, false) => "ERR hash value is not an integer".into(),
-            (true, true) => "ERR hash value is not a float".into(),
-        },
-        Error::NotCounted(NotCounted::Overflow) => {
-            "ERR increment or decrement would overflow".into()
-        }
-        Error::NotCounted(NotCounted::NotFinite) => {
-            "ERR increment would produce NaN or Infinity".into()
-        }
-        Error::WrongType => WRONGTYPE.into(),
-        other => error_line(other),
-    }
-}
-
-/// Redis's answer to a command on a key of another type.
-pub(crate) const WRONGTYPE: &str =
-    "WRONGTYPE Operation against a key holding the wrong kind of value";
 
 impl Session<'_> {
     /// The expiry a new key gets in the selected cache: its default time to live, if any.

@@ -1,7 +1,7 @@
-//! Client-side caching: `CLIENT TRACKING` in its default mode (the keys a client read), `BCAST`
-//! with `PREFIX`es, `OPTIN`/`OPTOUT`, `NOLOOP` and `REDIRECT`; `CLIENT CACHING`, `GETREDIR`,
-//! `TRACKINGINFO`; and the invalidations themselves, RESP3 pushes or, for RESP2, messages on
-//! `__redis__:invalidate` to the redirect client.
+//! Client-side caching's registry: the tracked keys and who read them, every tracking client's
+//! mode (`BCAST` with `PREFIX`es, `OPTIN`/`OPTOUT`, `NOLOOP`, `REDIRECT`), and the invalidations
+//! themselves, RESP3 pushes or, for RESP2, messages on `__redis__:invalidate` to the redirect
+//! client. The `CLIENT TRACKING` family of commands that drive it is in `client.rs`.
 //!
 //! Invalidations come from the caches' [`Watcher`] port, which hears of every key that changes at
 //! this node for any reason — a local write, a change replicated from a peer (another leaf's
@@ -19,7 +19,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::Shared;
-use super::session::{Args, SYNTAX, Session, int_arg};
+use super::session::{Session, TrackingMode};
 use crate::cache::ports::Watcher;
 use crate::server::protocol::Reply;
 
@@ -29,18 +29,6 @@ pub(crate) const INVALIDATE_CHANNEL: &[u8] = b"__redis__:invalidate";
 thread_local! {
     /// The client whose command is running on this thread (0: none), for `NOLOOP`.
     pub(super) static CURRENT_CLIENT: Cell<u64> = const { Cell::new(0) };
-}
-
-/// How a client tracks.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct TrackingMode {
-    pub bcast: bool,
-    pub prefixes: Vec<Bytes>,
-    pub optin: bool,
-    pub optout: bool,
-    pub noloop: bool,
-    /// Where invalidations go instead of this client.
-    pub redirect: Option<u64>,
 }
 
 /// The node's tracking state: the tracked keys and who read them, and every tracking client's
@@ -80,7 +68,7 @@ impl Tracking {
         self.modes.lock().values().map(|m| m.prefixes.len()).sum()
     }
 
-    fn start(&self, client: u64, mode: TrackingMode) {
+    pub(super) fn start(&self, client: u64, mode: TrackingMode) {
         let bcast = mode.bcast;
         match self.modes.lock().insert(client, mode) {
             None => {
@@ -96,7 +84,7 @@ impl Tracking {
         }
     }
 
-    fn stop(&self, client: u64) {
+    pub(super) fn stop(&self, client: u64) {
         if let Some(old) = self.modes.lock().remove(&client) {
             self.active.fetch_sub(1, Ordering::SeqCst);
             if old.bcast {
@@ -135,15 +123,6 @@ pub(super) fn remember(s: &mut Session<'_>, key: &[u8]) {
     };
     if let Some((old, readers)) = evicted {
         s.shared.invalidate(&old, &readers, 0);
-    }
-}
-
-/// Ends tracking for `s`'s client (`CLIENT TRACKING off`, `RESET`, disconnect).
-pub(super) fn stop(s: &mut Session<'_>) {
-    if s.tracking.take().is_some() {
-        s.shared.tracking.stop(s.client.id);
-        s.client.tracking.store(false, Ordering::Relaxed);
-        s.client.redirect.store(-1, Ordering::Relaxed);
     }
 }
 
@@ -240,171 +219,5 @@ impl Watcher for Shared {
         for (&id, mode) in modes.iter() {
             self.send_invalidation(id, mode, None);
         }
-    }
-}
-
-/// `CLIENT TRACKING on|off [REDIRECT id] [PREFIX p]... [BCAST] [OPTIN] [OPTOUT] [NOLOOP]`.
-pub(super) fn client_tracking(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
-    let Some(on) = super::session::on_off(args.get(2), out) else {
-        return;
-    };
-    let mut mode = TrackingMode::default();
-    let mut i = 3;
-    while i < args.len() {
-        match args.upper(i).as_bytes() {
-            b"BCAST" => mode.bcast = true,
-            b"OPTIN" => mode.optin = true,
-            b"OPTOUT" => mode.optout = true,
-            b"NOLOOP" => mode.noloop = true,
-            b"REDIRECT" if i + 1 < args.len() => {
-                let Some(id) = int_arg(args.get(i + 1), out) else {
-                    return;
-                };
-                if id != s.client.id as i64 && s.shared.clients.get(id as u64).is_none() {
-                    out.error("ERR The client ID you want redirect to does not exist");
-                    return;
-                }
-                mode.redirect = (id != s.client.id as i64).then_some(id as u64);
-                i += 1;
-            }
-            b"PREFIX" if i + 1 < args.len() => {
-                mode.prefixes.push(Bytes::copy_from_slice(args.get(i + 1)));
-                i += 1;
-            }
-            _ => {
-                out.error(SYNTAX);
-                return;
-            }
-        }
-        i += 1;
-    }
-    if !on {
-        stop(s);
-        out.ok();
-        return;
-    }
-    if !mode.bcast && !mode.prefixes.is_empty() {
-        out.error("ERR PREFIX option requires BCAST mode to be enabled");
-        return;
-    }
-    if mode.optin && mode.optout {
-        out.error("ERR You can't specify both OPTIN mode and OPTOUT mode");
-        return;
-    }
-    if mode.bcast && (mode.optin || mode.optout) {
-        out.error("ERR OPTIN and OPTOUT are not compatible with BCAST");
-        return;
-    }
-    for (i, a) in mode.prefixes.iter().enumerate() {
-        for b in &mode.prefixes[i + 1..] {
-            if a.starts_with(b) || b.starts_with(a) {
-                out.error(&format!(
-                    "ERR Prefix '{}' overlaps with another provided prefix '{}'. Prefixes for a single client must not overlap.",
-                    String::from_utf8_lossy(a),
-                    String::from_utf8_lossy(b)
-                ));
-                return;
-            }
-        }
-    }
-    if let Some(current) = &s.tracking
-        && current.bcast != mode.bcast
-    {
-        out.error("ERR You can't switch BCAST mode on/off before disabling tracking for this client, and then re-enabling it with a different mode.");
-        return;
-    }
-    s.client.tracking.store(true, Ordering::Relaxed);
-    s.client
-        .redirect
-        .store(mode.redirect.map_or(0, |r| r as i64), Ordering::Relaxed);
-    s.shared.tracking.start(s.client.id, mode.clone());
-    s.tracking = Some(mode);
-    out.ok();
-}
-
-/// `CLIENT CACHING yes|no`: whether the next command's reads are tracked, in `OPTIN` / `OPTOUT`
-/// mode.
-pub(super) fn client_caching(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
-    let Some(mode) = &s.tracking.as_ref().filter(|m| m.optin || m.optout) else {
-        out.error("ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled");
-        return;
-    };
-    match args.upper(2).as_bytes() {
-        b"YES" if mode.optin => s.caching_next = Some(true),
-        b"YES" => {
-            out.error(
-                "ERR CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode.",
-            );
-            return;
-        }
-        b"NO" if mode.optout => s.caching_next = Some(false),
-        b"NO" => {
-            out.error(
-                "ERR CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode.",
-            );
-            return;
-        }
-        _ => {
-            out.error(SYNTAX);
-            return;
-        }
-    }
-    s.caching_kept = true;
-    out.ok();
-}
-
-/// `CLIENT GETREDIR`: -1 without tracking, 0 tracking without redirect, else the redirect id.
-pub(super) fn client_getredir(s: &mut Session<'_>, out: &mut Reply<'_>) {
-    out.int(match &s.tracking {
-        None => -1,
-        Some(mode) => mode.redirect.map_or(0, |r| r as i64),
-    });
-}
-
-/// `CLIENT TRACKINGINFO`: flags, redirect and prefixes, as a map.
-pub(super) fn client_trackinginfo(s: &mut Session<'_>, out: &mut Reply<'_>) {
-    let mut flags: Vec<&str> = Vec::new();
-    let (redirect, prefixes) = match &s.tracking {
-        None => {
-            flags.push("off");
-            (-1, Vec::new())
-        }
-        Some(mode) => {
-            flags.push("on");
-            for (set, name) in [
-                (mode.bcast, "bcast"),
-                (mode.optin, "optin"),
-                (mode.optout, "optout"),
-                (mode.noloop, "noloop"),
-                (s.caching_next == Some(true), "caching-yes"),
-                (s.caching_next == Some(false), "caching-no"),
-            ] {
-                if set {
-                    flags.push(name);
-                }
-            }
-            let redirect = match mode.redirect {
-                Some(r) if s.shared.clients.get(r).is_none() => {
-                    flags.push("broken_redirect");
-                    r as i64
-                }
-                Some(r) => r as i64,
-                None => 0,
-            };
-            (redirect, mode.prefixes.clone())
-        }
-    };
-    out.map(3);
-    out.bulk(b"flags");
-    out.set(flags.len());
-    for f in flags {
-        out.bulk(f.as_bytes());
-    }
-    out.bulk(b"redirect");
-    out.int(redirect);
-    out.bulk(b"prefixes");
-    out.array(prefixes.len());
-    for p in &prefixes {
-        out.bulk(p);
     }
 }
