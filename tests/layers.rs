@@ -386,7 +386,10 @@ fn the_resp_door_dispatches_one_way() {
             continue;
         }
         let (a, b) = (&from[2], &to[2]);
-        let allowed = RESP.iter().find(|(f, _)| f == a).map_or(&[][..], |(_, n)| n);
+        let allowed = RESP
+            .iter()
+            .find(|(f, _)| f == a)
+            .map_or(&[][..], |(_, n)| n);
         if a != b && !allowed.contains(&b.as_str()) {
             violations.push(format!("{at}: {a} names {b}"));
         }

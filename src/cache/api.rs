@@ -280,7 +280,13 @@ impl Cache {
     pub fn scan(&self, cursor: u64, count: usize) -> (Vec<Bytes>, u64) {
         let count = count.max(1);
         let upto = self.inner.core.current_seq();
-        let records = self.changes_between(cursor, upto, cursor, count, LOCAL);
+        let scan = Scan {
+            after: cursor,
+            upto,
+            since: cursor,
+            skip: LOCAL,
+        };
+        let records = self.changes_between(scan, count);
         let next = match records.last() {
             Some(last) if records.len() == count && last.seq < upto => last.seq,
             _ => 0,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::core::Core;
-use super::{Cache, CacheConfig, Change};
+use super::{Budget, Cache, CacheConfig, Change, Scan};
 use crate::error::Error;
 
 /// The name of the cache every node has.
@@ -85,29 +85,24 @@ impl Caches {
             .map_or(0, |at| now.saturating_sub(at))
     }
 
-    /// The records of all caches with `after < seq <= upto` not from link `skip`, in seq order, as
-    /// (cache index, change), at most `max_records` and about `max_bytes`; the seq the answer is
-    /// complete up to (`upto` unless a limit cut it short); and whether it holds changes made
-    /// together, which the receiver must apply together.
+    /// The records of all caches that `scan` covers, in seq order, as (cache index, change),
+    /// within `budget`; the seq the answer is complete up to (`scan.upto` unless the budget cut it
+    /// short); and whether it holds changes made together, which the receiver must apply together.
     ///
     /// The answer never ends inside a group ([`groups`](super::groups)): it ends before one, or,
     /// when it starts with one, reaches its end whatever the limits.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn collect_changes(
         &self,
-        after: u64,
-        upto: u64,
-        since: u64,
-        max_records: usize,
-        max_bytes: usize,
-        skip: u32,
+        scan: Scan,
+        budget: Budget,
     ) -> (Vec<(usize, Change)>, u64, bool) {
+        let after = scan.after;
         // Under the gate, so that no transaction is half made while its changes are read: one
         // that is running finishes (and registers its group) first.
         let _shared = self.core.gate.read();
         let strip =
             |all: Vec<(u64, usize, Change)>| all.into_iter().map(|(_, i, c)| (i, c)).collect();
-        let (mut all, mut reached) = self.collect(after, upto, since, max_records, max_bytes, skip);
+        let (mut all, mut reached) = self.collect(scan, budget);
         let groups = &self.core.groups;
         if !groups.any() {
             return (strip(all), reached, false);
@@ -119,7 +114,12 @@ impl Caches {
                 reached = end;
             }
             super::groups::Cut::Extend(end) => {
-                let (whole, to) = self.collect(after, end, since, usize::MAX, usize::MAX, skip);
+                let whole_group = Scan { upto: end, ..scan };
+                let unbounded = Budget {
+                    records: usize::MAX,
+                    bytes: usize::MAX,
+                };
+                let (whole, to) = self.collect(whole_group, unbounded);
                 let bytes: usize = whole.iter().map(|r| approx_size(&r.2)).sum();
                 if bytes <= MAX_GROUP_BATCH_BYTES {
                     (all, reached) = (whole, to);
@@ -134,20 +134,16 @@ impl Caches {
         (strip(all), reached, together)
     }
 
-    fn collect(
-        &self,
-        after: u64,
-        upto: u64,
-        since: u64,
-        max_records: usize,
-        max_bytes: usize,
-        skip: u32,
-    ) -> (Vec<(u64, usize, Change)>, u64) {
-        let mut reached = upto;
+    fn collect(&self, scan: Scan, budget: Budget) -> (Vec<(u64, usize, Change)>, u64) {
+        let mut reached = scan.upto;
         let mut all: Vec<(u64, usize, Change)> = Vec::new();
+        let scan = Scan {
+            since: scan.since.min(scan.after),
+            ..scan
+        };
         for (i, cache) in self.list.iter().enumerate() {
-            let records = cache.changes_between(after, upto, since.min(after), max_records, skip);
-            if records.len() >= max_records
+            let records = cache.changes_between(scan, budget.records);
+            if records.len() >= budget.records
                 && let Some(last) = records.last()
             {
                 reached = reached.min(last.seq);
@@ -159,7 +155,7 @@ impl Caches {
         let mut bytes = 0;
         for j in 0..all.len() {
             bytes += approx_size(&all[j].2);
-            if bytes > max_bytes && j > 0 {
+            if bytes > budget.bytes && j > 0 {
                 reached = all[j - 1].0;
                 all.truncate(j);
                 break;

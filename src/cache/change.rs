@@ -79,3 +79,40 @@ pub struct Stamped {
     /// The change, as it stands now (compacted: only the latest change per key is kept).
     pub change: Change,
 }
+
+/// What one read of a cache's change log covers: the records with `after < seq <= upto`, except
+/// those that came in on link `skip` (`LOCAL`, 0: none), with values that merge carried as what
+/// changed of them after `since` (what the reader is known to hold all of).
+///
+/// ```
+/// use leafcache::replication::Scan;
+/// let scan = Scan { after: 10, upto: 20, since: 10, skip: 0 };
+/// assert!(scan.after < scan.upto);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scan {
+    /// Records above this seq.
+    pub after: u64,
+    /// Up to this seq (read from the node's counter before the scan).
+    pub upto: u64,
+    /// Merged values: the parts changed after this seq.
+    pub since: u64,
+    /// The link whose changes are left out.
+    pub skip: u32,
+}
+
+/// How much one read of the change log returns at most: records, and about bytes (a group of
+/// changes made together may stretch it; a single larger record still goes alone).
+///
+/// ```
+/// use leafcache::replication::Budget;
+/// let budget = Budget { records: 1024, bytes: 256 << 10 };
+/// assert!(budget.records > 0);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Records, at most.
+    pub records: usize,
+    /// About this many bytes, at most.
+    pub bytes: usize,
+}

@@ -43,7 +43,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use tokio::sync::OnceCell;
 
-pub use change::{Change, Stamped};
+pub use change::{Budget, Change, Scan, Stamped};
 pub use config::CacheConfig;
 pub use loader::{Loader, Missing};
 pub use origin::{DEFAULT_ORIGIN_TIMEOUT, Origin};
@@ -58,10 +58,10 @@ pub(crate) use caches::approx_size;
 use core::Core;
 pub use policy::Eviction;
 use ports::{Recorder, Stored};
-pub(crate) use shard::{DeadKind, LOCAL, NEVER, Peeked, Restored};
 pub use shard::{DigestItem, Kind};
 pub use shard::{ENTRY_OVERHEAD, entry_size};
 use shard::{KeyArg, Limits, Shard, skipped};
+pub(crate) use shard::{LOCAL, NEVER, Peeked, Restored};
 
 /// When an entry expires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

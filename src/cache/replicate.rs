@@ -166,11 +166,16 @@ impl Cache {
     /// The answer is complete only when `after >= floor()`; below that, records were forgotten.
     pub fn changes_since(&self, after: u64, max: usize) -> Vec<Stamped> {
         let upto = self.inner.core.current_seq();
-        self.changes_between(after, upto, after, max, LOCAL)
+        let scan = Scan {
+            after,
+            upto,
+            since: after,
+            skip: LOCAL,
+        };
+        self.changes_between(scan, max)
     }
 
-    /// The records with `after < seq <= upto`, in seq order, at most `max`, leaving out those
-    /// that came in on link `skip`. `upto` must have been read from the node's seq counter before
+    /// The records `scan` covers, in seq order, at most `max`. `scan.upto` must have been read from the node's seq counter before
     /// the call: seqs are handed out under the shard lock that records them, so every seq up to it
     /// is then visible.
     ///
@@ -195,14 +200,13 @@ impl Cache {
         }
     }
 
-    pub(crate) fn changes_between(
-        &self,
-        after: u64,
-        upto: u64,
-        since: u64,
-        max: usize,
-        skip: u32,
-    ) -> Vec<Stamped> {
+    pub(crate) fn changes_between(&self, scan: Scan, max: usize) -> Vec<Stamped> {
+        let Scan {
+            after,
+            upto,
+            since,
+            skip,
+        } = scan;
         let purge = *self.inner.purge.lock();
         let mut out = Vec::new();
         let mut lo = after;
@@ -211,7 +215,13 @@ impl Cache {
             let hi = lo.saturating_add((max - out.len()) as u64).min(upto);
             let start = out.len();
             for shard in self.inner.shards.iter() {
-                shard.lock().changes_in(lo, hi, since, skip, &mut out);
+                let window = Scan {
+                    after: lo,
+                    upto: hi,
+                    since,
+                    skip,
+                };
+                shard.lock().changes_in(window, &mut out);
             }
             if let Some((version, seq, source)) = purge
                 && !skipped(source, skip)

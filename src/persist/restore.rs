@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 use super::format::{Bad, LOG_MAGIC, Next, Reader, Record, SNAPSHOT_MAGIC, frame};
 use super::root::*;
 use super::*;
-use crate::cache::{Cache, DeadKind, Restored};
+use crate::cache::{Cache, Restored};
 use crate::clock::{Hlc, NodeId, Timestamp};
 use crate::error::Error;
 use crate::replication::message::Resume;
@@ -163,13 +163,17 @@ impl<'a> Load<'a> {
                 since_ms,
             } => {
                 self.max_seq = self.max_seq.max(seq);
-                let kind = if tombstone {
-                    DeadKind::Tombstone
-                } else {
-                    DeadKind::Gone
-                };
                 if let Some(c) = self.cache(cache) {
-                    c.restore_record(key, version, seq, Restored::Dead { kind, since_ms }, now);
+                    c.restore_record(
+                        key,
+                        version,
+                        seq,
+                        Restored::Dead {
+                            tombstone,
+                            since_ms,
+                        },
+                        now,
+                    );
                 }
                 self.count(in_snapshot, false);
             }

@@ -22,6 +22,7 @@ mod window;
 
 use hmac::KeyInit;
 
+pub use crate::cache::{Budget, Scan};
 pub use digest::{ANTI_ENTROPY_SPLIT, DIGEST_MAX_LOG2, DIGEST_SPLIT};
 pub use link::{BATCH_BYTES, BATCH_RECORDS, Link, LinkConfig, LinkEvent};
 pub use message::{Message, Refusal, Resume};

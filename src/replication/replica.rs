@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use parking_lot::Mutex;
 
 use super::message::Resume;
-use crate::cache::{Caches, Change};
+use crate::cache::{Budget, Caches, Change, Scan};
 use crate::clock::NodeId;
 
 /// What [`Replica::digest_records`] calls for each record: its cache, its key (none for a purge
@@ -28,22 +28,10 @@ pub trait Replica {
     fn current_seq(&self) -> u64;
     /// The highest seq of a record the node forgot: a resume point below it needs a full sync.
     fn floor(&self) -> u64;
-    /// The records with `after < seq <= upto` not from link `skip`, in seq order, as (cache index,
-    /// change), at most `max_records` and about `max_bytes`; and the seq the answer is complete up
-    /// to; and whether the receiver must apply them together (they hold changes made together,
-    /// and the answer never splits those).
-    ///
-    /// Values that merge carry what changed of them after `since` (see `Cache::changes_between`).
-    #[allow(clippy::too_many_arguments)]
-    fn changes(
-        &self,
-        after: u64,
-        upto: u64,
-        since: u64,
-        max_records: usize,
-        max_bytes: usize,
-        skip: u32,
-    ) -> (Vec<(usize, Change)>, u64, bool);
+    /// The records `scan` covers, in seq order, as (cache index, change), within `budget`; and
+    /// the seq the answer is complete up to; and whether the receiver must apply them together
+    /// (they hold changes made together, and the answer never splits those).
+    fn changes(&self, scan: Scan, budget: Budget) -> (Vec<(usize, Change)>, u64, bool);
     /// How many records lie in `after < seq <= upto`, and about how many bytes of keys and values
     /// they hold: what a resync from `after` has to send, for its progress. (0, 0) if unknown.
     fn pending(&self, after: u64, upto: u64) -> (u64, u64) {
@@ -114,16 +102,8 @@ impl Replica for Caches {
         Caches::floor(self)
     }
 
-    fn changes(
-        &self,
-        after: u64,
-        upto: u64,
-        since: u64,
-        max_records: usize,
-        max_bytes: usize,
-        skip: u32,
-    ) -> (Vec<(usize, Change)>, u64, bool) {
-        self.collect_changes(after, upto, since, max_records, max_bytes, skip)
+    fn changes(&self, scan: Scan, budget: Budget) -> (Vec<(usize, Change)>, u64, bool) {
+        self.collect_changes(scan, budget)
     }
 
     fn pending(&self, after: u64, upto: u64) -> (u64, u64) {

@@ -124,22 +124,14 @@ pub struct Hash {
     pub reset: Version,
     /// Its fields, visible or deleted.
     pub fields: BTreeMap<Bytes, Field>,
-    /// The version of the last write of the key's expiry.
-    pub ttl: Version,
-    /// Seq and source of the last change of the reset.
-    pub reg_seq: u64,
-    pub reg_source: u32,
-    /// Seq and source of the last change of the expiry.
-    pub ttl_seq: u64,
-    pub ttl_source: u32,
     /// The accounted bytes of its fields, kept as they change (a big hash is not summed again
     /// at every write).
     pub size: usize,
     /// The newest version of any field, kept as they change.
     pub top: Version,
-    /// The expiry the TTL register holds (ms; `u64::MAX` for never), kept with the state so that
-    /// a hash held dead here carries its register whole, as a counter does.
-    pub ttl_at: u64,
+    /// The key's expiry register, and where the last changes of the reset and the expiry came
+    /// from.
+    pub head: Header,
 }
 
 impl Hash {
@@ -245,8 +237,8 @@ impl Hash {
                 .map(|f| f.version)
                 .max()
                 .unwrap_or(ORIGIN);
-            self.reg_seq = seq;
-            self.reg_source = source;
+            self.head.reg_seq = seq;
+            self.head.reg_source = source;
             changed = true;
         }
         for (name, theirs) in fields {
@@ -282,10 +274,10 @@ impl Hash {
     }
 
     pub(super) fn restamp(&mut self, seq: u64) {
-        self.reg_seq = seq;
-        self.reg_source = 0;
-        self.ttl_seq = seq;
-        self.ttl_source = 0;
+        self.head.reg_seq = seq;
+        self.head.reg_source = 0;
+        self.head.ttl_seq = seq;
+        self.head.ttl_source = 0;
         for f in self.fields.values_mut() {
             f.seq = seq;
             f.source = 0;

@@ -13,17 +13,8 @@ use crate::clock::Version;
 pub struct Counter {
     /// The register and parts.
     pub cell: Cell,
-    /// The version of the last write of the key's expiry.
-    pub ttl: Version,
-    /// Seq and source of the last change of the register.
-    pub reg_seq: u64,
-    pub reg_source: u32,
-    /// Seq and source of the last change of the expiry.
-    pub ttl_seq: u64,
-    pub ttl_source: u32,
-    /// The expiry the TTL register holds (ms; `u64::MAX` for never): kept here too, so that a
-    /// deleted counter, out of the LRU, still carries its register whole.
-    pub ttl_at: u64,
+    /// The key's expiry register, and where its last changes came from.
+    pub head: Header,
 }
 
 /// Bytes accounted per counter on top of its parts and the entry: the counter's box, its parts'
@@ -33,10 +24,10 @@ pub const COUNTER_OVERHEAD: usize = 400;
 
 impl Counter {
     pub(super) fn restamp(&mut self, seq: u64) {
-        self.reg_seq = seq;
-        self.reg_source = 0;
-        self.ttl_seq = seq;
-        self.ttl_source = 0;
+        self.head.reg_seq = seq;
+        self.head.reg_source = 0;
+        self.head.ttl_seq = seq;
+        self.head.ttl_source = 0;
         self.cell.restamp(seq);
     }
 
@@ -68,15 +59,15 @@ impl Merged {
     /// The newest version a change to it carried.
     pub fn ttl_version(&self) -> Version {
         match self {
-            Merged::Counter(c) => c.ttl,
-            Merged::Hash(h) => h.ttl,
+            Merged::Counter(c) => c.head.ttl,
+            Merged::Hash(h) => h.head.ttl,
         }
     }
 
     pub(crate) fn set_ttl(&mut self, version: Version, seq: u64, source: u32) {
         let (ttl, s, src) = match self {
-            Merged::Counter(c) => (&mut c.ttl, &mut c.ttl_seq, &mut c.ttl_source),
-            Merged::Hash(h) => (&mut h.ttl, &mut h.ttl_seq, &mut h.ttl_source),
+            Merged::Counter(c) => (&mut c.head.ttl, &mut c.head.ttl_seq, &mut c.head.ttl_source),
+            Merged::Hash(h) => (&mut h.head.ttl, &mut h.head.ttl_seq, &mut h.head.ttl_source),
         };
         *ttl = version;
         *s = seq;
@@ -87,24 +78,24 @@ impl Merged {
     /// every node holding the same state.
     pub fn newest(&self) -> Version {
         match self {
-            Merged::Counter(c) => c.cell.newest().max(c.ttl),
-            Merged::Hash(h) => h.newest().max(h.ttl),
+            Merged::Counter(c) => c.cell.newest().max(c.head.ttl),
+            Merged::Hash(h) => h.newest().max(h.head.ttl),
         }
     }
 
     /// The expiry the TTL register holds: the key's expiry, live or dead.
     pub fn ttl_at(&self) -> u64 {
         match self {
-            Merged::Counter(c) => c.ttl_at,
-            Merged::Hash(h) => h.ttl_at,
+            Merged::Counter(c) => c.head.ttl_at,
+            Merged::Hash(h) => h.head.ttl_at,
         }
     }
 
     /// Keeps the state's copy of the key's expiry.
     pub fn set_ttl_at(&mut self, at: u64) {
         match self {
-            Merged::Counter(c) => c.ttl_at = at,
-            Merged::Hash(h) => h.ttl_at = at,
+            Merged::Counter(c) => c.head.ttl_at = at,
+            Merged::Hash(h) => h.head.ttl_at = at,
         }
     }
 
@@ -115,8 +106,8 @@ impl Merged {
         match self {
             Merged::Counter(c) => {
                 c.cell.write(version, None);
-                c.reg_seq = seq;
-                c.reg_source = 0;
+                c.head.reg_seq = seq;
+                c.head.reg_source = 0;
             }
             Merged::Hash(h) => {
                 let names: Vec<Bytes> = h.fields.keys().cloned().collect();
@@ -159,8 +150,8 @@ impl Merged {
                     .cloned()
                     .collect();
                 if parts.is_empty()
-                    && !sent(c.reg_seq, c.reg_source)
-                    && !sent(c.ttl_seq, c.ttl_source)
+                    && !sent(c.head.reg_seq, c.head.reg_source)
+                    && !sent(c.head.ttl_seq, c.head.ttl_source)
                 {
                     return None;
                 }
@@ -181,8 +172,8 @@ impl Merged {
                     .map(|(k, f)| (k.clone(), f.clone()))
                     .collect();
                 if fields.is_empty()
-                    && !sent(h.reg_seq, h.reg_source)
-                    && !sent(h.ttl_seq, h.ttl_source)
+                    && !sent(h.head.reg_seq, h.head.reg_source)
+                    && !sent(h.head.ttl_seq, h.head.ttl_source)
                 {
                     return None;
                 }
@@ -207,30 +198,34 @@ impl Merged {
                 cell.register = register.clone();
                 Merged::Counter(Box::new(Counter {
                     cell,
-                    ttl,
-                    reg_seq: seq,
-                    reg_source: source,
-                    ttl_seq: seq,
-                    ttl_source: source,
-                    ttl_at: u64::MAX,
+                    head: Header {
+                        ttl,
+                        reg_seq: seq,
+                        reg_source: source,
+                        ttl_seq: seq,
+                        ttl_source: source,
+                        ttl_at: u64::MAX,
+                    },
                 }))
             }
             Body::Hash { reset, fields } => {
                 let mut h = Hash {
                     reset: ORIGIN,
                     fields: BTreeMap::new(),
-                    ttl,
-                    reg_seq: seq,
-                    reg_source: source,
-                    ttl_seq: seq,
-                    ttl_source: source,
                     size: 0,
                     top: ORIGIN,
-                    ttl_at: u64::MAX,
+                    head: Header {
+                        ttl,
+                        reg_seq: seq,
+                        reg_source: source,
+                        ttl_seq: seq,
+                        ttl_source: source,
+                        ttl_at: u64::MAX,
+                    },
                 };
                 h.join(*reset, fields, seq, source);
-                h.reg_seq = seq;
-                h.reg_source = source;
+                h.head.reg_seq = seq;
+                h.head.reg_source = source;
                 Merged::Hash(Box::new(h))
             }
         }
@@ -243,8 +238,8 @@ impl Merged {
             (Merged::Counter(c), Body::Counter { register, parts }) => {
                 let changed = c.cell.join(register, parts, seq, source);
                 if changed && c.cell.register == *register {
-                    c.reg_seq = seq;
-                    c.reg_source = source;
+                    c.head.reg_seq = seq;
+                    c.head.reg_source = source;
                 }
                 Some(changed)
             }

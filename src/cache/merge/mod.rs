@@ -24,6 +24,24 @@ mod number;
 pub use cell::{Cell, Part, Register};
 pub use hash::{COUNTER_OVERHEAD, FIELD_OVERHEAD, Field, FieldValue, Hash};
 pub use merged::{Counter, Merged};
+
+/// What a counter and a hash both keep beside their cells: the key's expiry register (its
+/// version and the instant it holds) and the seq and source of the last change of the register
+/// (a counter's write, a hash's reset) and of the expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The version of the last write of the key's expiry.
+    pub ttl: Version,
+    /// The expiry the TTL register holds (ms; `u64::MAX` for never): kept with the state, so
+    /// that a state held dead here still carries its register whole.
+    pub ttl_at: u64,
+    /// Seq and source of the last change of the register.
+    pub reg_seq: u64,
+    pub reg_source: u32,
+    /// Seq and source of the last change of the expiry.
+    pub ttl_seq: u64,
+    pub ttl_source: u32,
+}
 pub use number::{format_float, format_num, parse_float, parse_int, parse_num};
 
 use bytes::Bytes;

@@ -105,14 +105,16 @@ fn hash_fields_join_one_by_one_and_a_reset_hides_older_ones() {
     let mut a = Hash {
         reset: ORIGIN,
         fields: BTreeMap::new(),
-        ttl: ORIGIN,
-        reg_seq: 0,
-        reg_source: 0,
-        ttl_seq: 0,
-        ttl_source: 0,
         size: 0,
         top: ORIGIN,
-        ttl_at: u64::MAX,
+        head: Header {
+            ttl: ORIGIN,
+            reg_seq: 0,
+            reg_source: 0,
+            ttl_seq: 0,
+            ttl_source: 0,
+            ttl_at: u64::MAX,
+        },
     };
     let mut b = a.clone();
     a.set("x".into(), Some("1".into()), v(5), 1);

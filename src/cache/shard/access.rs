@@ -216,11 +216,11 @@ impl Shard {
                 |m, at| {
                     if let Merged::Counter(c) = m {
                         c.cell.write(version, Some(value));
-                        c.ttl = version;
-                        c.reg_seq = seq;
-                        c.reg_source = LOCAL;
-                        c.ttl_seq = seq;
-                        c.ttl_source = LOCAL;
+                        c.head.ttl = version;
+                        c.head.reg_seq = seq;
+                        c.head.reg_source = LOCAL;
+                        c.head.ttl_seq = seq;
+                        c.head.ttl_source = LOCAL;
                     }
                     *at = expires_at;
                     Ok(())
@@ -267,11 +267,11 @@ impl Shard {
                 |m, at| {
                     if let Merged::Counter(c) = m {
                         c.cell.write(version, None);
-                        c.ttl = version;
-                        c.reg_seq = seq;
-                        c.reg_source = LOCAL;
-                        c.ttl_seq = seq;
-                        c.ttl_source = LOCAL;
+                        c.head.ttl = version;
+                        c.head.reg_seq = seq;
+                        c.head.reg_source = LOCAL;
+                        c.head.ttl_seq = seq;
+                        c.head.ttl_source = LOCAL;
                     }
                     // A counter counted again after its delete has no expiry, as in Redis.
                     *at = NEVER;

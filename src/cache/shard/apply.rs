@@ -270,7 +270,7 @@ impl Shard {
         }
         if let Merged::Hash(h) = &state
             && h.fields.is_empty()
-            && h.ttl <= h.reset
+            && h.head.ttl <= h.reset
             && dead.is_some_and(|(tomb, version, stateless)| {
                 tomb && stateless && version >= h.newest()
             })

@@ -3,19 +3,25 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::cache::change::{Change, Stamped};
+use crate::cache::change::{Change, Scan, Stamped};
 use crate::cache::merge::{Merge, Merged};
 use crate::cache::ports::Stored;
 use crate::cache::store::{Idx, List, MAX_KEY, Put, Val};
 use crate::clock::Version;
 
 impl Shard {
-    /// Appends this shard's log records with `after < seq <= upto` to `out`, in seq order, except
-    /// those that came from link `skip` (pass [`LOCAL`] to skip none: no link has that id).
+    /// Appends this shard's log records that `scan` covers to `out`, in seq order (its `skip`
+    /// [`LOCAL`] leaves none out: no link has that id).
     ///
     /// A key of a merged type is sent as the part of its state changed after `since` (what the
     /// receiver is known to hold all of: see `Link`), leaving out what came from `skip`.
-    pub fn changes_in(&self, after: u64, upto: u64, since: u64, skip: u32, out: &mut Vec<Stamped>) {
+    pub fn changes_in(&self, scan: Scan, out: &mut Vec<Stamped>) {
+        let Scan {
+            after,
+            upto,
+            since,
+            skip,
+        } = scan;
         if after >= upto {
             return;
         }
@@ -165,8 +171,7 @@ impl Shard {
                     expires_at: (expires_at != NEVER).then_some(expires_at),
                 },
                 Restored::Dead {
-                    kind: DeadKind::Tombstone,
-                    ..
+                    tombstone: true, ..
                 } => Change::Delete { key, version },
                 Restored::Dead { .. } => Change::Invalidate { key, version },
             };
@@ -187,10 +192,10 @@ impl Shard {
             Restored::Live { .. } => {
                 self.install_dead(&key, version, (seq, LOCAL), false, now, None);
             }
-            Restored::Dead { kind, since_ms }
-                if since_ms.saturating_add(self.limits.dead_ttl_ms) > now =>
-            {
-                let tombstone = kind == DeadKind::Tombstone;
+            Restored::Dead {
+                tombstone,
+                since_ms,
+            } if since_ms.saturating_add(self.limits.dead_ttl_ms) > now => {
                 self.install_dead(&key, version, (seq, LOCAL), tombstone, since_ms, None);
             }
             Restored::Dead { .. } => self.floor = self.floor.max(seq),

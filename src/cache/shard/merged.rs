@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::slots::touch;
 use super::*;
-use crate::cache::merge::{Cell, Counter, Hash, Merged, ORIGIN};
+use crate::cache::merge::{Cell, Counter, Hash, Header, Merged, ORIGIN};
 use crate::cache::store::{Idx, MAX_KEY, Put, Val};
 use crate::clock::Version;
 
@@ -16,24 +16,28 @@ pub(super) fn begun(target: Target, reset: Version, (reg_seq, reg_source): (u64,
     match target {
         Target::Counter => Merged::Counter(Box::new(Counter {
             cell: Cell::written(reset, None),
-            ttl: ORIGIN,
-            reg_seq,
-            reg_source,
-            ttl_seq: 0,
-            ttl_source: LOCAL,
-            ttl_at: NEVER,
+            head: Header {
+                ttl: ORIGIN,
+                reg_seq,
+                reg_source,
+                ttl_seq: 0,
+                ttl_source: LOCAL,
+                ttl_at: NEVER,
+            },
         })),
         Target::Hash => Merged::Hash(Box::new(Hash {
             reset,
             fields: std::collections::BTreeMap::new(),
-            ttl: ORIGIN,
-            reg_seq,
-            reg_source,
-            ttl_seq: 0,
-            ttl_source: LOCAL,
             size: 0,
             top: ORIGIN,
-            ttl_at: NEVER,
+            head: Header {
+                ttl: ORIGIN,
+                reg_seq,
+                reg_source,
+                ttl_seq: 0,
+                ttl_source: LOCAL,
+                ttl_at: NEVER,
+            },
         })),
     }
 }
@@ -54,12 +58,14 @@ impl Shard {
         let version = self.store.version(i);
         Merged::Counter(Box::new(Counter {
             cell: Cell::written(version, Some(Bytes::copy_from_slice(b))),
-            ttl: version,
-            reg_seq: e.seq,
-            reg_source: e.source,
-            ttl_seq: e.seq,
-            ttl_source: e.source,
-            ttl_at: e.at,
+            head: Header {
+                ttl: version,
+                reg_seq: e.seq,
+                reg_source: e.source,
+                ttl_seq: e.seq,
+                ttl_source: e.source,
+                ttl_at: e.at,
+            },
         }))
     }
 
@@ -242,7 +248,7 @@ impl Shard {
             // expiry register), so that whatever arrives later joins the same state here as
             // anywhere. A hash holding nothing above its reset is that reset's tombstone exactly.
             let (state, seq) = match state {
-                Merged::Hash(h) if h.fields.is_empty() && h.ttl <= h.reset => {
+                Merged::Hash(h) if h.fields.is_empty() && h.head.ttl <= h.reset => {
                     (None, (seq.0, LOCAL))
                 }
                 state => (Some(state), seq),

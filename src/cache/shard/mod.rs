@@ -19,8 +19,8 @@ mod vocab;
 
 pub(crate) use size::dead_size;
 pub use size::{ENTRY_OVERHEAD, entry_size};
-pub(crate) use vocab::{DeadKind, KeyArg, Peeked, Refused, Restored};
 pub use vocab::{DigestItem, Kind, Target, WrongKind};
+pub(crate) use vocab::{KeyArg, Peeked, Refused, Restored};
 
 use std::sync::atomic::AtomicU64;
 

@@ -1,6 +1,6 @@
 //! Unit tests of the shard: eviction, the version rule, purges, sweeps and the dead-record bounds, with the module's invariants checked after each.
 use super::*;
-use crate::cache::change::Change;
+use crate::cache::change::{Change, Scan};
 use crate::cache::store::{Idx, List};
 use crate::clock::Clock;
 use crate::clock::{NodeId, Timestamp};
@@ -21,6 +21,15 @@ fn shard(max_entries: usize) -> Shard {
         max_dead: 4,
         dead_ttl_ms: 1_000,
     })
+}
+
+fn scan(upto: u64, skip: u32) -> Scan {
+    Scan {
+        after: 0,
+        upto,
+        since: 0,
+        skip,
+    }
 }
 
 fn set(key: &str, value: &str, version: Version) -> Change {
@@ -86,7 +95,7 @@ fn evicts_least_recently_used_and_remembers_the_version() {
     assert!(s.get(s.store.hash(b"b"), b"b", &clock).is_none());
     assert_eq!(s.counters.evictions, 1);
     let mut out = Vec::new();
-    s.changes_in(0, 3, 0, LOCAL, &mut out);
+    s.changes_in(scan(3, LOCAL), &mut out);
     assert_eq!(out[1].seq, 2, "an evicted entry keeps its place in the log");
     assert!(matches!(out[1].change, Change::Invalidate { version, .. } if version == v(2, 1)));
 }
@@ -99,7 +108,7 @@ fn changes_from_a_link_are_not_listed_for_it() {
     check(&s);
     let seqs = |skip| {
         let mut out = Vec::new();
-        s.changes_in(0, 2, 0, skip, &mut out);
+        s.changes_in(scan(2, skip), &mut out);
         out.iter().map(|c| c.seq).collect::<Vec<_>>()
     };
     assert_eq!(seqs(7), [2], "link 7 already has a, evicted here or not");

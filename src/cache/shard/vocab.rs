@@ -1,4 +1,11 @@
-//! The words a shard's callers use: what a key holds ([`Kind`]), what a change targets ([`Target`]), why it was refused, and what a read or a digest sees.
+//! The words a shard's callers use: what a live key holds ([`Kind`]: the public answer to
+//! `TYPE`), which merged type a local change works on ([`Target`]: a `Kind` that merges), why a
+//! change was refused, a key handed to a write, what a restore installs ([`Restored`], owning
+//! what it read from disk), what a read or a digest sees ([`Peeked`], [`DigestItem`]).
+//!
+//! The other types that say what a key holds differ by who holds them: the store's `Put` (a
+//! value given to it) and `Val` (one borrowed from it), the ports' `Stored` (a record borrowed
+//! for the journal and snapshots), `Change` (one on the wire) and the disk's `Record`.
 
 use bytes::Bytes;
 
@@ -89,19 +96,18 @@ impl KeyArg<'_> {
     }
 }
 
-/// Why a key has a dead record.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum DeadKind {
-    /// Deleted: replicated as [`Change::Delete`].
-    Tombstone,
-    /// Evicted or expired here: replicated as [`Change::Invalidate`] so a peer drops older copies.
-    Gone,
-}
-
 /// What [`Shard::restore`] installs for a key.
 pub(crate) enum Restored {
-    Live { value: Bytes, expires_at: u64 },
-    Dead { kind: DeadKind, since_ms: u64 },
+    Live {
+        value: Bytes,
+        expires_at: u64,
+    },
+    /// A dead record: a tombstone (replicated as a delete), or a version dropped here (evicted,
+    /// expired, too large: replicated as an invalidation), made at `since_ms`.
+    Dead {
+        tombstone: bool,
+        since_ms: u64,
+    },
 }
 
 /// A read of an entry without touching LRU order or counters.

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::*;
+use crate::cache::{Budget, Scan};
 
 /// A `Set` too large for one frame travels as an invalidation: the peer drops its older copy and
 /// loads the value itself if it needs it.
@@ -169,14 +170,17 @@ impl<R: Replica> Link<R> {
             if self.cursor >= upto {
                 return None;
             }
-            let (mut records, reached, together) = self.replica.changes(
-                self.cursor,
+            let scan = Scan {
+                after: self.cursor,
                 upto,
-                self.since,
-                self.config.batch_records,
-                BATCH_BYTES,
-                self.id,
-            );
+                since: self.since,
+                skip: self.id,
+            };
+            let budget = Budget {
+                records: self.config.batch_records,
+                bytes: BATCH_BYTES,
+            };
+            let (mut records, reached, together) = self.replica.changes(scan, budget);
             // Only records up to the target were compared: a batch reaching past it (a group of
             // changes made together is never split) goes whole.
             if let DigestSync::Filter {
