@@ -16,7 +16,8 @@
 //! ```
 //!
 //! # Layout
-//! Layers, bottom to top; each names only the layers below it (`tests/layers.rs` checks). What a
+//! Layers, bottom to top; each names only the layers below it, and no modules import each other
+//! in a circle (`tests/layers.rs` checks both). What a
 //! lower layer needs from above reaches it as a port it defines itself, implemented above.
 //!
 //! | layer | owns |

@@ -20,7 +20,7 @@ use crate::error::{Error, parse_duration};
 use crate::net::driver;
 use crate::net::links::{Entropy, LinkRegistry};
 use crate::net::{Endpoint, Sockets, Tls, TlsFiles, Transport};
-use crate::node::{Node, ReplicationConfig, ServerLimits};
+use crate::node::{Node, NodeInner, ReplicationConfig, ServerLimits};
 use crate::persist::{DEFAULT_FLUSH, DEFAULT_SNAPSHOT_INTERVAL, Flush, PersistConfig, Store};
 use crate::replication::{LinkConfig, Role, Secret};
 use crate::server::{self, DoorConfig};
@@ -649,14 +649,14 @@ impl NodeBuilder {
             tls.clone(),
         ));
         registry.restore_marks(marks);
-        let node = Node::assemble(
-            caches.clone(),
-            self.links,
-            registry.clone(),
-            listener.as_ref().map(|l| l.local_addr()),
-            bound_doors.doors(&self.doors),
-            journal.clone(),
-        );
+        let node = Node::assemble(NodeInner {
+            caches: caches.clone(),
+            bound: listener.as_ref().map(|l| l.local_addr()),
+            config: self.links,
+            registry: registry.clone(),
+            doors: bound_doors.doors(&self.doors),
+            journal: journal.clone(),
+        });
         let tasks = &registry.tasks;
         if let Some(journal) = journal {
             let reg = registry.clone();

@@ -94,16 +94,17 @@ pub struct Node {
     inner: Arc<NodeInner>,
 }
 
-struct NodeInner {
-    caches: Caches,
-    config: ReplicationConfig,
-    registry: Arc<LinkRegistry>,
+/// What a [`Node`] handle holds, as `NodeBuilder::build` wires it together.
+pub(crate) struct NodeInner {
+    pub caches: Caches,
+    pub config: ReplicationConfig,
+    pub registry: Arc<LinkRegistry>,
     /// The address leaves can dial, as bound (the OS's port for `:0`).
-    bound: Option<String>,
+    pub bound: Option<String>,
     /// The front doors' settings, addresses and counters.
-    doors: Doors,
+    pub doors: Doors,
     /// The op log and snapshots, on a node with a root.
-    journal: Option<Arc<Journal>>,
+    pub journal: Option<Arc<Journal>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -118,23 +119,9 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// The handle over what `NodeBuilder::build` wired together.
-    pub(crate) fn assemble(
-        caches: Caches,
-        config: ReplicationConfig,
-        registry: Arc<LinkRegistry>,
-        bound: Option<String>,
-        doors: Doors,
-        journal: Option<Arc<Journal>>,
-    ) -> Node {
+    pub(crate) fn assemble(inner: NodeInner) -> Node {
         Node {
-            inner: Arc::new(NodeInner {
-                caches,
-                config,
-                registry,
-                bound,
-                doors,
-                journal,
-            }),
+            inner: Arc::new(inner),
         }
     }
 

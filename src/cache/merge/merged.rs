@@ -198,14 +198,7 @@ impl Merged {
                 cell.register = register.clone();
                 Merged::Counter(Box::new(Counter {
                     cell,
-                    head: Header {
-                        ttl,
-                        reg_seq: seq,
-                        reg_source: source,
-                        ttl_seq: seq,
-                        ttl_source: source,
-                        ttl_at: u64::MAX,
-                    },
+                    head: Header::new(ttl, seq, source),
                 }))
             }
             Body::Hash { reset, fields } => {
@@ -214,14 +207,7 @@ impl Merged {
                     fields: BTreeMap::new(),
                     size: 0,
                     top: ORIGIN,
-                    head: Header {
-                        ttl,
-                        reg_seq: seq,
-                        reg_source: source,
-                        ttl_seq: seq,
-                        ttl_source: source,
-                        ttl_at: u64::MAX,
-                    },
+                    head: Header::new(ttl, seq, source),
                 };
                 h.join(*reset, fields, seq, source);
                 h.head.reg_seq = seq;

@@ -42,6 +42,30 @@ pub struct Header {
     pub ttl_seq: u64,
     pub ttl_source: u32,
 }
+
+impl Header {
+    /// A header whose register and expiry were last written at `(seq, source)`, with the
+    /// expiry register at `ttl` and no expiry.
+    pub fn new(ttl: Version, seq: u64, source: u32) -> Header {
+        Header {
+            ttl,
+            ttl_at: u64::MAX,
+            reg_seq: seq,
+            reg_source: source,
+            ttl_seq: seq,
+            ttl_source: source,
+        }
+    }
+
+    /// A write of the register and the expiry register together, at `version`, `(seq, source)`
+    /// (the expiry instant is the caller's to set).
+    pub fn written(&mut self, version: Version, seq: u64, source: u32) {
+        *self = Header {
+            ttl_at: self.ttl_at,
+            ..Header::new(version, seq, source)
+        };
+    }
+}
 pub use number::{format_float, format_num, parse_float, parse_int, parse_num};
 
 use bytes::Bytes;

@@ -206,26 +206,7 @@ impl Shard {
         self.sweep(now, SWEEP_PER_WRITE);
         if self.holds_counter(key.as_slice(), now) {
             let old = self.record_seq(key.as_slice());
-            let written: Result<(), Refused> = self.change_merged(
-                key,
-                Target::Counter,
-                version,
-                seq,
-                now,
-                (NEVER, 0),
-                |m, at| {
-                    if let Merged::Counter(c) = m {
-                        c.cell.write(version, Some(value));
-                        c.head.ttl = version;
-                        c.head.reg_seq = seq;
-                        c.head.reg_source = LOCAL;
-                        c.head.ttl_seq = seq;
-                        c.head.ttl_source = LOCAL;
-                    }
-                    *at = expires_at;
-                    Ok(())
-                },
-            );
+            let written = self.write_counter(key, Some(value), (version, seq), expires_at, now);
             debug_assert!(written.is_ok());
             return old;
         }
@@ -257,27 +238,8 @@ impl Shard {
         self.sweep(now, SWEEP_PER_WRITE);
         if self.holds_counter(&key, now) {
             let old = self.peek(&key, now).map(|p| p.value);
-            let _: Result<(), Refused> = self.change_merged(
-                KeyArg::Owned(key),
-                Target::Counter,
-                version,
-                seq,
-                now,
-                (NEVER, 0),
-                |m, at| {
-                    if let Merged::Counter(c) = m {
-                        c.cell.write(version, None);
-                        c.head.ttl = version;
-                        c.head.reg_seq = seq;
-                        c.head.reg_source = LOCAL;
-                        c.head.ttl_seq = seq;
-                        c.head.ttl_source = LOCAL;
-                    }
-                    // A counter counted again after its delete has no expiry, as in Redis.
-                    *at = NEVER;
-                    Ok(())
-                },
-            );
+            // A counter counted again after its delete has no expiry, as in Redis.
+            let _ = self.write_counter(KeyArg::Owned(key), None, (version, seq), NEVER, now);
             return old;
         }
         let old = self.clear_key(&key);

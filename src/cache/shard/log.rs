@@ -16,17 +16,12 @@ impl Shard {
     /// A key of a merged type is sent as the part of its state changed after `since` (what the
     /// receiver is known to hold all of: see `Link`), leaving out what came from `skip`.
     pub fn changes_in(&self, scan: Scan, out: &mut Vec<Stamped>) {
-        let Scan {
-            after,
-            upto,
-            since,
-            skip,
-        } = scan;
-        if after >= upto {
+        let (upto, since, skip) = (scan.upto, scan.since, scan.skip);
+        if scan.after >= upto {
             return;
         }
         let s = &self.store;
-        for i in s.log_from(after + 1) {
+        for i in s.log_from(scan.after + 1) {
             let e = s.at(i);
             let seq = e.seq;
             if seq > upto {

@@ -13,36 +13,49 @@ use crate::clock::Version;
 /// The tombstone's seq and source become the state's register's: a tombstone not yet sent goes
 /// out as the register of what replaces it.
 pub(super) fn begun(target: Target, reset: Version, (reg_seq, reg_source): (u64, u32)) -> Merged {
+    let nothing = Header {
+        reg_seq,
+        reg_source,
+        ..Header::new(ORIGIN, 0, LOCAL)
+    };
     match target {
         Target::Counter => Merged::Counter(Box::new(Counter {
             cell: Cell::written(reset, None),
-            head: Header {
-                ttl: ORIGIN,
-                reg_seq,
-                reg_source,
-                ttl_seq: 0,
-                ttl_source: LOCAL,
-                ttl_at: NEVER,
-            },
+            head: nothing,
         })),
         Target::Hash => Merged::Hash(Box::new(Hash {
             reset,
             fields: std::collections::BTreeMap::new(),
             size: 0,
             top: ORIGIN,
-            head: Header {
-                ttl: ORIGIN,
-                reg_seq,
-                reg_source,
-                ttl_seq: 0,
-                ttl_source: LOCAL,
-                ttl_at: NEVER,
-            },
+            head: nothing,
         })),
     }
 }
 
 impl Shard {
+    /// A string write (`content`) or a delete (`None`) of a key holding a counter, at
+    /// `(version, seq)`: a write of its register, which replaces the increments it saw and keeps
+    /// those made elsewhere that it did not see; the key expires at `expires_at` after it.
+    pub(super) fn write_counter(
+        &mut self,
+        key: KeyArg<'_>,
+        content: Option<Bytes>,
+        (version, seq): (Version, u64),
+        expires_at: u64,
+        now: u64,
+    ) -> Result<(), Refused> {
+        let grow = (NEVER, 0);
+        self.change_merged(key, Target::Counter, version, seq, now, grow, |m, at| {
+            if let Merged::Counter(c) = m {
+                c.cell.write(version, content);
+                c.head.written(version, seq, LOCAL);
+            }
+            *at = expires_at;
+            Ok(())
+        })
+    }
+
     /// Whether `key` holds a counter: live, or deleted with its parts kept.
     pub(super) fn holds_counter(&self, key: &[u8], now: u64) -> bool {
         let Some(i) = self.store.find(key) else {

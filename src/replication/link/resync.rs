@@ -150,11 +150,7 @@ impl<R: Replica> Link<R> {
             self.end_anti_entropy();
             return Ok(());
         }
-        self.outbox.push_back(Message::DigestRefine {
-            log2,
-            fine,
-            buckets: bitmap_bytes(&differ, log2),
-        });
+        self.ask_fine(log2, fine, &differ);
         self.ae = AntiEntropy::Refining {
             started_ms,
             log2,
@@ -288,11 +284,7 @@ impl<R: Replica> Link<R> {
             };
             return Ok(());
         }
-        self.outbox.push_back(Message::DigestRefine {
-            log2,
-            fine,
-            buckets: bitmap_bytes(&differ, log2),
-        });
+        self.ask_fine(log2, fine, &differ);
         self.digest = DigestSync::Refining {
             log2,
             fine,
@@ -352,5 +344,14 @@ impl<R: Replica> Link<R> {
             self.sync = None;
             self.release_slot();
         }
+    }
+
+    /// Asks the peer for its fine sums (of `2^fine`) under the coarse buckets set in `differ`.
+    fn ask_fine(&mut self, log2: u8, fine: u8, differ: &[u64]) {
+        self.outbox.push_back(Message::DigestRefine {
+            log2,
+            fine,
+            buckets: bitmap_bytes(differ, log2),
+        });
     }
 }
