@@ -1,7 +1,7 @@
 //! Digests: what two ends of a link compare to find the records where they differ, without
 //! sending the records. Pure functions over bucket sums and over a record source (a closure that
 //! visits records, as `Replica::digest_records` does), so they are tested without a node; the
-//! link's state machine (src/replication/link.rs) decides when each round runs.
+//! link's state machine (src/replication/link/resync.rs) decides when each round runs.
 //!
 //! A record's bucket is a hash of its cache and key; a bucket's sum is the wrapping sum of its
 //! records' hashes. Rounds go coarse (`2^(fine - split)` sums), then fine under the coarse

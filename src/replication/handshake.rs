@@ -1,6 +1,6 @@
 //! The handshake's pieces: where it stands ([`Phase`]), who the peer says it is ([`Peer`]), the
 //! checks on its hello, and the proof each end gives of the cluster secret. The link
-//! (src/replication/link.rs) sequences them: hello both ways, then a proof both ways.
+//! (src/replication/link/mod.rs) sequences them: hello both ways, then a proof both ways.
 
 use hmac::Mac;
 
