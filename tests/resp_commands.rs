@@ -961,6 +961,19 @@ const SCRIPT: &[&str] = &[
     "HRANDFIELD nosuch",
     "HRANDFIELD nosuch 2",
     "SCAN 0 TYPE hash",
+    // One integer rule for arguments and values, Redis's: no leading zeros, no `-0`, no `+`.
+    "SET z 007",
+    "INCR z",
+    "SET z2 -0",
+    "INCRBY z2 1",
+    "SET z3 10",
+    "EXPIRE z3 007",
+    "EXPIRE z3 -0",
+    "EXPIRE z3 +5",
+    "GETRANGE z3 0 01",
+    "INCRBY z3 010",
+    "INCRBY z3 -010",
+    "TTL z3",
 ];
 
 /// Answers where the two servers are allowed to differ: `MEMORY USAGE` (each server counts its

@@ -294,3 +294,56 @@ fn expired_remote_write_is_remembered_not_served() {
     assert_eq!(s.dead_len(), 1);
     check(&s);
 }
+
+/// A policy the shard has never heard of: first in, first out, hits ignored. It plugs in through
+/// the `Policy` trait alone, which is what a fourth eviction policy needs.
+#[derive(Debug)]
+struct Fifo {
+    inserted: usize,
+    removed: usize,
+}
+
+impl crate::cache::policy::Policy for Fifo {
+    fn hit(&mut self, _: &mut crate::cache::store::Store, _: Idx) {}
+
+    fn inserted(&mut self, _: &crate::cache::store::Store, _: Idx) {
+        self.inserted += 1;
+    }
+
+    fn removed(&mut self, _: Idx) {
+        self.removed += 1;
+    }
+
+    fn victim(&mut self, store: &mut crate::cache::store::Store, protect: u64) -> Option<Idx> {
+        let first = store.front(List::Main)?;
+        if store.at(first).seq == protect {
+            store.next(first)
+        } else {
+            Some(first)
+        }
+    }
+}
+
+#[test]
+fn a_policy_the_shard_does_not_know_evicts_through_the_trait() {
+    let mut s = shard(2);
+    s.policy = Box::new(Fifo {
+        inserted: 0,
+        removed: 0,
+    });
+    let clock = Clock::default();
+    s.set("a".into(), "1".into(), v(1, 1), NEVER, 1, 0, false);
+    s.set("b".into(), "2".into(), v(2, 1), NEVER, 2, 0, false);
+    // A hit does not save `a` under FIFO, as it would under LRU.
+    assert!(s.get(s.store.hash(b"a"), b"a", &clock).is_some());
+    s.set("c".into(), "3".into(), v(3, 1), NEVER, 3, 0, false);
+    check(&s);
+    assert!(s.get(s.store.hash(b"a"), b"a", &clock).is_none());
+    assert!(s.get(s.store.hash(b"b"), b"b", &clock).is_some());
+    assert_eq!(s.counters.evictions, 1);
+    let fifo = format!("{:?}", s.policy);
+    assert!(
+        fifo.contains("inserted: 3") && fifo.contains("removed: 1"),
+        "{fifo}"
+    );
+}
