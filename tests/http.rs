@@ -587,6 +587,13 @@ async fn a_hub_keeps_one_record_per_leaf_and_stays_healthy_when_leaves_go() {
     eventually(Duration::from_secs(10), "leaf linked", leaf_up(1)).await;
     let leaf_http = Http::to(&leaf);
     // Three outages: each reconnection is a new link, but the hub keeps one record of the leaf.
+    let wall_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let mut back_at = 0;
     for round in 0..3 {
         proxy.cut();
         eventually(Duration::from_secs(10), "leaf cut", leaf_up(0)).await;
@@ -623,6 +630,11 @@ async fn a_hub_keeps_one_record_per_leaf_and_stays_healthy_when_leaves_go() {
         // metrics keep their labels.
         let l = leaf.links().remove(0);
         assert_eq!(l.down_since_ms, down_since, "{l:?}");
+        // And each outage counts from its own start, not from an earlier one's.
+        assert!(
+            down_since.is_some_and(|at| at >= back_at),
+            "round {round}: down since {down_since:?}, but the link was up again at {back_at}"
+        );
         let metrics = leaf_http.get("/metrics").text();
         assert!(
             metrics.contains(
@@ -635,6 +647,7 @@ async fn a_hub_keeps_one_record_per_leaf_and_stays_healthy_when_leaves_go() {
         assert!(health["links_down"][0]["down_ms"].as_u64().unwrap() >= 50);
         proxy.heal();
         eventually(Duration::from_secs(10), "leaf back", leaf_up(1)).await;
+        back_at = wall_ms();
         // Once the hub has the outage's write, nothing is lag any more.
         eventually(Duration::from_secs(10), "leaf caught up", || {
             let l = leaf.links().remove(0);

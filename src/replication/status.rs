@@ -130,6 +130,10 @@ pub struct LinkStatus {
     pub antientropy_repairs: u64,
     /// The latest resync sent, in progress or done.
     pub sync: Option<SyncReport>,
+    /// Whether this connection came up (its handshake completed): an outage after it starts
+    /// when it went down, not at an earlier connection's failure.
+    #[serde(skip)]
+    pub(crate) came_up: bool,
 }
 
 impl LinkStatus {
@@ -163,6 +167,7 @@ impl LinkStatus {
             antientropy_rounds: 0,
             antientropy_repairs: 0,
             sync: None,
+            came_up: false,
         }
     }
 
@@ -217,10 +222,44 @@ impl LinkStatus {
             // What the hub acknowledged stays acknowledged (seqs are this node's own, whatever
             // the connection): an attempt that has not reached it yet is not lag from zero.
             self.acked = self.acked.max(before.acked);
-            // Down since the first attempt that failed, not since the latest one.
-            if before.down_since_ms.is_some() {
+            // Down since the first attempt that failed, not since the latest one: unless this
+            // connection came up, which ended that outage.
+            if before.down_since_ms.is_some() && !self.came_up {
                 self.down_since_ms = before.down_since_ms;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An attempt of the upstream link: failing at `failed`, after coming up or not.
+    fn attempt(failed: u64, came_up: bool, before: Option<&LinkStatus>) -> LinkStatus {
+        let mut st = LinkStatus::new(1, Direction::Upstream, "hub:1");
+        st.came_up = came_up;
+        st.state = LinkState::Down;
+        st.went_down(failed);
+        if let Some(before) = before {
+            st.carry(before);
+        }
+        st
+    }
+
+    #[test]
+    fn an_outage_counts_from_its_own_start_not_from_a_failure_before_the_link_came_up() {
+        // The hub was not there at start-up (t = 1 s), nor at the next try (t = 2 s).
+        let first = attempt(1_000, false, None);
+        let second = attempt(2_000, false, Some(&first));
+        assert_eq!(second.down_since_ms, Some(1_000), "one outage across failed tries");
+        // Then the link came up, and went down at t = 60 s.
+        let up = attempt(60_000, true, Some(&second));
+        assert_eq!(up.down_since_ms, Some(60_000));
+        // Retries during this outage keep its start.
+        let mut retry = attempt(61_000, false, Some(&up));
+        assert_eq!(retry.down_since_ms, Some(60_000));
+        retry.refresh(72_000, 0, |_| 0);
+        assert_eq!(retry.down_ms, 12_000);
     }
 }

@@ -582,6 +582,7 @@ impl<R: Replica> Link<R> {
         self.status.state = LinkState::Up;
         self.status.last_error = None;
         self.status.down_since_ms = None;
+        self.status.came_up = true;
         self.last_sent_ms = now;
         let peer = self.peer.as_ref().expect("hello came first");
         info!(link = self.id, peer = %peer.name, sync = ?kind, from = self.cursor, "link up");
