@@ -1239,3 +1239,31 @@ async fn every_command_with_random_arguments_answers() {
     );
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_get_maxmemory_answers_the_selected_cache_s_capacity_and_policy() {
+    let node = Node::builder()
+        .cache(
+            "bounded",
+            leafcache::CacheConfig::new()
+                .max_bytes(1 << 20)
+                .eviction(leafcache::Eviction::Lfu),
+        )
+        .resp_address("127.0.0.1:0")
+        .build()
+        .unwrap();
+    let mut c = client(&node);
+    let pair = |name: &str, value: &str| V::Array(vec![V::b(name), V::b(value)]);
+    assert_eq!(c.cmd("CONFIG GET maxmemory"), pair("maxmemory", "0"));
+    assert_eq!(
+        c.cmd("CONFIG GET maxmemory-policy"),
+        pair("maxmemory-policy", "allkeys-lru")
+    );
+    assert_eq!(c.cmd("SELECT 1"), ok());
+    assert_eq!(c.cmd("CONFIG GET maxmemory"), pair("maxmemory", "1048576"));
+    assert_eq!(
+        c.cmd("CONFIG GET maxmemory-policy"),
+        pair("maxmemory-policy", "allkeys-lfu")
+    );
+    node.shutdown().await;
+}

@@ -156,6 +156,9 @@ struct CacheInner {
     ttl: Option<Duration>,
     /// The largest accounted entry one shard can hold.
     max_entry_bytes: usize,
+    /// The byte capacity it was configured with, if any.
+    max_bytes: Option<u64>,
+    eviction: Eviction,
     loader: Option<Loader>,
     /// Loads in progress, one per key: the single-flight table.
     inflight: Mutex<HashMap<Bytes, Flight>>,
@@ -231,17 +234,21 @@ impl Cache {
                 })))
             })
             .collect();
+        // Whether hits may share a shard's lock is the policy's to say, not a variant to match.
+        let shared_hits = shards[0].0.read().shared_hits();
         Ok(Cache {
             inner: Arc::new(CacheInner {
                 name: name.into(),
                 index,
                 mask: n - 1,
-                shared_hits: resolved.eviction == Eviction::S3Fifo,
+                shared_hits,
                 shards,
                 hasher: foldhash::fast::FixedState::with_seed(store::KEY_SEED),
                 core,
                 ttl: resolved.ttl,
                 max_entry_bytes,
+                max_bytes: resolved.max_bytes,
+                eviction: resolved.eviction,
                 loader: resolved.loader,
                 inflight: Mutex::new(HashMap::new()),
                 purge: Mutex::new(None),
@@ -292,6 +299,27 @@ impl Cache {
     /// ```
     pub fn default_ttl(&self) -> Option<Duration> {
         self.inner.ttl
+    }
+
+    /// The byte capacity (`max_bytes`) the cache was configured with; `None` if it is bounded
+    /// by its entry count alone.
+    ///
+    /// ```
+    /// use leafcache::{CacheConfig, Eviction, Node};
+    /// let node = Node::builder()
+    ///     .default_cache(CacheConfig::new().max_bytes(64 << 20).eviction(Eviction::Lfu))
+    ///     .build()?;
+    /// assert_eq!(node.default_cache().max_bytes(), Some(64 << 20));
+    /// assert_eq!(node.default_cache().eviction(), Eviction::Lfu);
+    /// # Ok::<(), leafcache::Error>(())
+    /// ```
+    pub fn max_bytes(&self) -> Option<u64> {
+        self.inner.max_bytes
+    }
+
+    /// How the cache chooses what to evict (see [`Cache::max_bytes`] for an example).
+    pub fn eviction(&self) -> Eviction {
+        self.inner.eviction
     }
 
     /// The largest entry (key + value + per-entry overhead) a write may carry: with `max_bytes`

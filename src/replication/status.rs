@@ -252,7 +252,11 @@ mod tests {
         // The hub was not there at start-up (t = 1 s), nor at the next try (t = 2 s).
         let first = attempt(1_000, false, None);
         let second = attempt(2_000, false, Some(&first));
-        assert_eq!(second.down_since_ms, Some(1_000), "one outage across failed tries");
+        assert_eq!(
+            second.down_since_ms,
+            Some(1_000),
+            "one outage across failed tries"
+        );
         // Then the link came up, and went down at t = 60 s.
         let up = attempt(60_000, true, Some(&second));
         assert_eq!(up.down_since_ms, Some(60_000));

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::args::{Args, NOT_AN_INTEGER, SYNTAX, help, parse_int, unknown_subcommand};
 use super::session::{Pending, Session};
+use crate::cache::Eviction;
 use crate::server::glob;
 use crate::server::metrics;
 use crate::server::protocol::Reply;
@@ -127,8 +128,18 @@ pub(super) fn config(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
                 ("proto-max-bulk-len", limits.max_value.to_string()),
                 ("save", String::new()),
                 ("appendonly", "no".into()),
-                ("maxmemory", "0".into()),
-                ("maxmemory-policy", "allkeys-lru".into()),
+                // The selected cache's byte capacity (0: none, as in Redis) and its policy, in
+                // Redis's words where Redis has one.
+                ("maxmemory", s.cache.max_bytes().unwrap_or(0).to_string()),
+                (
+                    "maxmemory-policy",
+                    match s.cache.eviction() {
+                        Eviction::Lru => "allkeys-lru",
+                        Eviction::Lfu => "allkeys-lfu",
+                        Eviction::S3Fifo => "s3fifo",
+                    }
+                    .into(),
+                ),
                 ("timeout", "0".into()),
                 (
                     "tracking-table-max-keys",
