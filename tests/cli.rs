@@ -244,6 +244,34 @@ impl Proc {
         Proc { child, lines }
     }
 
+    /// [`spawn`](Self::spawn), with the log (stderr) read as lines too.
+    fn spawn_logging(args: &[&str]) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn leafcache");
+        let (tx, lines) = mpsc::channel();
+        let out: [Box<dyn std::io::Read + Send>; 2] = [
+            Box::new(child.stdout.take().unwrap()),
+            Box::new(child.stderr.take().unwrap()),
+        ];
+        for stream in out {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Proc { child, lines }
+    }
+
     /// Lines up to and including the first one `done` accepts.
     fn until(&self, what: &str, mut done: impl FnMut(&str) -> bool) -> Vec<String> {
         let deadline = Instant::now() + TIMEOUT;
@@ -941,4 +969,24 @@ fn sighup_reloads_the_tls_certificates_of_a_running_node() {
     assert!(child.try_wait().unwrap().is_none(), "the node stopped");
     kill("-TERM");
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_node_no_client_can_reach_says_so_and_get_at_a_resp_door_says_what_it_is() {
+    // No door: the node runs (its links work), but says that no client can reach it.
+    let p = Proc::spawn_logging(&["serve", "--name", "lonely"]);
+    p.until("the no-door warning", |l| {
+        l.contains("WARN") && l.contains("no client can reach this node")
+    });
+    drop(p);
+    // `get --node` given a RESP door: told it is one, not that the node is unreachable.
+    let p = Proc::spawn(&["serve", "--name", "r0", "--resp", "127.0.0.1:0"]);
+    let lines = p.until("r0", |l| l.starts_with("r0"));
+    let resp = address(&lines, "r0", "resp");
+    let (code, _, err) = run(&["get", "k", "--node", &resp]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("is a RESP (Redis protocol) door") && err.contains("--http"),
+        "{err}"
+    );
 }

@@ -82,8 +82,36 @@ impl Target {
 
     /// Turns a transport failure into one line naming the node.
     fn unreachable(&self, e: ureq::Error) -> Box<dyn std::error::Error> {
+        let host_port = self.base();
+        let host_port = host_port.split("://").nth(1).unwrap_or(&host_port);
+        if speaks_resp(host_port) {
+            return format!(
+                "{host_port} is a RESP (Redis protocol) door, not the node's HTTP door: give \
+                 --node the address of its --http door, or talk to this one with redis-cli"
+            )
+            .into();
+        }
         format!("cannot reach the node at {}: {e}", self.base()).into()
     }
+}
+
+/// Whether `host_port` answers a RESP `PING` (a node's RESP door, or a Redis server): what a
+/// failed HTTP request checks before calling the node unreachable.
+fn speaks_resp(host_port: &str) -> bool {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let Some(addr) = host_port.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return false;
+    };
+    let Ok(mut conn) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut reply = [0u8; 16];
+    conn.write_all(b"PING\r\n").is_ok()
+        && conn
+            .read(&mut reply)
+            .is_ok_and(|n| reply[..n].starts_with(b"+PONG") || reply[..n].starts_with(b"-NOAUTH"))
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.

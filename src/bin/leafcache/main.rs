@@ -527,6 +527,11 @@ fn check_serve(args: &ServeArgs) -> Result<(), String> {
             "a hub without --secret: any process on this host can link to it"
         );
     }
+    if args.resp.is_none() && args.http.is_none() && args.unix.is_none() {
+        tracing::warn!(
+            "no --resp, --http or --unix door: no client can reach this node, only its links"
+        );
+    }
     if let Some(max_bytes) = args.max_bytes {
         // The smallest entry worth a cache: a 16-byte key and a 64-byte value.
         let smallest = leafcache::entry_size(16, 64);
