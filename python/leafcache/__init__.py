@@ -7,7 +7,7 @@ Three ways to hold a cache:
   ``leafcache`` command): a leaf of ``remote_address``, a hub on ``local_address``.
 * the module-level cache — ``leafcache.init(...)`` then ``leafcache.set/get/pop/purge`` — shared
   by every process that inits the same ``root``; ``leafcache.start(host, port)`` serves it over
-  HTTP (``/get?key=``, ``/set?key=&value=``).
+  HTTP (``/get?key=``, ``/set?key=&value=``) until Ctrl-C, ``start_background`` without blocking.
 
 Values: ``str`` and ``bytes`` are stored as they are (Redis clients and ``curl`` read them);
 other objects go through the cache's serializer, ``"json"`` (default) or ``"pickle"``.
@@ -16,7 +16,9 @@ other objects go through the cache's serializer, ``"json"`` (default) or ``"pick
 from __future__ import annotations
 
 import atexit
+import logging
 import os
+import signal
 import threading
 from typing import Any, Optional, Union
 
@@ -29,6 +31,8 @@ from ._native import (
     init_logging,
 )
 from .rest import RestServer
+
+_log = logging.getLogger("leafcache")
 
 __all__ = [
     "LRUCache",
@@ -44,6 +48,7 @@ __all__ = [
     "incr",
     "purge",
     "start",
+    "start_background",
     "cache",
     "__version__",
 ]
@@ -151,10 +156,35 @@ def purge() -> None:
     cache().purge()
 
 
-def start(host: str = "127.0.0.1", port: int = 5001) -> RestServer:
-    """Serves the module-level cache over HTTP in a background thread: ``GET /get?key=k``,
-    ``GET|POST /set?key=k&value=v[&ttl=60]``, ``/pop?key=k``, ``/delete?key=k``. Returns the
-    server (``.address``, ``.close()``); port 0 picks a free port."""
+def start(host: str = "127.0.0.1", port: int = 5001) -> None:
+    """Serves the module-level cache over HTTP and blocks until Ctrl-C (SIGINT) or SIGTERM,
+    then stops serving and returns: a script that ends with it keeps serving, as the seed's
+    ``start`` did. The endpoints: ``GET /get?key=k``, ``GET|POST /set?key=k&value=v[&ttl=60]``,
+    ``/pop?key=k``, ``/delete?key=k``. To serve while the script goes on, use
+    :func:`start_background`."""
+    server = RestServer(cache(), host, port)
+    _log.info("serving the cache on %s until Ctrl-C or SIGTERM", server.url)
+    stop = threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.close()
+        _log.info("stopped serving the cache on %s", server.url)
+
+
+def start_background(host: str = "127.0.0.1", port: int = 5001) -> RestServer:
+    """:func:`start` without blocking: serves the module-level cache on a background thread and
+    returns the server (``.address``, ``.url``, ``.close()``, a context manager); port 0 picks a
+    free port."""
     return RestServer(cache(), host, port)
 
 

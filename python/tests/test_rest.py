@@ -27,7 +27,7 @@ def request(url: str, data: bytes = None, headers: dict = None):
 def server(monkeypatch):
     monkeypatch.delenv("LEAFCACHE_ROOT", raising=False)
     leafcache.init("rest")
-    with leafcache.start(host="127.0.0.1", port=0) as s:
+    with leafcache.start_background(host="127.0.0.1", port=0) as s:
         yield s
 
 
@@ -82,9 +82,11 @@ def test_start_checks_its_arguments(monkeypatch):
         leafcache.start(port=70000)
     with pytest.raises(ValueError, match="port"):
         leafcache.start(port="5001")
-    with leafcache.start(port=0) as s:
+    with leafcache.start_background(port=0) as s:
         with pytest.raises(OSError):
             leafcache.start(port=s.address[1])
+        with pytest.raises(OSError):
+            leafcache.start_background(port=s.address[1])
 
 
 def test_curl_itself(server):
@@ -104,3 +106,49 @@ def test_curl_itself(server):
     assert run(f"{base}/get?key=k") == (200, "a b")
     code, body = run(f"{base}/get?key=nothing")
     assert code == 404 and json.loads(body) == {"error": "not found"}
+
+
+BLOCKING = """
+import sys, leafcache
+leafcache.init("blocking")
+leafcache.start(host="127.0.0.1", port=int(sys.argv[1]))
+print("returned", flush=True)
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_start_blocks_until_a_signal_as_the_seed_s_did(tmp_path, processes, monkeypatch, sig):
+    import signal
+    import time
+
+    monkeypatch.delenv("LEAFCACHE_ROOT", raising=False)
+    script = tmp_path / "serve.py"
+    script.write_text(BLOCKING)
+    port = free_port()
+    child = processes.python(script, str(port))
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            status, _, _ = request(f"http://127.0.0.1:{port}/set?key=a&value=b")
+            if status == 200:
+                break
+        except OSError:
+            pass
+        assert child.poll() is None, f"the script ended: {child.communicate()}"
+        assert time.monotonic() < deadline, "never served"
+        time.sleep(0.05)
+    # The script's last line has not run: start() is still serving.
+    assert request(f"http://127.0.0.1:{port}/get?key=a")[2] == b"b"
+    assert child.poll() is None
+    child.send_signal(getattr(signal, sig))
+    out, err = child.communicate(timeout=20)
+    assert child.returncode == 0, err
+    assert out.strip() == "returned", (out, err)
