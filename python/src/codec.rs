@@ -14,6 +14,45 @@ use pyo3::types::{PyByteArray, PyBytes, PyString};
 
 const TAG: &[u8] = b"\xffLC";
 
+/// The plain decimal text of a number Python stored (a JSON integer, or with `float` any JSON
+/// number, behind the tag): what a counter counts from, so that `set("n", 0); incr("n")` counts
+/// as it does over Redis. `None` for anything else.
+pub fn stored_number(stored: &[u8], float: bool) -> Option<Bytes> {
+    let payload = stored.strip_prefix(TAG)?.strip_prefix(b"j")?;
+    let counts = leafcache::merge::parse_int(payload).is_some()
+        || (float && leafcache::merge::parse_float(payload).is_some());
+    counts.then(|| Bytes::copy_from_slice(payload))
+}
+
+/// Runs `incr` on `key` of `cache`; if it is refused because the key holds a number Python
+/// stored (see [`stored_number`]), rewrites that number as its plain text, keeping the key's
+/// expiry, and runs it again. (A write to the key between the read and the rewrite is lost to
+/// it, as with any read-modify-write from outside the cache.)
+pub fn counting<T>(
+    cache: &leafcache::Cache,
+    key: &[u8],
+    float: bool,
+    incr: impl Fn() -> Result<T, leafcache::Error>,
+) -> Result<T, leafcache::Error> {
+    let refused = match incr() {
+        Err(leafcache::Error::NotCounted(leafcache::merge::NotCounted::NotANumber)) => {
+            leafcache::Error::NotCounted(leafcache::merge::NotCounted::NotANumber)
+        }
+        other => return other,
+    };
+    let Some(info) = cache.peek(key) else {
+        return Err(refused);
+    };
+    let Some(text) = stored_number(&info.value, float) else {
+        return Err(refused);
+    };
+    let expiry = info
+        .expires_at
+        .map_or(leafcache::Expiry::Never, leafcache::Expiry::AtMs);
+    cache.set_with_expiry(Bytes::copy_from_slice(key), text, expiry)?;
+    incr()
+}
+
 /// The serializer of objects other than `str` and `bytes`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {

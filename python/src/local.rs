@@ -263,11 +263,15 @@ impl LRUCache {
         let k = codec::key(key)?;
         match args::Amount::of(amount)? {
             args::Amount::Int(by) => {
-                let n = self.write(py, || self.cache.incr(&k, by)).map_err(to_py)?;
+                let cache = &self.cache;
+                let incr = || codec::counting(cache, &k, false, || cache.incr(&k, by));
+                let n = self.write(py, incr).map_err(to_py)?;
                 Ok(n.into_pyobject(py)?.into_any().unbind())
             }
             args::Amount::Float(by) => {
-                let n = (self.write(py, || self.cache.incr_float(&k, by))).map_err(to_py)?;
+                let cache = &self.cache;
+                let incr = || codec::counting(cache, &k, true, || cache.incr_float(&k, by));
+                let n = self.write(py, incr).map_err(to_py)?;
                 Ok(n.into_pyobject(py)?.into_any().unbind())
             }
         }

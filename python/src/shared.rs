@@ -359,8 +359,10 @@ fn local(cache: &Cache, op: &Op<'_>) -> Result<Reply, leafcache::Error> {
         }
         Op::Delete(k) => Reply::Flag(cache.delete(k).is_some()),
         Op::Pop(k) => Reply::Value(cache.delete(k)),
-        Op::IncrInt(k, by) => Reply::Int(cache.incr(k, *by)?),
-        Op::IncrFloat(k, by) => Reply::Float(cache.incr_float(k, *by)?),
+        Op::IncrInt(k, by) => Reply::Int(codec::counting(cache, k, false, || cache.incr(k, *by))?),
+        Op::IncrFloat(k, by) => Reply::Float(codec::counting(cache, k, true, || {
+            cache.incr_float(k, *by)
+        })?),
         Op::Contains(k) => Reply::Flag(cache.contains(k)),
         Op::Len => Reply::Count(cache.len()),
         Op::Purge => {
@@ -396,9 +398,15 @@ fn remote(conn: &mut redis::Connection, op: &Op<'_>) -> redis::RedisResult<Reply
                 .query::<Option<Vec<u8>>>(conn)?
                 .map(Bytes::from),
         ),
-        Op::IncrInt(k, by) => Reply::Int(cmd("INCRBY").arg(*k).arg(*by).query(conn)?),
+        Op::IncrInt(k, by) => {
+            let incr = |conn: &mut redis::Connection| cmd("INCRBY").arg(*k).arg(*by).query(conn);
+            Reply::Int(remote_counting(conn, k, false, incr)?)
+        }
         Op::IncrFloat(k, by) => {
-            let text: String = cmd("INCRBYFLOAT").arg(*k).arg(*by).query(conn)?;
+            let incr = |conn: &mut redis::Connection| {
+                cmd("INCRBYFLOAT").arg(*k).arg(*by).query::<String>(conn)
+            };
+            let text = remote_counting(conn, k, true, incr)?;
             Reply::Float(text.parse().unwrap_or(f64::NAN))
         }
         Op::Contains(k) => Reply::Flag(cmd("EXISTS").arg(*k).query::<i64>(conn)? > 0),
@@ -408,6 +416,36 @@ fn remote(conn: &mut redis::Connection, op: &Op<'_>) -> redis::RedisResult<Reply
             Reply::Done
         }
     })
+}
+
+/// [`codec::counting`] over the serving process's socket: an increment refused because the key
+/// holds a number Python stored rewrites it as its plain text (`SET ... KEEPTTL`) and runs again.
+fn remote_counting<T>(
+    conn: &mut redis::Connection,
+    key: &[u8],
+    float: bool,
+    incr: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>,
+) -> redis::RedisResult<T> {
+    let refused = match incr(conn) {
+        Err(e)
+            if e.to_string().contains("not an integer")
+                || e.to_string().contains("not a valid float") =>
+        {
+            e
+        }
+        other => return other,
+    };
+    use redis::cmd;
+    let stored: Option<Vec<u8>> = cmd("GET").arg(key).query(conn)?;
+    let Some(text) = stored.and_then(|s| codec::stored_number(&s, float)) else {
+        return Err(refused);
+    };
+    cmd("SET")
+        .arg(key)
+        .arg(&text[..])
+        .arg("KEEPTTL")
+        .query::<()>(conn)?;
+    incr(conn)
 }
 
 fn shutdown(node: &Node) {

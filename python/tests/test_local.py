@@ -325,3 +325,24 @@ def test_module_exports_and_docstrings():
         obj = getattr(leafcache, name)
         assert obj.__doc__, f"{name} has a docstring"
     assert issubclass(leafcache.LRUCacheDistributed, LRUCache)
+
+
+def test_numbers_set_from_python_count():
+    c = LRUCache(maximum_capacity=100)
+    c.set("n", 0)
+    assert c.incr("n") == 1
+    assert c.incr("n", 5) == 6
+    c.set("f", 1.5)
+    # An integer increment of a float is refused, and leaves the float as it was.
+    with pytest.raises(ValueError):
+        c.incr("f")
+    assert c.get("f") == 1.5
+    assert c.incr("f", 0.25) == 1.75
+    # A number set with an expiry counts too.
+    c.set("t", 7, ttl=3600)
+    assert c.incr("t") == 8
+    # Other objects are still not numbers.
+    c.set("l", [1])
+    with pytest.raises(ValueError):
+        c.incr("l")
+    assert c.get("l") == [1]

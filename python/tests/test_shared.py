@@ -72,6 +72,20 @@ def test_processes_sharing_a_root_share_one_cache(tmp_path):
     assert out.split() == ["client", "p", "5"]
     assert leafcache.get("from-child") == {"n": 1}
     assert leafcache.incr("count") == 6
+    # An int or a float set from Python counts, here and from a client process.
+    leafcache.set("zero", 0)
+    assert leafcache.incr("zero") == 1
+    leafcache.set("z2", 41)
+    leafcache.set("half", 1.5)
+    out = run_python(
+        f"""
+        import leafcache
+        leafcache.init("shared", root={str(root)!r}, expires="1h")
+        print(leafcache.incr("z2"))
+        print(leafcache.incr("half", 1.0))
+        """
+    )
+    assert out.split() == ["42", "2.5"]
     # A process that asks for another name on this root is refused, and says why.
     with pytest.raises(subprocess.CalledProcessError):
         subprocess.run(
