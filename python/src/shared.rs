@@ -28,6 +28,19 @@ const SOCKET: &str = "cache.sock";
 /// The settings every process sharing the root must agree on, written by the first server.
 const SETTINGS: &str = "python-cache.json";
 
+/// Writes `text` to a new file at `path` that only its owner can read (0600).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(text.as_bytes())
+}
+
 /// What this process talks to.
 enum Backend {
     /// The cache is in this process: it holds the root (or there is none).
@@ -209,7 +222,16 @@ impl Settings {
         let path = root.join(SETTINGS);
         let mine = self.agreed();
         match std::fs::read_to_string(&path) {
-            Ok(theirs) if theirs.trim() == mine => Ok(true),
+            Ok(theirs) if theirs.trim() == mine => {
+                if write {
+                    // Every file under a root is its owner's alone (a root written by an older
+                    // version may hold this one readable by others).
+                    use std::os::unix::fs::PermissionsExt;
+                    let private = std::fs::Permissions::from_mode(0o600);
+                    let _ = std::fs::set_permissions(&path, private);
+                }
+                Ok(true)
+            }
             Ok(theirs) => Err(Failure::Config(format!(
                 "the root {} holds the cache {}, but this process asked for {mine}: every \
                  process sharing a root must use the same name and serializer",
@@ -218,7 +240,7 @@ impl Settings {
             ))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && write => {
                 let tmp = root.join(format!("{SETTINGS}.tmp"));
-                std::fs::write(&tmp, format!("{mine}\n"))
+                write_private(&tmp, &format!("{mine}\n"))
                     .and_then(|()| std::fs::rename(&tmp, &path))
                     .map_err(|e| {
                         Failure::Config(format!("cannot write {}: {e}", path.display()))

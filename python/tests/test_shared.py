@@ -59,6 +59,11 @@ def test_processes_sharing_a_root_share_one_cache(tmp_path):
     here = leafcache.init("shared", root=root, expires="1h")
     assert here.role == "serving"
     leafcache.set("from-parent", "p")
+    # Every file under the root is its owner's alone, the settings file among them.
+    files = [f for f in Path(root).rglob("*") if f.is_file()]
+    assert any(f.name == "python-cache.json" for f in files), files
+    for f in files:
+        assert f.stat().st_mode & 0o077 == 0, f"{f} is mode {f.stat().st_mode & 0o777:o}"
     out = run_python(
         f"""
         import leafcache

@@ -7,7 +7,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::*;
 use crate::clock::NodeId;
@@ -73,10 +73,25 @@ pub(crate) fn create_private_dir(path: &Path) -> io::Result<()> {
             ),
         ));
     }
+    // The highest directory of the path that does not exist yet: created with it.
+    let created = path
+        .ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+        .last()
+        .map(Path::to_path_buf);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(path)?;
+    match &created {
+        Some(top) if top != path => info!(
+            root = %path.display(),
+            created = %top.display(),
+            "created the root, and the missing directories above it from the one named created"
+        ),
+        Some(_) => info!(root = %path.display(), "created the root"),
+        None => {}
+    }
     let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
     if mode != 0o700 {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
