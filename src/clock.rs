@@ -256,6 +256,25 @@ pub struct Version {
     pub node: NodeId,
 }
 
+impl fmt::Display for Version {
+    /// `ms.logical@writer`, as logs show a version.
+    ///
+    /// ```
+    /// use leafcache::{NodeId, Timestamp, Version};
+    /// let v = Version { ts: Timestamp((1_700_000_000_000 << 16) | 2), node: NodeId(0xab) };
+    /// assert_eq!(v.to_string(), format!("1700000000000.2@{}", NodeId(0xab)));
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}.{}@{}",
+            self.ts.physical_ms(),
+            self.ts.logical(),
+            self.node
+        )
+    }
+}
+
 /// A node id as its hex text in JSON and other human-readable formats, as bytes on the wire.
 pub(crate) mod id_text {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};

@@ -191,7 +191,7 @@ fn check_points_at_each_mistake_in_the_broken_files() {
             .count();
         assert_eq!(errors, expected.len(), "{shown}: other errors too:\n{err}");
         assert!(
-            err.trim_end().ends_with("error(s))"),
+            err.trim_end().ends_with("error)") || err.trim_end().ends_with("errors)"),
             "a summary line ends the report: {err}"
         );
         files += 1;
@@ -382,7 +382,7 @@ fn up_runs_the_star_topology_and_a_write_at_one_leaf_reads_at_the_others() {
     std::fs::write(&file, &text).unwrap();
 
     let up = Proc::spawn(&["up", file.to_str().unwrap()]);
-    let lines = up.until("the running line", |l| l.starts_with("up: 4 node(s)"));
+    let lines = up.until("the running line", |l| l.starts_with("up: 4 nodes"));
     for (node, role) in [
         ("hub", "hub"),
         ("leaf-a", "leaf"),
@@ -680,6 +680,13 @@ fn node_refuses_to_start_without_its_secret() {
         )),
         "{err}"
     );
+    // One message for the one problem: no warning about the same variable before the error.
+    assert_eq!(
+        err.matches("is not set").count(),
+        1,
+        "the unset variable is reported once: {err}"
+    );
+    assert!(!err.contains("WARN") && !err.contains("warning"), "{err}");
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -347,9 +347,11 @@ fn report(link: &Link<Caches>, result: &Result<(), LinkError>) {
         Ok(()) => info!(link = link.id(), "link closed on shutdown"),
         Err(LinkError::Closed) => info!(link = link.id(), "link closed by the peer"),
         Err(e) if e.is_refusal() => {
-            warn!(link = link.id(), peer = ?link.peer_name(), error = %e, "handshake refused");
+            warn!(link = link.id(), peer = link.peer_name().unwrap_or("unknown"), error = %e, "handshake refused");
         }
-        Err(e) => warn!(link = link.id(), peer = ?link.peer_name(), error = %e, "link closed"),
+        Err(e) => {
+            warn!(link = link.id(), peer = link.peer_name().unwrap_or("unknown"), error = %e, "link closed")
+        }
     }
 }
 

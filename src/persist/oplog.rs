@@ -286,7 +286,11 @@ impl Journal {
         let written = self.write_identity(seq, clock);
         if let Err(e) = &written {
             // Keep going: seqs or versions are only at risk if the node also crashes now.
-            error!(root = %self.root.display(), lease = ?which, "cannot extend a lease in the identity file: {e}");
+            let which = match which {
+                Lease::Seq => "seq",
+                Lease::Clock => "clock",
+            };
+            error!(root = %self.root.display(), lease = which, error = %e, "cannot extend a lease in the identity file");
             self.wrote(&written);
             self.lease.store(seq, Ordering::SeqCst);
             self.clock_lease.store(clock, Ordering::SeqCst);

@@ -160,8 +160,8 @@ impl Replica for Caches {
         tracing::warn!(
             cache,
             key = %String::from_utf8_lossy(key),
-            ours = ?ours,
-            theirs = ?theirs,
+            ours = %ours,
+            theirs = %theirs,
             "anti-entropy repairs a key that replication left different"
         );
         if let Some(c) = self.get(cache) {

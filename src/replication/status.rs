@@ -46,6 +46,17 @@ pub enum SyncKind {
     Digest,
 }
 
+impl std::fmt::Display for SyncKind {
+    /// Lowercase, as logs and the `up` table say it: `delta`, `full`, `digest`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SyncKind::Delta => "delta",
+            SyncKind::Full => "full",
+            SyncKind::Digest => "digest",
+        })
+    }
+}
+
 /// The resync a link sends when it comes up: what it is and what it cost.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncReport {

@@ -362,6 +362,21 @@ impl Topology {
         &self.warnings
     }
 
+    /// The [`warnings`](Self::warnings) worth logging when nodes start: all but the one about
+    /// an unset secret variable, which starting a node reports as its error (one message per
+    /// problem).
+    pub fn start_warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        let unset = match &self.secret {
+            SecretSource::Env(var) if std::env::var_os(var).is_none() => {
+                Some(format!("{var} is not set here"))
+            }
+            _ => None,
+        };
+        self.warnings
+            .iter()
+            .filter(move |w| unset.as_deref() != Some(w.message.as_str()))
+    }
+
     /// The tree as text: the cluster, its caches, then each node under its hub with its role and
     /// addresses.
     pub fn render(&self) -> String {

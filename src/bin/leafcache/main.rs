@@ -393,9 +393,9 @@ fn load_topology(file: &Path) -> Result<Topology, ExitCode> {
                 eprintln!("{d}");
             }
             eprintln!(
-                "leafcache: {} is not a valid topology ({} error(s))",
+                "leafcache: {} is not a valid topology ({})",
                 file.display(),
-                diagnostics.len()
+                status::plural(diagnostics.len() as u64, "error")
             );
             Err(ExitCode::from(2))
         }
@@ -421,9 +421,9 @@ fn check(file: &Path) -> CliResult {
     print!("{}", topology.render());
     if !problems.is_empty() {
         eprintln!(
-            "{}: {} problem(s) with the files it names",
+            "{}: {} with the files it names",
             file.display(),
-            problems.len()
+            status::plural(problems.len() as u64, "problem")
         );
         return Ok(ExitCode::from(2));
     }
@@ -441,7 +441,7 @@ fn run_node(file: &Path, name: &str, run: RunArgs) -> CliResult {
         .or_else(|| spec.loglevel.clone())
         .unwrap_or_else(|| "info".into());
     let _log_file = init_logging_to(&filter, spec.root.as_deref())?;
-    for w in topology.warnings() {
+    for w in topology.start_warnings() {
         tracing::warn!("{}", first_line(w));
     }
     if let Some(p) = run.password {
@@ -476,7 +476,7 @@ fn up(file: &Path, run: RunArgs) -> CliResult {
         init_logging(filter)?;
         (None, None)
     };
-    for w in topology.warnings() {
+    for w in topology.start_warnings() {
         eprintln!("{}", first_line(w));
     }
     if let Some(p) = run.password {
@@ -491,8 +491,8 @@ fn up(file: &Path, run: RunArgs) -> CliResult {
             println!("dashboard: {}://{http}/dashboard", scheme(node));
         }
         println!(
-            "up: {} node(s) of cluster {:?} running; Ctrl-C to stop",
-            nodes.len(),
+            "up: {} of cluster {:?} running; Ctrl-C to stop",
+            status::plural(nodes.len() as u64, "node"),
             topology.cluster()
         );
         tokio::select! {

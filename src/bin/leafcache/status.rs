@@ -111,12 +111,16 @@ fn view(leaf: &Node, up: &LinkStatus, hub: Option<&Node>, hub_name: &str) -> Lin
         let _ = write!(detail, "{}; ", progress(sync));
     }
     if up.state == LinkState::Up {
-        let _ = write!(detail, "lag up {} ({} ms)", up.lag_changes, up.lag_ms);
+        let _ = write!(detail, "lag to hub {} ({} ms)", up.lag_changes, up.lag_ms);
         if let Some(d) = &down_link {
-            let _ = write!(detail, ", down {} ({} ms)", d.lag_changes, d.lag_ms);
+            let _ = write!(detail, ", from hub {} ({} ms)", d.lag_changes, d.lag_ms);
             if let Some(sync) = d.sync.as_ref().filter(|r| r.done) {
-                let kind = format!("{:?}", sync.kind).to_lowercase();
-                let _ = write!(detail, "; last resync {kind}, {} changes", sync.changes);
+                let _ = write!(
+                    detail,
+                    "; last resync {}, {}",
+                    sync.kind,
+                    plural(sync.changes, "change")
+                );
             }
         }
     } else {
@@ -137,14 +141,17 @@ fn views(topology: &Topology, nodes: &[Node]) -> Vec<(String, Option<LinkView>)>
     let mut out = Vec::new();
     for (spec, node) in topology.nodes().iter().zip(nodes) {
         let entries: u64 = node.caches().iter().map(|c| c.stats().entries).sum();
+        let up = node
+            .links()
+            .iter()
+            .filter(|l| l.state == LinkState::Up)
+            .count();
         let mut line = format!(
-            "{:<12} {:<6} {entries} entries, {} links up",
+            "{:<12} {:<6} {}, {} up",
             node.name(),
             node.role().to_string(),
-            node.links()
-                .iter()
-                .filter(|l| l.state == LinkState::Up)
-                .count()
+            plural(entries, "entry"),
+            plural(up as u64, "link")
         );
         if let Some(p) = node.persistence() {
             for problem in p.problems() {
@@ -250,5 +257,16 @@ pub async fn watch(topology: &Topology, nodes: &[Node], log: Option<(PathBuf, Lo
             let _ = stdout.flush();
         }
         tokio::time::sleep(Duration::from_millis(if tty { 500 } else { 200 })).await;
+    }
+}
+
+/// `n` and `what`, in the plural unless `n` is one: "1 link", "3 links", "1 entry", "0 entries".
+pub fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else if let Some(stem) = what.strip_suffix('y') {
+        format!("{n} {stem}ies")
+    } else {
+        format!("{n} {what}s")
     }
 }

@@ -585,7 +585,7 @@ impl<R: Replica> Link<R> {
         self.status.came_up = true;
         self.last_sent_ms = now;
         let peer = self.peer.as_ref().expect("hello came first");
-        info!(link = self.id, peer = %peer.name, sync = ?kind, from = self.cursor, "link up");
+        info!(link = self.id, peer = %peer.name, sync = %kind, from = self.cursor, "link up");
         self.start_sync_if_free();
         self.finish_sync_if_done();
         Ok(())

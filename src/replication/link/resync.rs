@@ -335,7 +335,7 @@ impl<R: Replica> Link<R> {
             report.done = true;
             info!(
                 link = self.id,
-                sync = ?report.kind,
+                sync = %report.kind,
                 changes = report.changes,
                 bytes = report.bytes,
                 "resync sent"
