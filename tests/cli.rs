@@ -997,3 +997,50 @@ fn a_node_no_client_can_reach_says_so_and_get_at_a_resp_door_says_what_it_is() {
         "{err}"
     );
 }
+
+/// The systemd unit in `contrib/` as `systemd-analyze verify` reads it, with its `ExecStart`
+/// pointed at the binary under test: no error and no warning (an unknown key is only a warning
+/// to systemd, so the output must be empty too).
+#[test]
+fn the_systemd_unit_verifies() {
+    let Ok(analyze) = which("systemd-analyze") else {
+        assert!(
+            std::env::var_os("LEAFCACHE_REQUIRE_TOOLS").is_none(),
+            "systemd-analyze is needed (tests/run-all installs systemd)"
+        );
+        eprintln!("skipped: no systemd-analyze");
+        return;
+    };
+    let unit = std::fs::read_to_string(repo("contrib/leafcache-node@.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/leafcache node"),
+        "{unit}"
+    );
+    let bin = std::fs::canonicalize(BIN).unwrap();
+    let unit = unit.replace("/usr/local/bin/leafcache", bin.to_str().unwrap());
+    let dir = temp_dir("systemd");
+    let file = dir.join("leafcache-node@hub.service");
+    std::fs::write(&file, unit).unwrap();
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(said.trim().is_empty(), "{said}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+fn which(name: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
