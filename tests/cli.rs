@@ -1044,3 +1044,61 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         .find(|p| p.is_file())
         .ok_or(())
 }
+
+/// `leafcache completions bash`, sourced by a real bash, completes the subcommands; `leafcache
+/// man` is a page groff renders without a warning.
+#[test]
+fn completions_complete_in_bash_and_the_man_page_renders() {
+    let (code, script, err) = run(&["completions", "bash"]);
+    assert_eq!(code, 0, "{err}");
+    let dir = temp_dir("completions");
+    let file = dir.join("leafcache.bash");
+    std::fs::write(&file, script).unwrap();
+    let probe = format!(
+        "source {}; complete -p leafcache; COMP_WORDS=(leafcache se); COMP_CWORD=1; \
+         _leafcache leafcache se leafcache; echo \"${{COMPREPLY[@]}}\"",
+        file.display()
+    );
+    let out = Command::new("bash").args(["-c", &probe]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("-F _leafcache leafcache"), "{said}");
+    assert_eq!(said.lines().last(), Some("serve set"), "{said}");
+    let (code, _, err) = run(&["completions", "nosuchshell"]);
+    assert_eq!(code, 2, "{err}");
+    std::fs::remove_dir_all(dir).ok();
+
+    let (code, page, err) = run(&["man"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(page.contains(".TH leafcache 1"), "{page}");
+    let Ok(groff) = which("groff") else {
+        assert!(
+            std::env::var_os("LEAFCACHE_REQUIRE_TOOLS").is_none(),
+            "groff is needed (tests/run-all installs it)"
+        );
+        return;
+    };
+    let mut render = Command::new(groff)
+        .args(["-man", "-Tutf8", "-ww"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    render
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = render.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && warnings.is_empty(), "{warnings}");
+    for sub in ["serve", "node", "check", "completions"] {
+        assert!(
+            text.contains(sub),
+            "{sub} missing from the man page:\n{text}"
+        );
+    }
+}

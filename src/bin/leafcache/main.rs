@@ -102,6 +102,14 @@ enum Command {
     /// Replays a key trace (one key per line) read-through against a cache and prints its hit
     /// ratio: a way to choose `maximum_capacity` from real traffic.
     Replay(ReplayArgs),
+    /// Prints the shell completion script for SHELL, e.g.
+    /// `leafcache completions bash > /etc/bash_completion.d/leafcache`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Prints the manual page (roff), e.g. `leafcache man | man -l -`.
+    Man,
 }
 
 /// Settings of a run that the topology file does not hold.
@@ -258,6 +266,20 @@ fn main() -> ExitCode {
         Command::Stats { target } => client::show(&target, "/v1/stats"),
         Command::Topology { target } => client::show(&target, "/v1/topology"),
         Command::Replay(args) => run_replay(args),
+        Command::Completions { shell } => {
+            let mut cli = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cli, "leafcache", &mut script);
+            print_all(&script)
+        }
+        Command::Man => {
+            let cli = <Cli as clap::CommandFactory>::command();
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(cli).render(&mut page) {
+                Ok(()) => print_all(&page),
+                Err(e) => Err(e.into()),
+            }
+        }
     };
     match result {
         Ok(code) => code,
@@ -269,6 +291,15 @@ fn main() -> ExitCode {
 }
 
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
+
+/// Writes `bytes` to standard output; a reader that stopped early (`| head`) is no error.
+fn print_all(bytes: &[u8]) -> CliResult {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
 
 /// Logs to stderr through `filter`, unless RUST_LOG is set.
 fn init_logging(filter: &str) -> Result<(), String> {
