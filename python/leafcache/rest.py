@@ -87,27 +87,35 @@ class _Handler(BaseHTTPRequestHandler):
             if url.path == "/get":
                 value = self.cache.get(_one(params, "key"))
                 if value is None:
-                    return self._send(HTTPStatus.NOT_FOUND, {"error": "not found"})
+                    return self._missing(params)
                 return self._send(HTTPStatus.OK, value)
             if url.path == "/set":
                 ttl = params.get("ttl", [None])[0]
                 self.cache.set(_one(params, "key"), _one(params, "value"), _ttl(ttl))
-                return self._send(HTTPStatus.OK, {"ok": True})
+                return self._send(HTTPStatus.OK, "OK")
             if url.path in ("/pop", "/delete"):
                 value = self.cache.pop(_one(params, "key"))
                 if value is None:
-                    return self._send(HTTPStatus.NOT_FOUND, {"error": "not found"})
-                return self._send(HTTPStatus.OK, value if url.path == "/pop" else {"ok": True})
-            return self._send(
+                    return self._missing(params)
+                return self._send(HTTPStatus.OK, value if url.path == "/pop" else "OK")
+            return self._error(
                 HTTPStatus.NOT_FOUND,
-                {"error": f"no endpoint {url.path}; try /get?key=, /set?key=&value=, /pop?key="},
+                "not_found",
+                f"no endpoint {url.path}; try /get?key=, /set?key=&value=, /pop?key=, "
+                "/delete?key=",
             )
-        except _BadRequest as e:
-            return self._send(HTTPStatus.BAD_REQUEST, {"error": str(e)})
-        except (ValueError, TypeError) as e:
-            return self._send(HTTPStatus.BAD_REQUEST, {"error": str(e)})
+        except (_BadRequest, ValueError, TypeError) as e:
+            return self._error(HTTPStatus.BAD_REQUEST, "bad_request", str(e))
         except Exception as e:  # the cache is unreachable: the client should retry
-            return self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(e)})
+            return self._error(HTTPStatus.SERVICE_UNAVAILABLE, "unavailable", str(e))
+
+    def _error(self, status: HTTPStatus, code: str, message: str) -> None:
+        """An error in the Rust HTTP door's shape: ``{"error": {"code", "message"}}``."""
+        return self._send(status, {"error": {"code": code, "message": message}})
+
+    def _missing(self, params: dict) -> None:
+        key = params.get("key", [""])[0]
+        return self._error(HTTPStatus.NOT_FOUND, "not_found", f"no key {key!r}")
 
     def _send(self, status: HTTPStatus, value: Any) -> None:
         if isinstance(value, bytes):

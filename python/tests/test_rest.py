@@ -36,7 +36,7 @@ def test_get_and_set_as_the_seed_serves_them(server):
     assert server.address[0] == "127.0.0.1" and server.address[1] > 0
     # curl "http://host:port/set?key=a&value=b"
     status, kind, body = request(f"{base}/set?key=a&value=b")
-    assert status == 200 and json.loads(body) == {"ok": True}
+    assert (status, body) == (200, b"OK"), "the Rust HTTP door's answer"
     status, kind, body = request(f"{base}/get?key=a")
     assert (status, body) == (200, b"b") and kind.startswith("text/plain")
     assert leafcache.get("a") == "b", "the endpoints serve the module-level cache"
@@ -63,16 +63,23 @@ def test_get_and_set_as_the_seed_serves_them(server):
 def test_misses_and_bad_requests_are_clear(server):
     base = server.url
     status, kind, body = request(f"{base}/get?key=missing")
-    assert status == 404 and json.loads(body)["error"] == "not found"
+    # Errors in the Rust HTTP door's shape: {"error": {"code", "message"}}.
+    assert status == 404 and kind == "application/json"
+    assert json.loads(body) == {"error": {"code": "not_found", "message": "no key 'missing'"}}
     for path in ["/get", "/set?key=k", "/set?value=v", "/get?key=a&key=b"]:
         status, _, body = request(base + path)
-        assert status == 400, path
-        assert "key" in json.loads(body)["error"] or "value" in json.loads(body)["error"]
+        error = json.loads(body)["error"]
+        assert status == 400 and error["code"] == "bad_request", path
+        assert "key" in error["message"] or "value" in error["message"]
     status, _, body = request(f"{base}/nowhere")
-    assert status == 404 and "/get?key=" in json.loads(body)["error"]
+    error = json.loads(body)["error"]
+    assert status == 404 and error["code"] == "not_found" and "/get?key=" in error["message"]
     request(f"{base}/set?key=p&value=1")
     assert request(f"{base}/pop?key=p")[2] == b"1"
     assert request(f"{base}/pop?key=p")[0] == 404
+    request(f"{base}/set?key=d&value=1")
+    assert request(f"{base}/delete?key=d")[::2] == (200, b"OK")
+    assert request(f"{base}/delete?key=d")[0] == 404
 
 
 def test_start_checks_its_arguments(monkeypatch):
@@ -100,12 +107,12 @@ def test_curl_itself(server):
         body, _, code = done.stdout.rpartition("\n")
         return int(code), body
 
-    assert run(f"{base}/set?key=greeting&value=hello") == (200, '{"ok": true}')
+    assert run(f"{base}/set?key=greeting&value=hello") == (200, "OK")
     assert run(f"{base}/get?key=greeting") == (200, "hello")
     assert run("-d", "key=k", "-d", "value=a b", f"{base}/set")[0] == 200
     assert run(f"{base}/get?key=k") == (200, "a b")
     code, body = run(f"{base}/get?key=nothing")
-    assert code == 404 and json.loads(body) == {"error": "not found"}
+    assert code == 404 and json.loads(body)["error"]["code"] == "not_found"
 
 
 BLOCKING = """
