@@ -85,15 +85,18 @@ def init(
     and when the serving process exits or is killed another takes over from the root's
     snapshot and op log. Without one (and without ``LEAFCACHE_ROOT``), the cache is this
     process's own.
-    ``loglevel``: the core's log level on standard error ("DEBUG", "info", ...).
+    ``loglevel``: the core's log level ("DEBUG", "info", "warning", ...; any case; anything
+    else is a ``ValueError``): on standard error (coloured only on a terminal), to Python's
+    ``logging`` (logger ``leafcache``), and with a root to ``leafcache-python.log`` under it
+    (0600, rotated past 16 MiB, three kept).
     ``flush``: when the op log reaches the file — "always" (before a write is acknowledged:
     nothing acknowledged is lost to a kill), "never", or an interval such as "100ms".
     """
     global _cache
-    if loglevel:
-        init_logging(loglevel)
     if root is None:
         root = os.environ.get("LEAFCACHE_ROOT") or None
+    if loglevel:
+        init_logging(loglevel, os.fspath(root) if root is not None else None)
     with _lock:
         if _cache is not None:
             _cache.close()

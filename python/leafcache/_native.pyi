@@ -15,8 +15,10 @@ class LeafcacheError(Exception):
     """A cache operation failed: the cache is closed, the serving process is unreachable, or
     the core refused it."""
 
-def init_logging(level: str) -> None:
-    """Sends the core's log lines at `level` and above to standard error (first call wins)."""
+def init_logging(level: str, root: Optional[str] = None) -> None:
+    """Sets the core's log level ("debug", "info", "warning", "error", "critical"; any case);
+    records go to standard error, to Python's `logging` (logger "leafcache") and, with `root`,
+    to leafcache-python.log under it (0600, rotated). Each call changes both."""
 
 class LRUCache:
     """A local LRU cache with time expiration and an optional load callback."""

@@ -8,6 +8,7 @@
 mod args;
 mod codec;
 mod local;
+mod logs;
 mod shared;
 
 use std::sync::OnceLock;
@@ -92,17 +93,13 @@ pub(crate) fn to_py(e: leafcache::Error) -> PyErr {
     }
 }
 
-/// Sends the core's log lines at `level` and above ("DEBUG", "info", "leafcache=trace") to
-/// standard error. The first call in a process decides; later ones change nothing.
+/// Sets the core's log level ("debug", "info", "warning", "error", "critical"; any case); with
+/// `root`, also writes the log under it (0600, rotated). Records also go to Python's `logging`
+/// (logger `leafcache`). Can be called again to change either.
 #[pyfunction]
-fn init_logging(level: &str) -> PyResult<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level.to_ascii_lowercase())
-        .map_err(|e| PyValueError::new_err(format!("invalid loglevel {level:?}: {e}")))?;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-    Ok(())
+#[pyo3(signature = (level, root=None))]
+fn init_logging(level: &str, root: Option<std::path::PathBuf>) -> PyResult<()> {
+    logs::init(level, root.as_deref())
 }
 
 #[pymodule]

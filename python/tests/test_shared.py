@@ -242,3 +242,52 @@ def test_four_processes_one_killed_mid_load_lose_nothing_acknowledged(tmp_path, 
                 shared_worker.check(key, value)
     assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {missing[:5]}"
     check.close()
+
+
+LOGGING = """
+import logging, os, sys, leafcache
+records = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append((record.levelname, record.getMessage()))
+logging.getLogger("leafcache").addHandler(Keep())
+logging.getLogger("leafcache").setLevel(logging.DEBUG)
+root = sys.argv[1]
+leafcache.init("logged", root=root, loglevel="DEBUG")
+leafcache.set("a", "b")
+leafcache.init("logged", root=root, loglevel="warning")
+import time
+deadline = time.monotonic() + 10
+while not any("serving" in m for _, m in records):
+    if time.monotonic() > deadline:
+        break
+    time.sleep(0.05)
+print(len(records), sorted({level for level, _ in records}))
+"""
+
+
+def test_loglevel_reaches_python_logging_and_a_private_file_under_the_root(tmp_path):
+    root = tmp_path / "deep" / "root"
+    done = subprocess.run(
+        [sys.executable, "-c", LOGGING, str(root)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    count, levels = done.stdout.split(" ", 1)
+    assert int(count) > 0, done.stdout
+    assert "DEBUG" in levels or "INFO" in levels, done.stdout
+    # Not a terminal: no colour codes on standard error.
+    assert "\x1b[" not in done.stderr
+    log = root / "leafcache-python.log"
+    assert log.exists() and log.stat().st_mode & 0o077 == 0
+    text = log.read_text()
+    assert "serving the shared cache" in text, text
+    assert "readable by others" not in text, text
+    assert "\x1b[" not in text
+
+
+def test_an_unknown_loglevel_is_a_value_error():
+    for bad in ["DEBUGX", "[", "leafcache=debug"]:
+        with pytest.raises(ValueError, match="loglevel"):
+            leafcache.init_logging(bad)
+    leafcache.init_logging("WARNING")
