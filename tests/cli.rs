@@ -1102,3 +1102,32 @@ fn completions_complete_in_bash_and_the_man_page_renders() {
         );
     }
 }
+
+/// `check` reports a missing cluster CA once, at the `ca =` line, not once per node; and an
+/// unknown key with the name it was probably meant to be.
+#[test]
+fn check_says_a_missing_ca_once_and_what_an_unknown_key_meant() {
+    let dir = temp_dir("check-ca");
+    let file = dir.join("t.toml");
+    std::fs::write(
+        &file,
+        "[cluster]\nname = \"t\"\nsecret = \"s\"\n\n[cluster.tls]\nca = \"nope/ca.pem\"\n\
+         cert = \"nope/node.pem\"\nkey = \"nope/node-key.pem\"\n\n[[node]]\nname = \"hub\"\n\
+         listen = \"127.0.0.1:7400\"\n\n[[node]]\nname = \"leaf\"\nhub = \"hub\"\n",
+    )
+    .unwrap();
+    let shown = file.to_str().unwrap();
+    let (code, _, err) = run(&["check", shown]);
+    assert_eq!(code, 2, "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains(": error: ")).collect();
+    assert_eq!(errors.len(), 1, "one error for the one CA: {err}");
+    assert!(
+        errors[0].starts_with(&format!("{shown}:6:6: error: the cluster CA:")),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+
+    let broken = repo("tests/topologies/every_kind_at_once.toml");
+    let (_, _, err) = run(&["check", broken.to_str().unwrap()]);
+    assert!(err.contains("= help: did you mean `capacity`?"), "{err}");
+}

@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use crate::error::Error;
 pub use links::{ClusterNode, ClusterView, Unreachable};
 pub use mem::MemoryNet;
-pub use tls::{Day, DevCa, Issued, Tls, TlsError, TlsFiles, tls_covers, tls_problems};
+pub use tls::{Day, DevCa, Issued, Tls, TlsError, TlsFiles, ca_problem, tls_covers, tls_problems};
 
 /// The host of a network address, without its port or an IPv6 address's brackets; `None` for a
 /// Unix socket or an in-memory host, which have none.

@@ -137,6 +137,13 @@ fn check_key_mode(path: &Path) -> Result<(), TlsError> {
     Ok(())
 }
 
+/// What is wrong with the cluster CA at `ca` — missing, unreadable, or not a CA certificate —
+/// if anything: `check` says it once, at the `ca =` line, not once per node that uses it.
+pub fn ca_problem(ca: &std::path::Path) -> Option<String> {
+    let files = TlsFiles::new(ca, ca, ca);
+    roots(&files).err().map(|e| e.to_string())
+}
+
 fn roots(files: &TlsFiles) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for ca in read_certs(&files.ca)? {

@@ -40,9 +40,48 @@ impl Topology {
             path: path.as_ref(),
             text,
         };
-        let raw = read_raw(&source)?;
-        Checker::new(&source).check(raw)
+        // Schema errors do not stop the rest of the checks: the lines they are on are left out
+        // and the file is checked without them, so one run reports every problem.
+        let (raw, schema_errors) = read_raw(&source)?;
+        let mut checker = Checker::new(&source);
+        checker.errors.extend(schema_errors);
+        checker.check(raw)
     }
+}
+
+/// For serde's "unknown field `capcity`, expected one of `capacity`, ...", the expected name
+/// closest to the one written, if one is close: a help line "did you mean `capacity`?".
+fn did_you_mean(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("unknown variant `"))?;
+    let (written, expected) = rest.split_once('`')?;
+    let best = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|name| (edit_distance(written, name), name))
+        .min()?;
+    let close = best.0 <= 2.max(written.chars().count() / 3);
+    close.then(|| format!("did you mean `{}`?", best.1))
+}
+
+/// Levenshtein distance between two short names, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(above + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// Schema errors reported at most, per file.
@@ -51,13 +90,12 @@ const MAX_SCHEMA_ERRORS: usize = 50;
 /// The file's tables, or every schema error in it: after each error, the line it is on is blanked
 /// (offsets kept, so the next error's position is the file's) and the file read again, until it
 /// reads, or an error is not on a line of its own (a syntax error, a missing key, a broken table).
-fn read_raw(source: &Source<'_>) -> Result<RawFile, TopologyError> {
+fn read_raw(source: &Source<'_>) -> Result<(RawFile, Vec<Diagnostic>), TopologyError> {
     let mut text = source.text.to_string();
     let mut found = Vec::new();
     loop {
         let e = match toml::from_str::<RawFile>(&text) {
-            Ok(raw) if found.is_empty() => return Ok(raw),
-            Ok(_) => return Err(TopologyError::Invalid(found)),
+            Ok(raw) => return Ok((raw, found)),
             Err(e) => e,
         };
         let span = e.span().unwrap_or(0..0);
@@ -65,7 +103,7 @@ fn read_raw(source: &Source<'_>) -> Result<RawFile, TopologyError> {
             source,
             span.clone(),
             e.message().to_string(),
-            None,
+            did_you_mean(e.message()),
         ));
         let line_start = text[..span.start.min(text.len())]
             .rfind('\n')
@@ -94,6 +132,8 @@ pub(super) struct Checker<'a> {
     pub(super) dir: PathBuf,
     pub(super) errors: Vec<Diagnostic>,
     pub(super) warnings: Vec<Diagnostic>,
+    /// Where `[cluster.tls]` names its CA.
+    pub(super) ca_span: Range<usize>,
 }
 
 /// A node as read, with the spans the cross-node checks point at.
@@ -121,6 +161,7 @@ impl<'a> Checker<'a> {
             dir,
             errors: Vec::new(),
             warnings: Vec::new(),
+            ca_span: 0..0,
         }
     }
 
@@ -209,6 +250,7 @@ impl<'a> Checker<'a> {
             name_spans: placed.iter().map(|p| p.name.clone()).collect(),
             nodes: placed.into_iter().map(|p| p.spec).collect(),
             warnings: self.warnings,
+            ca_span: self.ca_span,
             password: None,
         })
     }
@@ -309,6 +351,7 @@ impl<'a> Checker<'a> {
         let raw = raw.into_inner();
         let path = |p: &Option<Spanned<String>>| p.as_ref().map(|p| self.dir.join(p.get_ref()));
         let (ca, cert, key) = (path(&raw.ca), path(&raw.cert), path(&raw.key));
+        self.ca_span = raw.ca.as_ref().map_or(span.clone(), Spanned::span);
         if ca.is_none() {
             self.error(
                 span.clone(),

@@ -214,6 +214,8 @@ pub struct Topology {
     pub(super) nodes: Vec<NodeSpec>,
     /// Where each node's `name` value is, for errors found when starting it.
     pub(super) name_spans: Vec<Range<usize>>,
+    /// Where `[cluster.tls]` names its CA.
+    pub(super) ca_span: Range<usize>,
     pub(super) warnings: Vec<Diagnostic>,
     pub(super) password: Option<Hidden>,
 }
@@ -277,6 +279,21 @@ impl Topology {
             text: &self.source,
         };
         let mut found = Vec::new();
+        if let Some(tls) = &self.tls
+            && let Some(problem) = crate::net::ca_problem(&tls.ca)
+        {
+            // Every node would fail on it alike: said once, where the file names it.
+            found.push(Diagnostic::at(
+                &source,
+                self.ca_span.clone(),
+                format!("the cluster CA: {problem}"),
+                Some(
+                    "`leafcache certs FILE` makes a development CA and every node's certificate"
+                        .into(),
+                ),
+            ));
+            return found;
+        }
         for (i, spec) in self.nodes.iter().enumerate() {
             let Some(files) = self.tls_files(spec) else {
                 continue;
