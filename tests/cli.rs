@@ -508,7 +508,19 @@ hub = "{refused}"
         assert!(Instant::now() < deadline, "no table redrawn: {screen:?}");
         std::thread::sleep(Duration::from_millis(100));
     };
+    // The log went to the file the table names (read while `up` runs: it removes it on exit).
+    let named = screen
+        .split("log: ")
+        .last()
+        .and_then(|l| l.split(' ').next())
+        .unwrap()
+        .to_string();
+    let log = std::fs::read_to_string(&named).unwrap();
     drop(stop);
+    assert!(
+        !Path::new(&named).parent().unwrap().exists(),
+        "up removed its log directory on exit"
+    );
 
     // Each redraw moves up over the 6 lines (3 nodes, 2 links, the log line, and nothing else)
     // and rewrites each of them whole.
@@ -541,18 +553,12 @@ hub = "{refused}"
     );
     assert!(stranded.contains("Connection refused"), "{stranded}");
     // The log went to the file the table names, not to the terminal.
-    let log_path = last
-        .lines()
-        .find_map(|l| l.split("log: ").nth(1))
-        .and_then(|l| l.split(' ').next())
-        .unwrap();
-    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(last.contains("(removed on exit;"), "{last}");
     assert!(log.contains("hub unreachable"), "{log}");
     assert!(
         !screen.contains("hub unreachable"),
         "a log line reached the terminal"
     );
-    std::fs::remove_dir_all(Path::new(log_path).parent().unwrap()).ok();
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -866,8 +866,21 @@ async fn every_node_lists_the_whole_tree_and_what_is_unreachable() {
         },
     )
     .await;
+    // b's own links are up, but what it shows unreachable has a lost link listed on its way:
+    // the relay's, as the relay says.
+    let v = b.get("/v1/cluster").json();
+    let relays = v["unreachable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["from"] == "relay")
+        .unwrap_or_else(|| panic!("no lost link listed: {v}"));
+    assert_eq!(relays["direction"], "upstream", "{v}");
+    assert_ne!(relays["state"], "up", "{v}");
+    assert_eq!(relays["last_known"], json!(["hub"]), "{v}");
     let v = Http::to(&relay).get("/v1/cluster").json();
     let lost = &v["unreachable"][0];
+    assert_eq!(lost["from"], Value::Null, "the relay's own link: {v}");
     assert_eq!(lost["direction"], "upstream", "{v}");
     assert_eq!(lost["peer"], "hub");
     assert_eq!(lost["last_known"], json!(["hub"]));

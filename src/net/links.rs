@@ -131,9 +131,12 @@ pub struct ClusterNode {
     pub via: Option<String>,
 }
 
-/// A link that is not up, in a [`ClusterView`].
+/// A link that is not up, in a [`ClusterView`]: one of the answering node's, or one a node
+/// beyond said it lost.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Unreachable {
+    /// The node whose link it is: `null` for the node answering.
+    pub from: Option<String>,
     /// Upstream or downstream.
     pub direction: Direction,
     /// The peer's name, if it was ever known.
@@ -396,6 +399,7 @@ impl LinkRegistry {
                     return None;
                 }
                 Some(Unreachable {
+                    from: None,
                     direction: l.direction,
                     peer: l.peer_name.clone(),
                     address: l.address.clone(),
@@ -407,7 +411,41 @@ impl LinkRegistry {
                         .unwrap_or_default(),
                 })
             })
+            .collect::<Vec<_>>();
+        // And the upstream links nodes beyond say they lost (as last heard: one beyond a lost
+        // link of ours is only as it was), so that every node shown unreachable has a lost link
+        // listed on its way.
+        let lost_beyond: Vec<String> = (nodes.iter())
+            .filter(|n| !n.reachable)
+            .map(|n| n.summary.name.clone())
             .collect();
+        let mut unreachable = unreachable;
+        for n in nodes.iter().skip(1) {
+            let Some(up) = n
+                .summary
+                .upstream
+                .as_ref()
+                .filter(|u| u.state != LinkState::Up)
+            else {
+                continue;
+            };
+            let hub = n.summary.hub.and_then(|id| {
+                nodes
+                    .iter()
+                    .find(|m| m.summary.id == id)
+                    .map(|m| m.summary.name.clone())
+            });
+            unreachable.push(Unreachable {
+                from: Some(n.summary.name.clone()),
+                direction: Direction::Upstream,
+                peer: hub,
+                address: up.address.clone(),
+                state: up.state,
+                down_ms: up.down_ms,
+                last_error: up.last_error.clone(),
+                last_known: lost_beyond.clone(),
+            });
+        }
         ClusterView {
             node: own.name,
             nodes,

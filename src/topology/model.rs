@@ -192,11 +192,13 @@ impl NodeSpec {
 /// assert_eq!(leaf.hub, Some(HubRef::Node("hub".into())));
 /// assert_eq!(leaf.resp.as_deref(), Some("127.0.0.1:6401"));
 ///
+/// // Every problem at once, in file order: the missing secret, and the misspelt key.
 /// let broken = Topology::parse("[[node]]\nname = \"a\"\nhbu = \"b\"\n", "broken.toml");
 /// let error = broken.unwrap_err();
-/// let first = &error.diagnostics()[0];
-/// assert_eq!((first.line, first.column), (3, 1));
-/// assert!(error.to_string().starts_with("broken.toml:3:1: error: unknown field `hbu`"));
+/// let hbu = error.diagnostics().iter().find(|d| d.message.contains("hbu")).unwrap();
+/// assert_eq!((hbu.line, hbu.column), (3, 1));
+/// assert!(error.to_string().contains("broken.toml:3:1: error: unknown field `hbu`"));
+/// assert!(error.diagnostics().iter().any(|d| d.message.contains("secret")));
 /// # Ok::<(), leafcache::topology::TopologyError>(())
 /// ```
 #[derive(Clone)]

@@ -500,7 +500,7 @@ fn up(file: &Path, run: RunArgs) -> CliResult {
     let filter = run.loglevel.as_deref().unwrap_or("warn");
     // On a terminal the log goes to a file, so that it never breaks the table redrawn in place;
     // the table shows its last line. Piped, it goes to stderr as usual.
-    let (log, _log_guard) = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+    let (log, log_guard) = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         let (path, tail, guard) = init_logging_to_file(filter)?;
         (Some((path, tail)), Some(guard))
     } else {
@@ -513,7 +513,11 @@ fn up(file: &Path, run: RunArgs) -> CliResult {
     if let Some(p) = run.password {
         topology = topology.with_password(p);
     }
-    runtime()?.block_on(async move {
+    // The log's directory, removed when `up` ends (the table's log line says so).
+    let log_dir = log
+        .as_ref()
+        .and_then(|(path, _)| path.parent().map(Path::to_path_buf));
+    let ran = runtime()?.block_on(async move {
         let nodes = topology.start_all().await?;
         for node in &nodes {
             println!("{}", status::describe(node));
@@ -535,7 +539,12 @@ fn up(file: &Path, run: RunArgs) -> CliResult {
         }
         println!("stopped");
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    drop(log_guard);
+    if let Some(dir) = log_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    ran
 }
 
 fn first_line(d: &impl std::fmt::Display) -> String {

@@ -139,6 +139,12 @@ fn view(leaf: &Node, up: &LinkStatus, hub: Option<&Node>, hub_name: &str) -> Lin
 /// Per node, its line of the table and the view of its link to its hub (if it has one).
 fn views(topology: &Topology, nodes: &[Node]) -> Vec<(String, Option<LinkView>)> {
     let mut out = Vec::new();
+    // At least 12 wide, wider for a longer name: every node line keeps one alignment.
+    let name_width = (topology.nodes().iter())
+        .map(|n| n.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(12);
     for (spec, node) in topology.nodes().iter().zip(nodes) {
         let entries: u64 = node.caches().iter().map(|c| c.stats().entries).sum();
         let up = node
@@ -147,7 +153,7 @@ fn views(topology: &Topology, nodes: &[Node]) -> Vec<(String, Option<LinkView>)>
             .filter(|l| l.state == LinkState::Up)
             .count();
         let mut line = format!(
-            "{:<12} {:<6} {}, {} up",
+            "{:<name_width$} {:<6} {}, {} up",
             node.name(),
             node.role().to_string(),
             plural(entries, "entry"),
@@ -202,6 +208,7 @@ pub async fn watch(topology: &Topology, nodes: &[Node], log: Option<(PathBuf, Lo
     let tty = std::io::stdout().is_terminal();
     let start = Instant::now();
     let mut drawn = 0usize;
+    let mut drawn_width = 0usize;
     let mut last: Vec<(String, &'static str)> = Vec::new();
     loop {
         let views = views(topology, nodes);
@@ -209,10 +216,19 @@ pub async fn watch(topology: &Topology, nodes: &[Node], log: Option<(PathBuf, Lo
         if tty {
             let width = columns();
             let mut lines = Vec::new();
+            // Columns as wide as the longest name, so that long names keep the alignment.
+            let link_width = views
+                .iter()
+                .filter_map(|(_, l)| l.as_ref().map(|v| v.name.chars().count()))
+                .max()
+                .unwrap_or(0);
             for (node, link) in &views {
                 lines.push(format!("  {node}"));
                 if let Some(v) = link {
-                    lines.push(format!("    {:<22} {:<10} {}", v.name, v.state, v.detail));
+                    lines.push(format!(
+                        "    {:<link_width$} {:<10} {}",
+                        v.name, v.state, v.detail
+                    ));
                 }
             }
             if let Some((path, tail)) = &log {
@@ -223,13 +239,22 @@ pub async fn watch(topology: &Topology, nodes: &[Node], log: Option<(PathBuf, Lo
                     .map_or(line.as_str(), |(_, l)| l)
                     .trim();
                 lines.push(match n {
-                    0 => format!("  log: {} (empty)", path.display()),
-                    n => format!("  log: {} ({n} lines; last: {line})", path.display()),
+                    0 => format!("  log: {} (removed on exit; empty)", path.display()),
+                    n => format!(
+                        "  log: {} (removed on exit; {}; last: {line})",
+                        path.display(),
+                        plural(n, "line")
+                    ),
                 });
             }
-            if drawn > 0 {
+            if drawn > 0 && width != drawn_width {
+                // Resized: the lines drawn at the old width may have wrapped into more rows than
+                // were drawn, so moving up by lines would leave ghosts. Start from a clear screen.
+                out.push_str("\x1b[2J\x1b[H");
+            } else if drawn > 0 {
                 let _ = write!(out, "\x1b[{drawn}A");
             }
+            drawn_width = width;
             for line in &lines {
                 let _ = write!(out, "\r\x1b[2K{}\n", fit(line, width));
             }
