@@ -224,41 +224,30 @@ struct Proc {
 
 impl Proc {
     fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn leafcache");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc { child, lines }
+        Proc::start(args, false)
     }
 
     /// [`spawn`](Self::spawn), with the log (stderr) read as lines too.
     fn spawn_logging(args: &[&str]) -> Proc {
+        Proc::start(args, true)
+    }
+
+    /// Runs the binary with `args`, its stdout (and with `log` its stderr) read as lines.
+    fn start(args: &[&str], log: bool) -> Proc {
         let mut child = Command::new(BIN)
             .args(args)
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(if log { Stdio::piped() } else { Stdio::null() })
             .spawn()
             .expect("spawn leafcache");
         let (tx, lines) = mpsc::channel();
-        let out: [Box<dyn std::io::Read + Send>; 2] = [
-            Box::new(child.stdout.take().unwrap()),
-            Box::new(child.stderr.take().unwrap()),
-        ];
-        for stream in out {
+        let mut streams: Vec<Box<dyn std::io::Read + Send>> =
+            vec![Box::new(child.stdout.take().unwrap())];
+        if let Some(err) = child.stderr.take() {
+            streams.push(Box::new(err));
+        }
+        for stream in streams {
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
@@ -1136,4 +1125,13 @@ fn check_says_a_missing_ca_once_and_what_an_unknown_key_meant() {
     let broken = repo("tests/topologies/every_kind_at_once.toml");
     let (_, _, err) = run(&["check", broken.to_str().unwrap()]);
     assert!(err.contains("= help: did you mean `capacity`?"), "{err}");
+    // Warnings come in the same run as the errors, after them, and are not counted as errors.
+    let warning = err
+        .lines()
+        .position(|l| l.contains(": warning: the cluster secret is written"))
+        .unwrap_or_else(|| panic!("no warning: {err}"));
+    let lines: Vec<&str> = err.lines().collect();
+    let last_error = lines.iter().rposition(|l| l.contains(": error: ")).unwrap();
+    assert!(warning > last_error, "{err}");
+    assert!(err.trim_end().ends_with("(3 errors)"), "{err}");
 }

@@ -234,7 +234,10 @@ impl<'a> Checker<'a> {
         self.cross_check(&placed);
         self.tls_of_nodes(tls.as_ref(), &placed);
         if !self.errors.is_empty() {
+            // Every error in file order, then the warnings: one run says everything.
             self.errors.sort_by_key(|d| (d.line, d.column));
+            self.warnings.sort_by_key(|d| (d.line, d.column));
+            self.errors.append(&mut self.warnings);
             return Err(TopologyError::Invalid(self.errors));
         }
         Ok(Topology {

@@ -115,7 +115,8 @@ pub enum TopologyError {
         /// The operating system's reason.
         reason: String,
     },
-    /// The file is not a valid topology: every problem found, in file order.
+    /// The file is not a valid topology: every error found, in file order, then every warning
+    /// (see [`Diagnostic::severity`]).
     #[error("{}", display_all(.0))]
     Invalid(Vec<Diagnostic>),
     /// No node of that name in the file.
@@ -139,7 +140,8 @@ pub enum TopologyError {
 }
 
 impl TopologyError {
-    /// The diagnostics of an [`Invalid`](Self::Invalid) file; empty for other errors.
+    /// The diagnostics of an [`Invalid`](Self::Invalid) file, errors first, then warnings;
+    /// empty for other errors.
     pub fn diagnostics(&self) -> &[Diagnostic] {
         match self {
             TopologyError::Invalid(d) => d,

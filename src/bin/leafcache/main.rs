@@ -426,7 +426,12 @@ fn load_topology(file: &Path) -> Result<Topology, ExitCode> {
             eprintln!(
                 "leafcache: {} is not a valid topology ({})",
                 file.display(),
-                status::plural(diagnostics.len() as u64, "error")
+                status::plural(
+                    (diagnostics.iter())
+                        .filter(|d| d.severity == leafcache::topology::Severity::Error)
+                        .count() as u64,
+                    "error"
+                )
             );
             Err(ExitCode::from(2))
         }
