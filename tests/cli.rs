@@ -501,7 +501,7 @@ hub = "{refused}"
     let named = screen
         .split("log: ")
         .last()
-        .and_then(|l| l.split(' ').next())
+        .and_then(|l| l.split([' ', ',']).next())
         .unwrap()
         .to_string();
     let log = std::fs::read_to_string(&named).unwrap();
@@ -542,7 +542,7 @@ hub = "{refused}"
     );
     assert!(stranded.contains("Connection refused"), "{stranded}");
     // The log went to the file the table names, not to the terminal.
-    assert!(last.contains("(removed on exit;"), "{last}");
+    assert!(last.contains(", removed on exit"), "{last}");
     assert!(log.contains("hub unreachable"), "{log}");
     assert!(
         !screen.contains("hub unreachable"),

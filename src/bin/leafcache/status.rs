@@ -194,10 +194,24 @@ fn columns() -> usize {
     }
 }
 
-/// `line` cut to `width` characters, so that it never wraps (a wrapped line would break the
-/// redraw, which moves up by lines).
+/// `line` fitted to `width` columns, so that it never wraps (a wrapped line would break the
+/// redraw, which moves up by lines): its least important parts — the `; `-separated ones at its
+/// end — are left out first, then what is still too long is cut with an ellipsis.
 fn fit(line: &str, width: usize) -> String {
-    line.chars().take(width.saturating_sub(1)).collect()
+    let room = width.saturating_sub(1);
+    let mut line = line;
+    while line.chars().count() > room {
+        match line.rsplit_once("; ") {
+            Some((kept, _)) => line = kept,
+            None => break,
+        }
+    }
+    if line.chars().count() <= room {
+        return line.to_string();
+    }
+    let mut cut: String = line.chars().take(room.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }
 
 /// Shows the tree until cancelled. On a terminal, a block of one line per node and per link is
@@ -239,9 +253,9 @@ pub async fn watch(topology: &Topology, nodes: &[Node], log: Option<(PathBuf, Lo
                     .map_or(line.as_str(), |(_, l)| l)
                     .trim();
                 lines.push(match n {
-                    0 => format!("  log: {} (removed on exit; empty)", path.display()),
+                    0 => format!("  log: {}, removed on exit; empty", path.display()),
                     n => format!(
-                        "  log: {} (removed on exit; {}; last: {line})",
+                        "  log: {}, removed on exit; {}; last: {line}",
                         path.display(),
                         plural(n, "line")
                     ),
@@ -293,5 +307,27 @@ pub fn plural(n: u64, what: &str) -> String {
         format!("{n} {stem}ies")
     } else {
         format!("{n} {what}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_fits_by_leaving_out_its_least_important_parts_first() {
+        let line = "    leaf -> hub  connected  lag to hub 0 (0 ms), from hub 0 (0 ms); last resync delta, 12 changes";
+        assert_eq!(fit(line, 200), line);
+        let at_80 = fit(line, 80);
+        assert_eq!(
+            at_80,
+            "    leaf -> hub  connected  lag to hub 0 (0 ms), from hub 0 (0 ms)"
+        );
+        let narrow = fit(line, 30);
+        assert_eq!(narrow.chars().count(), 29);
+        assert!(narrow.ends_with('…'), "{narrow}");
+        for width in 1..120 {
+            assert!(fit(line, width).chars().count() < width.max(2), "{width}");
+        }
     }
 }
