@@ -27,7 +27,7 @@ impl Cache {
         // The whole state, or the record of its drop (it may have expired since it was sent).
         if let Some(old) = shard.record_seq(key) {
             let seq = core.next_seq();
-            shard.restamp_key(key, seq);
+            shard.restamp(key, seq);
             if core.groups.any() {
                 core.groups.moved(old, seq);
             }

@@ -390,7 +390,7 @@ impl LinkRegistry {
             }
         }
         // A hub that cannot be reached, and a leaf gone with its part of the tree.
-        let unreachable = links
+        let mut unreachable: Vec<Unreachable> = links
             .iter()
             .filter(|(_, l)| l.state != LinkState::Up)
             .filter_map(|(slot, l)| {
@@ -411,7 +411,7 @@ impl LinkRegistry {
                         .unwrap_or_default(),
                 })
             })
-            .collect::<Vec<_>>();
+            .collect();
         // And the upstream links nodes beyond say they lost (as last heard: one beyond a lost
         // link of ours is only as it was), so that every node shown unreachable has a lost link
         // listed on its way.
@@ -419,7 +419,6 @@ impl LinkRegistry {
             .filter(|n| !n.reachable)
             .map(|n| n.summary.name.clone())
             .collect();
-        let mut unreachable = unreachable;
         for n in nodes.iter().skip(1) {
             let Some(up) = n
                 .summary

@@ -310,14 +310,9 @@ impl Shard {
         }
     }
 
-    /// [`restamp`](Self::restamp) for the cache (a peer asked for the whole state).
-    pub fn restamp_key(&mut self, key: &[u8], seq: u64) -> bool {
-        self.restamp(key, seq)
-    }
-
     /// Moves `key`'s record and every part of its merged state to `seq`, as a local change: every
     /// link sends the whole state next. Returns whether the key had a record to move.
-    pub(super) fn restamp(&mut self, key: &[u8], seq: u64) -> bool {
+    pub fn restamp(&mut self, key: &[u8], seq: u64) -> bool {
         match self.store.find(key) {
             Some(i) => {
                 self.restamp_at(i, seq);
