@@ -573,6 +573,18 @@ fn run_wide_schedule(seed: u64) {
     }
 }
 
+/// Regression story, open: wide schedule 220114631 does not converge. Found from fresh seeds after
+/// issue 29; it fails the same way on `a9fa676`, the commit before, so it is older than that
+/// change. Key `k7` is written with a TTL on n2 just before n0 is cut. Then n1 fails over to n0,
+/// n2 restarts from its crash image, and every link heals. `k7` ends live on n2 and unknown on n0:
+/// n0 holds no record of it at all. Replay:
+/// `LEAFCACHE_SIM_SEED=220114631 cargo test --release --test simulation -- --ignored`.
+#[test]
+#[ignore = "divergence, seed 220114631: k7 live on n2, unknown on n0 (see the comment)"]
+fn wide_schedule_220114631_converges() {
+    run_wide_schedule(220_114_631);
+}
+
 #[test]
 fn random_schedules_converge() {
     support::run_seeds(support::seeds("LEAFCACHE_SIM_SCHEDULES", 5_000), |seed| {
