@@ -506,10 +506,16 @@ hub = "{refused}"
         .to_string();
     let log = std::fs::read_to_string(&named).unwrap();
     drop(stop);
-    assert!(
-        !Path::new(&named).parent().unwrap().exists(),
-        "up removed its log directory on exit"
-    );
+    // `script` can exit on the same SIGINT before `up` has finished its clean-up: poll.
+    let log_dir = Path::new(&named).parent().unwrap().to_path_buf();
+    let deadline = Instant::now() + TIMEOUT;
+    while log_dir.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "up did not remove its log directory on exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Each redraw moves up over the 6 lines (3 nodes, 2 links, the log line, and nothing else)
     // and rewrites each of them whole.

@@ -573,14 +573,13 @@ fn run_wide_schedule(seed: u64) {
     }
 }
 
-/// Regression story, open: wide schedule 220114631 does not converge. Found from fresh seeds after
-/// issue 29; it fails the same way on `a9fa676`, the commit before, so it is older than that
-/// change. Key `k7` is written with a TTL on n2 just before n0 is cut. Then n1 fails over to n0,
-/// n2 restarts from its crash image, and every link heals. `k7` ends live on n2 and unknown on n0:
-/// n0 holds no record of it at all. Replay:
-/// `LEAFCACHE_SIM_SEED=220114631 cargo test --release --test simulation -- --ignored`.
+/// Wide schedule 220114631: `k7` written at n2 and n4, n1 failing over between hubs, n2
+/// restarting from its crash image. At the settle, every link resynced by difference, and n4 and
+/// n1 held `{k7, k23}` at versions of their own whose CRC-32 record hashes summed to the same
+/// bucket sum (CRC is linear, and each writer's two timestamps were consecutive): n4 never sent
+/// its `k7`. The digest now hashes records with 64-bit XXH3
+/// (`structured_records_that_crc_sums_confused_differ` in src/replication/digest.rs).
 #[test]
-#[ignore = "divergence, seed 220114631: k7 live on n2, unknown on n0 (see the comment)"]
 fn wide_schedule_220114631_converges() {
     run_wide_schedule(220_114_631);
 }

@@ -15,7 +15,7 @@ use super::replica::DigestVisit;
 use crate::cache::DigestItem;
 use crate::clock::Version;
 
-/// The most buckets a digest has: 2^20 sums of 4 bytes, 4 MiB.
+/// The most buckets a digest has: 2^20 sums of 8 bytes, 8 MiB.
 pub const DIGEST_MAX_LOG2: u8 = 20;
 /// The fewest: 2^8.
 pub(crate) const DIGEST_MIN_LOG2: u8 = 8;
@@ -48,8 +48,14 @@ fn bucket_in(h: &crc32fast::Hasher, log2: u8) -> usize {
     (mixed >> (64 - u32::from(log2))) as usize
 }
 
-/// A record's contribution to its bucket's sum. Two nodes hold the same records in a bucket when
-/// the sums agree (but for a 2^-32 chance).
+/// A record's contribution to its bucket's sum: a 64-bit XXH3 of what identifies it. Two nodes
+/// hold the same records in a bucket when the sums agree (but for a 2^-64 chance).
+///
+/// Not CRC-32, which picks the buckets: a CRC is linear, so the wrapping sums of records with
+/// structured keys and versions (a writer's consecutive timestamps) collide far more often than
+/// chance — wide schedule 220114631 found two buckets {k7@t+2, k23@t+1} and {k7@s+1, k23@s+2}
+/// of two writers with equal CRC sums, and the sync by difference skipped them. And not 32 bits:
+/// a false "same" hides a bucket until it changes again, and a busy tree compares billions.
 ///
 /// A string's record (a value, a tombstone, a dropped version) is hashed by its cache, key and
 /// version: a version names one write, so a copy evicted or expired at one node and held at
@@ -58,30 +64,37 @@ fn bucket_in(h: &crc32fast::Hasher, log2: u8) -> usize {
 /// one version may differ, and that is what the digest must see.
 fn record_hash(
     cache: &str,
-    keyed: &crc32fast::Hasher,
+    key: Option<&[u8]>,
     item: &mut DigestItem,
     scratch: &mut Vec<u8>,
-) -> u32 {
+) -> Sum {
+    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    h.update(cache.as_bytes());
+    h.update(&[0xff]);
     match item {
         DigestItem::Merged(m, _) => {
             m.complete = true;
-            let mut h = crc32fast::Hasher::new();
-            h.update(cache.as_bytes());
-            h.update(&[0xff]);
             scratch.clear();
             if postcard::to_io(&**m, &mut *scratch).is_ok() {
                 h.update(scratch);
             }
-            h.finalize()
         }
         DigestItem::Version(version, _) | DigestItem::Purge(version) => {
-            let mut h = keyed.clone();
+            // The key's length first, so that no key and version run into another's.
+            let key = key.unwrap_or_default();
+            h.update(&(key.len() as u64).to_le_bytes());
+            h.update(key);
             h.update(&version.ts.0.to_le_bytes());
             h.update(&version.node.0.to_le_bytes());
-            h.finalize()
         }
     }
+    h.digest()
 }
+
+/// A bucket's sum of record hashes, as the digest carries it.
+pub(crate) type Sum = u64;
+/// The bytes of one [`Sum`] on the wire.
+const SUM_BYTES: usize = std::mem::size_of::<Sum>();
 
 /// Whether a peer's coarse [`Message::Digest`] says it holds records (`false`: the empty digest
 /// of a peer holding nothing).
@@ -93,7 +106,7 @@ pub(crate) fn holds_records(log2: u8, fine: u8, split: u8, sums: &[u8]) -> Resul
     if log2 == 0 && fine == 0 && sums.is_empty() {
         return Ok(false);
     }
-    if !digest_shape_ok(log2, fine, split) || sums.len() != 4 << log2 {
+    if !digest_shape_ok(log2, fine, split) || sums.len() != SUM_BYTES << log2 {
         return Err(LinkError::Protocol(format!(
             "a digest of {} bytes for 2^{log2} buckets (2^{fine} fine)",
             sums.len()
@@ -104,12 +117,12 @@ pub(crate) fn holds_records(log2: u8, fine: u8, split: u8, sums: &[u8]) -> Resul
 
 /// Which coarse buckets of `2^log2` differ: this node's fine sums `ours`, summed by prefix,
 /// against the peer's coarse `sums` (whose length the caller checked). A bitmap, and how many.
-pub(crate) fn coarse_differ(ours: &[u32], log2: u8, fine: u8, sums: &[u8]) -> (Vec<u64>, u64) {
+pub(crate) fn coarse_differ(ours: &[Sum], log2: u8, fine: u8, sums: &[u8]) -> (Vec<u64>, u64) {
     let split = fine - log2;
     let mut differ = vec![0u64; (1usize << log2).div_ceil(64)];
     let mut differing = 0u64;
     for (b, (group, theirs)) in ours.chunks(1 << split).zip(sums_of(sums)).enumerate() {
-        let mine = group.iter().fold(0u32, |a, s| a.wrapping_add(*s));
+        let mine = group.iter().fold(0, |a: Sum, s| a.wrapping_add(*s));
         if mine != theirs {
             differ[b / 64] |= 1 << (b % 64);
             differing += 1;
@@ -133,7 +146,7 @@ pub(crate) fn bitmap_bytes(differ: &[u64], log2: u8) -> Bytes {
 /// # Errors
 /// [`LinkError::Protocol`] if `sums` is not one sum per fine bucket asked for.
 pub(crate) fn fine_differ(
-    ours: &[u32],
+    ours: &[Sum],
     log2: u8,
     fine: u8,
     coarse: &[u64],
@@ -141,7 +154,7 @@ pub(crate) fn fine_differ(
 ) -> Result<Vec<u64>, LinkError> {
     let split = fine - log2;
     let asked: u32 = coarse.iter().map(|w| w.count_ones()).sum();
-    if sums.len() != (asked as usize) << split << 2 {
+    if sums.len() != ((asked as usize) << split) * SUM_BYTES {
         return Err(LinkError::Protocol(format!(
             "{} bytes of fine sums for {asked} buckets of 2^{split}",
             sums.len()
@@ -166,11 +179,11 @@ pub(crate) fn set_bits(bits: &[u64], n: usize) -> impl Iterator<Item = usize> + 
 
 /// How many fine buckets a coarse bucket of a digest holds, as a power of two. The first round
 /// sends `2^(fine - 5)` sums, the second 32 for each coarse bucket that differs: for 1M records
-/// (2^20 fine buckets) and 1,000 keys changed, 128 KiB and about 125 KiB instead of 4 MiB.
+/// (2^20 fine buckets) and 1,000 keys changed, 256 KiB and about 250 KiB instead of 8 MiB.
 pub const DIGEST_SPLIT: u8 = 5;
 
 /// The split of anti-entropy's digest: its first round, every round on an idle link, sends
-/// `2^(fine - 7)` sums (32 KiB for 1M records); the second 128 for each coarse bucket that
+/// `2^(fine - 7)` sums (64 KiB for 1M records); the second 128 for each coarse bucket that
 /// differs, which on a healthy tree is none.
 pub const ANTI_ENTROPY_SPLIT: u8 = 7;
 
@@ -186,24 +199,25 @@ pub(crate) fn digest_shape_ok(log2: u8, fine: u8, split: u8) -> bool {
 }
 
 /// `sums` as little-endian bytes, the wire form of a digest.
-pub(crate) fn sums_to_bytes(sums: &[u32]) -> Bytes {
-    let mut bytes = Vec::with_capacity(sums.len() * 4);
+pub(crate) fn sums_to_bytes(sums: &[Sum]) -> Bytes {
+    let mut bytes = Vec::with_capacity(sums.len() * SUM_BYTES);
     for s in sums {
         bytes.extend_from_slice(&s.to_le_bytes());
     }
     bytes.into()
 }
 
-/// The `u32`s of a digest's wire form (whose length the caller checked is a multiple of 4).
-fn sums_of(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
-    (bytes.chunks_exact(4)).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+/// The sums of a digest's wire form (whose length the caller checked is a multiple of
+/// [`SUM_BYTES`]).
+fn sums_of(bytes: &[u8]) -> impl Iterator<Item = Sum> + '_ {
+    (bytes.chunks_exact(SUM_BYTES)).map(|c| Sum::from_le_bytes(c.try_into().expect("8 bytes")))
 }
 
 /// How many buckets a digest of `records` gets: about one record per fine bucket, within bounds,
 /// and small enough to go in half a frame.
 pub(crate) fn digest_log2(records: u64, max_frame: usize) -> u8 {
     let wanted = (64 - records.max(1).saturating_sub(1).leading_zeros()) as u8;
-    let fits = ((max_frame / 8).max(1).ilog2() as u8).max(DIGEST_MIN_LOG2);
+    let fits = ((max_frame / (2 * SUM_BYTES)).max(1).ilog2() as u8).max(DIGEST_MIN_LOG2);
     wanted.clamp(DIGEST_MIN_LOG2, DIGEST_MAX_LOG2.min(fits))
 }
 
@@ -211,22 +225,21 @@ pub(crate) fn digest_log2(records: u64, max_frame: usize) -> u8 {
 fn scan_buckets(
     log2: u8,
     records: impl FnOnce(&mut DigestVisit<'_>),
-    mut add: impl FnMut(usize, u32),
+    mut add: impl FnMut(usize, Sum),
 ) {
     let mut scratch = Vec::new();
     records(&mut |cache, key, mut item| {
-        let keyed = key_hasher(cache, key);
         add(
-            bucket_in(&keyed, log2),
-            record_hash(cache, &keyed, &mut item, &mut scratch),
+            bucket_of(cache, key, log2),
+            record_hash(cache, key, &mut item, &mut scratch),
         );
     });
 }
 
 /// Per bucket of `2^log2`, the sum of the hashes of the records `records` visits (on a node:
 /// every record a full sync would send, read the same way).
-pub(crate) fn sums(log2: u8, records: impl FnOnce(&mut DigestVisit<'_>)) -> Vec<u32> {
-    let mut sums = vec![0u32; 1 << log2];
+pub(crate) fn sums(log2: u8, records: impl FnOnce(&mut DigestVisit<'_>)) -> Vec<Sum> {
+    let mut sums: Vec<Sum> = vec![0; 1 << log2];
     scan_buckets(log2, records, |b, h| sums[b] = sums[b].wrapping_add(h));
     sums
 }
@@ -257,7 +270,7 @@ pub(crate) fn fine_sums(
             asked += 1;
         }
     }
-    let mut sums = vec![0u32; (asked as usize) << split];
+    let mut sums: Vec<Sum> = vec![0; (asked as usize) << split];
     let low = (1usize << split) - 1;
     scan_buckets(fine, records, |f, h| {
         let at = start[f >> split];
@@ -292,7 +305,7 @@ pub(crate) fn records_in(
             DigestItem::Merged(m, expired) => (m.version, *expired),
             DigestItem::Purge(v) => (*v, false),
         };
-        let hash = record_hash(cache, &keyed, &mut item, &mut scratch);
+        let hash = record_hash(cache, Some(key), &mut item, &mut scratch);
         out.push((
             cache.to_string(),
             Bytes::copy_from_slice(key),
@@ -336,7 +349,7 @@ pub(crate) fn key_sums(
 
 /// What anti-entropy compares of one record: its version, its digest hash, whether it was
 /// dropped by its holder.
-pub(crate) type Held = (Version, u32, bool);
+pub(crate) type Held = (Version, Sum, bool);
 
 /// How one key's records at the two ends of a link compare (see [`compare`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -429,7 +442,7 @@ mod tests {
         let fine = sums(10, node(&a));
         let coarse = sums(5, node(&a));
         for (c, group) in coarse.iter().zip(fine.chunks(1 << 5)) {
-            assert_eq!(*c, group.iter().fold(0u32, |s, x| s.wrapping_add(*x)));
+            assert_eq!(*c, group.iter().fold(0u64, |s, x| s.wrapping_add(*x)));
         }
     }
 
@@ -550,5 +563,50 @@ mod tests {
             compare((v(1), 5, true), &sum(v(2), 5, false)),
             Compared::Differs
         );
+    }
+
+    /// The buckets wide schedule 220114631 left different: two writers' records of `k7` and
+    /// `k23`, each pair written a timestamp apart in opposite orders. CRC-32 hashes, summed,
+    /// called them the same (checked here by the formula the digest used), so the sync by
+    /// difference skipped `k7`; XXH3 sums tell them apart.
+    #[test]
+    fn structured_records_that_crc_sums_confused_differ() {
+        let w1 = NodeId(0xb6c9_3038_bd93_499f_8b9f_b947_bae4_2bbb);
+        let w4 = NodeId(0xdb2d_9ee6_73b7_4a23_8419_2c62_5247_5f1e);
+        let at = |ts, node| Version {
+            ts: Timestamp(ts),
+            node,
+        };
+        let n1 = [
+            ("k7", at(111_411_200_004_587_522, w1)),
+            ("k23", at(111_411_200_004_587_521, w1)),
+        ];
+        let n4 = [
+            ("k23", at(111_411_200_090_439_682, w4)),
+            ("k7", at(111_411_200_090_439_681, w4)),
+        ];
+        let crc_sum = |records: &[(&str, Version)]| {
+            records.iter().fold(0u32, |sum, (key, version)| {
+                let mut h = key_hasher("default", Some(key.as_bytes()));
+                h.update(&version.ts.0.to_le_bytes());
+                h.update(&version.node.0.to_le_bytes());
+                sum.wrapping_add(h.finalize())
+            })
+        };
+        assert_eq!(crc_sum(&n1), crc_sum(&n4), "the collision the seed met");
+        let xxh3_sum = |records: &[(&str, Version)]| {
+            sums(3, |f: &mut DigestVisit<'_>| {
+                for (key, version) in records {
+                    f(
+                        "default",
+                        Some(key.as_bytes()),
+                        DigestItem::Version(*version, false),
+                    );
+                }
+            })[2]
+        };
+        assert_eq!(bucket_of("default", Some(b"k7"), 3), 2);
+        assert_eq!(bucket_of("default", Some(b"k23"), 3), 2);
+        assert_ne!(xxh3_sum(&n1), xxh3_sum(&n4));
     }
 }

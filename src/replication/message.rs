@@ -23,8 +23,10 @@ pub const MAGIC: u32 = 0x1EAF_CA5E;
 /// [`Message::DigestRequest`] and [`Message::Digest`] (resync by difference). 7: the digest in two
 /// rounds, coarse then fine where the coarse differs ([`Message::DigestRefine`],
 /// [`Message::DigestFine`]). 8: anti-entropy ([`Message::KeysRequest`], [`Message::Keys`]); the
-/// digest hashes a string record by its key and version only, and a merged state whole.
-pub const PROTOCOL_VERSION: u16 = 8;
+/// digest hashes a string record by its key and version only, and a merged state whole. 9: the
+/// digest's record hashes and bucket sums are 64-bit XXH3 (they were CRC-32, whose linearity made
+/// sums of structured records collide).
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// [`Hello::compression`]: the sender reads [`Message::Packed`] frames compressed with LZ4.
 pub const COMPRESS_LZ4: u8 = 1;
@@ -211,7 +213,7 @@ pub struct KeySum {
     /// Its version (a merged state's newest).
     pub version: crate::clock::Version,
     /// The hash the digest gave the record (its whole content for a merged state).
-    pub hash: u32,
+    pub hash: u64,
     /// Whether the sender dropped the key by itself (evicted, expired, too large): a copy of it at
     /// this version elsewhere is no difference.
     pub dropped: bool,

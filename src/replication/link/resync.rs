@@ -26,7 +26,7 @@ pub(super) enum AntiEntropy {
         log2: u8,
         fine: u8,
         differ: Vec<u64>,
-        ours: Vec<u32>,
+        ours: Vec<digest::Sum>,
     },
     /// The peer was asked for its records in `buckets` (of `2^fine`).
     Keys {
@@ -54,7 +54,7 @@ pub(super) enum DigestSync {
         log2: u8,
         fine: u8,
         differ: Vec<u64>,
-        ours: Vec<u32>,
+        ours: Vec<digest::Sum>,
         target: u64,
     },
     /// Up to `target`, only records in the buckets set in `differ` are sent.
