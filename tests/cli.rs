@@ -1141,3 +1141,202 @@ fn check_says_a_missing_ca_once_and_what_an_unknown_key_meant() {
     assert!(warning > last_error, "{err}");
     assert!(err.trim_end().ends_with("(3 errors)"), "{err}");
 }
+
+/// The line of `text` (1-based) that holds `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in {text}"))
+        + 1
+}
+
+/// `up` reloads its file on `leafcache reload`: a node added and a leaf moved to it, a capacity
+/// changed, a node removed — all live; a door moved is refused at its line and nothing of that
+/// reload applies; an invalid file is reported by `reload` itself and no process is signalled.
+#[test]
+fn up_applies_a_changed_topology_on_reload_and_refuses_what_cannot_change_live() {
+    let dir = temp_dir("reload-up");
+    let file = dir.join("pair.toml");
+    let path = file.to_str().unwrap().to_string();
+    let hub2_resp = format!("127.0.0.1:{}", free_port());
+    let topology = |capacity: u64, hub2: bool, leaf_hub: &str, leaf_resp: &str, hub: bool| {
+        let mut text = format!(
+            "[cluster]\nname = \"reload\"\nsecret = \"reload-test-secret\"\n\n\
+             [defaults]\ncapacity = {capacity}\nconnection_timeout = \"2s\"\n"
+        );
+        if hub {
+            text.push_str(
+                "\n[[node]]\nname = \"hub\"\nlisten = \"127.0.0.1:0\"\nresp = \"127.0.0.1:0\"\n",
+            );
+        }
+        if hub2 {
+            text.push_str(&format!(
+                "\n[[node]]\nname = \"hub2\"\nlisten = \"127.0.0.1:0\"\nresp = \"{hub2_resp}\"\n"
+            ));
+        }
+        text.push_str(&format!(
+            "\n[[node]]\nname = \"leaf\"\nhub = \"{leaf_hub}\"\nresp = \"{leaf_resp}\"\n"
+        ));
+        std::fs::write(&file, &text).unwrap();
+        text
+    };
+    topology(1000, false, "hub", "127.0.0.1:0", true);
+    let up = Proc::spawn_logging(&["up", &path, "--loglevel", "info"]);
+    let lines = up.until("up running", |l| l.starts_with("up: "));
+    let leaf_resp = address(&lines, "leaf", "resp");
+    let hub_resp = address(&lines, "hub", "resp");
+    let mut leaf = redis_at(&leaf_resp);
+    let _: () = leaf.set("before", "1").unwrap();
+    let mut hub = redis_at(&hub_resp);
+    eventually("the hub has the leaf's write", || {
+        get(&mut hub, "before").as_deref() == Some("1")
+    });
+
+    // A new hub, the leaf moved to it, a larger capacity.
+    topology(2000, true, "hub2", "127.0.0.1:0", true);
+    let (code, out, err) = run(&["reload", &path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("reloading {path}")), "{out}");
+    up.until("hub2 started", |l| {
+        l.contains("reload: started node \"hub2\"")
+    });
+    up.until("leaf moved", |l| {
+        l.contains("reload: node \"leaf\" now links to 127.0.0.1:")
+    });
+    up.until("capacity", |l| {
+        l.contains("reload: node \"leaf\": cache \"default\" now holds 2000 entries")
+    });
+    let mut hub2 = redis_at(&hub2_resp);
+    let _: () = leaf.set("after", "2").unwrap();
+    eventually("hub2 has the leaf's writes, old and new", || {
+        get(&mut hub2, "before").as_deref() == Some("1")
+            && get(&mut hub2, "after").as_deref() == Some("2")
+    });
+
+    // A door moved (and a capacity changed with it): refused at the door's line, nothing applied.
+    let moved = format!("127.0.0.1:{}", free_port());
+    let text = topology(3000, true, "hub2", &moved, true);
+    let (code, _, err) = run(&["reload", &path]);
+    assert_eq!(code, 0, "{err}");
+    let refused = up.until("refusal", |l| l.contains("cannot change while it runs"));
+    let line = refused.last().unwrap();
+    let at = format!(
+        "{path}:{}:1: error: resp of node \"leaf\"",
+        line_of(&text, &moved)
+    );
+    assert!(line.contains(&at), "{line} lacks {at}");
+    let rest = up.until("nothing changed", |l| l.contains("reload: nothing changed"));
+    assert!(
+        !refused
+            .iter()
+            .chain(&rest)
+            .any(|l| l.contains("3000 entries")),
+        "{rest:?}"
+    );
+    let _: () = leaf.set("still", "3").unwrap();
+    eventually(
+        "the leaf still serves at its old door and replicates",
+        || get(&mut hub2, "still").as_deref() == Some("3"),
+    );
+
+    // The first hub removed: its node stops, the rest runs on.
+    topology(2000, true, "hub2", "127.0.0.1:0", false);
+    let (code, _, err) = run(&["reload", &path]);
+    assert_eq!(code, 0, "{err}");
+    up.until("hub stopped", |l| {
+        l.contains("reload: stopped node \"hub\"")
+    });
+    eventually("the removed hub's door is closed", || {
+        std::net::TcpStream::connect(&hub_resp).is_err()
+    });
+
+    // An invalid file: `reload` reports it at its line and signals nobody.
+    std::fs::write(
+        &file,
+        "[cluster]\nname = \"reload\"\nsecret = \"s\"\n[[node]]\nnmae = \"x\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["reload", &path]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("{path}:5:1: error: unknown field `nmae`")),
+        "{err}"
+    );
+    let _: () = leaf.set("last", "4").unwrap();
+    eventually("the tree still runs", || {
+        get(&mut hub2, "last").as_deref() == Some("4")
+    });
+
+    up.signal("-TERM");
+    assert!(up.wait().success());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A `node` process reloads its file on a real SIGHUP: its hub changed to another, it moves
+/// there and its writes follow; a broken file is logged and the node runs on unchanged.
+#[test]
+fn node_moves_to_a_new_hub_on_sighup_and_survives_a_broken_file() {
+    let dir = temp_dir("reload-node");
+    let (p1, p2) = (free_port(), free_port());
+    let hubs = dir.join("hubs.toml");
+    std::fs::write(
+        &hubs,
+        format!(
+            "[cluster]\nname = \"rn\"\nsecret = \"rn-secret\"\n\
+             [[node]]\nname = \"h1\"\nlisten = \"127.0.0.1:{p1}\"\nresp = \"127.0.0.1:0\"\n\
+             [[node]]\nname = \"h2\"\nlisten = \"127.0.0.1:{p2}\"\nresp = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .unwrap();
+    let leaf_file = dir.join("leaf.toml");
+    let leaf_text = |port: u16| {
+        format!(
+            "[cluster]\nname = \"rn\"\nsecret = \"rn-secret\"\n\
+             [[node]]\nname = \"leaf\"\nhub = \"127.0.0.1:{port}\"\nresp = \"127.0.0.1:0\"\n"
+        )
+    };
+    std::fs::write(&leaf_file, leaf_text(p1)).unwrap();
+    let up = Proc::spawn(&["up", hubs.to_str().unwrap()]);
+    let hub_lines = up.until("hubs up", |l| l.starts_with("up: "));
+    let leaf = Proc::spawn_logging(&[
+        "node",
+        "--topology",
+        leaf_file.to_str().unwrap(),
+        "--name",
+        "leaf",
+    ]);
+    let leaf_lines = leaf.until("leaf running", |l| l.starts_with("running"));
+    let mut l = redis_at(&address(&leaf_lines, "leaf", "resp"));
+    let mut h1 = redis_at(&address(&hub_lines, "h1", "resp"));
+    let mut h2 = redis_at(&address(&hub_lines, "h2", "resp"));
+    let _: () = l.set("one", "1").unwrap();
+    eventually("h1 has it", || get(&mut h1, "one").as_deref() == Some("1"));
+    assert_eq!(get(&mut h2, "one"), None, "h2 is not in the leaf's tree");
+
+    std::fs::write(&leaf_file, leaf_text(p2)).unwrap();
+    leaf.signal("-HUP");
+    leaf.until("moved", |line| {
+        line.contains(&format!(
+            "reload: node \"leaf\" now links to 127.0.0.1:{p2}"
+        ))
+    });
+    let _: () = l.set("two", "2").unwrap();
+    eventually("h2 has both writes", || {
+        get(&mut h2, "one").as_deref() == Some("1") && get(&mut h2, "two").as_deref() == Some("2")
+    });
+
+    std::fs::write(&leaf_file, "[cluster\n").unwrap();
+    leaf.signal("-HUP");
+    leaf.until("broken file", |line| {
+        line.contains("the file is not a valid topology; nothing changed")
+    });
+    let _: () = l.set("three", "3").unwrap();
+    eventually("the leaf runs on, linked to h2", || {
+        get(&mut h2, "three").as_deref() == Some("3")
+    });
+    leaf.signal("-TERM");
+    assert!(leaf.wait().success());
+    up.signal("-TERM");
+    assert!(up.wait().success());
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -580,3 +580,74 @@ fn anti_entropy_is_a_period_or_off_set_under_defaults() {
         first_error("[caches.s]\nanti_entropy = \"10s\"\n[[node]]\nname = \"solo\"\n");
     assert!(message.contains("node setting"), "{message}");
 }
+
+/// What a reload may change live and what it refuses, each refusal at the line asking for it
+/// (lines counted after the three-line header).
+#[test]
+fn a_reload_plan_applies_capacities_hubs_and_nodes_and_refuses_the_rest_at_their_lines() {
+    let old = parse(
+        "[defaults]\ncapacity = 100\n[caches.s]\nttl = \"1m\"\n\
+         [[node]]\nname = \"hub\"\nlisten = \"127.0.0.1:7400\"\n\
+         [[node]]\nname = \"hub2\"\nlisten = \"127.0.0.1:7401\"\n\
+         [[node]]\nname = \"leaf\"\nhub = \"hub\"\n\
+         [[node]]\nname = \"solo\"\n",
+    )
+    .unwrap();
+    // Live: a capacity, a ttl, a leaf's hub; a node added, one removed.
+    let new = parse(
+        "[defaults]\ncapacity = 200\n[caches.s]\nttl = \"2m\"\n\
+         [[node]]\nname = \"hub\"\nlisten = \"127.0.0.1:7400\"\n\
+         [[node]]\nname = \"hub2\"\nlisten = \"127.0.0.1:7401\"\n\
+         [[node]]\nname = \"leaf\"\nhub = [\"hub2\", \"hub\"]\n\
+         [[node]]\nname = \"extra\"\nhub = \"hub\"\n",
+    )
+    .unwrap();
+    let plan = old.reload_plan(&new, None);
+    assert!(plan.refused.is_empty(), "{:?}", plan.refused);
+    assert_eq!(plan.added, ["extra"]);
+    assert_eq!(plan.removed, ["solo"]);
+    assert_eq!(plan.hubs, ["leaf"]);
+    let caches: Vec<&str> = plan.caches.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(caches, ["default", "s"]);
+    // One node's process: others' changes are not its business; its own removal is refused.
+    let mine = old.reload_plan(&new, Some("leaf"));
+    assert!(mine.added.is_empty() && mine.removed.is_empty() && mine.refused.is_empty());
+    assert_eq!(mine.hubs, ["leaf"]);
+    let gone = old.reload_plan(&new, Some("solo"));
+    assert!(
+        gone.refused[0].message.contains("\"solo\" is gone"),
+        "{:?}",
+        gone.refused
+    );
+
+    // Refused: a policy, a new cache, a hub given to a node that had none, a listen address.
+    let new = parse(
+        "[defaults]\ncapacity = 100\neviction = \"lfu\"\n[caches.s]\nttl = \"1m\"\n\
+         [caches.t]\ncapacity = 5\n\
+         [[node]]\nname = \"hub\"\nlisten = \"127.0.0.1:7499\"\n\
+         [[node]]\nname = \"hub2\"\nlisten = \"127.0.0.1:7401\"\n\
+         [[node]]\nname = \"leaf\"\nhub = \"hub\"\n\
+         [[node]]\nname = \"solo\"\nhub = \"hub\"\n",
+    )
+    .unwrap();
+    let plan = old.reload_plan(&new, None);
+    let refused: Vec<(usize, &str)> = plan
+        .refused
+        .iter()
+        .map(|d| (d.line - 3, d.message.as_str()))
+        .collect();
+    assert_eq!(refused.len(), 5, "{refused:?}");
+    let at = |line: usize, needle: &str| {
+        assert!(
+            refused
+                .iter()
+                .any(|(l, m)| *l == line && m.contains(needle)),
+            "{needle} at line {line}: {refused:?}"
+        );
+    };
+    at(3, "eviction of cache \"default\"");
+    at(3, "eviction of cache \"s\"");
+    at(6, "cache \"t\" is new");
+    at(10, "listen of node \"hub\"");
+    at(19, "node \"solo\" gains a hub");
+}

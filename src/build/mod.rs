@@ -387,34 +387,22 @@ impl NodeBuilder {
     /// ```
     pub fn remote_addresses<S: Into<String>>(mut self, hubs: impl IntoIterator<Item = S>) -> Self {
         let hubs: Vec<String> = hubs.into_iter().map(Into::into).collect();
-        if hubs.is_empty() {
-            self.fail(Error::InvalidConfig {
-                what: "remote_addresses",
-                reason: "names no hub".into(),
-            });
-            return self;
-        }
-        for h in &hubs {
-            if let Err(e) = Endpoint::parse("remote_addresses", h) {
-                self.fail(e);
-                return self;
-            }
-        }
-        if let Some(dup) = hubs
-            .iter()
-            .enumerate()
-            .find(|(i, h)| hubs[..*i].contains(h))
-        {
-            self.fail(Error::InvalidConfig {
-                what: "remote_addresses",
-                reason: format!("{:?} is listed twice", dup.1),
-            });
+        if let Err(e) = Endpoint::check_hubs("remote_addresses", &hubs) {
+            self.fail(e);
             return self;
         }
         let mut hubs = hubs.into_iter();
         self.links.remote_address = hubs.next();
         self.links.fallback_hubs = hubs.collect();
         self
+    }
+
+    /// The hubs set so far, in order of preference.
+    pub(crate) fn hub_addresses(&self) -> Vec<String> {
+        (self.links.remote_address.iter())
+            .chain(&self.links.fallback_hubs)
+            .cloned()
+            .collect()
     }
 
     /// The address to accept leaves on, as `host:port`, `unix:/path` or `mem:name`; it makes this
@@ -683,13 +671,11 @@ impl NodeBuilder {
         }
         if let Some(address) = remote {
             let span = tracing::info_span!("link", node = %node.name(), hub = %address);
+            registry
+                .hubs
+                .send_replace(std::iter::once(address).chain(fallbacks).collect());
             tasks.spawn(tracing::Instrument::instrument(
-                driver::dial_loop(
-                    caches,
-                    registry.clone(),
-                    transport,
-                    std::iter::once(address).chain(fallbacks).collect(),
-                ),
+                driver::dial_loop(caches, registry.clone(), transport),
                 span,
             ));
         }

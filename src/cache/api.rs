@@ -318,11 +318,9 @@ impl Cache {
             });
         }
         let size = entry_size(key_len, value_len);
-        if size > self.inner.max_entry_bytes {
-            return Err(Error::ValueTooLarge {
-                size,
-                limit: self.inner.max_entry_bytes,
-            });
+        let limit = self.max_entry_bytes();
+        if size > limit {
+            return Err(Error::ValueTooLarge { size, limit });
         }
         Ok(())
     }
@@ -331,13 +329,13 @@ impl Cache {
         let after =
             |d: Duration| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         Ok(match expiry {
-            Expiry::Default => self.inner.ttl.map_or(NEVER, after),
+            Expiry::Default => self.default_ttl().map_or(NEVER, after),
             Expiry::Never => NEVER,
             Expiry::After(d) if d.is_zero() => return Err(Error::ZeroDuration { what: "ttl" }),
             Expiry::After(d) => after(d),
             Expiry::AtMs(at) => at.min(NEVER - 1),
             // Callers that hold the entry use its expiry; without one, Keep is the default.
-            Expiry::Keep => self.inner.ttl.map_or(NEVER, after),
+            Expiry::Keep => self.default_ttl().map_or(NEVER, after),
         })
     }
 

@@ -36,7 +36,7 @@ mod typed;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -139,6 +139,20 @@ impl Padded {
 
 type Flight = Arc<OnceCell<Result<Option<Bytes>, Error>>>;
 
+/// Shard `i`'s share of `total` spread over `n` shards (the first `total % n` take one more).
+fn share(total: u64, n: usize, i: usize) -> usize {
+    let base = total / n as u64;
+    let extra = u64::from((i as u64) < total % n as u64);
+    usize::try_from(base + extra).unwrap_or(usize::MAX)
+}
+
+/// A default time to live as [`CacheInner::ttl_ns`] keeps it.
+fn ttl_ns(ttl: Option<Duration>) -> u64 {
+    ttl.map_or(0, |d| {
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
+    })
+}
+
 struct CacheInner {
     name: Arc<str>,
     /// The cache's place among its node's caches: how the op log names it.
@@ -152,12 +166,15 @@ struct CacheInner {
     hasher: foldhash::fast::FixedState,
     /// The node's identity, clocks and seq counter, shared by all its caches.
     core: Arc<Core>,
-    /// Default time-to-live of a write.
-    ttl: Option<Duration>,
+    /// Default time-to-live of a write, in nanoseconds (0: none). Atomic, like the two limits
+    /// below, so that [`Cache::reconfigure`] changes them while writes read them.
+    ttl_ns: AtomicU64,
     /// The largest accounted entry one shard can hold.
-    max_entry_bytes: usize,
-    /// The byte capacity it was configured with, if any.
-    max_bytes: Option<u64>,
+    max_entry_bytes: AtomicUsize,
+    /// The byte capacity it is configured with (0: none).
+    max_bytes: AtomicU64,
+    /// The entry capacity it is configured with.
+    max_entries: AtomicU64,
     eviction: Eviction,
     loader: Option<Loader>,
     /// Loads in progress, one per key: the single-flight table.
@@ -211,19 +228,14 @@ impl Cache {
     ) -> Result<Self, Error> {
         let resolved = config.resolve()?;
         let n = resolved.shards;
-        let share = |total: u64, i: usize| -> usize {
-            let base = total / n as u64;
-            let extra = u64::from((i as u64) < total % n as u64);
-            usize::try_from(base + extra).unwrap_or(usize::MAX)
-        };
         let dead_ttl_ms = u64::try_from(resolved.tombstone_ttl.as_millis()).unwrap_or(u64::MAX);
         // The entry limit comes from the settings alone, not from this machine's shard count:
         // nodes on machines with different core counts accept the same entries.
         let max_entry_bytes = usize::try_from(resolved.max_entry_bytes).unwrap_or(usize::MAX);
         let shards: Box<[Padded]> = (0..n)
             .map(|i| {
-                let max_entries = share(resolved.max_entries, i).max(1);
-                let max_bytes = resolved.max_bytes.map_or(usize::MAX, |b| share(b, i));
+                let max_entries = share(resolved.max_entries, n, i).max(1);
+                let max_bytes = resolved.max_bytes.map_or(usize::MAX, |b| share(b, n, i));
                 Padded(RwLock::new(Shard::new(Limits {
                     max_entries,
                     max_bytes,
@@ -245,9 +257,10 @@ impl Cache {
                 shards,
                 hasher: foldhash::fast::FixedState::with_seed(store::KEY_SEED),
                 core,
-                ttl: resolved.ttl,
-                max_entry_bytes,
-                max_bytes: resolved.max_bytes,
+                ttl_ns: AtomicU64::new(ttl_ns(resolved.ttl)),
+                max_entry_bytes: AtomicUsize::new(max_entry_bytes),
+                max_bytes: AtomicU64::new(resolved.max_bytes.unwrap_or(0)),
+                max_entries: AtomicU64::new(resolved.max_entries),
                 eviction: resolved.eviction,
                 loader: resolved.loader,
                 inflight: Mutex::new(HashMap::new()),
@@ -298,7 +311,10 @@ impl Cache {
     /// # Ok::<(), leafcache::Error>(())
     /// ```
     pub fn default_ttl(&self) -> Option<Duration> {
-        self.inner.ttl
+        match self.inner.ttl_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
     }
 
     /// The byte capacity (`max_bytes`) the cache was configured with; `None` if it is bounded
@@ -314,7 +330,7 @@ impl Cache {
     /// # Ok::<(), leafcache::Error>(())
     /// ```
     pub fn max_bytes(&self) -> Option<u64> {
-        self.inner.max_bytes
+        Some(self.inner.max_bytes.load(Ordering::Relaxed)).filter(|&b| b > 0)
     }
 
     /// How the cache chooses what to evict (see [`Cache::max_bytes`] for an example).
@@ -336,7 +352,82 @@ impl Cache {
     /// # Ok::<(), leafcache::Error>(())
     /// ```
     pub fn max_entry_bytes(&self) -> usize {
-        self.inner.max_entry_bytes
+        self.inner.max_entry_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The entries the cache holds at most.
+    pub fn max_entries(&self) -> u64 {
+        self.inner.max_entries.load(Ordering::Relaxed)
+    }
+
+    /// Applies `config`'s capacity (`max_entries`, `max_bytes`), default time to live and
+    /// tombstone time to live to this running cache (what a topology reload does). A smaller
+    /// capacity evicts at once, by the cache's policy, as a write over the limit would; the new
+    /// default time to live applies to writes from now on. The shard count stays what it is.
+    ///
+    /// ```
+    /// use leafcache::{Cache, CacheConfig};
+    /// let cache = Cache::builder().maximum_capacity(1_000).build()?;
+    /// for i in 0..1_000 {
+    ///     cache.set(format!("k{i}"), "v")?;
+    /// }
+    /// cache.reconfigure(&CacheConfig::new().max_entries(100).ttl(std::time::Duration::from_secs(60)))?;
+    /// assert!(cache.len() <= 100);
+    /// assert_eq!(cache.default_ttl(), Some(std::time::Duration::from_secs(60)));
+    /// # Ok::<(), leafcache::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// A setting [`CacheConfig`] refuses (a zero capacity or duration), or one that cannot change
+    /// while the cache runs: another eviction policy ([`Error::InvalidConfig`]). The loader is
+    /// the cache's own and `config`'s is not looked at.
+    pub fn reconfigure(&self, config: &CacheConfig) -> Result<(), Error> {
+        let resolved = config.resolve()?;
+        if resolved.eviction != self.inner.eviction {
+            return Err(Error::InvalidConfig {
+                what: "eviction",
+                reason: format!(
+                    "cache {:?} evicts by {}; another policy takes a restart",
+                    self.name(),
+                    self.inner.eviction
+                ),
+            });
+        }
+        let max_entry_bytes = usize::try_from(resolved.max_entry_bytes).unwrap_or(usize::MAX);
+        let dead_ttl_ms = u64::try_from(resolved.tombstone_ttl.as_millis()).unwrap_or(u64::MAX);
+        let inner = &self.inner;
+        inner.ttl_ns.store(ttl_ns(resolved.ttl), Ordering::Relaxed);
+        inner
+            .max_entry_bytes
+            .store(max_entry_bytes, Ordering::Relaxed);
+        inner
+            .max_bytes
+            .store(resolved.max_bytes.unwrap_or(0), Ordering::Relaxed);
+        inner
+            .max_entries
+            .store(resolved.max_entries, Ordering::Relaxed);
+        let n = inner.shards.len();
+        let now = self.now_ms();
+        for (i, shard) in inner.shards.iter().enumerate() {
+            let max_entries = share(resolved.max_entries, n, i).max(1);
+            let max_bytes = resolved.max_bytes.map_or(usize::MAX, |b| share(b, n, i));
+            let mut shard = shard.lock();
+            shard.set_limits(
+                Limits {
+                    max_entries,
+                    max_bytes,
+                    max_entry: max_entry_bytes.min(max_bytes),
+                    eviction: resolved.eviction,
+                    max_dead: max_entries.max(64),
+                    dead_ttl_ms,
+                },
+                now,
+            );
+            if !shard.dropped.is_empty() {
+                self.tell(&mut shard, None);
+            }
+        }
+        Ok(())
     }
 
     #[inline]

@@ -172,13 +172,16 @@ const RETURN_PROBE_TIMEOUTS: u32 = 2;
 /// - while linked to a later hub, the leaf tries the earlier ones every two connection timeouts,
 ///   and moves back to the first that completes a connection (TLS included), closing the current
 ///   link cleanly: frames in flight are delivered, writes not yet acknowledged are sent to the new
-///   hub by its resync, so no acknowledged write is lost and none waits for a dead hub.
+///   hub by its resync, so no acknowledged write is lost and none waits for a dead hub;
+/// - a new list ([`Node::set_hubs`](crate::Node::set_hubs), a topology reload) closes the link the
+///   same clean way, unless its hub is the new list's first, and starts over at the new first.
 pub(crate) async fn dial_loop(
     caches: Caches,
     registry: Arc<LinkRegistry>,
     transport: Arc<dyn Transport>,
-    hubs: Vec<String>,
 ) {
+    let mut watch = registry.hubs.subscribe();
+    let mut hubs = watch.borrow_and_update().clone();
     let timeout = Duration::from_millis(registry.config.timeout_ms);
     let cap = timeout.clamp(Duration::from_millis(500), Duration::from_secs(30));
     // The backoff crate grows the delay; the jitter is applied here, from the node's entropy.
@@ -202,7 +205,23 @@ pub(crate) async fn dial_loop(
     let mut first_pass = hubs.len() > 1;
     let mut ready: Option<Stream> = None;
     let timeout_ms = registry.config.timeout_ms;
+    let mut hubs_changed = false;
     loop {
+        if std::mem::take(&mut hubs_changed) || watch.has_changed().unwrap_or(false) {
+            let new = watch.borrow_and_update().clone();
+            if !new.is_empty() {
+                info!(hubs = ?new, "the hub list changed");
+                let kept = ready.is_some() && new.first() == hubs.get(at);
+                if !kept {
+                    ready = None;
+                }
+                hubs = new;
+                at = 0;
+                unreachable_since = None;
+                first_pass = hubs.len() > 1;
+                backoff.reset();
+            }
+        }
         let address = hubs[at].clone();
         let mut status = totals.clone();
         status.state = LinkState::Connecting;
@@ -222,6 +241,21 @@ pub(crate) async fn dial_loop(
                 let mut link = new_link(&caches, &registry, Direction::Upstream, &address);
                 uplink.set_fetcher(Some(fetch_tx.clone()));
                 let leave = tokio_util::sync::CancellationToken::new();
+                // A new hub list that does not start with this hub closes the link cleanly.
+                let retarget = {
+                    let (mut watch, leave, current) =
+                        (registry.hubs.subscribe(), leave.clone(), address.clone());
+                    tokio::spawn(async move {
+                        while watch.changed().await.is_ok() {
+                            let first = watch.borrow().first().cloned();
+                            if first.is_some_and(|f| f != current) {
+                                leave.cancel();
+                                return true;
+                            }
+                        }
+                        false
+                    })
+                };
                 let probe = (at > 0).then(|| {
                     tokio::spawn(probe_earlier(
                         registry.clone(),
@@ -241,8 +275,14 @@ pub(crate) async fn dial_loop(
                     Some(&leave),
                 )
                 .await;
+                retarget.abort();
+                let retargeted = retarget.await.unwrap_or(false);
                 // A probe that cancelled `leave` has returned, with the earlier hub's stream.
                 let moving = match probe {
+                    Some(p) if retargeted => {
+                        p.abort();
+                        None
+                    }
                     Some(p) if leave.is_cancelled() => p.await.ok(),
                     Some(p) => {
                         p.abort();
@@ -267,6 +307,10 @@ pub(crate) async fn dial_loop(
                     continue;
                 }
                 report(&link, &result);
+                if retargeted {
+                    // The top of the loop takes the new list.
+                    continue;
+                }
                 match &result {
                     Ok(()) => break,
                     Err(e) if e.is_refusal() => delay = Some(cap),
@@ -315,6 +359,7 @@ pub(crate) async fn dial_loop(
         tokio::select! {
             biased;
             _ = registry.shutdown.cancelled() => break,
+            Ok(()) = watch.changed() => hubs_changed = true,
             _ = tokio::time::sleep(wait) => {}
         }
     }

@@ -95,6 +95,9 @@ pub(crate) struct LinkRegistry {
     /// Bumped whenever a link changes state, so that a summary made from the statuses before
     /// is not kept after.
     own_generation: AtomicU64,
+    /// The hubs a leaf links to, in order of preference: its dial loop follows a change (see
+    /// [`Node::set_hubs`](crate::Node::set_hubs)). Empty on a node without a hub.
+    pub hubs: tokio::sync::watch::Sender<Vec<String>>,
 }
 
 /// What one link's peer last told this node of the tree beyond it.
@@ -208,6 +211,7 @@ impl LinkRegistry {
             views: Mutex::new(BTreeMap::new()),
             own: Mutex::new(None),
             own_generation: AtomicU64::new(0),
+            hubs: tokio::sync::watch::Sender::new(Vec::new()),
         }
     }
 

@@ -237,4 +237,28 @@ impl Endpoint {
             .map_err(|_| bad("has an invalid port"))?;
         Ok(Endpoint::Tcp(addr.to_string()))
     }
+
+    /// Checks a leaf's list of hubs: at least one, each an address, none twice.
+    pub fn check_hubs(what: &'static str, hubs: &[String]) -> Result<(), Error> {
+        if hubs.is_empty() {
+            return Err(Error::InvalidConfig {
+                what,
+                reason: "names no hub".into(),
+            });
+        }
+        for h in hubs {
+            Endpoint::parse(what, h)?;
+        }
+        match hubs
+            .iter()
+            .enumerate()
+            .find(|(i, h)| hubs[..*i].contains(h))
+        {
+            Some((_, dup)) => Err(Error::InvalidConfig {
+                what,
+                reason: format!("{dup:?} is listed twice"),
+            }),
+            None => Ok(()),
+        }
+    }
 }

@@ -253,6 +253,58 @@ impl Node {
         }
     }
 
+    /// Moves this leaf to another list of hubs, in order of preference, without a restart (what
+    /// a topology reload does when a node's `hub` changes). Unless its hub now is the new list's
+    /// first, its link closes cleanly — frames in flight delivered, writes not yet acknowledged
+    /// resent to the new hub by its resync — and it dials the new first hub, failing over down the
+    /// list as at start. `Ok(false)` if the list is the one in use.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use leafcache::Node;
+    /// let leaf = Node::builder().remote_address("127.0.0.1:7400").build()?;
+    /// assert!(leaf.set_hubs(["127.0.0.1:7401", "127.0.0.1:7400"])?);
+    /// assert!(!leaf.set_hubs(["127.0.0.1:7401", "127.0.0.1:7400"])?);
+    /// // A node built without a hub has no link to move.
+    /// assert!(Node::builder().build()?.set_hubs(["127.0.0.1:7400"]).is_err());
+    /// leaf.shutdown().await;
+    /// # Ok::<(), leafcache::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an empty list, an address that does not parse, a hub listed
+    /// twice, or a node built without a hub (its role is told to every peer: it takes a restart).
+    pub fn set_hubs<S: Into<String>>(
+        &self,
+        hubs: impl IntoIterator<Item = S>,
+    ) -> Result<bool, Error> {
+        let hubs: Vec<String> = hubs.into_iter().map(Into::into).collect();
+        crate::net::Endpoint::check_hubs("hubs", &hubs)?;
+        let registry = &self.inner.registry;
+        if !registry.has_hub {
+            return Err(Error::InvalidConfig {
+                what: "hubs",
+                reason: format!(
+                    "{} was started without a hub; a hub is added by a restart",
+                    self.name()
+                ),
+            });
+        }
+        Ok(registry.hubs.send_if_modified(|now| {
+            let changed = *now != hubs;
+            if changed {
+                *now = hubs;
+            }
+            changed
+        }))
+    }
+
+    /// The hubs this leaf links to, in order of preference (empty for a node without a hub).
+    pub fn hubs(&self) -> Vec<String> {
+        self.inner.registry.hubs.borrow().clone()
+    }
+
     /// The status of every link: the upstream one (if this node has a hub) and one per connected
     /// leaf.
     ///

@@ -183,9 +183,9 @@ pub(crate) fn set_bits(bits: &[u64], n: usize) -> impl Iterator<Item = usize> + 
 pub const DIGEST_SPLIT: u8 = 5;
 
 /// The split of anti-entropy's digest: its first round, every round on an idle link, sends
-/// `2^(fine - 7)` sums (64 KiB for 1M records); the second 128 for each coarse bucket that
-/// differs, which on a healthy tree is none.
-pub const ANTI_ENTROPY_SPLIT: u8 = 7;
+/// `2^(fine - 8)` sums (32 KiB of 8-byte sums for 1M records); the second 256 for each coarse
+/// bucket that differs, which on a healthy tree is none.
+pub const ANTI_ENTROPY_SPLIT: u8 = 8;
 
 /// The coarse buckets of a digest with `2^fine` fine ones split `2^split` ways: at least 8, a
 /// byte of the refinement's bitmap.
@@ -505,7 +505,7 @@ mod tests {
             "split below the range"
         );
         assert!(
-            answer(1, 8, 1, 1 << 20, &scan).is_err(),
+            answer(1, ANTI_ENTROPY_SPLIT + 1, 1, 1 << 20, &scan).is_err(),
             "split above the range"
         );
         assert!(holds_records(3, 8, DIGEST_SPLIT, &[0; 31]).is_err());

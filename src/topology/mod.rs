@@ -39,6 +39,8 @@ mod check;
 mod diagnostics;
 mod model;
 mod raw;
+mod reload;
 
 pub use diagnostics::{Diagnostic, Severity, TopologyError};
 pub use model::{CacheTableConfig, ClusterTls, HubRef, NodeSpec, SecretSource, Topology};
+pub use reload::{Applied, ReloadPlan};

@@ -4,6 +4,7 @@
 
 mod certs;
 mod client;
+mod reload;
 mod status;
 
 use std::io::{BufRead, BufReader};
@@ -64,6 +65,13 @@ enum Command {
         /// Issue the node certificates again even where they exist (the CA is kept).
         #[arg(long)]
         force: bool,
+    },
+    /// Checks a topology file again and has every `leafcache up` or `node` process running it
+    /// apply it (SIGHUP): nodes added or removed, hubs, cache capacities and times to live change
+    /// live; anything else is refused, at its line, in the process's log, and nothing applied.
+    Reload {
+        /// The topology file the processes run.
+        file: PathBuf,
     },
     /// Runs one node from command-line settings until Ctrl-C or SIGTERM.
     Serve(Box<ServeArgs>),
@@ -253,6 +261,7 @@ fn main() -> ExitCode {
             run,
         } => run_node(&topology, &name, run),
         Command::Check { file } => check(&file),
+        Command::Reload { file } => reload::signal(&file),
         Command::Certs { file, force } => certs::make(&file, force),
         Command::Serve(args) => serve(*args),
         Command::Get { key, target } => client::get(&target, &key),
@@ -484,13 +493,30 @@ fn run_node(file: &Path, name: &str, run: RunArgs) -> CliResult {
         topology = topology.with_password(p);
     }
     runtime()?.block_on(async move {
+        // Before the first line that says the node runs: a signal from then on is handled.
+        let mut signals = Signals::new()?;
         let node = topology.start(name)?;
         println!("{}", status::describe(&node));
         if let Some(http) = node.http_addr() {
             println!("dashboard: {}://{http}/dashboard", scheme(&node));
         }
-        println!("running {name}; Ctrl-C to stop");
-        wait_for_signal(std::slice::from_ref(&node)).await?;
+        println!(
+            "running {name}; Ctrl-C to stop, SIGHUP to reload {}",
+            file.display()
+        );
+        let mut topology = topology;
+        while signals.next().await? == Signal::Hangup {
+            reload_tls(std::slice::from_ref(&node));
+            if let Some(new) = reload::read(file) {
+                match topology.reload_node(&new, &node) {
+                    Ok(applied) => {
+                        reload::log_applied(&applied);
+                        topology = new;
+                    }
+                    Err(e) => reload::log_refused(&e),
+                }
+            }
+        }
         tracing::info!("shutting down");
         node.shutdown().await;
         Ok(ExitCode::SUCCESS)
@@ -523,6 +549,7 @@ fn up(file: &Path, run: RunArgs) -> CliResult {
         .as_ref()
         .and_then(|(path, _)| path.parent().map(Path::to_path_buf));
     let ran = runtime()?.block_on(async move {
+        let mut signals = Signals::new()?;
         let nodes = topology.start_all().await?;
         for node in &nodes {
             println!("{}", status::describe(node));
@@ -535,10 +562,29 @@ fn up(file: &Path, run: RunArgs) -> CliResult {
             status::plural(nodes.len() as u64, "node"),
             topology.cluster()
         );
+        let running = std::sync::Mutex::new((topology, nodes));
+        let reloads = async {
+            while signals.next().await? == Signal::Hangup {
+                let (topology, mut nodes) = running.lock().expect("not poisoned").clone();
+                reload_tls(&nodes);
+                let Some(new) = reload::read(file) else {
+                    continue;
+                };
+                match topology.reload_all(&new, &mut nodes).await {
+                    Ok(applied) => {
+                        reload::log_applied(&applied);
+                        *running.lock().expect("not poisoned") = (new, nodes);
+                    }
+                    Err(e) => reload::log_refused(&e),
+                }
+            }
+            Ok::<(), std::io::Error>(())
+        };
         tokio::select! {
-            r = wait_for_signal(&nodes) => r?,
-            () = status::watch(&topology, &nodes, log) => {}
+            r = reloads => r?,
+            () = status::watch(&running, log) => {}
         }
+        let nodes = running.lock().expect("not poisoned").1.clone();
         for node in &nodes {
             node.shutdown().await;
         }
@@ -664,38 +710,65 @@ fn serve(args: ServeArgs) -> CliResult {
                 .tls(leafcache::net::TlsFiles::new(ca, cert, key))
                 .door_tls(args.tls_doors);
         }
+        let mut signals = Signals::new()?;
         let node = builder.build()?;
         println!("{}", status::describe(&node));
-        wait_for_signal(std::slice::from_ref(&node)).await?;
+        while signals.next().await? == Signal::Hangup {
+            reload_tls(std::slice::from_ref(&node));
+        }
         tracing::info!("shutting down");
         node.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// Waits for Ctrl-C or SIGTERM.
 /// `https` for a node whose doors speak TLS, else `http`.
 fn scheme(node: &Node) -> &'static str {
     if node.door_tls() { "https" } else { "http" }
 }
 
-/// Waits for Ctrl-C or SIGTERM; on SIGHUP reloads the TLS files of `nodes` and goes on waiting.
-async fn wait_for_signal(nodes: &[leafcache::Node]) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    loop {
+/// What a running command is asked by a signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Signal {
+    /// Ctrl-C or SIGTERM: shut down.
+    Stop,
+    /// SIGHUP: reload what can be reloaded.
+    Hangup,
+}
+
+/// The signals a running command listens to, registered once for its whole run.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for the next one.
+    async fn next(&mut self) -> std::io::Result<Signal> {
         tokio::select! {
-            r = tokio::signal::ctrl_c() => return r,
-            _ = term.recv() => return Ok(()),
-            _ = hup.recv() => {
-                for node in nodes {
-                    match node.reload_tls() {
-                        Ok(true) => tracing::info!(node = node.name(), "SIGHUP: TLS certificates reloaded"),
-                        Ok(false) => {}
-                        Err(e) => tracing::warn!(node = node.name(), error = %e, "SIGHUP: TLS certificates do not load; keeping those in use"),
-                    }
-                }
+            r = tokio::signal::ctrl_c() => r.map(|()| Signal::Stop),
+            _ = self.term.recv() => Ok(Signal::Stop),
+            _ = self.hup.recv() => Ok(Signal::Hangup),
+        }
+    }
+}
+
+/// Reads the TLS files of `nodes` again (on SIGHUP).
+fn reload_tls(nodes: &[Node]) {
+    for node in nodes {
+        match node.reload_tls() {
+            Ok(true) => tracing::info!(node = node.name(), "SIGHUP: TLS certificates reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(node = node.name(), error = %e, "SIGHUP: TLS certificates do not load; keeping those in use")
             }
         }
     }

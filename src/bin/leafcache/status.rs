@@ -218,14 +218,16 @@ fn fit(line: &str, width: usize) -> String {
 /// redrawn in place twice a second, with the log's last line below it (the log itself goes to the
 /// file `log` names, never into the block). Otherwise a line is printed whenever a link changes
 /// state.
-pub async fn watch(topology: &Topology, nodes: &[Node], log: Option<(PathBuf, LogTail)>) {
+pub async fn watch(running: &Mutex<(Topology, Vec<Node>)>, log: Option<(PathBuf, LogTail)>) {
     let tty = std::io::stdout().is_terminal();
     let start = Instant::now();
     let mut drawn = 0usize;
     let mut drawn_width = 0usize;
     let mut last: Vec<(String, &'static str)> = Vec::new();
     loop {
-        let views = views(topology, nodes);
+        // What runs now: a reload may have added or removed nodes.
+        let (topology, nodes) = running.lock().expect("not poisoned").clone();
+        let views = views(&topology, &nodes);
         let mut out = String::new();
         if tty {
             let width = columns();

@@ -108,6 +108,9 @@ pub(crate) trait Policy: std::fmt::Debug + Send + Sync {
     /// there is none.
     fn victim(&mut self, store: &mut Store, protect: u64) -> Option<Idx>;
 
+    /// The shard now holds at most `max_entries` entries (a running cache was resized).
+    fn resize(&mut self, _max_entries: usize) {}
+
     /// Bytes the policy's own state takes, counted against the shard's `max_bytes`.
     fn bytes(&self) -> usize {
         0

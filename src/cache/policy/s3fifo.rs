@@ -79,6 +79,19 @@ impl S3Fifo {
 }
 
 impl Policy for S3Fifo {
+    /// The small queue's share and the ghosts follow the new capacity (extra ghosts go, oldest
+    /// first).
+    fn resize(&mut self, max_entries: usize) {
+        let resized = S3Fifo::new(max_entries);
+        self.small_target = resized.small_target;
+        self.ghost_capacity = resized.ghost_capacity;
+        while self.ghost.len() > self.ghost_capacity {
+            if let Some(old) = self.ghost.pop_front() {
+                self.ghosts.remove(&old);
+            }
+        }
+    }
+
     /// A hit raises the entry's 2-bit frequency; nothing moves.
     #[inline]
     fn hit(&mut self, store: &mut Store, i: Idx) {

@@ -286,6 +286,16 @@ impl Shard {
         }
     }
 
+    /// New limits for a running shard: it evicts (by its policy) and forgets dead records down
+    /// to them at once.
+    pub fn set_limits(&mut self, limits: Limits, now: u64) {
+        self.limits = limits;
+        self.policy.resize(limits.max_entries);
+        // No write to protect: seqs start at 1.
+        self.evict_over_limits(0, now);
+        self.bound_dead();
+    }
+
     /// Bytes that count against `max_bytes`: the entries, and S3-FIFO's ghosts.
     pub(super) fn used_bytes(&self) -> usize {
         self.bytes + self.policy.bytes()
