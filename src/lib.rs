@@ -38,6 +38,7 @@ pub mod clock;
 mod error;
 pub mod net;
 mod node;
+pub mod partition;
 mod persist;
 pub mod replication;
 mod server;

@@ -52,7 +52,7 @@ fn check_accepts_every_shipped_topology() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 4, "single, star, tree, geo");
+    assert_eq!(checked, 5, "single, star, tree, geo, sharded");
     let (_, tree, _) = run(&["check", repo("topologies/tree.toml").to_str().unwrap()]);
     assert!(tree.contains("hub (hub) listen=127.0.0.1:7410"), "{tree}");
     assert!(tree.contains("├── relay-1 (relay)"), "{tree}");

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     ("clock", &[]),
     ("error", &[]),
+    ("partition", &["error"]),
     ("cache", &["clock", "error"]),
     ("replication", &["cache", "clock", "error"]),
     ("persist", &["cache", "clock", "error", "replication"]),
@@ -22,7 +23,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "node",
-        &["cache", "clock", "error", "net", "persist", "replication"],
+        &[
+            "cache",
+            "clock",
+            "error",
+            "net",
+            "partition",
+            "persist",
+            "replication",
+        ],
     ),
     (
         "server",
@@ -32,6 +41,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "error",
             "net",
             "node",
+            "partition",
             "persist",
             "replication",
         ],
@@ -44,6 +54,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "error",
             "net",
             "node",
+            "partition",
             "persist",
             "replication",
             "server",
@@ -58,6 +69,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "error",
             "net",
             "node",
+            "partition",
             "persist",
             "replication",
             "server",
@@ -343,6 +355,7 @@ const RESP: &[(&str, &[&str])] = &[
     ("hashes", &["args", "session", "tracking"]),
     ("client", &["args", "clients", "session", "tracking"]),
     ("admin", &["args", "clients", "session"]),
+    ("cluster", &["args", "session"]),
     (
         "table",
         &[
@@ -356,9 +369,13 @@ const RESP: &[(&str, &[&str])] = &[
             "client",
             "admin",
             "pubsub",
+            "cluster",
         ],
     ),
-    ("dispatch", &["args", "session", "table", "tracking"]),
+    (
+        "dispatch",
+        &["args", "session", "table", "tracking", "cluster"],
+    ),
 ];
 
 #[test]

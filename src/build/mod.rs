@@ -116,6 +116,8 @@ pub struct NodeBuilder {
     seed: Option<u64>,
     /// The node's TLS files: links are mutual TLS.
     tls: Option<TlsFiles>,
+    /// The sharded cluster this node is part of, if any.
+    shards: Option<crate::partition::Shards>,
     /// The first invalid setting seen; `build` reports it.
     error: Option<Error>,
 }
@@ -397,6 +399,26 @@ impl NodeBuilder {
         self
     }
 
+    /// Makes the node one of a sharded cluster: its RESP door serves the keys of the slots its
+    /// shard holds and sends cluster clients elsewhere for the others (`-MOVED`), and answers
+    /// `CLUSTER SLOTS`, `SHARDS`, `NODES`... A topology file with `shard = "..."` on its nodes
+    /// sets this for every node it starts.
+    ///
+    /// ```
+    /// use leafcache::Node;
+    /// use leafcache::partition::{ShardNode, Shards};
+    /// let me = ShardNode { name: "a".into(), resp: Some("127.0.0.1:7000".into()), primary: true };
+    /// let other = ShardNode { name: "b".into(), resp: Some("127.0.0.1:7001".into()), primary: true };
+    /// let shards = Shards::new(vec![("s1".into(), vec![me]), ("s2".into(), vec![other])], "a")?;
+    /// let node = Node::builder().name("a").shards(shards).build()?;
+    /// assert_eq!(node.shards().unwrap().members.len(), 2);
+    /// # Ok::<(), leafcache::Error>(())
+    /// ```
+    pub fn shards(mut self, shards: crate::partition::Shards) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
     /// The hubs set so far, in order of preference.
     pub(crate) fn hub_addresses(&self) -> Vec<String> {
         (self.links.remote_address.iter())
@@ -644,6 +666,7 @@ impl NodeBuilder {
             registry: registry.clone(),
             doors: bound_doors.doors(&self.doors),
             journal: journal.clone(),
+            shards: parking_lot::RwLock::new(self.shards.map(Arc::new)),
         });
         let tasks = &registry.tasks;
         if let Some(journal) = journal {

@@ -105,6 +105,8 @@ pub(crate) struct NodeInner {
     pub doors: Doors,
     /// The op log and snapshots, on a node with a root.
     pub journal: Option<Arc<Journal>>,
+    /// The sharded cluster it is part of, if any.
+    pub shards: parking_lot::RwLock<Option<Arc<crate::partition::Shards>>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -298,6 +300,32 @@ impl Node {
             }
             changed
         }))
+    }
+
+    /// The sharded cluster this node is part of, if it is (see
+    /// [`NodeBuilder::shards`](crate::NodeBuilder::shards)).
+    pub fn shards(&self) -> Option<Arc<crate::partition::Shards>> {
+        self.inner.shards.read().clone()
+    }
+
+    /// Replaces what this node knows of its sharded cluster: the nodes' doors as they bound them
+    /// (`leafcache up` learns them once every node runs).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] if the node was not built into a sharded cluster, or `shards`
+    /// moves it to another shard.
+    pub fn set_shards(&self, shards: crate::partition::Shards) -> Result<(), Error> {
+        let mut held = self.inner.shards.write();
+        match &*held {
+            Some(old) if old.map.shards()[old.mine] == shards.map.shards()[shards.mine] => {
+                *held = Some(Arc::new(shards));
+                Ok(())
+            }
+            _ => Err(Error::InvalidConfig {
+                what: "shards",
+                reason: "a node's shard is set when it is built".into(),
+            }),
+        }
     }
 
     /// The hubs this leaf links to, in order of preference (empty for a node without a hub).

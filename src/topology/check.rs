@@ -140,6 +140,7 @@ pub(super) struct Checker<'a> {
 pub(super) struct Placed {
     pub(super) spec: NodeSpec,
     pub(super) name: Range<usize>,
+    pub(super) shard: Option<Range<usize>>,
     pub(super) hub: Option<Range<usize>>,
     pub(super) listen: Option<Range<usize>>,
     pub(super) resp: Option<Range<usize>>,
@@ -603,9 +604,23 @@ impl<'a> Checker<'a> {
                 }
             }
         }
+        let shard = raw.shard.as_ref().and_then(|sh| {
+            let value = sh.get_ref().trim();
+            if value.is_empty() || value.contains(char::is_whitespace) {
+                self.error(
+                    sh.span(),
+                    format!("{:?} is not a shard name", sh.get_ref()),
+                    "a shard name is a non-empty word, e.g. \"eu-1\"".to_string(),
+                );
+                None
+            } else {
+                Some(value.to_string())
+            }
+        });
         Placed {
             spec: NodeSpec {
                 name,
+                shard,
                 listen,
                 hub,
                 fallback_hubs,
@@ -622,6 +637,7 @@ impl<'a> Checker<'a> {
             },
             tls: (raw.tls_cert.as_ref().or(raw.tls_key.as_ref())).map(Spanned::span),
             name: raw.name.span(),
+            shard: raw.shard.as_ref().map(Spanned::span),
             hub: raw.hub.as_ref().map(Spanned::span),
             listen: raw.listen.as_ref().map(Spanned::span),
             resp: raw.resp.as_ref().map(Spanned::span),
@@ -647,6 +663,53 @@ impl<'a> Checker<'a> {
                 );
             } else {
                 names.insert(&n.spec.name, i);
+            }
+        }
+        // Shards: every node names one, or none does; a link stays within its shard.
+        let sharded: Vec<&Placed> = nodes.iter().filter(|n| n.shard.is_some()).collect();
+        if let Some(first) = sharded.first() {
+            for n in nodes.iter().filter(|n| n.shard.is_none()) {
+                self.error(
+                    n.name.clone(),
+                    format!(
+                        "node {:?} names no shard, and node {:?} does",
+                        n.spec.name, first.spec.name
+                    ),
+                    "in a sharded file every node says its shard: shard = \"NAME\"".to_string(),
+                );
+            }
+            let count = (sharded.iter())
+                .filter_map(|n| n.spec.shard.as_deref())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+            if count > crate::partition::MAX_SHARDS {
+                self.error(
+                    first.shard.clone().unwrap_or(0..0),
+                    format!(
+                        "{count} shards; a cluster holds at most {}",
+                        crate::partition::MAX_SHARDS
+                    ),
+                    None,
+                );
+            }
+        }
+        for n in nodes {
+            let (Some(shard), Some(span)) = (&n.spec.shard, &n.hub) else {
+                continue;
+            };
+            for hub in n.spec.hubs() {
+                let HubRef::Node(hub) = hub else { continue };
+                let other = (names.get(hub.as_str())).and_then(|&h| nodes[h].spec.shard.as_ref());
+                if let Some(other) = other.filter(|o| *o != shard) {
+                    self.error(
+                        span.clone(),
+                        format!(
+                            "hub {hub:?} is in shard {other:?} and node {:?} in shard {shard:?}: a link never crosses shards",
+                            n.spec.name
+                        ),
+                        "each shard is a tree of its own: name a hub of the same shard".to_string(),
+                    );
+                }
             }
         }
         let known = nodes

@@ -113,6 +113,8 @@ impl fmt::Debug for SecretSource {
 pub struct NodeSpec {
     /// Unique within the file.
     pub name: String,
+    /// The shard it belongs to, in a sharded file (every node names one, or none does).
+    pub shard: Option<String>,
     /// The peer address it accepts leaves on (makes it a hub).
     pub listen: Option<String>,
     /// Its hub (makes it a leaf): the first of `hub = [...]`.
@@ -426,6 +428,20 @@ impl Topology {
                     .map_or("none".into(), |d| humantime::format_duration(d).to_string()),
             ));
         }
+        if let Some(map) = self.slot_map() {
+            for (i, shard) in map.shards().iter().enumerate() {
+                let ranges = map.ranges().into_iter().filter(|r| r.2 == i).count();
+                let nodes: Vec<&str> = (self.nodes.iter())
+                    .filter(|n| n.shard.as_deref() == Some(shard))
+                    .map(|n| n.name.as_str())
+                    .collect();
+                out.push_str(&format!(
+                    "shard {shard:?}: {} slots in {ranges} ranges; nodes {}\n",
+                    map.slots_of(i),
+                    nodes.join(", ")
+                ));
+            }
+        }
         let children = |parent: Option<&str>| -> Vec<&NodeSpec> {
             self.nodes
                 .iter()
@@ -459,6 +475,52 @@ impl Topology {
             walk(&mut out, root, "", None, &children);
         }
         out
+    }
+
+    /// The shards of a sharded file, by name (sorted); empty for a file of one tree.
+    pub fn shards(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.nodes.iter().filter_map(|n| n.shard.clone()).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The slot map of a sharded file: which shard holds each of the 16,384 slots.
+    pub fn slot_map(&self) -> Option<crate::partition::SlotMap> {
+        let shards = self.shards();
+        // Checked when the file was read: names are words, at most MAX_SHARDS of them.
+        (!shards.is_empty())
+            .then(|| crate::partition::SlotMap::new(shards).ok())
+            .flatten()
+    }
+
+    /// The sharded cluster as node `me` sees it, each node's RESP door as `doors` says it
+    /// (the file's address when `doors` has none); `None` for a file of one tree.
+    pub(super) fn cluster_of(
+        &self,
+        me: &str,
+        doors: &dyn Fn(&NodeSpec) -> Option<String>,
+    ) -> Option<crate::partition::Shards> {
+        let shards = self.shards();
+        if shards.is_empty() {
+            return None;
+        }
+        let members = shards
+            .into_iter()
+            .map(|shard| {
+                let nodes = (self.nodes.iter())
+                    .filter(|n| n.shard.as_deref() == Some(&shard))
+                    .map(|n| crate::partition::ShardNode {
+                        name: n.name.clone(),
+                        resp: doors(n).or_else(|| n.resp.clone()),
+                        // The root of the shard's tree in the file.
+                        primary: n.hub.is_none(),
+                    })
+                    .collect();
+                (shard, nodes)
+            })
+            .collect();
+        crate::partition::Shards::new(members, me).ok()
     }
 
     /// A builder for node `name`, configured from the file: cluster, secret, caches, links,
@@ -547,6 +609,19 @@ impl Topology {
                     }
                     return Err(e);
                 }
+            }
+        }
+        // A sharded file's doors may be on port 0: tell every node where the others bound theirs.
+        let doors = |spec: &NodeSpec| {
+            (started.get(spec.name.as_str())).and_then(|n| n.resp_addr().map(str::to_string))
+        };
+        for (name, node) in &started {
+            if let Some(shards) = self.cluster_of(name, &doors) {
+                node.set_shards(shards)
+                    .map_err(|source| TopologyError::Start {
+                        name: name.to_string(),
+                        source,
+                    })?;
             }
         }
         Ok(self
@@ -676,6 +751,9 @@ impl Topology {
         if let Some(files) = self.tls_files(spec) {
             b = b.tls(files);
             b = b.door_tls(self.tls.as_ref().is_some_and(|t| t.doors));
+        }
+        if let Some(shards) = self.cluster_of(&spec.name, &|_| None) {
+            b = b.shards(shards);
         }
         Ok(b)
     }

@@ -59,6 +59,7 @@ pub(super) struct RawCache {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawNode {
     pub(super) name: Spanned<String>,
+    pub(super) shard: Option<Spanned<String>>,
     pub(super) listen: Option<Spanned<String>>,
     pub(super) hub: Option<Spanned<Hubs>>,
     pub(super) resp: Option<Spanned<String>>,

@@ -129,6 +129,20 @@ impl Topology {
             }
         }
 
+        // Shards: a new map moves slots, which running nodes do not do yet.
+        if self.shards() != new.shards() {
+            let first_new = (new.nodes.iter())
+                .position(|n| n.shard.as_ref().is_some_and(|s| !self.shards().contains(s)));
+            refuse(
+                first_new.map_or(0..0, |i| new.name_spans[i].clone()),
+                format!(
+                    "the shards change from [{}] to [{}]; slots do not move between running nodes",
+                    self.shards().join(", "),
+                    new.shards().join(", ")
+                ),
+                "restart every node with the new file: the slot map moves about 1/N of the slots",
+            );
+        }
         // Caches: added or removed caches, policies and origins take a restart.
         let old_caches: HashMap<&str, &CacheTableConfig> =
             self.caches.iter().map(|(n, c)| (n.as_str(), c)).collect();
@@ -348,8 +362,9 @@ impl Topology {
 }
 
 /// The fields of a node that take a restart, and whether they are the same in both files.
-fn node_fields<'a>(old: &'a NodeSpec, new: &'a NodeSpec) -> [(&'static str, bool); 11] {
+fn node_fields<'a>(old: &'a NodeSpec, new: &'a NodeSpec) -> [(&'static str, bool); 12] {
     [
+        ("shard", old.shard == new.shard),
         ("listen", old.listen == new.listen),
         ("advertise", old.advertise == new.advertise),
         ("resp", old.resp == new.resp),

@@ -55,6 +55,12 @@ impl Session<'_> {
             ));
             return;
         }
+        if let Some(why) = super::cluster::redirect(self, spec.keys, args) {
+            // Another shard's keys: the client is sent there (`MULTI` refuses to queue it).
+            self.refuse_in_multi();
+            out.error(&why);
+            return;
+        }
         if let Some(multi) = &mut self.multi
             && !spec.has(NOT_QUEUED)
         {

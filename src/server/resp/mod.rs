@@ -21,6 +21,7 @@ mod admin;
 mod args;
 mod client;
 mod clients;
+mod cluster;
 mod connection;
 mod dispatch;
 mod hashes;

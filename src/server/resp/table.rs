@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use super::args::{Args, SYNTAX, help, unknown_subcommand};
 use super::session::Session;
-use super::{admin, client, connection, hashes, keys, pubsub, strings, transactions};
+use super::{admin, client, cluster, connection, hashes, keys, pubsub, strings, transactions};
 use crate::server::glob;
 use crate::server::protocol::Reply;
 
@@ -225,6 +225,11 @@ pub(super) static COMMANDS: &[Spec] = &[
     row("time",         1,  FAST,                                     NONE,       "server",       admin::time,           "Returns the server time."),
     row("memory",       -2, READ,                                     NONE,       "server",       admin::memory,         "A container for memory diagnostics commands."),
     row("wait",         3,  0,                                        NONE,       "generic",      admin::wait,           "Blocks until the writes sent by the connection are acknowledged by the node's hub."),
+    // Cluster (a sharded node).
+    row("cluster",      -2, 0,                                        NONE,       "cluster",      cluster::cluster,      "A container for Redis Cluster commands."),
+    row("readonly",     1,  FAST,                                     NONE,       "cluster",      cluster::mode,         "Enables read-only queries for a connection to a Redis Cluster replica node."),
+    row("readwrite",    1,  FAST,                                     NONE,       "cluster",      cluster::mode,         "Enables read-write queries for a connection to a Redis Cluster replica node."),
+    row("asking",       1,  FAST,                                     NONE,       "cluster",      cluster::mode,         "Signals that a cluster client is following an -ASK redirect."),
     // Pub/sub.
     row("subscribe",    -2, PUBSUB | SUBSCRIBED,                      NONE,       "pubsub",       pubsub::subscribe,     "Listens for messages published to channels."),
     row("unsubscribe",  -1, PUBSUB | SUBSCRIBED,                      NONE,       "pubsub",       pubsub::unsubscribe,   "Stops listening to messages posted to channels."),

@@ -1,0 +1,257 @@
+//! A sharded topology (3 shards, each a hub and two leaves) started in this process, spoken to as
+//! Redis Cluster: the door's own answers through the `redis` crate (`CLUSTER ...`, `-MOVED`,
+//! `-CROSSSLOT`), then real cluster clients run as processes with their default settings —
+//! `redis-cli -c`, redis-py's `RedisCluster`, node-redis `createCluster`, ioredis `Cluster`.
+//! `tests/run-all` sets `LEAFCACHE_REQUIRE_CLIENTS=1`, so a missing client fails there.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use leafcache::Node;
+use leafcache::partition::key_slot;
+use leafcache::topology::Topology;
+
+fn sharded() -> String {
+    let mut text =
+        String::from("[cluster]\nname = \"sharded\"\nsecret = \"cluster-test-secret\"\n");
+    for shard in ["red", "green", "blue"] {
+        text.push_str(&format!(
+            "\n[[node]]\nname = \"{shard}-hub\"\nshard = \"{shard}\"\nlisten = \"127.0.0.1:0\"\nresp = \"127.0.0.1:0\"\n"
+        ));
+        for leaf in ["a", "b"] {
+            text.push_str(&format!(
+                "\n[[node]]\nname = \"{shard}-{leaf}\"\nshard = \"{shard}\"\nhub = \"{shard}-hub\"\nresp = \"127.0.0.1:0\"\n"
+            ));
+        }
+    }
+    text
+}
+
+async fn start() -> Vec<Node> {
+    let topology = Topology::parse(&sharded(), "sharded.toml").unwrap();
+    topology.start_all().await.unwrap()
+}
+
+fn conn(node: &Node) -> redis::Connection {
+    let addr = node.resp_addr().unwrap();
+    redis::Client::open(format!("redis://{addr}"))
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+fn error_of(r: redis::RedisResult<redis::Value>) -> String {
+    match r {
+        Err(e) => format!("{} {}", e.code().unwrap_or(""), e.detail().unwrap_or("")),
+        Ok(v) => panic!("answered {v:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_shard_serves_its_slots_and_sends_clients_to_the_others() {
+    let nodes = start().await;
+    let shards = nodes[0].shards().unwrap();
+    // A key of each shard: its nodes serve it, the others answer MOVED to its hub.
+    for node in &nodes {
+        let mut c = conn(node);
+        let mine = node.shards().unwrap();
+        assert_eq!(
+            mine.map.shards()[mine.mine],
+            node.name().split('-').next().unwrap()
+        );
+        let key = (0..)
+            .map(|k| format!("key-{k}"))
+            .find(|k| mine.owns(key_slot(k.as_bytes())))
+            .unwrap();
+        let _: () = redis::cmd("SET").arg(&key).arg("v").query(&mut c).unwrap();
+        let other = (0..)
+            .map(|k| format!("other-{k}"))
+            .find(|k| !node.shards().unwrap().owns(key_slot(k.as_bytes())))
+            .unwrap();
+        let slot = key_slot(other.as_bytes());
+        let owner = &shards.map.shards()[shards.map.owner(slot)];
+        let hub = nodes
+            .iter()
+            .find(|n| n.name() == format!("{owner}-hub"))
+            .unwrap();
+        let moved = error_of(redis::cmd("GET").arg(&other).query(&mut c));
+        assert_eq!(
+            moved,
+            format!("MOVED {slot} {}", hub.resp_addr().unwrap()),
+            "at {}",
+            node.name()
+        );
+        let cross = error_of(
+            redis::cmd("MSET")
+                .arg("{a}x")
+                .arg(1)
+                .arg("{b}y")
+                .arg(2)
+                .query(&mut c),
+        );
+        assert!(cross.starts_with("CROSSSLOT"), "{cross}");
+    }
+    // A write at a leaf reaches its shard's other nodes, and only them.
+    let mut red_a = conn(&nodes[1]);
+    let key = (0..)
+        .map(|k| format!("tree-{k}"))
+        .find(|k| nodes[1].shards().unwrap().owns(key_slot(k.as_bytes())))
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("here")
+        .query(&mut red_a)
+        .unwrap();
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "the shard's other leaf reads it",
+        || match nodes[2].default_cache().get(key.as_bytes()) {
+            Some(_) => Ok(()),
+            None => Err("not yet".into()),
+        },
+    )
+    .await;
+    assert!(
+        nodes[3].default_cache().get(key.as_bytes()).is_none(),
+        "another shard holds none of it"
+    );
+
+    // The cluster's commands, as Redis answers them.
+    let mut c = conn(&nodes[0]);
+    let slot: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg("foo")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(slot, 12182);
+    let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).unwrap();
+    assert!(
+        info.contains("cluster_state:ok") && info.contains("cluster_size:3"),
+        "{info}"
+    );
+    let id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut c).unwrap();
+    assert_eq!(id.len(), 40);
+    let text: String = redis::cmd("CLUSTER").arg("NODES").query(&mut c).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 9, "{text}");
+    assert_eq!(lines.iter().filter(|l| l.contains("master")).count(), 3);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&id) && l.contains("myself,master"))
+    );
+    // Every slot on exactly one master line.
+    let mut covered = vec![0u8; 16384];
+    for line in lines.iter().filter(|l| l.contains("master")) {
+        for range in line.split_whitespace().skip(8) {
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            let (a, b) = (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap());
+            covered[a..=b].iter_mut().for_each(|n| *n += 1);
+        }
+    }
+    assert!(covered.iter().all(|&n| n == 1));
+    let slots: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut c).unwrap();
+    let redis::Value::Array(ranges) = slots else {
+        panic!("{slots:?}")
+    };
+    assert_eq!(ranges.len(), shards.map.ranges().len());
+    let count: i64 = redis::cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(16384)
+        .query(&mut c)
+        .map_or(-1, |v| v);
+    assert_eq!(count, -1, "slot 16384 is out of range");
+    let ok: String = redis::cmd("READONLY").query(&mut c).unwrap();
+    assert_eq!(ok, "OK");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_one_tree_says_cluster_support_is_disabled() {
+    let node = Node::builder().resp_address("127.0.0.1:0").build().unwrap();
+    let mut c = conn(&node);
+    let e = error_of(redis::cmd("CLUSTER").arg("INFO").query(&mut c));
+    assert!(e.contains("cluster support disabled"), "{e}");
+    node.shutdown().await;
+}
+
+fn require() -> bool {
+    std::env::var_os("LEAFCACHE_REQUIRE_CLIENTS").is_some()
+}
+
+/// Runs a client, or skips it (failing under LEAFCACHE_REQUIRE_CLIENTS) if it is not installed.
+fn run_client(mut cmd: Command, what: &str) {
+    let out = match cmd.output() {
+        Ok(o) => o,
+        Err(e) => {
+            assert!(!require(), "{what} is required: {e}");
+            eprintln!("{what} not available ({e}); skipped — tests/run-all installs it");
+            return;
+        }
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{what} failed:\n{text}");
+    eprintln!("{text}");
+}
+
+fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_clients_with_their_defaults_work_against_the_shards() {
+    let nodes = start().await;
+    // A leaf's door: clients learn the rest from it.
+    let door = nodes[1].resp_addr().unwrap().to_string();
+    let (host, port) = door.rsplit_once(':').unwrap();
+
+    // redis-cli -c follows MOVED from any node.
+    let mut set = Command::new("redis-cli");
+    set.args(["-c", "-h", host, "-p", port, "SET", "cli-key", "cli-value"]);
+    run_client(set, "redis-cli");
+    let mut get = Command::new("redis-cli");
+    get.args(["-c", "-h", host, "-p", port, "GET", "cli-key"]);
+    if let Ok(out) = get.output() {
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cli-value");
+    }
+
+    let python = std::env::var("LEAFCACHE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_redis = Command::new(&python)
+        .args(["-c", "import redis.cluster"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if has_redis {
+        let mut py = Command::new(&python);
+        py.arg(clients_dir().join("python_cluster.py")).arg(&door);
+        run_client(py, "redis-py RedisCluster");
+    } else {
+        assert!(
+            !require(),
+            "redis-py is required ({python} cannot import redis)"
+        );
+        eprintln!("redis-py not available; skipped");
+    }
+
+    if clients_dir().join("node_modules/redis").exists() {
+        let mut node = Command::new("node");
+        node.arg(clients_dir().join("node_cluster.mjs")).arg(&door);
+        run_client(node, "node-redis and ioredis clusters");
+    } else {
+        assert!(
+            !require(),
+            "the Node clients are required (npm ci in tests/clients)"
+        );
+        eprintln!("Node clients not installed; skipped");
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
