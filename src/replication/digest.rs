@@ -68,27 +68,28 @@ fn record_hash(
     item: &mut DigestItem,
     scratch: &mut Vec<u8>,
 ) -> Sum {
-    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
-    h.update(cache.as_bytes());
-    h.update(&[0xff]);
+    // One-shot XXH3 over the bytes laid out in `scratch`: its streaming state costs more to set
+    // up than a short record takes to hash.
+    scratch.clear();
+    scratch.extend_from_slice(cache.as_bytes());
+    scratch.push(0xff);
     match item {
         DigestItem::Merged(m, _) => {
             m.complete = true;
-            scratch.clear();
-            if postcard::to_io(&**m, &mut *scratch).is_ok() {
-                h.update(scratch);
+            if postcard::to_io(&**m, &mut *scratch).is_err() {
+                scratch.truncate(cache.len() + 1);
             }
         }
         DigestItem::Version(version, _) | DigestItem::Purge(version) => {
             // The key's length first, so that no key and version run into another's.
             let key = key.unwrap_or_default();
-            h.update(&(key.len() as u64).to_le_bytes());
-            h.update(key);
-            h.update(&version.ts.0.to_le_bytes());
-            h.update(&version.node.0.to_le_bytes());
+            scratch.extend_from_slice(&(key.len() as u64).to_le_bytes());
+            scratch.extend_from_slice(key);
+            scratch.extend_from_slice(&version.ts.0.to_le_bytes());
+            scratch.extend_from_slice(&version.node.0.to_le_bytes());
         }
     }
-    h.digest()
+    xxhash_rust::xxh3::xxh3_64(scratch)
 }
 
 /// A bucket's sum of record hashes, as the digest carries it.
