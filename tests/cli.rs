@@ -505,6 +505,40 @@ hub = "{refused}"
         .unwrap()
         .to_string();
     let log = std::fs::read_to_string(&named).unwrap();
+
+    // A resize: the table starts again from a cleared screen (no ghost rows of the wider lines),
+    // each line fitted to the new width.
+    let tty = pty_of(&format!("up {}", file.display()));
+    let ok = Command::new("stty")
+        .args(["-F", &tty, "cols", "50"])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "stty -F {tty}");
+    let deadline = Instant::now() + TIMEOUT;
+    let resized = loop {
+        let now = std::fs::read_to_string(&typescript).unwrap_or_default();
+        if let Some(at) = now.rfind("\x1b[2J\x1b[H")
+            && now[at..].contains("\x1b[J")
+        {
+            let block = &now[at..];
+            break block[..block.find("\x1b[J").unwrap()].to_string();
+        }
+        assert!(Instant::now() < deadline, "no redraw after the resize");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let lines: Vec<&str> = resized
+        .split('\n')
+        .map(|l| l.trim_start_matches("\x1b[2J\x1b[H").trim_end_matches('\r'))
+        .map(|l| l.trim_start_matches("\r\x1b[2K"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 6, "{resized:?}");
+    for line in &lines {
+        assert!(
+            line.chars().count() < 50,
+            "{line:?} does not fit 50 columns"
+        );
+    }
     drop(stop);
     // `script` can exit on the same SIGINT before `up` has finished its clean-up: poll.
     let log_dir = Path::new(&named).parent().unwrap().to_path_buf();
@@ -555,6 +589,21 @@ hub = "{refused}"
         "a log line reached the terminal"
     );
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// The terminal (`/dev/pts/N`) the process whose command line contains `what` writes to.
+fn pty_of(what: &str) -> String {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.starts_with(BIN) && cmdline.contains(what) {
+            let tty = std::fs::read_link(entry.path().join("fd/1")).unwrap();
+            return tty.display().to_string();
+        }
+    }
+    panic!("no process runs {what:?}");
 }
 
 fn free_port() -> u16 {
