@@ -4,6 +4,7 @@
 # `redis-benchmark --cluster` with its defaults otherwise:
 #
 #   bash benches/cluster_vs_redis.sh            # 3 rounds
+#   LEAVES=0 bash benches/cluster_vs_redis.sh   # each shard a single node
 #
 # redis-benchmark reads each side's `CLUSTER NODES`, opens its clients to every master and sends
 # each command to the master of its key's slot:
@@ -14,6 +15,8 @@ cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}
 REQUESTS=${REQUESTS:-200000}
+# Leaves per shard beside its hub (LEAVES=0: each shard one node, as the Redis masters are).
+LEAVES=${LEAVES:-2}
 
 . benches/support/redis.sh
 
@@ -47,7 +50,7 @@ for shard in red green blue; do
     [ -z "$LEAF_PORT" ] && LEAF_PORT=$resp
     printf '[[node]]\nname = "%s-hub"\nshard = "%s"\nlisten = "127.0.0.1:%s"\nresp = "127.0.0.1:%s"\n' \
         "$shard" "$shard" "$(free_port)" "$resp" >>"$TOPOLOGY"
-    for leaf in a b; do
+    for leaf in $(seq "$LEAVES"); do
         printf '[[node]]\nname = "%s-%s"\nshard = "%s"\nhub = "%s-hub"\nresp = "127.0.0.1:%s"\n' \
             "$shard" "$leaf" "$shard" "$shard" "$(free_port)" >>"$TOPOLOGY"
     done
