@@ -1389,3 +1389,73 @@ fn node_moves_to_a_new_hub_on_sighup_and_survives_a_broken_file() {
     assert!(up.wait().success());
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Three shards as three `node` processes: one is SIGSTOPped, and through the others' doors its
+/// keys read as misses and its writes fail, naming it, within the connection timeout; the other
+/// shards are untouched, and the stopped one serves again once continued.
+#[test]
+fn a_stopped_shard_is_a_miss_through_the_other_doors_not_an_outage() {
+    let dir = temp_dir("shards");
+    let file = dir.join("shards.toml");
+    let mut text = String::from(
+        "[cluster]\nname = \"stop\"\nsecret = \"stop-test-secret\"\n\
+         [defaults]\nconnection_timeout = \"1s\"\n",
+    );
+    let mut doors = Vec::new();
+    for shard in ["red", "green", "blue"] {
+        let resp = format!("127.0.0.1:{}", free_port());
+        text.push_str(&format!(
+            "[[node]]\nname = \"{shard}\"\nshard = \"{shard}\"\nresp = \"{resp}\"\n"
+        ));
+        doors.push(resp);
+    }
+    std::fs::write(&file, text).unwrap();
+    let path = file.to_str().unwrap();
+    let procs: Vec<Proc> = ["red", "green", "blue"]
+        .iter()
+        .map(|name| {
+            let p = Proc::spawn(&["node", "--topology", path, "--name", name]);
+            p.until(name, |l| l.starts_with("running"));
+            p
+        })
+        .collect();
+    let map = leafcache::partition::SlotMap::new(["red", "green", "blue"]).unwrap();
+    let key_of = |shard: &str| {
+        (0..)
+            .map(|k| format!("k{k}"))
+            .find(|k| map.shard_of(k.as_bytes()) == shard)
+            .unwrap()
+    };
+    let (blue_key, green_key) = (key_of("blue"), key_of("green"));
+    let mut red = redis_at(&doors[0]);
+    let _: () = red.set(&blue_key, "b").unwrap();
+    assert_eq!(get(&mut red, &blue_key).as_deref(), Some("b"));
+
+    procs[2].signal("-STOP");
+    let started = Instant::now();
+    assert_eq!(
+        get(&mut red, &blue_key),
+        None,
+        "a read of the stopped shard is a miss"
+    );
+    let e = red.set::<_, _, ()>(&blue_key, "c").unwrap_err();
+    assert_eq!(e.code(), Some("CLUSTERDOWN"), "{e}");
+    assert!(e.to_string().contains("\"blue\""), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let _: () = red.set(&green_key, "g").unwrap();
+    assert_eq!(get(&mut red, &green_key).as_deref(), Some("g"));
+
+    procs[2].signal("-CONT");
+    eventually("the blue shard serves again", || {
+        get(&mut red, &blue_key).as_deref() == Some("b")
+    });
+    for p in procs {
+        p.signal("-TERM");
+        assert!(p.wait().success());
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -14,8 +14,10 @@ use leafcache::partition::key_slot;
 use leafcache::topology::Topology;
 
 fn sharded() -> String {
-    let mut text =
-        String::from("[cluster]\nname = \"sharded\"\nsecret = \"cluster-test-secret\"\n");
+    let mut text = String::from(
+        "[cluster]\nname = \"sharded\"\nsecret = \"cluster-test-secret\"\n\
+         [defaults]\nconnection_timeout = \"1s\"\n[caches.sessions]\ncapacity = 1000\n",
+    );
     for shard in ["red", "green", "blue"] {
         text.push_str(&format!(
             "\n[[node]]\nname = \"{shard}-hub\"\nshard = \"{shard}\"\nlisten = \"127.0.0.1:0\"\nresp = \"127.0.0.1:0\"\n"
@@ -76,6 +78,17 @@ async fn each_shard_serves_its_slots_and_sends_clients_to_the_others() {
             .iter()
             .find(|n| n.name() == format!("{owner}-hub"))
             .unwrap();
+        // A plain client's command on it is forwarded to its shard; a cluster client (one that
+        // said READWRITE, or asked for the slot map) is sent there.
+        let _: () = redis::cmd("SET")
+            .arg(&other)
+            .arg("far")
+            .query(&mut c)
+            .unwrap();
+        let far: String = redis::cmd("GET").arg(&other).query(&mut c).unwrap();
+        assert_eq!(far, "far");
+        let ok: String = redis::cmd("READWRITE").query(&mut c).unwrap();
+        assert_eq!(ok, "OK");
         let moved = error_of(redis::cmd("GET").arg(&other).query(&mut c));
         assert_eq!(
             moved,
@@ -166,6 +179,96 @@ async fn each_shard_serves_its_slots_and_sends_clients_to_the_others() {
     let ok: String = redis::cmd("READONLY").query(&mut c).unwrap();
     assert_eq!(ok, "OK");
     for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// One URL for the whole cluster: a plain client's pipeline over every shard comes back in
+/// order; a stopped shard's keys read as misses and its writes fail, naming it, in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_client_reaches_every_shard_through_one_door_and_a_lost_shard_is_a_miss() {
+    let nodes = start().await;
+    let mut c = conn(&nodes[1]);
+    let mut pipe = redis::pipe();
+    for i in 0..200 {
+        pipe.cmd("SET").arg(format!("p:{i}")).arg(i).ignore();
+    }
+    for i in 0..200 {
+        pipe.cmd("GET").arg(format!("p:{i}"));
+    }
+    let values: Vec<i64> = pipe.query(&mut c).unwrap();
+    assert_eq!(values, (0..200).collect::<Vec<i64>>());
+    let owners: std::collections::BTreeSet<String> = (0..200)
+        .map(|i| {
+            nodes[0]
+                .shards()
+                .unwrap()
+                .map
+                .shard_of(format!("p:{i}").as_bytes())
+                .to_string()
+        })
+        .collect();
+    assert_eq!(owners.len(), 3, "the keys span every shard");
+    // SELECT carries over: a key of another shard, set in cache 1, lands in that cache there.
+    let shards = nodes[1].shards().unwrap();
+    let far = (0..)
+        .map(|k| format!("s:{k}"))
+        .find(|k| !shards.owns(key_slot(k.as_bytes())))
+        .unwrap();
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut c).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&far)
+        .arg("session")
+        .query(&mut c)
+        .unwrap();
+    let owner = shards.map.shard_of(far.as_bytes());
+    let hub = nodes
+        .iter()
+        .find(|n| n.name() == format!("{owner}-hub"))
+        .unwrap();
+    let held = hub.cache("sessions").unwrap().get(far.as_bytes());
+    assert_eq!(held.as_deref(), Some(&b"session"[..]));
+    assert!(hub.default_cache().get(far.as_bytes()).is_none());
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut c).unwrap();
+
+    // The blue shard stops: its keys are misses through any other door, its writes fail.
+    let blue = nodes[0].shards().unwrap();
+    let blue_key = (0..)
+        .map(|k| format!("b:{k}"))
+        .find(|k| blue.map.shard_of(k.as_bytes()) == "blue")
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&blue_key)
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    for n in nodes.iter().filter(|n| n.name().starts_with("blue")) {
+        n.shutdown().await;
+    }
+    let started = std::time::Instant::now();
+    let miss: Option<String> = redis::cmd("GET").arg(&blue_key).query(&mut c).unwrap();
+    assert_eq!(miss, None);
+    let down = error_of(redis::cmd("SET").arg(&blue_key).arg("2").query(&mut c));
+    assert!(
+        down.starts_with("CLUSTERDOWN") && down.contains("\"blue\""),
+        "{down}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The other shards go on.
+    let red_key = (0..)
+        .map(|k| format!("r:{k}"))
+        .find(|k| blue.map.shard_of(k.as_bytes()) == "red")
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&red_key)
+        .arg("ok")
+        .query(&mut c)
+        .unwrap();
+    for n in nodes.iter().filter(|n| !n.name().starts_with("blue")) {
         n.shutdown().await;
     }
 }

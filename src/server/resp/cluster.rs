@@ -11,9 +11,45 @@ use crate::server::protocol::Reply;
 /// The error of a cluster command on a node of one tree, in Redis's words.
 const DISABLED: &str = "ERR This instance has cluster support disabled";
 
-/// Why a command with these keys may not run here, for a sharded node: `None` if it may (no
+/// Where a command whose keys this node's shard does not hold goes.
+pub(super) enum Elsewhere {
+    /// Keys of several slots: refused, with this error.
+    Refused(String),
+    /// The slot's shard and its door (`None`: no node of it has one).
+    Shard {
+        slot: u16,
+        shard: String,
+        door: Option<String>,
+    },
+}
+
+impl Elsewhere {
+    /// The error a cluster client gets: `-CROSSSLOT`, `-MOVED slot host:port`, or `-CLUSTERDOWN`
+    /// for a shard without a door.
+    pub fn error(&self) -> String {
+        match self {
+            Elsewhere::Refused(why) => why.clone(),
+            Elsewhere::Shard {
+                slot,
+                door: Some(door),
+                ..
+            } => format!("MOVED {slot} {door}"),
+            Elsewhere::Shard { slot, shard, .. } => {
+                format!(
+                    "CLUSTERDOWN Hash slot {slot} is held by shard {shard:?}, which has no RESP door"
+                )
+            }
+        }
+    }
+}
+
+/// Whether a command with these keys may run here, on a sharded node: `None` if it may (no
 /// keys, or keys of one slot this node's shard holds).
-pub(super) fn redirect(s: &Session<'_>, keys: (i32, i32, i32), args: Args<'_>) -> Option<String> {
+pub(super) fn elsewhere(
+    s: &Session<'_>,
+    keys: (i32, i32, i32),
+    args: Args<'_>,
+) -> Option<Elsewhere> {
     let shards = s.node.shards()?;
     let (first, last, step) = keys;
     if first <= 0 {
@@ -30,7 +66,9 @@ pub(super) fn redirect(s: &Session<'_>, keys: (i32, i32, i32), args: Args<'_>) -
         match slot {
             None => slot = Some(this),
             Some(s) if s != this => {
-                return Some("CROSSSLOT Keys in request don't hash to the same slot".into());
+                return Some(Elsewhere::Refused(
+                    "CROSSSLOT Keys in request don't hash to the same slot".into(),
+                ));
             }
             Some(_) => {}
         }
@@ -39,12 +77,10 @@ pub(super) fn redirect(s: &Session<'_>, keys: (i32, i32, i32), args: Args<'_>) -
     if shards.owns(slot) {
         return None;
     }
-    Some(match shards.address_for(slot) {
-        Some(address) => format!("MOVED {slot} {address}"),
-        None => format!(
-            "CLUSTERDOWN Hash slot {slot} is held by shard {:?}, which has no RESP door",
-            shards.map.shards()[shards.map.owner(slot)]
-        ),
+    Some(Elsewhere::Shard {
+        slot,
+        shard: shards.map.shards()[shards.map.owner(slot)].clone(),
+        door: shards.address_for(slot).map(str::to_string),
     })
 }
 
@@ -54,6 +90,7 @@ pub(super) fn mode(s: &mut Session<'_>, _: Args<'_>, out: &mut Reply<'_>) {
     if s.node.shards().is_none() {
         out.error(DISABLED);
     } else {
+        s.cluster_client = true;
         out.ok();
     }
 }
@@ -73,9 +110,18 @@ pub(super) fn cluster(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) 
         (b"MYID", 2) => out.bulk(shards.myself().id().as_bytes()),
         (b"MYSHARDID", 2) => out.bulk(shard_id(&shards, shards.mine).as_bytes()),
         (b"INFO", 2) => info(&shards, out),
-        (b"SLOTS", 2) => slots(&shards, out),
-        (b"SHARDS", 2) => shards_reply(&shards, out),
-        (b"NODES", 2) => out.verbatim(nodes(&shards).as_bytes()),
+        (b"SLOTS", 2) => {
+            s.cluster_client = true;
+            slots(&shards, out);
+        }
+        (b"SHARDS", 2) => {
+            s.cluster_client = true;
+            shards_reply(&shards, out);
+        }
+        (b"NODES", 2) => {
+            s.cluster_client = true;
+            out.verbatim(nodes(&shards).as_bytes());
+        }
         (b"COUNTKEYSINSLOT", 3) => match slot_arg(args.get(2)) {
             Some(slot) => out.int(keys_in(s, slot, usize::MAX).len() as i64),
             None => out.error("ERR Invalid slot"),

@@ -5,8 +5,10 @@
 use std::sync::atomic::Ordering;
 
 use super::args::{Args, WRONGTYPE};
-use super::session::Session;
+use super::cluster::Elsewhere;
+use super::session::{Pending, Session};
 use super::table::{self, COMMANDS, NO_AUTH, NOT_QUEUED, SUBSCRIBED, Spec};
+use crate::server::forward;
 use crate::server::protocol::Reply;
 
 impl Session<'_> {
@@ -55,10 +57,33 @@ impl Session<'_> {
             ));
             return;
         }
-        if let Some(why) = super::cluster::redirect(self, spec.keys, args) {
-            // Another shard's keys: the client is sent there (`MULTI` refuses to queue it).
-            self.refuse_in_multi();
-            out.error(&why);
+        if let Some(elsewhere) = super::cluster::elsewhere(self, spec.keys, args) {
+            // Another shard's keys: a plain client's command is forwarded there; a cluster
+            // client, or a command inside `MULTI`, is sent there.
+            match elsewhere {
+                Elsewhere::Shard {
+                    slot,
+                    shard,
+                    door: Some(door),
+                } if !self.cluster_client && self.multi.is_none() && !self.node.door_tls() => {
+                    let parts: Vec<&[u8]> = (0..args.len()).map(|i| args.get(i)).collect();
+                    self.pending = Some(Pending::Forward {
+                        target: forward::Target {
+                            address: door,
+                            resp3: self.resp3,
+                            db: self.db,
+                        },
+                        request: forward::encode(&parts),
+                        write: spec.has(table::WRITE),
+                        slot,
+                        shard,
+                    });
+                }
+                other => {
+                    self.refuse_in_multi();
+                    out.error(&other.error());
+                }
+            }
             return;
         }
         if let Some(multi) = &mut self.multi

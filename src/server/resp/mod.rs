@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pubsub: PubSub,
     /// A command's name by its table index (for `CLIENT LIST`), without the table below it.
     names: fn(usize) -> &'static str,
+    /// Connections to other shards' doors, for the commands this door forwards.
+    forwarder: crate::server::forward::Forwarder,
 }
 
 impl Shared {
@@ -77,6 +79,7 @@ impl Shared {
             tracking: Tracking::new(max_tracked_keys),
             pubsub: PubSub::default(),
             names: |i| table::COMMANDS[i].name,
+            forwarder: Default::default(),
         })
     }
 }
@@ -252,7 +255,14 @@ async fn serve_session(
                 Stop::Wait(pending) => {
                     stream.write_all(&output).await?;
                     output.clear();
-                    answer(node, pending, &mut Reply::new(&mut output, session.resp3)).await;
+                    let shared = session.shared;
+                    answer(
+                        node,
+                        shared,
+                        pending,
+                        &mut Reply::new(&mut output, session.resp3),
+                    )
+                    .await;
                 }
                 Stop::Close => {
                     stream.write_all(&output).await?;
@@ -296,8 +306,32 @@ fn write_pushes(
 }
 
 /// The answer of a command that waited: `WAIT`'s count, or the value `GET` read through.
-async fn answer(node: &Node, pending: Pending, out: &mut Reply<'_>) {
+async fn answer(node: &Node, shared: &Shared, pending: Pending, out: &mut Reply<'_>) {
     match pending {
+        Pending::Forward {
+            target,
+            request,
+            write,
+            slot,
+            shard,
+        } => {
+            let doors = node.doors();
+            let timeout = node.replication_config().connection_timeout;
+            let password = doors.password.as_deref();
+            match (shared.forwarder)
+                .forward(&target, password, &request, timeout)
+                .await
+            {
+                Ok(reply) => out.buf.extend_from_slice(&reply),
+                // An unreachable shard is a miss for a read, and a clear error for a write.
+                Err(_) if !write => out.null(),
+                Err(why) => out.error(&format!(
+                    "CLUSTERDOWN shard {shard:?}, which holds slot {slot}, cannot be reached at {}: {}",
+                    target.address,
+                    one_line(&why)
+                )),
+            }
+        }
         Pending::Acked { seq, timeout } => {
             out.int(i64::from(
                 node.core().uplink.wait_acked_within(seq, timeout).await,

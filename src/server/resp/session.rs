@@ -42,6 +42,16 @@ pub(crate) enum Pending {
     /// `GET` of a key that missed in a cache that reads through (an origin, or the hub with
     /// `fetch_on_miss`): the value once fetched.
     Load { cache: Cache, key: Bytes },
+    /// A command on a key another shard holds, from a client that is not a cluster client: its
+    /// answer is that shard's (see src/server/forward.rs).
+    Forward {
+        target: crate::server::forward::Target,
+        request: Vec<u8>,
+        /// Whether the command writes: an unreachable shard fails it, where a read is a miss.
+        write: bool,
+        slot: u16,
+        shard: String,
+    },
 }
 
 /// One connection's state.
@@ -74,6 +84,9 @@ pub(crate) struct Session<'n> {
     pub executing: bool,
     /// Set by `CLIENT CACHING`, so that its choice outlives it and applies to the next command.
     pub caching_kept: bool,
+    /// The connection asked for the slot map or said `READONLY`/`READWRITE`/`ASKING`: a
+    /// cluster client, sent to the owning shard with `-MOVED` instead of forwarded.
+    pub cluster_client: bool,
 }
 
 impl<'n> Session<'n> {
@@ -98,6 +111,7 @@ impl<'n> Session<'n> {
             pending: None,
             executing: false,
             caching_kept: false,
+            cluster_client: false,
         }
     }
 
