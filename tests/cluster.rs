@@ -358,3 +358,112 @@ async fn cluster_clients_with_their_defaults_work_against_the_shards() {
         n.shutdown().await;
     }
 }
+
+fn two_shards_then_three(three: bool) -> String {
+    let mut text = String::from(
+        "[cluster]\nname = \"moving\"\nsecret = \"move-test-secret\"\n\
+         [defaults]\nconnection_timeout = \"1s\"\n",
+    );
+    let shards: &[&str] = if three {
+        &["red", "green", "blue"]
+    } else {
+        &["red", "green"]
+    };
+    for shard in shards {
+        text.push_str(&format!(
+            "\n[[node]]\nname = \"{shard}-hub\"\nshard = \"{shard}\"\nlisten = \"127.0.0.1:0\"\nresp = \"127.0.0.1:0\"\n\
+             \n[[node]]\nname = \"{shard}-a\"\nshard = \"{shard}\"\nhub = \"{shard}-hub\"\nresp = \"127.0.0.1:0\"\n"
+        ));
+    }
+    text
+}
+
+/// A shard added by a reload while serving: about a third of the slots move to it; every key
+/// written before stays readable through any door (the new owner reads a key it misses through
+/// from its previous shard, and keeps it); once the move ends, the previous owners have dropped
+/// the keys of the slots they gave up, as evictions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_added_while_serving_takes_its_slots_and_reads_their_keys_through() {
+    let old = Topology::parse(&two_shards_then_three(false), "moving.toml").unwrap();
+    let mut nodes = old.start_all().await.unwrap();
+    let mut c = conn(&nodes[0]);
+    for i in 0..300 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("m:{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    let new = Topology::parse(&two_shards_then_three(true), "moving.toml").unwrap();
+    let plan = old.reload_plan(&new, None);
+    assert!(plan.refused.is_empty(), "{:?}", plan.refused);
+    let applied = old.reload_all(&new, &mut nodes).await.unwrap();
+    assert!(
+        applied.iter().any(|l| l.contains("slots move")),
+        "{applied:?}"
+    );
+    let shards = nodes[0].shards().unwrap();
+    let (before, _) = shards.previous.as_ref().unwrap();
+    let moved = before.moved_to(&shards.map);
+    assert!(
+        (5000..6000).contains(&moved),
+        "{moved} slots moved to the third shard"
+    );
+    let to_blue: Vec<String> = (0..300)
+        .map(|i| format!("m:{i}"))
+        .filter(|k| shards.map.shard_of(k.as_bytes()) == "blue")
+        .collect();
+    assert!((70..130).contains(&to_blue.len()), "{}", to_blue.len());
+
+    // A cluster client at the new shard's hub: its keys, read through from where they were.
+    let blue_hub = nodes.iter().find(|n| n.name() == "blue-hub").unwrap();
+    let mut blue = conn(blue_hub);
+    let _: String = redis::cmd("READWRITE").query(&mut blue).unwrap();
+    for key in &to_blue {
+        let value: Option<String> = redis::cmd("GET").arg(key).query(&mut blue).unwrap();
+        assert_eq!(value.as_deref(), Some(&key[2..]), "{key}");
+    }
+    assert!(
+        blue_hub
+            .default_cache()
+            .get(to_blue[0].as_bytes())
+            .is_some(),
+        "kept there"
+    );
+    // A plain client at any door still reads every key.
+    let mut plain = conn(&nodes[3]);
+    for i in 0..300 {
+        let value: Option<i64> = redis::cmd("GET")
+            .arg(format!("m:{i}"))
+            .query(&mut plain)
+            .unwrap();
+        assert_eq!(value, Some(i), "m:{i}");
+    }
+    // The move ends (3 connection timeouts): the old owners have dropped what they gave up.
+    let red_hub = nodes.iter().find(|n| n.name() == "red-hub").unwrap();
+    let gave_up = to_blue
+        .iter()
+        .find(|k| before.shard_of(k.as_bytes()) == "red")
+        .unwrap();
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "the previous owner drops the keys of the slots it gave up",
+        || match red_hub.default_cache().peek(gave_up.as_bytes()) {
+            None => Ok(()),
+            Some(_) => Err("still held".into()),
+        },
+    )
+    .await;
+    assert!(
+        nodes[0].shards().unwrap().previous.is_none(),
+        "the move is over"
+    );
+    let value: Option<String> = redis::cmd("GET").arg(gave_up).query(&mut plain).unwrap();
+    assert!(
+        value.is_some(),
+        "read through during the move, it stays at its new owner"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

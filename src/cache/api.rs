@@ -363,6 +363,30 @@ impl Cache {
         Ok(true)
     }
 
+    /// Drops `key` from this node only, as an eviction does: nothing is replicated, peers keep
+    /// their copies (what a sharded node does with the keys of slots another shard now holds).
+    /// `false` if it held no live entry of `key`.
+    ///
+    /// ```
+    /// let cache = leafcache::Cache::builder().build()?;
+    /// cache.set("k", "v")?;
+    /// assert!(cache.evict("k"));
+    /// assert!(cache.get("k").is_none());
+    /// assert!(!cache.evict("k"));
+    /// assert_eq!(cache.stats().evictions, 1);
+    /// # Ok::<(), leafcache::Error>(())
+    /// ```
+    pub fn evict(&self, key: impl AsRef<[u8]>) -> bool {
+        let key = key.as_ref();
+        let now = self.now_ms();
+        let mut shard = self.shard(key).lock();
+        let done = shard.evict_key(key, now);
+        if !shard.dropped.is_empty() {
+            self.tell(&mut shard, None);
+        }
+        done
+    }
+
     /// Deletes `key` everywhere it is replicated, leaving a tombstone so that an older write cannot
     /// bring it back. Returns the value it held, like `pop`.
     pub fn delete(&self, key: impl AsRef<[u8]>) -> Option<Bytes> {

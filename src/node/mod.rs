@@ -328,6 +328,63 @@ impl Node {
         }
     }
 
+    /// Ends the move of slots that [`set_shards`](Self::set_shards) started (shards given with
+    /// [`Shards::moving_from`](crate::partition::Shards::moving_from)): `after` from now, unless
+    /// another move began meanwhile, the node drops the keys of slots its shard no longer holds
+    /// (locally, as evictions: [`Cache::evict`]) and forgets the map before. Until then a slot's
+    /// new owner reads a key it misses through from the previous one.
+    pub fn finish_move_after(&self, after: Duration) {
+        let Some(moving) = self.shards().filter(|s| s.previous.is_some()) else {
+            return;
+        };
+        let node = self.clone();
+        let registry = self.inner.registry.clone();
+        registry.clone().tasks.spawn(async move {
+            tokio::select! {
+                _ = registry.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(after) => {}
+            }
+            let current = node.shards();
+            if !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &moving)) {
+                return;
+            }
+            let dropped = node.drop_unowned();
+            let mut settled = (*moving).clone();
+            settled.previous = None;
+            *node.inner.shards.write() = Some(Arc::new(settled));
+            tracing::info!(
+                node = node.name(),
+                dropped,
+                "slots moved: the keys of slots another shard holds now are dropped here"
+            );
+        });
+    }
+
+    /// Drops (as evictions) the keys of every cache whose slot this node's shard does not hold;
+    /// how many. Nothing on a node of one tree.
+    pub fn drop_unowned(&self) -> u64 {
+        let Some(shards) = self.shards() else {
+            return 0;
+        };
+        let mut dropped = 0;
+        for cache in self.caches() {
+            let mut cursor = 0;
+            loop {
+                let (keys, next) = cache.scan(cursor, 1024);
+                for key in keys {
+                    if !shards.owns(crate::partition::key_slot(&key)) && cache.evict(&key) {
+                        dropped += 1;
+                    }
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        dropped
+    }
+
     /// The hubs this leaf links to, in order of preference (empty for a node without a hub).
     pub fn hubs(&self) -> Vec<String> {
         self.inner.registry.hubs.borrow().clone()

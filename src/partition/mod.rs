@@ -215,6 +215,9 @@ pub struct Shards {
     pub mine: usize,
     /// This node's name.
     pub me: String,
+    /// While slots move (a shard joined or left): the map and shards before, so that a slot's new
+    /// owner reads a key it misses through from the slot's previous owner.
+    pub previous: Option<(SlotMap, Vec<Vec<ShardNode>>)>,
 }
 
 impl Shards {
@@ -265,7 +268,42 @@ impl Shards {
             members: ordered,
             mine,
             me: me.to_string(),
+            previous: None,
         })
+    }
+
+    /// These shards, moving from `before` (shard names and nodes): see
+    /// [`moved_in_from`](Self::moved_in_from).
+    ///
+    /// # Errors
+    /// As [`SlotMap::new`], for `before`.
+    pub fn moving_from(mut self, before: Vec<(String, Vec<ShardNode>)>) -> Result<Shards, Error> {
+        let map = SlotMap::new(before.iter().map(|(name, _)| name.clone()))?;
+        let mut ordered: Vec<Vec<ShardNode>> = vec![Vec::new(); map.shards().len()];
+        for (name, nodes) in before {
+            let at = map
+                .shards()
+                .iter()
+                .position(|s| *s == name)
+                .expect("mapped");
+            ordered[at] = nodes;
+        }
+        self.previous = Some((map, ordered));
+        Ok(self)
+    }
+
+    /// While slots move: the door of `slot`'s previous owner, if this node's shard holds it now
+    /// and another shard held it before — where a key this node misses may still be.
+    pub fn moved_in_from(&self, slot: u16) -> Option<&str> {
+        let (map, members) = self.previous.as_ref()?;
+        let before = &map.shards()[map.owner(slot)];
+        if !self.owns(slot) || *before == self.map.shards()[self.mine] {
+            return None;
+        }
+        let nodes = &members[map.owner(slot)];
+        (nodes.iter().filter(|n| n.primary))
+            .chain(nodes.iter())
+            .find_map(|n| n.resp.as_deref())
     }
 
     /// Whether this node's shard holds `slot`.

@@ -43,13 +43,14 @@ impl std::fmt::Debug for Forwarder {
 }
 
 impl Forwarder {
-    /// Sends `request` (one command, as RESP) to `target` and returns its whole reply, as RESP,
-    /// within `timeout`. `password` authenticates a new connection.
+    /// Sends `request` (`replies` commands, as RESP) to `target` and returns the last one's whole
+    /// reply, as RESP, within `timeout`. `password` authenticates a new connection.
     pub async fn forward(
         &self,
         target: &Target,
         password: Option<&[u8]>,
         request: &[u8],
+        replies: usize,
         timeout: Duration,
     ) -> Result<BytesMut, String> {
         let pooled = self.idle.lock().get_mut(target).and_then(Vec::pop);
@@ -62,7 +63,10 @@ impl Forwarder {
                 .write_all(request)
                 .await
                 .map_err(|e| e.to_string())?;
-            let reply = read_reply(&mut conn).await?;
+            let mut reply = read_reply(&mut conn).await?;
+            for _ in 1..replies {
+                reply = read_reply(&mut conn).await?;
+            }
             Ok::<_, String>((conn, reply))
         };
         match tokio::time::timeout(timeout, work).await {
@@ -114,6 +118,15 @@ async fn connect(target: &Target, password: Option<&[u8]>) -> Result<Conn, Strin
         }
     }
     Ok(conn)
+}
+
+/// The value of a bulk-string reply (`None` for nil, an error or any other type).
+pub(crate) fn bulk_value(reply: &[u8]) -> Option<bytes::Bytes> {
+    let rest = reply.strip_prefix(b"$")?;
+    let end = rest.windows(2).position(|w| w == b"\r\n")?;
+    let len: usize = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    let value = rest.get(end + 2..end + 2 + len)?;
+    Some(bytes::Bytes::copy_from_slice(value))
 }
 
 /// `args` as a RESP array of bulk strings.

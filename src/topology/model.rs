@@ -501,11 +501,20 @@ impl Topology {
         me: &str,
         doors: &dyn Fn(&NodeSpec) -> Option<String>,
     ) -> Option<crate::partition::Shards> {
-        let shards = self.shards();
-        if shards.is_empty() {
+        let members = self.members(doors);
+        if members.is_empty() {
             return None;
         }
-        let members = shards
+        crate::partition::Shards::new(members, me).ok()
+    }
+
+    /// Each shard's name and nodes, with their doors as [`cluster_of`](Self::cluster_of) takes
+    /// them; empty for a file of one tree.
+    pub(super) fn members(
+        &self,
+        doors: &dyn Fn(&NodeSpec) -> Option<String>,
+    ) -> Vec<(String, Vec<crate::partition::ShardNode>)> {
+        self.shards()
             .into_iter()
             .map(|shard| {
                 let nodes = (self.nodes.iter())
@@ -519,8 +528,7 @@ impl Topology {
                     .collect();
                 (shard, nodes)
             })
-            .collect();
-        crate::partition::Shards::new(members, me).ok()
+            .collect()
     }
 
     /// A builder for node `name`, configured from the file: cluster, secret, caches, links,

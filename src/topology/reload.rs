@@ -24,10 +24,17 @@ pub struct ReloadPlan {
     /// Caches whose capacity (`capacity`, `max_bytes`) or times to live (`ttl`,
     /// `tombstone_ttl`) changed, with their new settings.
     pub caches: Vec<(String, CacheTableConfig)>,
+    /// The shards before and after, when they change: slots move to their new owners, which
+    /// read a key they miss through from its previous one until the move ends.
+    pub reshard: Option<(Vec<String>, Vec<String>)>,
     /// Changes that cannot be made while the nodes run, each at the line of the new file that
     /// asks for it. A plan with any is not applied.
     pub refused: Vec<Diagnostic>,
 }
+
+/// How long a move of slots lasts, in connection timeouts: the new owners read through from the
+/// old ones meanwhile, then every node drops the keys of slots it no longer holds.
+pub const MOVE_TIMEOUTS: u32 = 3;
 
 impl ReloadPlan {
     /// Whether the new file changes nothing the nodes run with.
@@ -36,6 +43,7 @@ impl ReloadPlan {
             && self.removed.is_empty()
             && self.hubs.is_empty()
             && self.caches.is_empty()
+            && self.reshard.is_none()
             && self.refused.is_empty()
     }
 }
@@ -129,19 +137,19 @@ impl Topology {
             }
         }
 
-        // Shards: a new map moves slots, which running nodes do not do yet.
+        // Shards: a new map moves slots while the nodes run (see `reload_all`), but a file of
+        // one tree does not become a sharded one, nor the other way.
         if self.shards() != new.shards() {
-            let first_new = (new.nodes.iter())
-                .position(|n| n.shard.as_ref().is_some_and(|s| !self.shards().contains(s)));
-            refuse(
-                first_new.map_or(0..0, |i| new.name_spans[i].clone()),
-                format!(
-                    "the shards change from [{}] to [{}]; slots do not move between running nodes",
-                    self.shards().join(", "),
-                    new.shards().join(", ")
-                ),
-                "restart every node with the new file: the slot map moves about 1/N of the slots",
-            );
+            if self.shards().is_empty() || new.shards().is_empty() {
+                let first = new.nodes.iter().position(|n| n.shard.is_some());
+                refuse(
+                    first.map_or(0..0, |i| new.name_spans[i].clone()),
+                    "a file of one tree and a sharded file cannot replace each other while nodes run".into(),
+                    restart,
+                );
+            } else {
+                plan.reshard = Some((self.shards(), new.shards()));
+            }
         }
         // Caches: added or removed caches, policies and origins take a restart.
         let old_caches: HashMap<&str, &CacheTableConfig> =
@@ -275,6 +283,11 @@ impl Topology {
             set_hubs(node, hubs, &mut applied)?;
         }
         reconfigure(node, &plan.caches, &mut applied)?;
+        if node.shards().is_some() {
+            let before = plan.reshard.as_ref().map(|_| self.members(&|_| None));
+            let now = new.cluster_of(node.name(), &|_| None);
+            set_shards(node, now, before, &mut applied)?;
+        }
         Ok(applied)
     }
 
@@ -343,6 +356,18 @@ impl Topology {
                 reconfigure(node, &plan.caches, &mut applied)?;
             }
         }
+        if !new.shards().is_empty() {
+            // Every node learns the shards' doors as bound, and, if the shards changed, the map
+            // the slots move from (the doors of the nodes about to stop included).
+            let doors = |spec: &NodeSpec| {
+                (running.get(&spec.name)).and_then(|n| n.resp_addr().map(str::to_string))
+            };
+            let before = plan.reshard.as_ref().map(|_| self.members(&doors));
+            for spec in &new.nodes {
+                let now = new.cluster_of(&spec.name, &doors);
+                set_shards(&running[&spec.name], now, before.clone(), &mut applied)?;
+            }
+        }
         for name in &plan.removed {
             if let Some(node) = running.remove(name) {
                 node.shutdown().await;
@@ -392,6 +417,39 @@ fn set_hubs(node: &Node, hubs: Vec<String>, applied: &mut Applied) -> Result<(),
             node.name(),
             hubs.join(", ")
         ));
+    }
+    Ok(())
+}
+
+/// Gives `node` the shards `now`, moving from `before` if the shards changed (the move ends
+/// [`MOVE_TIMEOUTS`] connection timeouts later).
+fn set_shards(
+    node: &Node,
+    now: Option<crate::partition::Shards>,
+    before: Option<Vec<(String, Vec<crate::partition::ShardNode>)>>,
+    applied: &mut Applied,
+) -> Result<(), TopologyError> {
+    let fail = |source| TopologyError::Start {
+        name: node.name().to_string(),
+        source,
+    };
+    let Some(mut shards) = now else {
+        return Ok(());
+    };
+    if let Some(before) = before {
+        shards = shards.moving_from(before).map_err(fail)?;
+        let moved = (shards.previous.as_ref()).map_or(0, |(old, _)| old.moved_to(&shards.map));
+        node.set_shards(shards).map_err(fail)?;
+        let lasts = node.replication_config().connection_timeout * MOVE_TIMEOUTS;
+        node.finish_move_after(lasts);
+        applied.push(format!(
+            "node {:?}: {moved} of 16384 slots move; their keys are read through from their \
+             previous shard for {}",
+            node.name(),
+            humantime::format_duration(lasts)
+        ));
+    } else {
+        node.set_shards(shards).map_err(fail)?;
     }
     Ok(())
 }

@@ -286,6 +286,24 @@ impl Shard {
         }
     }
 
+    /// Drops the live entry of `key` as an eviction does: its record stays, dropped at its
+    /// version and seq, so nothing of it is sent as a delete. `false` if `key` is not live here.
+    pub fn evict_key(&mut self, key: &[u8], now: u64) -> bool {
+        let Some(i) = self.store.find(key) else {
+            return false;
+        };
+        if !self.store.at(i).is_live() {
+            return false;
+        }
+        self.unaccount(i);
+        if self.report_drops {
+            self.dropped.push(Bytes::copy_from_slice(key));
+        }
+        self.counters.evictions += 1;
+        self.bury(i, now, false);
+        true
+    }
+
     /// New limits for a running shard: it evicts (by its policy) and forgets dead records down
     /// to them at once.
     pub fn set_limits(&mut self, limits: Limits, now: u64) {

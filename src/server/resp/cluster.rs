@@ -85,12 +85,14 @@ pub(super) fn elsewhere(
 }
 
 /// `READONLY`, `READWRITE`, `ASKING`: accepted (every node of a shard serves its reads and
-/// writes; slots do not move while nodes run).
-pub(super) fn mode(s: &mut Session<'_>, _: Args<'_>, out: &mut Reply<'_>) {
+/// writes); after `ASKING` the next command is served here whatever the map says, which is how
+/// a slot's new owner reads a key through from its previous one.
+pub(super) fn mode(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
     if s.node.shards().is_none() {
         out.error(DISABLED);
     } else {
         s.cluster_client = true;
+        s.asking = args.get(0).eq_ignore_ascii_case(b"ASKING");
         out.ok();
     }
 }

@@ -57,7 +57,11 @@ impl Session<'_> {
             ));
             return;
         }
-        if let Some(elsewhere) = super::cluster::elsewhere(self, spec.keys, args) {
+        let asking = std::mem::take(&mut self.asking);
+        if let Some(elsewhere) = (!asking)
+            .then(|| super::cluster::elsewhere(self, spec.keys, args))
+            .flatten()
+        {
             // Another shard's keys: a plain client's command is forwarded there; a cluster
             // client, or a command inside `MULTI`, is sent there.
             match elsewhere {

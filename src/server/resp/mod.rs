@@ -319,7 +319,7 @@ async fn answer(node: &Node, shared: &Shared, pending: Pending, out: &mut Reply<
             let timeout = node.replication_config().connection_timeout;
             let password = doors.password.as_deref();
             match (shared.forwarder)
-                .forward(&target, password, &request, timeout)
+                .forward(&target, password, &request, 1, timeout)
                 .await
             {
                 Ok(reply) => out.buf.extend_from_slice(&reply),
@@ -336,6 +336,30 @@ async fn answer(node: &Node, shared: &Shared, pending: Pending, out: &mut Reply<
             out.int(i64::from(
                 node.core().uplink.wait_acked_within(seq, timeout).await,
             ));
+        }
+        Pending::MoveIn { cache, key, target } => {
+            let doors = node.doors();
+            let timeout = node.replication_config().connection_timeout;
+            let mut request = crate::server::forward::encode(&[b"ASKING"]);
+            request.extend(crate::server::forward::encode(&[b"GET", &key]));
+            let found = (shared.forwarder)
+                .forward(&target, doors.password.as_deref(), &request, 2, timeout)
+                .await
+                .ok()
+                .and_then(|reply| crate::server::forward::bulk_value(&reply));
+            match found {
+                // Kept here, with the cache's time to live: the slot's keys move as they are read.
+                Some(value) => {
+                    // A value this cache refuses (too large here) is still the answer.
+                    let _ = cache.set(key, value.clone());
+                    out.bulk(&value);
+                }
+                None if cache.loads_on_miss() => match cache.after_miss(key).await {
+                    Ok(value) => out.bulk_or_null(value.as_deref()),
+                    Err(e) => out.error(&format!("ERR {}", one_line(&e.to_string()))),
+                },
+                None => out.null(),
+            }
         }
         Pending::Load { cache, key } => match cache.after_miss(key).await {
             Ok(value) => out.bulk_or_null(value.as_deref()),

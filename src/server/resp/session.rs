@@ -52,6 +52,13 @@ pub(crate) enum Pending {
         slot: u16,
         shard: String,
     },
+    /// `GET` of a key this node missed in a slot that moved here: read through from the slot's
+    /// previous owner (`door`), kept here if found.
+    MoveIn {
+        cache: Cache,
+        key: Bytes,
+        target: crate::server::forward::Target,
+    },
 }
 
 /// One connection's state.
@@ -87,6 +94,9 @@ pub(crate) struct Session<'n> {
     /// The connection asked for the slot map or said `READONLY`/`READWRITE`/`ASKING`: a
     /// cluster client, sent to the owning shard with `-MOVED` instead of forwarded.
     pub cluster_client: bool,
+    /// `ASKING` came: the next command is served here whatever the slot map says (a slot's new
+    /// owner reading a key through from its previous one).
+    pub asking: bool,
 }
 
 impl<'n> Session<'n> {
@@ -112,6 +122,7 @@ impl<'n> Session<'n> {
             executing: false,
             caching_kept: false,
             cluster_client: false,
+            asking: false,
         }
     }
 

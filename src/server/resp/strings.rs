@@ -38,6 +38,26 @@ pub(super) fn get(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
         out.error(WRONGTYPE);
         return;
     }
+    if value.is_none() && !s.in_transaction() {
+        // A slot that moved here: the key may still be at its previous owner.
+        let key = args.get(1);
+        let shards = s.node.shards();
+        let from = shards
+            .as_ref()
+            .and_then(|sh| sh.moved_in_from(crate::partition::key_slot(key)));
+        if let Some(door) = from {
+            s.pending = Some(super::session::Pending::MoveIn {
+                cache: s.cache.clone(),
+                key: Bytes::copy_from_slice(key),
+                target: crate::server::forward::Target {
+                    address: door.to_string(),
+                    resp3: false,
+                    db: s.db,
+                },
+            });
+            return;
+        }
+    }
     if value.is_none() && s.cache.loads_on_miss() && !s.in_transaction() {
         // Read through: the connection answers once the origin (or the hub) has.
         s.pending = Some(super::session::Pending::Load {
