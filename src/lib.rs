@@ -55,7 +55,7 @@ pub use clock::{Clock, ManualClock, NodeId, Timestamp, Version};
 pub use error::{BoxError, Error, parse_duration};
 pub use node::{
     DEFAULT_ANTI_ENTROPY, DEFAULT_CACHE, DEFAULT_CLUSTER, DEFAULT_CONNECTION_TIMEOUT, Node,
-    ReplicationConfig, ServerLimits,
+    ReplicationConfig, ServerLimits, ShardHealth,
 };
 pub use persist::{DEFAULT_FLUSH, DEFAULT_SNAPSHOT_INTERVAL, Flush, PersistStatus, SnapshotReport};
 pub use replication::{Direction, LinkError, LinkState, LinkStatus, Role, SyncKind, SyncReport};

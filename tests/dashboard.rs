@@ -259,3 +259,81 @@ async fn the_dashboard_draws_the_tree_and_shows_a_cut_link_turn_down() {
         n.shutdown().await;
     }
 }
+
+/// A sharded node's dashboard shows every shard and a stopped one turning down; `/health` says
+/// degraded and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_shards_and_one_going_down() {
+    let Some(mut browser) = Browser::start() else {
+        assert!(
+            std::env::var_os("LEAFCACHE_REQUIRE_BROWSER").is_none(),
+            "LEAFCACHE_REQUIRE_BROWSER is set but no chromium was found"
+        );
+        eprintln!("chromium not available; skipped — tests/run-all installs it");
+        return;
+    };
+    let topology = leafcache::topology::Topology::parse(
+        "[cluster]\nname = \"s\"\nsecret = \"shards-secret\"\n[defaults]\nconnection_timeout = \"1s\"\n\
+         [[node]]\nname = \"red\"\nshard = \"red\"\nresp = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\
+         [[node]]\nname = \"green\"\nshard = \"green\"\nresp = \"127.0.0.1:0\"\n",
+        "shards.toml",
+    )
+    .unwrap();
+    let nodes = topology.start_all().await.unwrap();
+    let http = nodes[0].http_addr().unwrap().to_string();
+    browser.call("Page.enable", json!({}));
+    browser.call(
+        "Page.navigate",
+        json!({ "url": format!("http://{http}/dashboard") }),
+    );
+    let shards = r##"JSON.stringify([...document.querySelectorAll("#shards .shard")].map(d => [d.dataset.shard, d.className, d.textContent]))"##;
+    let shown = |browser: &mut Browser| -> Vec<(String, String, String)> {
+        let text = browser.eval(shards);
+        serde_json::from_str(text.as_str().unwrap_or("[]")).unwrap_or_default()
+    };
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = shown(&mut browser);
+        if s.len() == 2
+            && s.iter()
+                .any(|(n, _, t)| n == "green" && t.contains("reachable"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the shards are not shown: {s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    nodes[1].shutdown().await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = shown(&mut browser);
+        if s.iter()
+            .any(|(n, c, t)| n == "green" && c.contains("down") && t.contains("down for"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stopped shard is not shown down: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shot = browser.screenshot("shards-down.png");
+    eprintln!("screenshot: {}", shot.display());
+    let body = ureq::get(&format!("http://{http}/health"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(
+        health["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("shard green"),
+        "{health}"
+    );
+    nodes[0].shutdown().await;
+}

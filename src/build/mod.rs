@@ -667,6 +667,7 @@ impl NodeBuilder {
             doors: bound_doors.doors(&self.doors),
             journal: journal.clone(),
             shards: parking_lot::RwLock::new(self.shards.map(Arc::new)),
+            probed: Default::default(),
         });
         let tasks = &registry.tasks;
         if let Some(journal) = journal {
@@ -682,6 +683,7 @@ impl NodeBuilder {
             let _ = registry.http.set(http.to_string());
         }
         bound_doors.spawn(&node)?;
+        node.probe_shards();
         if let Some(tls) = tls {
             tasks.spawn(driver::watch_tls(tls, registry.shutdown.clone()));
         }

@@ -3,12 +3,14 @@
 //! the builders one layer up (src/build/) make one.
 
 mod doors;
+mod shards;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use doors::ServerLimits;
 pub(crate) use doors::{DoorStats, Doors};
+pub use shards::ShardHealth;
 
 use crate::cache::core::Core;
 use crate::cache::{Cache, Caches};
@@ -107,6 +109,8 @@ pub(crate) struct NodeInner {
     pub journal: Option<Arc<Journal>>,
     /// The sharded cluster it is part of, if any.
     pub shards: parking_lot::RwLock<Option<Arc<crate::partition::Shards>>>,
+    /// What the prober found of the other shards.
+    pub probed: parking_lot::Mutex<shards::Probed>,
 }
 
 impl std::fmt::Debug for Node {

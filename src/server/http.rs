@@ -600,8 +600,19 @@ async fn topology(State(node): State<Node>) -> Json<Topology> {
 }
 
 /// The tree as this node sees it (see `Node::cluster`).
-async fn cluster(State(node): State<Node>) -> Json<crate::net::ClusterView> {
-    Json(node.cluster())
+async fn cluster(State(node): State<Node>) -> Json<serde_json::Value> {
+    Json(cluster_json(&node))
+}
+
+/// The tree as this node sees it and, on a sharded node, every shard's health.
+fn cluster_json(node: &Node) -> serde_json::Value {
+    let mut view =
+        serde_json::to_value(node.cluster()).unwrap_or_else(|e| json!({"error": e.to_string()}));
+    let shards = node.shard_health();
+    if !shards.is_empty() {
+        view["shards"] = json!(shards);
+    }
+    view
 }
 
 /// How often `/v1/cluster/events` sends the tree.
@@ -624,8 +635,7 @@ async fn cluster_events(
             tokio::select! {
                 _ = shutdown.cancelled() => None,
                 _ = tick.tick() => {
-                    let data = serde_json::to_string(&node.cluster())
-                        .unwrap_or_else(|e| json!({"error": e.to_string()}).to_string());
+                    let data = cluster_json(&node).to_string();
                     let event = Event::default().event("cluster").data(data);
                     Some((Ok(event), (node, tick, shutdown)))
                 }
@@ -689,14 +699,25 @@ async fn health(State(node): State<Node>) -> Json<serde_json::Value> {
         })
         .collect();
     reasons.extend(persistence.iter().flat_map(|p| p.problems()));
-    Json(json!({
+    let shards = node.shard_health();
+    reasons.extend(shards.iter().filter(|s| !s.reachable).map(|s| {
+        format!(
+            "shard {} ({} slots) is unreachable: its keys read as misses, its writes fail",
+            s.name, s.slots
+        )
+    }));
+    let mut body = json!({
         "status": if reasons.is_empty() { "ok" } else { "degraded" },
         "node": node.name(),
         "role": node.role().to_string(),
         "reasons": reasons,
         "links_down": down,
         "persistence": persistence,
-    }))
+    });
+    if !shards.is_empty() {
+        body["shards"] = json!(shards);
+    }
+    Json(body)
 }
 
 async fn prometheus(State(node): State<Node>) -> impl IntoResponse {
