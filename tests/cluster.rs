@@ -467,3 +467,52 @@ async fn a_shard_added_while_serving_takes_its_slots_and_reads_their_keys_throug
         n.shutdown().await;
     }
 }
+
+/// Embedded: a miss in `get_or_fetch`/`get_or_load` on a key another shard holds asks that
+/// shard, as `fetch_on_miss` asks a hub; the shard's miss is a miss (or the loader's value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_or_load_on_another_shards_key_asks_that_shard() {
+    let nodes = start().await;
+    let red = &nodes[0];
+    let shards = red.shards().unwrap();
+    let far = (0..)
+        .map(|k| format!("e:{k}"))
+        .find(|k| !shards.owns(key_slot(k.as_bytes())))
+        .unwrap();
+    let owner = shards.map.shard_of(far.as_bytes()).to_string();
+    let hub = nodes
+        .iter()
+        .find(|n| n.name() == format!("{owner}-hub"))
+        .unwrap();
+    hub.default_cache().set(far.clone(), "there").unwrap();
+    let got = red.default_cache().get_or_fetch(far.clone()).await.unwrap();
+    assert_eq!(got.as_deref(), Some(&b"there"[..]));
+    assert_eq!(
+        red.default_cache().get_or_load(far.clone()).await.unwrap(),
+        &b"there"[..]
+    );
+    // Another cache: the owner's copy of that cache.
+    hub.cache("sessions")
+        .unwrap()
+        .set(far.clone(), "session")
+        .unwrap();
+    let got = red
+        .cache("sessions")
+        .unwrap()
+        .get_or_fetch(far.clone())
+        .await
+        .unwrap();
+    assert_eq!(got.as_deref(), Some(&b"session"[..]));
+    // Missing there: a miss here (no loader).
+    let missing = format!("{far}-none");
+    let elsewhere = !shards.owns(key_slot(missing.as_bytes()));
+    if elsewhere {
+        assert_eq!(
+            red.default_cache().get_or_fetch(missing).await.unwrap(),
+            None
+        );
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

@@ -668,6 +668,7 @@ impl NodeBuilder {
             journal: journal.clone(),
             shards: parking_lot::RwLock::new(self.shards.map(Arc::new)),
             probed: Default::default(),
+            remote: Default::default(),
         });
         let tasks = &registry.tasks;
         if let Some(journal) = journal {
@@ -684,6 +685,9 @@ impl NodeBuilder {
         }
         bound_doors.spawn(&node)?;
         node.probe_shards();
+        if node.shards().is_some() {
+            node.core().set_owners(node.owners_port());
+        }
         if let Some(tls) = tls {
             tasks.spawn(driver::watch_tls(tls, registry.shutdown.clone()));
         }

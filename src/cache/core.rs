@@ -37,6 +37,8 @@ pub(crate) struct Core {
     recorder: OnceLock<Arc<dyn Recorder>>,
     /// Who is told of every changed key, on a node with front doors; set once at start.
     watcher: OnceLock<Arc<dyn Watcher>>,
+    /// The other shards, on a node of a sharded cluster; set once at start.
+    owners: OnceLock<Arc<dyn super::ports::Owners>>,
     /// Shared by every front-door command and every batch a link applies, taken alone by a
     /// transaction (`EXEC`) and the multi-key writes (`RENAME`, `MSET`...): what makes those
     /// atomic on the node. Single calls of the embedded API do not take it.
@@ -68,6 +70,7 @@ impl Core {
             uplink,
             recorder: OnceLock::new(),
             watcher: OnceLock::new(),
+            owners: OnceLock::new(),
             gate: parking_lot::RwLock::new(()),
             groups: Groups::default(),
         }
@@ -93,6 +96,17 @@ impl Core {
     #[inline]
     pub fn watcher(&self) -> Option<&dyn Watcher> {
         self.watcher.get().map(|w| &**w)
+    }
+
+    /// Installs the other shards (once).
+    pub fn set_owners(&self, owners: Arc<dyn super::ports::Owners>) {
+        let _ = self.owners.set(owners);
+    }
+
+    /// The other shards, on a node of a sharded cluster.
+    #[inline]
+    pub fn owners(&self) -> Option<&dyn super::ports::Owners> {
+        self.owners.get().map(|o| &**o)
     }
 
     /// Runs `f` with the gate held alone, and remembers the changes it made as one group. Must

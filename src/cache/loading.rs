@@ -31,7 +31,7 @@ impl Cache {
         if let Some(v) = self.get(&key) {
             return Ok(v);
         }
-        if !self.loads_on_miss() {
+        if !self.loads_on_miss() && !self.held_elsewhere(&key) {
             return Err(Error::NoLoader(self.inner.name.to_string()));
         }
         match self.fetch_missed(key).await? {
@@ -66,10 +66,15 @@ impl Cache {
         if let Some(v) = self.get(&key) {
             return Ok(Some(v));
         }
-        if !self.loads_on_miss() {
+        if !self.loads_on_miss() && !self.held_elsewhere(&key) {
             return Ok(None);
         }
         self.fetch_missed(key).await
+    }
+
+    /// Whether another shard of a sharded cluster holds `key`.
+    fn held_elsewhere(&self, key: &[u8]) -> bool {
+        (self.inner.core.owners()).is_some_and(|o| o.elsewhere(key))
     }
 
     /// What [`get_or_fetch`](Self::get_or_fetch) does after its miss, for a door that already
@@ -100,7 +105,15 @@ impl Cache {
                 if let Some(p) = self.shard(&key).lock().peek(&key, now) {
                     return Ok(Some(p.value));
                 }
-                if let Some(change) = core.uplink.fetch(&self.inner.name, &key).await {
+                if let Some(owners) = core.owners()
+                    && owners.elsewhere(&key)
+                {
+                    // Another shard's key: its answer, or on its miss (or if it cannot be asked)
+                    // the loader's, kept here.
+                    if let Ok(Some(value)) = owners.read(self.inner.index, key.clone()).await {
+                        return Ok(Some(value));
+                    }
+                } else if let Some(change) = core.uplink.fetch(&self.inner.name, &key).await {
                     // What this node evicted comes back at the version it had.
                     self.shard(&key)
                         .lock()

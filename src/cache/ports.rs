@@ -44,6 +44,20 @@ pub(crate) enum Stored<'a> {
     Floor,
 }
 
+/// On a node of a sharded cluster, the other shards as the caches see them: a miss in
+/// `get_or_load`/`get_or_fetch` on a key another shard holds asks that shard before the loader.
+pub(crate) trait Owners: Send + Sync {
+    /// Whether another shard holds `key`.
+    fn elsewhere(&self, key: &[u8]) -> bool;
+    /// `key` of cache `index` as its shard holds it: `Ok(None)` a miss there, `Err` if the shard
+    /// could not be asked.
+    fn read(
+        &self,
+        index: u32,
+        key: Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<Bytes>, String>> + Send>>;
+}
+
 /// Where a node records every change its caches apply, local or remote, and the ids it hands
 /// out. Each applied change reaches [`record`](Self::record) exactly once, from one place
 /// (`Cache::record`), under the shard lock that applied it, so per key the records are in seq

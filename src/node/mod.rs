@@ -3,6 +3,7 @@
 //! the builders one layer up (src/build/) make one.
 
 mod doors;
+pub(crate) mod remote;
 mod shards;
 
 use std::sync::Arc;
@@ -111,6 +112,8 @@ pub(crate) struct NodeInner {
     pub shards: parking_lot::RwLock<Option<Arc<crate::partition::Shards>>>,
     /// What the prober found of the other shards.
     pub probed: parking_lot::Mutex<shards::Probed>,
+    /// Connections to other shards' doors.
+    pub remote: remote::Forwarder,
 }
 
 impl std::fmt::Debug for Node {
@@ -387,6 +390,18 @@ impl Node {
             }
         }
         dropped
+    }
+
+    /// The node's connections to other shards' doors.
+    pub(crate) fn remote(&self) -> &remote::Forwarder {
+        &self.inner.remote
+    }
+
+    /// The caches' port to the other shards (held weakly: the caches do not keep the node).
+    pub(crate) fn owners_port(&self) -> Arc<shards::Owners> {
+        Arc::new(shards::Owners {
+            node: Arc::downgrade(&self.inner),
+        })
     }
 
     /// The hubs this leaf links to, in order of preference (empty for a node without a hub).

@@ -6,10 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use super::Node;
+use super::remote::{Forwarder, Target, bulk_value, encode};
 
 /// One other shard as this node last found it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -89,10 +87,7 @@ impl Node {
             let name = &shards.map.shards()[i];
             let mut outcome = Err("no node of it has a RESP door".to_string());
             for door in nodes.iter().filter_map(|n| n.resp.as_deref()) {
-                outcome = match tokio::time::timeout(timeout, ping(door, password.clone())).await {
-                    Ok(r) => r,
-                    Err(_) => Err(format!("{door}: no answer within {timeout:?}")),
-                };
+                outcome = ping(&self.inner.remote, door, password.clone(), timeout).await;
                 if outcome.is_ok() {
                     break;
                 }
@@ -120,39 +115,107 @@ impl Node {
     }
 }
 
-/// `PING` (after `AUTH` if the doors have a password) at `door`: `Ok` on `+PONG`.
-async fn ping(door: &str, password: Option<Arc<[u8]>>) -> Result<(), String> {
-    let mut stream = TcpStream::connect(door)
+/// The other shards as a node's caches see them (the caches' `Owners` port): a miss in
+/// `get_or_load` on another shard's key asks that shard's door.
+pub(crate) struct Owners {
+    pub node: std::sync::Weak<super::NodeInner>,
+}
+
+impl crate::cache::ports::Owners for Owners {
+    fn elsewhere(&self, key: &[u8]) -> bool {
+        let Some(inner) = self.node.upgrade() else {
+            return false;
+        };
+        let shards = inner.shards.read();
+        shards
+            .as_ref()
+            .is_some_and(|s| !s.owns(crate::partition::key_slot(key)))
+    }
+
+    fn read(
+        &self,
+        index: u32,
+        key: bytes::Bytes,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Option<bytes::Bytes>, String>> + Send>,
+    > {
+        let node = self.node.upgrade();
+        Box::pin(async move {
+            let inner = node.ok_or("the node is gone")?;
+            let shards = inner.shards.read().clone().ok_or("not sharded")?;
+            let door = shards
+                .address_for(crate::partition::key_slot(&key))
+                .ok_or("no door of the key's shard")?
+                .to_string();
+            let (password, timeout) = (
+                inner.doors.password.clone(),
+                inner.config.connection_timeout,
+            );
+            get_at(&inner.remote, &door, password, index, &key, timeout).await
+        })
+    }
+}
+
+/// `GET key` of cache `index` at `door`: the value, or `None`.
+async fn get_at(
+    remote: &Forwarder,
+    door: &str,
+    password: Option<Arc<[u8]>>,
+    index: u32,
+    key: &[u8],
+    timeout: Duration,
+) -> Result<Option<bytes::Bytes>, String> {
+    let target = Target {
+        address: door.to_string(),
+        resp3: false,
+        db: index as usize,
+    };
+    let reply = remote
+        .forward(
+            &target,
+            password.as_deref(),
+            &encode(&[b"GET", key]),
+            1,
+            timeout,
+        )
+        .await?;
+    match reply.first() {
+        Some(b'-') => Err(format!(
+            "{door}: {}",
+            String::from_utf8_lossy(&reply[1..]).trim_end()
+        )),
+        _ => Ok(bulk_value(&reply)),
+    }
+}
+
+/// `PING` at `door`: `Ok` on `+PONG`.
+async fn ping(
+    remote: &Forwarder,
+    door: &str,
+    password: Option<Arc<[u8]>>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let target = Target {
+        address: door.to_string(),
+        resp3: false,
+        db: 0,
+    };
+    let reply = remote
+        .forward(
+            &target,
+            password.as_deref(),
+            &encode(&[b"PING"]),
+            1,
+            timeout,
+        )
         .await
         .map_err(|e| format!("{door}: {e}"))?;
-    let mut request = Vec::new();
-    if let Some(p) = &password {
-        request.extend_from_slice(format!("*2\r\n$4\r\nAUTH\r\n${}\r\n", p.len()).as_bytes());
-        request.extend_from_slice(p);
-        request.extend_from_slice(b"\r\n");
+    if &reply[..] == b"+PONG\r\n" {
+        Ok(())
+    } else {
+        Err(format!(
+            "{door}: PING answered {}",
+            String::from_utf8_lossy(&reply).trim_end()
+        ))
     }
-    request.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
-    stream
-        .write_all(&request)
-        .await
-        .map_err(|e| format!("{door}: {e}"))?;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 256];
-    while !got.ends_with(b"+PONG\r\n") {
-        let n = stream
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("{door}: {e}"))?;
-        if n == 0 || got.len() > 4096 {
-            return Err(format!("{door}: closed without answering PING"));
-        }
-        got.extend_from_slice(&buf[..n]);
-        if got.starts_with(b"-") {
-            return Err(format!(
-                "{door}: {}",
-                String::from_utf8_lossy(&got[1..]).trim_end()
-            ));
-        }
-    }
-    Ok(())
 }

@@ -5,7 +5,6 @@
 //! `http_address`, `unix_socket`, `password`, `server_limits`), bound by `build()` and stopped by
 //! [`Node::shutdown`](crate::node::Node::shutdown).
 
-pub(crate) mod forward;
 pub(crate) mod glob;
 mod http;
 mod metrics;

@@ -8,7 +8,7 @@ use super::args::{Args, WRONGTYPE};
 use super::cluster::Elsewhere;
 use super::session::{Pending, Session};
 use super::table::{self, COMMANDS, NO_AUTH, NOT_QUEUED, SUBSCRIBED, Spec};
-use crate::server::forward;
+use crate::node::remote;
 use crate::server::protocol::Reply;
 
 impl Session<'_> {
@@ -72,12 +72,12 @@ impl Session<'_> {
                 } if !self.cluster_client && self.multi.is_none() && !self.node.door_tls() => {
                     let parts: Vec<&[u8]> = (0..args.len()).map(|i| args.get(i)).collect();
                     self.pending = Some(Pending::Forward {
-                        target: forward::Target {
+                        target: remote::Target {
                             address: door,
                             resp3: self.resp3,
                             db: self.db,
                         },
-                        request: forward::encode(&parts),
+                        request: remote::encode(&parts),
                         write: spec.has(table::WRITE),
                         slot,
                         shard,

@@ -68,8 +68,6 @@ pub(crate) struct Shared {
     pubsub: PubSub,
     /// A command's name by its table index (for `CLIENT LIST`), without the table below it.
     names: fn(usize) -> &'static str,
-    /// Connections to other shards' doors, for the commands this door forwards.
-    forwarder: crate::server::forward::Forwarder,
 }
 
 impl Shared {
@@ -79,7 +77,6 @@ impl Shared {
             tracking: Tracking::new(max_tracked_keys),
             pubsub: PubSub::default(),
             names: |i| table::COMMANDS[i].name,
-            forwarder: Default::default(),
         })
     }
 }
@@ -255,14 +252,7 @@ async fn serve_session(
                 Stop::Wait(pending) => {
                     stream.write_all(&output).await?;
                     output.clear();
-                    let shared = session.shared;
-                    answer(
-                        node,
-                        shared,
-                        pending,
-                        &mut Reply::new(&mut output, session.resp3),
-                    )
-                    .await;
+                    answer(node, pending, &mut Reply::new(&mut output, session.resp3)).await;
                 }
                 Stop::Close => {
                     stream.write_all(&output).await?;
@@ -306,7 +296,7 @@ fn write_pushes(
 }
 
 /// The answer of a command that waited: `WAIT`'s count, or the value `GET` read through.
-async fn answer(node: &Node, shared: &Shared, pending: Pending, out: &mut Reply<'_>) {
+async fn answer(node: &Node, pending: Pending, out: &mut Reply<'_>) {
     match pending {
         Pending::Forward {
             target,
@@ -318,7 +308,7 @@ async fn answer(node: &Node, shared: &Shared, pending: Pending, out: &mut Reply<
             let doors = node.doors();
             let timeout = node.replication_config().connection_timeout;
             let password = doors.password.as_deref();
-            match (shared.forwarder)
+            match node.remote()
                 .forward(&target, password, &request, 1, timeout)
                 .await
             {
@@ -340,13 +330,14 @@ async fn answer(node: &Node, shared: &Shared, pending: Pending, out: &mut Reply<
         Pending::MoveIn { cache, key, target } => {
             let doors = node.doors();
             let timeout = node.replication_config().connection_timeout;
-            let mut request = crate::server::forward::encode(&[b"ASKING"]);
-            request.extend(crate::server::forward::encode(&[b"GET", &key]));
-            let found = (shared.forwarder)
+            let mut request = crate::node::remote::encode(&[b"ASKING"]);
+            request.extend(crate::node::remote::encode(&[b"GET", &key]));
+            let found = node
+                .remote()
                 .forward(&target, doors.password.as_deref(), &request, 2, timeout)
                 .await
                 .ok()
-                .and_then(|reply| crate::server::forward::bulk_value(&reply));
+                .and_then(|reply| crate::node::remote::bulk_value(&reply));
             match found {
                 // Kept here, with the cache's time to live: the slot's keys move as they are read.
                 Some(value) => {

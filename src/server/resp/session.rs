@@ -45,7 +45,7 @@ pub(crate) enum Pending {
     /// A command on a key another shard holds, from a client that is not a cluster client: its
     /// answer is that shard's (see src/server/forward.rs).
     Forward {
-        target: crate::server::forward::Target,
+        target: crate::node::remote::Target,
         request: Vec<u8>,
         /// Whether the command writes: an unreachable shard fails it, where a read is a miss.
         write: bool,
@@ -57,7 +57,7 @@ pub(crate) enum Pending {
     MoveIn {
         cache: Cache,
         key: Bytes,
-        target: crate::server::forward::Target,
+        target: crate::node::remote::Target,
     },
 }
 

@@ -49,7 +49,7 @@ pub(super) fn get(s: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) {
             s.pending = Some(super::session::Pending::MoveIn {
                 cache: s.cache.clone(),
                 key: Bytes::copy_from_slice(key),
-                target: crate::server::forward::Target {
+                target: crate::node::remote::Target {
                     address: door.to_string(),
                     resp3: false,
                     db: s.db,

@@ -1,6 +1,8 @@
-//! The forwarding door of a sharded node: a command on a key another shard holds, from a client
-//! that is not a cluster client, is sent to that shard's door and its answer relayed — one round
-//! trip, over connections kept per door. What an unreachable shard answers is decided here too.
+//! A RESP client to other shards' doors, for a sharded node: the RESP door forwards a plain
+//! client's command on another shard's key through it (one round trip, over connections kept per
+//! door), reads a moving slot's key through from its previous owner, and the caches' `Owners`
+//! port and the shard prober ask with it. Requests are RESP arrays; replies are measured frame by
+//! frame (RESP2 and RESP3) and handed back whole.
 
 use std::collections::HashMap;
 use std::time::Duration;
