@@ -1432,6 +1432,13 @@ fn a_stopped_shard_is_a_miss_through_the_other_doors_not_an_outage() {
     assert_eq!(get(&mut red, &blue_key).as_deref(), Some("b"));
 
     procs[2].signal("-STOP");
+    // SIGSTOP is delivered when the process next runs: wait until the kernel says it is stopped.
+    let stat = format!("/proc/{}/stat", procs[2].child.id());
+    eventually("the blue shard's process is stopped", || {
+        let text = std::fs::read_to_string(&stat).unwrap_or_default();
+        text.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T'))
+    });
     let started = Instant::now();
     assert_eq!(
         get(&mut red, &blue_key),

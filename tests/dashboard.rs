@@ -153,6 +153,19 @@ impl Drop for Browser {
     }
 }
 
+/// A browser, or `None` (the test skipped, which LEAFCACHE_REQUIRE_BROWSER makes a failure).
+fn browser_or_skip() -> Option<Browser> {
+    let browser = Browser::start();
+    if browser.is_none() {
+        assert!(
+            std::env::var_os("LEAFCACHE_REQUIRE_BROWSER").is_none(),
+            "LEAFCACHE_REQUIRE_BROWSER is set but no chromium was found"
+        );
+        eprintln!("chromium not available; skipped — tests/run-all installs it");
+    }
+    browser
+}
+
 /// What the page shows: the nodes drawn, each link as (from, to, state), the connection label.
 const PAGE_STATE: &str = r##"JSON.stringify({
     nodes: [...document.querySelectorAll("#tree g.node")].map(g => [g.dataset.name, g.dataset.reachable]),
@@ -188,12 +201,7 @@ async fn until(browser: &mut Browser, what: &str, done: impl Fn(&Value) -> bool)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_draws_the_tree_and_shows_a_cut_link_turn_down() {
-    let Some(mut browser) = Browser::start() else {
-        assert!(
-            std::env::var_os("LEAFCACHE_REQUIRE_BROWSER").is_none(),
-            "LEAFCACHE_REQUIRE_BROWSER is set but no chromium was found"
-        );
-        eprintln!("chromium not available; skipped — tests/run-all installs it");
+    let Some(mut browser) = browser_or_skip() else {
         return;
     };
     let hub = support::http_node("hub", None, true);
@@ -264,12 +272,7 @@ async fn the_dashboard_draws_the_tree_and_shows_a_cut_link_turn_down() {
 /// degraded and why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_shards_and_one_going_down() {
-    let Some(mut browser) = Browser::start() else {
-        assert!(
-            std::env::var_os("LEAFCACHE_REQUIRE_BROWSER").is_none(),
-            "LEAFCACHE_REQUIRE_BROWSER is set but no chromium was found"
-        );
-        eprintln!("chromium not available; skipped — tests/run-all installs it");
+    let Some(mut browser) = browser_or_skip() else {
         return;
     };
     let topology = leafcache::topology::Topology::parse(

@@ -651,3 +651,39 @@ fn a_reload_plan_applies_capacities_hubs_and_nodes_and_refuses_the_rest_at_their
     at(10, "listen of node \"hub\"");
     at(19, "node \"solo\" gains a hub");
 }
+
+/// A sharded file: every node names its shard or none does, and no hub is in another shard;
+/// `check`'s tree names each shard's share of the slots.
+#[test]
+fn shards_are_checked_and_their_slots_shown() {
+    let e = parse(
+        "[[node]]\nname = \"a\"\nshard = \"red\"\nlisten = \"127.0.0.1:7400\"\n\
+         [[node]]\nname = \"b\"\nshard = \"blue\"\nhub = \"a\"\n\
+         [[node]]\nname = \"c\"\nhub = \"a\"\n",
+    )
+    .expect_err("invalid");
+    let found: Vec<(usize, String)> = errors(&e)
+        .iter()
+        .map(|d| (d.line - 3, d.message.clone()))
+        .collect();
+    assert!(
+        found.iter().any(
+            |(l, m)| *l == 8 && m.contains("in shard \"red\" and node \"b\" in shard \"blue\"")
+        ),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|(l, m)| *l == 10 && m.contains("node \"c\" names no shard")),
+        "{found:?}"
+    );
+    let ok = parse(
+        "[[node]]\nname = \"a\"\nshard = \"red\"\n[[node]]\nname = \"b\"\nshard = \"blue\"\n",
+    )
+    .unwrap();
+    assert_eq!(ok.shards(), ["blue", "red"]);
+    let tree = ok.render();
+    assert!(tree.contains("shard \"blue\": 8192 slots"), "{tree}");
+    assert!(tree.contains("shard \"red\": 8192 slots"), "{tree}");
+}

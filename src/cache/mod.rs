@@ -146,6 +146,23 @@ fn share(total: u64, n: usize, i: usize) -> usize {
     usize::try_from(base + extra).unwrap_or(usize::MAX)
 }
 
+/// What shard `i` of `n` may hold under `resolved`: its share of the capacity, the entry limit
+/// (from the settings alone, not this machine's shard count: nodes on machines with different
+/// core counts accept the same entries), its dead records' bounds.
+fn shard_limits(resolved: &config::Resolved, n: usize, i: usize) -> Limits {
+    let max_entries = share(resolved.max_entries, n, i).max(1);
+    let max_bytes = resolved.max_bytes.map_or(usize::MAX, |b| share(b, n, i));
+    let max_entry_bytes = usize::try_from(resolved.max_entry_bytes).unwrap_or(usize::MAX);
+    Limits {
+        max_entries,
+        max_bytes,
+        max_entry: max_entry_bytes.min(max_bytes),
+        eviction: resolved.eviction,
+        max_dead: max_entries.max(64),
+        dead_ttl_ms: u64::try_from(resolved.tombstone_ttl.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
 /// A default time to live as [`CacheInner::ttl_ns`] keeps it.
 fn ttl_ns(ttl: Option<Duration>) -> u64 {
     ttl.map_or(0, |d| {
@@ -228,23 +245,11 @@ impl Cache {
     ) -> Result<Self, Error> {
         let resolved = config.resolve()?;
         let n = resolved.shards;
-        let dead_ttl_ms = u64::try_from(resolved.tombstone_ttl.as_millis()).unwrap_or(u64::MAX);
         // The entry limit comes from the settings alone, not from this machine's shard count:
         // nodes on machines with different core counts accept the same entries.
         let max_entry_bytes = usize::try_from(resolved.max_entry_bytes).unwrap_or(usize::MAX);
         let shards: Box<[Padded]> = (0..n)
-            .map(|i| {
-                let max_entries = share(resolved.max_entries, n, i).max(1);
-                let max_bytes = resolved.max_bytes.map_or(usize::MAX, |b| share(b, n, i));
-                Padded(RwLock::new(Shard::new(Limits {
-                    max_entries,
-                    max_bytes,
-                    max_entry: max_entry_bytes.min(max_bytes),
-                    eviction: resolved.eviction,
-                    max_dead: max_entries.max(64),
-                    dead_ttl_ms,
-                })))
-            })
+            .map(|i| Padded(RwLock::new(Shard::new(shard_limits(&resolved, n, i)))))
             .collect();
         // Whether hits may share a shard's lock is the policy's to say, not a variant to match.
         let shared_hits = shards[0].0.read().shared_hits();
@@ -394,7 +399,6 @@ impl Cache {
             });
         }
         let max_entry_bytes = usize::try_from(resolved.max_entry_bytes).unwrap_or(usize::MAX);
-        let dead_ttl_ms = u64::try_from(resolved.tombstone_ttl.as_millis()).unwrap_or(u64::MAX);
         let inner = &self.inner;
         inner.ttl_ns.store(ttl_ns(resolved.ttl), Ordering::Relaxed);
         inner
@@ -409,20 +413,8 @@ impl Cache {
         let n = inner.shards.len();
         let now = self.now_ms();
         for (i, shard) in inner.shards.iter().enumerate() {
-            let max_entries = share(resolved.max_entries, n, i).max(1);
-            let max_bytes = resolved.max_bytes.map_or(usize::MAX, |b| share(b, n, i));
             let mut shard = shard.lock();
-            shard.set_limits(
-                Limits {
-                    max_entries,
-                    max_bytes,
-                    max_entry: max_entry_bytes.min(max_bytes),
-                    eviction: resolved.eviction,
-                    max_dead: max_entries.max(64),
-                    dead_ttl_ms,
-                },
-                now,
-            );
+            shard.set_limits(shard_limits(&resolved, n, i), now);
             if !shard.dropped.is_empty() {
                 self.tell(&mut shard, None);
             }

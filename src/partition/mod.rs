@@ -246,16 +246,7 @@ impl Shards {
     /// # Errors
     /// As [`SlotMap::new`]; [`Error::InvalidConfig`] if `me` is in no shard.
     pub fn new(members: Vec<(String, Vec<ShardNode>)>, me: &str) -> Result<Shards, Error> {
-        let map = SlotMap::new(members.iter().map(|(name, _)| name.clone()))?;
-        let mut ordered: Vec<Vec<ShardNode>> = vec![Vec::new(); map.shards().len()];
-        for (name, nodes) in members {
-            let at = map
-                .shards()
-                .iter()
-                .position(|s| *s == name)
-                .expect("mapped");
-            ordered[at] = nodes;
-        }
+        let (map, ordered) = mapped(members)?;
         let mine = ordered
             .iter()
             .position(|nodes| nodes.iter().any(|n| n.name == me))
@@ -278,17 +269,7 @@ impl Shards {
     /// # Errors
     /// As [`SlotMap::new`], for `before`.
     pub fn moving_from(mut self, before: Vec<(String, Vec<ShardNode>)>) -> Result<Shards, Error> {
-        let map = SlotMap::new(before.iter().map(|(name, _)| name.clone()))?;
-        let mut ordered: Vec<Vec<ShardNode>> = vec![Vec::new(); map.shards().len()];
-        for (name, nodes) in before {
-            let at = map
-                .shards()
-                .iter()
-                .position(|s| *s == name)
-                .expect("mapped");
-            ordered[at] = nodes;
-        }
-        self.previous = Some((map, ordered));
+        self.previous = Some(mapped(before)?);
         Ok(self)
     }
 
@@ -326,6 +307,21 @@ impl Shards {
             .find(|n| n.name == self.me)
             .expect("checked by new")
     }
+}
+
+/// The slot map of shards `members` (name, nodes), and their nodes in its shard order.
+fn mapped(members: Vec<(String, Vec<ShardNode>)>) -> Result<(SlotMap, Vec<Vec<ShardNode>>), Error> {
+    let map = SlotMap::new(members.iter().map(|(name, _)| name.clone()))?;
+    let mut ordered: Vec<Vec<ShardNode>> = vec![Vec::new(); map.shards().len()];
+    for (name, nodes) in members {
+        let at = map
+            .shards()
+            .iter()
+            .position(|s| *s == name)
+            .expect("mapped");
+        ordered[at] = nodes;
+    }
+    Ok((map, ordered))
 }
 
 #[cfg(test)]

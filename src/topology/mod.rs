@@ -40,6 +40,7 @@ mod diagnostics;
 mod model;
 mod raw;
 mod reload;
+mod sharding;
 
 pub use diagnostics::{Diagnostic, Severity, TopologyError};
 pub use model::{CacheTableConfig, ClusterTls, HubRef, NodeSpec, SecretSource, Topology};

@@ -43,37 +43,20 @@ impl Elsewhere {
     }
 }
 
-/// Whether a command with these keys may run here, on a sharded node: `None` if it may (no
-/// keys, or keys of one slot this node's shard holds).
+/// Whether a command with its keys at these positions may run here, on a sharded node: `None`
+/// if it may (no keys, or keys of one slot this node's shard holds).
 pub(super) fn elsewhere(
     s: &Session<'_>,
-    keys: (i32, i32, i32),
+    mut keys: impl Iterator<Item = usize>,
     args: Args<'_>,
 ) -> Option<Elsewhere> {
     let shards = s.node.shards()?;
-    let (first, last, step) = keys;
-    if first <= 0 {
-        return None;
+    let slot = key_slot(args.get(keys.next()?));
+    if keys.any(|i| key_slot(args.get(i)) != slot) {
+        return Some(Elsewhere::Refused(
+            "CROSSSLOT Keys in request don't hash to the same slot".into(),
+        ));
     }
-    let last = if last < 0 {
-        args.len() as i32 + last
-    } else {
-        last
-    };
-    let mut slot = None;
-    for i in (first..=last.min(args.len() as i32 - 1)).step_by(step.max(1) as usize) {
-        let this = key_slot(args.get(i as usize));
-        match slot {
-            None => slot = Some(this),
-            Some(s) if s != this => {
-                return Some(Elsewhere::Refused(
-                    "CROSSSLOT Keys in request don't hash to the same slot".into(),
-                ));
-            }
-            Some(_) => {}
-        }
-    }
-    let slot = slot?;
     if shards.owns(slot) {
         return None;
     }

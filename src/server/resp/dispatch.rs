@@ -59,7 +59,7 @@ impl Session<'_> {
         }
         let asking = std::mem::take(&mut self.asking);
         if let Some(elsewhere) = (!asking)
-            .then(|| super::cluster::elsewhere(self, spec.keys, args))
+            .then(|| super::cluster::elsewhere(self, spec.key_positions(args.len()), args))
             .flatten()
         {
             // Another shard's keys: a plain client's command is forwarded there; a cluster
@@ -105,18 +105,8 @@ impl Session<'_> {
 
     /// Whether one of the command's keys holds a hash (a string command on it is refused).
     fn holds_hash(&self, spec: &Spec, args: Args<'_>) -> bool {
-        let (first, last, step) = spec.keys;
-        if first <= 0 {
-            return false;
-        }
-        let last = if last < 0 {
-            args.len() as i32 + last
-        } else {
-            last
-        };
-        (first..=last.min(args.len() as i32 - 1))
-            .step_by(step.max(1) as usize)
-            .any(|i| self.cache.kind(args.get(i as usize)) == Some(crate::cache::Kind::Hash))
+        (spec.key_positions(args.len()))
+            .any(|i| self.cache.kind(args.get(i)) == Some(crate::cache::Kind::Hash))
     }
 
     fn run(&mut self, index: usize, spec: &Spec, args: Args<'_>, out: &mut Reply<'_>) {

@@ -63,6 +63,21 @@ impl Spec {
         if a >= 0 { n == a } else { n >= -a }
     }
 
+    /// The positions of the keys in a request of `n` arguments (the name included), as the
+    /// table's key spec says: dispatch's type and slot checks and `COMMAND GETKEYS` read them.
+    pub fn key_positions(&self, n: usize) -> impl Iterator<Item = usize> + use<> {
+        let (first, last, step) = self.keys;
+        let last = if last < 0 { n as i32 + last } else { last };
+        let end = if first <= 0 {
+            0
+        } else {
+            last.min(n as i32 - 1)
+        };
+        (first.max(1)..=end)
+            .step_by(step.max(1) as usize)
+            .map(|i| i as usize)
+    }
+
     /// The flag names `COMMAND INFO` lists.
     pub fn flag_names(&self) -> Vec<&'static str> {
         let mut names = Vec::new();
@@ -346,18 +361,12 @@ pub(super) fn command(_: &mut Session<'_>, args: Args<'_>, out: &mut Reply<'_>) 
                 out.error("ERR Invalid number of arguments specified for command");
                 return;
             }
-            let (first, last, step) = spec.keys;
-            if first == 0 {
+            if spec.keys.0 == 0 {
                 out.error("ERR The command has no key arguments");
                 return;
             }
-            let last = if last < 0 { n as i32 + last } else { last };
             // Only positions the command line has (an optional key may be absent).
-            let keys: Vec<&[u8]> = (first..=last)
-                .step_by(step.max(1) as usize)
-                .filter(|&i| (i as usize) < n)
-                .map(|i| args.get(2 + i as usize))
-                .collect();
+            let keys: Vec<&[u8]> = spec.key_positions(n).map(|i| args.get(2 + i)).collect();
             out.array(keys.len());
             for k in keys {
                 out.bulk(k);
