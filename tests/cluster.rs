@@ -198,6 +198,13 @@ async fn a_plain_client_reaches_every_shard_through_one_door_and_a_lost_shard_is
     }
     let values: Vec<i64> = pipe.query(&mut c).unwrap();
     assert_eq!(values, (0..200).collect::<Vec<i64>>());
+    // WATCH shapes this connection's transaction: never forwarded, the client is sent there.
+    let far_watch = (0..)
+        .map(|k| format!("w:{k}"))
+        .find(|k| !nodes[1].shards().unwrap().owns(key_slot(k.as_bytes())))
+        .unwrap();
+    let watch = error_of(redis::cmd("WATCH").arg(&far_watch).query(&mut c));
+    assert!(watch.starts_with("MOVED"), "{watch}");
     let owners: std::collections::BTreeSet<String> = (0..200)
         .map(|i| {
             nodes[0]

@@ -197,18 +197,22 @@ fn frame_len(buf: &[u8], depth: usize) -> Result<Option<usize>, String> {
             if n < 0 {
                 return Ok(Some(header));
             }
-            let total = header + n as usize + 2;
-            Ok((buf.len() >= total).then_some(total))
+            // A length past what the buffer could hold is incomplete for now (the caller caps it).
+            let total = usize::try_from(n)
+                .ok()
+                .and_then(|n| header.checked_add(n)?.checked_add(2));
+            Ok(total.filter(|&t| buf.len() >= t))
         }
         b'*' | b'~' | b'>' | b'%' | b'|' => {
             let n = number()?;
             if n < 0 {
                 return Ok(Some(header));
             }
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
             let items = if matches!(kind, b'%' | b'|') {
-                n as usize * 2
+                n.saturating_mul(2)
             } else {
-                n as usize
+                n
             };
             let mut at = header;
             for _ in 0..items {
@@ -243,6 +247,9 @@ mod tests {
             assert_eq!(frame_len(&frame[..len - 1], 0), Ok(None), "{frame:?}");
         }
         assert!(frame_len(b"?\r\n", 0).is_err());
+        // Lengths no buffer holds are incomplete, not an overflow.
+        assert_eq!(frame_len(b"$9223372036854775807\r\nab", 0), Ok(None));
+        assert_eq!(frame_len(b"*9223372036854775807\r\n:1\r\n", 0), Ok(None));
         assert!(frame_len(b"$x\r\n", 0).is_err());
     }
 }

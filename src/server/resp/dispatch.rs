@@ -63,13 +63,18 @@ impl Session<'_> {
             .flatten()
         {
             // Another shard's keys: a plain client's command is forwarded there; a cluster
-            // client, or a command inside `MULTI`, is sent there.
+            // client, a command inside `MULTI` or one that shapes this connection's transaction
+            // (`WATCH`) is sent there.
             match elsewhere {
                 Elsewhere::Shard {
                     slot,
                     shard,
                     door: Some(door),
-                } if !self.cluster_client && self.multi.is_none() && !self.node.door_tls() => {
+                } if !self.cluster_client
+                    && self.multi.is_none()
+                    && !spec.has(NOT_QUEUED)
+                    && !self.node.door_tls() =>
+                {
                     let parts: Vec<&[u8]> = (0..args.len()).map(|i| args.get(i)).collect();
                     self.pending = Some(Pending::Forward {
                         target: remote::Target {
