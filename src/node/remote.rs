@@ -55,6 +55,22 @@ impl Forwarder {
         replies: usize,
         timeout: Duration,
     ) -> Result<BytesMut, String> {
+        let mut all = self
+            .forward_all(target, password, request, replies, timeout)
+            .await?;
+        all.pop().ok_or_else(|| "no command sent".to_string())
+    }
+
+    /// Sends `request` (`replies` commands, as RESP, pipelined) to `target` and returns every
+    /// reply in order, within `timeout`.
+    pub async fn forward_all(
+        &self,
+        target: &Target,
+        password: Option<&[u8]>,
+        request: &[u8],
+        replies: usize,
+        timeout: Duration,
+    ) -> Result<Vec<BytesMut>, String> {
         let pooled = self.idle.lock().get_mut(target).and_then(Vec::pop);
         let work = async {
             let mut conn = match pooled {
@@ -65,20 +81,20 @@ impl Forwarder {
                 .write_all(request)
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut reply = read_reply(&mut conn).await?;
-            for _ in 1..replies {
-                reply = read_reply(&mut conn).await?;
+            let mut all = Vec::with_capacity(replies);
+            for _ in 0..replies {
+                all.push(read_reply(&mut conn).await?);
             }
-            Ok::<_, String>((conn, reply))
+            Ok::<_, String>((conn, all))
         };
         match tokio::time::timeout(timeout, work).await {
-            Ok(Ok((conn, reply))) => {
+            Ok(Ok((conn, all))) => {
                 let mut idle = self.idle.lock();
                 let kept = idle.entry(target.clone()).or_default();
                 if kept.len() < IDLE_PER_TARGET {
                     kept.push(conn);
                 }
-                Ok(reply)
+                Ok(all)
             }
             Ok(Err(e)) => Err(e),
             Err(_) => Err(format!("no answer within {timeout:?}")),

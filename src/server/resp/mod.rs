@@ -216,6 +216,8 @@ async fn serve_session(
     let mut input = BytesMut::with_capacity(16 << 10);
     let mut output = BytesMut::with_capacity(16 << 10);
     let mut args: Vec<Range<usize>> = Vec::with_capacity(8);
+    // Commands forwarded to other shards whose replies go at these places of the output.
+    let mut forwards: Vec<(usize, Pending)> = Vec::new();
     // Registered once for the connection, not once per read: the node-wide token is shared by
     // every connection, and registering with it takes its lock.
     let shut_down = shutdown.cancelled();
@@ -241,8 +243,18 @@ async fn serve_session(
             return Ok(());
         }
         loop {
-            let (stop, commands) = run(session, &mut input, &mut output, &mut args, &limits);
+            let (stop, commands) = run(
+                session,
+                &mut input,
+                &mut output,
+                &mut args,
+                &limits,
+                &mut forwards,
+            );
             count(&doors.stats.commands, commands);
+            if !forwards.is_empty() {
+                forward_batch(node, &mut forwards, &mut output).await;
+            }
             match stop {
                 Stop::NeedInput => break,
                 Stop::Flush => {
@@ -295,32 +307,99 @@ fn write_pushes(
     }
 }
 
+/// The most forwarded commands one batch holds.
+const MAX_FORWARDS: usize = 256;
+
+/// Sends the forwarded commands of `forwards` — pipelined, one connection per target door, the
+/// doors at once — and puts each reply at its place in `output`. A door that does not answer
+/// within the connection timeout makes its reads misses and its writes `-CLUSTERDOWN` errors.
+async fn forward_batch(node: &Node, forwards: &mut Vec<(usize, Pending)>, output: &mut BytesMut) {
+    let doors = node.doors();
+    let password = doors.password.as_deref();
+    let timeout = node.replication_config().connection_timeout;
+    let mut groups: Vec<(&crate::node::remote::Target, Vec<usize>)> = Vec::new();
+    for (i, (_, f)) in forwards.iter().enumerate() {
+        if let Pending::Forward { target, .. } = f {
+            match groups.iter_mut().find(|(t, _)| *t == target) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((target, vec![i])),
+            }
+        }
+    }
+    let sent = groups.iter().map(|(target, members)| {
+        let mut request = Vec::new();
+        for &i in members {
+            if let Pending::Forward { request: r, .. } = &forwards[i].1 {
+                request.extend_from_slice(r);
+            }
+        }
+        async move {
+            node.remote()
+                .forward_all(target, password, &request, members.len(), timeout)
+                .await
+        }
+    });
+    let results = futures_util::future::join_all(sent).await;
+    let mut replies: Vec<Option<BytesMut>> = vec![None; forwards.len()];
+    let mut failures: Vec<Option<String>> = vec![None; forwards.len()];
+    for ((_, members), result) in groups.iter().zip(results) {
+        match result {
+            Ok(all) => {
+                for (&i, reply) in members.iter().zip(all) {
+                    replies[i] = Some(reply);
+                }
+            }
+            Err(why) => {
+                for &i in members {
+                    failures[i] = Some(why.clone());
+                }
+            }
+        }
+    }
+    let mut merged = BytesMut::with_capacity(output.len() + 64 * forwards.len());
+    let mut from = 0;
+    for (i, (at, f)) in forwards.drain(..).enumerate() {
+        merged.extend_from_slice(&output[from..at]);
+        from = at;
+        match (replies[i].take(), f) {
+            (Some(reply), _) => merged.extend_from_slice(&reply),
+            // An unreachable shard is a miss for a read, and a clear error for a write.
+            (
+                None,
+                Pending::Forward {
+                    target,
+                    write,
+                    slot,
+                    shard,
+                    ..
+                },
+            ) => {
+                let mut out = Reply::new(&mut merged, target.resp3);
+                if write {
+                    out.error(&format!(
+                        "CLUSTERDOWN shard {shard:?}, which holds slot {slot}, cannot be reached at {}: {}",
+                        target.address,
+                        one_line(failures[i].as_deref().unwrap_or("no answer"))
+                    ));
+                } else {
+                    out.null();
+                }
+            }
+            (None, _) => {}
+        }
+    }
+    merged.extend_from_slice(&output[from..]);
+    *output = merged;
+}
+
 /// The answer of a command that waited: `WAIT`'s count, or the value `GET` read through.
 async fn answer(node: &Node, pending: Pending, out: &mut Reply<'_>) {
     match pending {
-        Pending::Forward {
-            target,
-            request,
-            write,
-            slot,
-            shard,
-        } => {
-            let doors = node.doors();
-            let timeout = node.replication_config().connection_timeout;
-            let password = doors.password.as_deref();
-            match node.remote()
-                .forward(&target, password, &request, 1, timeout)
-                .await
-            {
-                Ok(reply) => out.buf.extend_from_slice(&reply),
-                // An unreachable shard is a miss for a read, and a clear error for a write.
-                Err(_) if !write => out.null(),
-                Err(why) => out.error(&format!(
-                    "CLUSTERDOWN shard {shard:?}, which holds slot {slot}, cannot be reached at {}: {}",
-                    target.address,
-                    one_line(&why)
-                )),
-            }
+        forward @ Pending::Forward { .. } => {
+            let mut one = vec![(0, forward)];
+            let mut reply = BytesMut::new();
+            forward_batch(node, &mut one, &mut reply).await;
+            out.buf.extend_from_slice(&reply);
         }
         Pending::Acked { seq, timeout } => {
             out.int(i64::from(
@@ -372,6 +451,7 @@ fn run(
     output: &mut BytesMut,
     args: &mut Vec<Range<usize>>,
     limits: &ParseLimits,
+    forwards: &mut Vec<(usize, Pending)>,
 ) -> (Stop, u64) {
     let node = session.node;
     let core = node.core();
@@ -407,8 +487,19 @@ fn run(
                 if session.close {
                     return (Stop::Close, commands);
                 }
-                if let Some(p) = session.pending.take() {
-                    return (Stop::Wait(p), commands);
+                match session.pending.take() {
+                    // Forwarded commands of a pipeline go out together; each reply takes the
+                    // place in the output where the command would have written it. Commands on
+                    // other shards touch other keys, so those run here meanwhile stay in order
+                    // for every key.
+                    Some(p @ Pending::Forward { .. }) => {
+                        forwards.push((output.len(), p));
+                        if forwards.len() >= MAX_FORWARDS {
+                            return (Stop::Flush, commands);
+                        }
+                    }
+                    Some(p) => return (Stop::Wait(p), commands),
+                    None => {}
                 }
                 if output.len() >= FLUSH_AT {
                     return (Stop::Flush, commands);
