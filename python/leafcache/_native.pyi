@@ -75,6 +75,8 @@ class LRUCacheDistributed(LRUCache):
         eviction: str = "lru",
         serializer: str = "json",
         decode: bool = True,
+        shards: Optional[Dict[str, List[Address]]] = None,
+        shard: Optional[str] = None,
     ) -> None: ...
     @property
     def address(self) -> Optional[str]: ...

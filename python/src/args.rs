@@ -201,3 +201,68 @@ impl Amount {
         )))
     }
 }
+
+/// A sharded cluster's map as Python gives it: `shards` maps each shard's name to the RESP doors
+/// of its nodes (its hub first), `shard` names this node's, and `name` is this node's name,
+/// unique in the cluster. `None` without `shards`.
+pub fn shards(
+    shards: Option<&Bound<'_, pyo3::types::PyDict>>,
+    shard: Option<&str>,
+    name: Option<&str>,
+) -> PyResult<Option<leafcache::partition::Shards>> {
+    use leafcache::partition::{ShardNode, Shards};
+    let Some(shards) = shards else {
+        if shard.is_some() {
+            return Err(PyValueError::new_err(
+                "shard=... names a shard of shards=...: pass both",
+            ));
+        }
+        return Ok(None);
+    };
+    let (Some(mine), Some(me)) = (shard, name) else {
+        return Err(PyValueError::new_err(
+            "shards=... needs shard=... (this node's) and name=... (unique in the cluster)",
+        ));
+    };
+    let mut members = Vec::new();
+    for (shard_name, doors) in shards.iter() {
+        let shard_name: String = shard_name
+            .extract()
+            .map_err(|_| PyTypeError::new_err("a shard's name is text"))?;
+        let doors: Vec<Bound<'_, PyAny>> = doors
+            .try_iter()
+            .map_err(|_| {
+                PyTypeError::new_err(format!("shard {shard_name:?} maps to a list of doors"))
+            })?
+            .collect::<PyResult<_>>()?;
+        let mut nodes = Vec::new();
+        for (i, door) in doors.iter().enumerate() {
+            nodes.push(ShardNode {
+                name: format!("{shard_name}/{i}"),
+                resp: Some(address("shards", door, false)?),
+                primary: i == 0,
+            });
+        }
+        if shard_name == mine {
+            nodes.push(ShardNode {
+                name: me.to_string(),
+                resp: None,
+                primary: false,
+            });
+        }
+        members.push((shard_name, nodes));
+    }
+    if !members.iter().any(|(n, _)| n == mine) {
+        return Err(PyValueError::new_err(format!(
+            "shard={mine:?} is not one of shards=... ({})",
+            members
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Shards::new(members, me)
+        .map(Some)
+        .map_err(|e| PyValueError::new_err(e.to_string()))
+}

@@ -134,11 +134,15 @@ impl LRUCache {
     /// thread; only a thread that waits for another's load parks, in the runtime's `block_on`.
     fn load(&self, py: Python<'_>, key: Bytes) -> PyResult<Py<PyAny>> {
         let value = py.detach(|| {
+            // Inside the runtime's context even for the first poll: asking another shard's door
+            // sets a timer.
+            let rt = runtime()?;
+            let _entered = rt.enter();
             let mut load = std::pin::pin!(self.cache.get_or_load(key));
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             match load.as_mut().poll(&mut cx) {
-                std::task::Poll::Ready(r) => Ok(r),
-                std::task::Poll::Pending => runtime().map(|rt| rt.block_on(load)),
+                std::task::Poll::Ready(r) => Ok::<_, PyErr>(r),
+                std::task::Poll::Pending => Ok(rt.block_on(load)),
             }
         })?;
         self.codec.decode(py, &value.map_err(to_py)?)
@@ -152,6 +156,15 @@ impl LRUCache {
         }
         match self.cache.get(&k) {
             Some(v) => self.codec.decode(py, &v).map(Some),
+            // On a node of a sharded cluster, a key another shard holds is asked there.
+            None if self.node.shards().is_some() => {
+                let fetched =
+                    py.detach(|| runtime().map(|rt| rt.block_on(self.cache.get_or_fetch(k))))?;
+                match fetched.map_err(to_py)? {
+                    Some(v) => self.codec.decode(py, &v).map(Some),
+                    None => Ok(None),
+                }
+            }
             None => Ok(None),
         }
     }
@@ -394,6 +407,10 @@ impl Drop for LRUCache {
 /// `local_address`, or both. Reads are local; every write reaches every linked node; when a
 /// link drops both sides go on, and they resync what changed when it is back.
 ///
+/// With `shards` (shard name → the RESP doors of its nodes, the hub first) and `shard` (this
+/// node's), it is a node of a sharded cluster: a miss on a key another shard holds is asked at
+/// that shard's door before `load_callback`.
+///
 /// ```python
 /// from leafcache import LRUCacheDistributed
 /// hub = LRUCacheDistributed(local_address=("127.0.0.1", 5555), secret="s3cret")
@@ -407,7 +424,7 @@ pub struct LRUCacheDistributed {}
 #[pymethods]
 impl LRUCacheDistributed {
     #[new]
-    #[pyo3(signature = (load_callback=None, maximum_capacity=100_000, expiration_time=None, connection_timeout=None, remote_address=None, local_address=None, *, secret=None, name=None, root=None, cluster=None, flush=None, snapshot=None, max_bytes=None, eviction="lru", serializer="json", decode=true))]
+    #[pyo3(signature = (load_callback=None, maximum_capacity=100_000, expiration_time=None, connection_timeout=None, remote_address=None, local_address=None, *, secret=None, name=None, root=None, cluster=None, flush=None, snapshot=None, max_bytes=None, eviction="lru", serializer="json", decode=true, shards=None, shard=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -427,7 +444,10 @@ impl LRUCacheDistributed {
         eviction: &str,
         serializer: &str,
         decode: bool,
+        shards: Option<&Bound<'_, pyo3::types::PyDict>>,
+        shard: Option<String>,
     ) -> PyResult<PyClassInitializer<Self>> {
+        let cluster_map = args::shards(shards, shard.as_deref(), name.as_deref())?;
         let s = settings(
             py,
             load_callback,
@@ -462,6 +482,9 @@ impl LRUCacheDistributed {
         }
         if let Some(n) = name {
             builder = builder.name(n);
+        }
+        if let Some(map) = cluster_map {
+            builder = builder.shards(map);
         }
         if let Some(c) = cluster {
             builder = builder.cluster(c);
