@@ -1466,3 +1466,82 @@ fn a_stopped_shard_is_a_miss_through_the_other_doors_not_an_outage() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A shard added while `redis-benchmark --cluster` writes: about a third of the slots move and
+/// no command fails (the benchmark's connections are plain ones to leafcache, so the old owners
+/// forward the moved slots' commands).
+#[test]
+fn a_shard_added_under_a_cluster_benchmark_fails_no_command() {
+    if which("redis-benchmark").is_err() {
+        assert!(
+            std::env::var_os("LEAFCACHE_REQUIRE_REDIS").is_none(),
+            "LEAFCACHE_REQUIRE_REDIS is set but redis-benchmark is missing"
+        );
+        eprintln!("redis-benchmark not available; skipped — tests/run-all installs it");
+        return;
+    }
+    let dir = temp_dir("reshard");
+    let file = dir.join("shards.toml");
+    let path = file.to_str().unwrap().to_string();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let write = |shards: usize| {
+        let mut text = String::from("[cluster]\nname = \"rs\"\nsecret = \"reshard-secret\"\n");
+        for (shard, port) in ["red", "green", "blue"].iter().zip(&ports).take(shards) {
+            text.push_str(&format!(
+                "[[node]]\nname = \"{shard}\"\nshard = \"{shard}\"\nresp = \"127.0.0.1:{port}\"\n"
+            ));
+        }
+        std::fs::write(&file, text).unwrap();
+    };
+    write(2);
+    let up = Proc::spawn_logging(&["up", &path, "--loglevel", "info"]);
+    up.until("up running", |l| l.starts_with("up: "));
+    let bench = Command::new("redis-benchmark")
+        .args([
+            "--cluster",
+            "-p",
+            &ports[0].to_string(),
+            "-t",
+            "set",
+            "-n",
+            "400000",
+        ])
+        .args(["-c", "20", "-r", "100000", "-q"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The load is on: the first shard has answered commands.
+    let mut red = redis_at(&format!("127.0.0.1:{}", ports[0]));
+    eventually("the benchmark is writing", || {
+        let info: String = redis::cmd("INFO").arg("stats").query(&mut red).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 1_000)
+    });
+    write(3);
+    let (code, _, err) = run(&["reload", &path]);
+    assert_eq!(code, 0, "{err}");
+    let moved = up.until("slots moved", |l| l.contains("slots move"));
+    let line = moved.last().unwrap();
+    let count: usize = line
+        .split(" of 16384")
+        .next()
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!((5000..6000).contains(&count), "{line}");
+    let out = bench.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("Error") && !text.contains("MOVED"), "{text}");
+    assert!(text.contains("SET:"), "{text}");
+    up.signal("-TERM");
+    assert!(up.wait().success());
+    std::fs::remove_dir_all(dir).ok();
+}
