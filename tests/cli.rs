@@ -606,10 +606,7 @@ fn pty_of(what: &str) -> String {
     panic!("no process runs {what:?}");
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+use support::free_port;
 
 /// Three `node` processes: the hub is killed with SIGKILL, the leaves keep serving reads and
 /// writes on their own, the hub restarts (empty: no persistence) and everything converges.

@@ -18,10 +18,7 @@ use support::eventually;
 const BIN: &str = env!("CARGO_BIN_EXE_leafcache");
 const WAIT: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+use support::free_port;
 
 /// The leaf's upstream link is up, to `address`.
 async fn up_to(leaf: &Node, address: &str) {
@@ -102,18 +99,26 @@ impl Proc {
             .args(["node", "--topology", file.to_str().unwrap(), "--name", name])
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         // It prints its addresses, then "running ...": it is bound.
         let out = child.stdout.take().unwrap();
         let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
         loop {
-            let line = lines.next().expect("the node printed its lines").unwrap();
+            let Some(Ok(line)) = lines.next() else {
+                // It ended before running: say why.
+                let mut why = String::new();
+                let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut why);
+                panic!("node {name} stopped before it ran: {why}");
+            };
             if line.starts_with("running") {
                 break;
             }
         }
+        // Its log is not read: drain it so that it never blocks on a full pipe.
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || std::io::copy(&mut { err }, &mut std::io::sink()));
         std::thread::spawn(move || lines.for_each(drop));
         Proc(child)
     }

@@ -304,3 +304,18 @@ pub fn temp_dir(tag: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A port the OS hands out on loopback, never the same one twice in this process: a test that
+/// takes a port now and binds it later (a hub started after its leaf) does not meet another test
+/// that took the same number meanwhile.
+pub fn free_port() -> u16 {
+    static TAKEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if TAKEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
+}
