@@ -666,6 +666,7 @@ impl NodeBuilder {
             registry: registry.clone(),
             doors: bound_doors.doors(&self.doors),
             journal: journal.clone(),
+            sharded: self.shards.is_some(),
             shards: parking_lot::RwLock::new(self.shards.map(Arc::new)),
             probed: Default::default(),
             remote: Default::default(),

@@ -108,6 +108,8 @@ pub(crate) struct NodeInner {
     pub doors: Doors,
     /// The op log and snapshots, on a node with a root.
     pub journal: Option<Arc<Journal>>,
+    /// Whether it was built into a sharded cluster (which `set_shards` never changes).
+    pub sharded: bool,
     /// The sharded cluster it is part of, if any.
     pub shards: parking_lot::RwLock<Option<Arc<crate::partition::Shards>>>,
     /// What the prober found of the other shards.
@@ -312,6 +314,11 @@ impl Node {
     /// The sharded cluster this node is part of, if it is (see
     /// [`NodeBuilder::shards`](crate::NodeBuilder::shards)).
     pub fn shards(&self) -> Option<Arc<crate::partition::Shards>> {
+        // Every keyed command of the RESP door asks: a node of one tree answers without touching
+        // the lock every connection would share.
+        if !self.inner.sharded {
+            return None;
+        }
         self.inner.shards.read().clone()
     }
 
