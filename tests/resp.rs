@@ -469,6 +469,24 @@ async fn keys_and_values_are_binary_safe() {
     node.shutdown().await;
 }
 
+/// Waits until the node's only connection is `bystander`'s: a refused connection closes on the
+/// server's side a moment after the client's (it drains what the client still sends), and until
+/// then it counts against `max_connections`.
+fn only_the_bystander_left(bystander: &mut Connection) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let open = connected_clients(bystander);
+        if open == 1 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{open} connections open"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_refuse_before_allocating_and_close_only_that_connection() {
     let limits = ServerLimits {
@@ -504,6 +522,7 @@ async fn limits_refuse_before_allocating_and_close_only_that_connection() {
         b"*1\r\n$3\r\nabcXY",
         b"*1\r\n:5\r\n",
     ] {
+        only_the_bystander_left(&mut bystander);
         let mut raw = Raw::connect(&node);
         raw.send(hostile);
         let reply = raw.read_line();
@@ -514,24 +533,7 @@ async fn limits_refuse_before_allocating_and_close_only_that_connection() {
         assert!(raw.closed(), "{hostile:?} leaves the connection open");
     }
 
-    // The refused connections close on the server's side a moment later (each drains what its
-    // client still sends): wait until they are gone, or this one would be over the 4 allowed.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let info: String = redis::cmd("INFO")
-            .arg("clients")
-            .query(&mut bystander)
-            .unwrap();
-        let open = info
-            .lines()
-            .find_map(|l| l.strip_prefix("connected_clients:"))
-            .and_then(|n| n.trim().parse::<u64>().ok());
-        if open == Some(1) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{info}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    only_the_bystander_left(&mut bystander);
     // Over the key or value limit: an error, the connection goes on.
     let mut raw = Raw::connect(&node);
     assert!(
